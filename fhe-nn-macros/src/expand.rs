@@ -1,0 +1,178 @@
+//! Code generation: the checked architecture as `const` data of the runtime's types.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::arch::activation::Activation;
+use crate::arch::analysis::{Analysis, IntRange, LayerAnalysis, Lookup, Rounding, Shape, TensorKind};
+use crate::arch::layer::{Layer, WeightOptions};
+use crate::syntax::NamedItem;
+
+/// The `Architecture` expression for a checked network.
+pub fn architecture(name: &str, layers: &[Layer], analysis: &Analysis) -> TokenStream {
+    let layers = layers.iter().map(layer);
+    let analyses = analysis.layers.iter().map(layer_analysis);
+    let s = &analysis.summary;
+    let (lookups, max_lookup_bits, max_integer_bits, rounded, outputs) =
+        (s.lookups, s.max_lookup_bits, s.max_integer_bits, s.rounded_lookups, s.outputs);
+    quote! {
+        ::fhe_nn::Architecture::__from_checked(
+            #name,
+            &[#(#layers),*],
+            &[#(#analyses),*],
+            ::fhe_nn::arch::analysis::Summary {
+                lookups: #lookups,
+                max_lookup_bits: #max_lookup_bits,
+                max_integer_bits: #max_integer_bits,
+                rounded_lookups: #rounded,
+                outputs: #outputs,
+            },
+        )
+    }
+}
+
+/// The named form: a unit struct with the analysis as associated constants.
+pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -> TokenStream {
+    let NamedItem { attrs, vis, ident } = item;
+    let (lookups, max_lookup_bits, max_integer_bits, outputs) = analysis
+        .map(|a| (a.summary.lookups, a.summary.max_lookup_bits, a.summary.max_integer_bits, a.summary.outputs))
+        .unwrap_or_default();
+    let accumulator_bits = analysis.map(|a| a.layers.iter().map(|l| option(l.accumulator_bits)).collect::<Vec<_>>()).unwrap_or_default();
+    let ranges = analysis
+        .map(|a| a.layers.iter().map(|l| option(l.range.map(|r| (r.min, r.max)).map(|(a, b)| quote!((#a, #b))))).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let static_name = format_ident!("__FHE_NN_ARCHITECTURE_OF_{}", ident.to_string().to_uppercase());
+    quote! {
+        #(#attrs)*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        #vis struct #ident;
+
+        #[allow(non_upper_case_globals)]
+        static #static_name: ::fhe_nn::Architecture = #arch;
+
+        impl #ident {
+            /// Table lookups (programmable bootstraps) per inference.
+            pub const LOOKUPS: usize = #lookups;
+            /// Widest lookup precision in bits, after rounding.
+            pub const MAX_LOOKUP_BITS: u32 = #max_lookup_bits;
+            /// Widest encrypted integer in bits (Concrete ML's `maximum_integer_bit_width`).
+            pub const MAX_INTEGER_BITS: u32 = #max_integer_bits;
+            /// Values the client decrypts per inference.
+            pub const OUTPUTS: usize = #outputs;
+            /// Accumulator width produced by each layer (weighted and pooling layers).
+            pub const ACCUMULATOR_BITS: &'static [::core::option::Option<u32>] = &[#(#accumulator_bits),*];
+            /// Integer range `(min, max)` of each layer's output, where it is an integer.
+            pub const RANGES: &'static [::core::option::Option<(i64, i64)>] = &[#(#ranges),*];
+
+            /// The checked architecture.
+            pub fn architecture() -> &'static ::fhe_nn::Architecture {
+                &#static_name
+            }
+
+            /// The bit-width and range report (printable).
+            pub fn report() -> ::fhe_nn::Report<'static> {
+                #static_name.report()
+            }
+        }
+
+        impl ::fhe_nn::Network for #ident {
+            fn architecture() -> &'static ::fhe_nn::Architecture {
+                &#static_name
+            }
+        }
+    }
+}
+
+fn option<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
+    match v {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+fn layer(l: &Layer) -> TokenStream {
+    let path = quote!(::fhe_nn::arch::layer::Layer);
+    match *l {
+        Layer::QuantIdentity { bits, signed } => quote!(#path::QuantIdentity { bits: #bits, signed: #signed }),
+        Layer::QuantLinear { in_features, out_features, ref options } => {
+            let options = weight_options(options);
+            quote!(#path::QuantLinear { in_features: #in_features, out_features: #out_features, options: #options })
+        }
+        Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, input, ref options } => {
+            let options = weight_options(options);
+            let input = option(input.map(|(h, w)| quote!((#h, #w))));
+            quote!(#path::QuantConv2d {
+                in_channels: #in_channels, out_channels: #out_channels, kernel: #kernel,
+                stride: #stride, padding: #padding, input: #input, options: #options
+            })
+        }
+        Layer::AvgPool2d { kernel } => quote!(#path::AvgPool2d { kernel: #kernel }),
+        Layer::Flatten => quote!(#path::Flatten),
+        Layer::Activation(ref a) => {
+            let a = activation(a);
+            quote!(#path::Activation(#a))
+        }
+    }
+}
+
+fn weight_options(o: &WeightOptions) -> TokenStream {
+    let WeightOptions { weight_bits, bias, active, round, exact } = *o;
+    let active = option(active);
+    let round = option(round);
+    quote!(::fhe_nn::arch::layer::WeightOptions {
+        weight_bits: #weight_bits, bias: #bias, active: #active, round: #round, exact: #exact
+    })
+}
+
+fn activation(a: &Activation) -> TokenStream {
+    let path = quote!(::fhe_nn::arch::activation::Activation);
+    let variant = format_ident!("{}", a.name());
+    match *a {
+        Activation::HardTanh { min, max } => quote!(#path::HardTanh { min: #min, max: #max }),
+        Activation::LeakyReLU { slope } => quote!(#path::LeakyReLU { slope: #slope }),
+        Activation::Threshold { threshold, value } => quote!(#path::Threshold { threshold: #threshold, value: #value }),
+        Activation::ELU { alpha } => quote!(#path::ELU { alpha: #alpha }),
+        Activation::CELU { alpha } => quote!(#path::CELU { alpha: #alpha }),
+        Activation::Softplus { beta, threshold } => quote!(#path::Softplus { beta: #beta, threshold: #threshold }),
+        Activation::Hardshrink { lambda } => quote!(#path::Hardshrink { lambda: #lambda }),
+        Activation::Softshrink { lambda } => quote!(#path::Softshrink { lambda: #lambda }),
+        _ => quote!(#path::#variant),
+    }
+}
+
+fn range(r: &IntRange) -> TokenStream {
+    let (min, max) = (r.min, r.max);
+    quote!(::fhe_nn::arch::analysis::IntRange { min: #min, max: #max })
+}
+
+fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
+    let p = quote!(::fhe_nn::arch::analysis);
+    let shape = match l.shape {
+        Shape::Unknown => quote!(#p::Shape::Unknown),
+        Shape::Features(n) => quote!(#p::Shape::Features(#n)),
+        Shape::Image { channels, height, width } => quote!(#p::Shape::Image { channels: #channels, height: #height, width: #width }),
+    };
+    let kind = format_ident!(
+        "{}",
+        match l.kind {
+            TensorKind::Real => "Real",
+            TensorKind::Quantized => "Quantized",
+            TensorKind::Accumulator => "Accumulator",
+            TensorKind::Unknown => "Unknown",
+        }
+    );
+    let range = option(l.range.as_ref().map(range));
+    let accumulator_bits = option(l.accumulator_bits);
+    let lookup = option(l.lookup.as_ref().map(|Lookup { count, input_bits, precision, rounding, source }| {
+        let rounding = format_ident!(
+            "{}",
+            match rounding {
+                Rounding::Exact => "Exact",
+                Rounding::Declared => "Declared",
+                Rounding::Runtime => "Runtime",
+            }
+        );
+        quote!(#p::Lookup { count: #count, input_bits: #input_bits, precision: #precision, rounding: #p::Rounding::#rounding, source: #source })
+    }));
+    quote!(#p::LayerAnalysis { shape: #shape, kind: #p::TensorKind::#kind, range: #range, accumulator_bits: #accumulator_bits, lookup: #lookup })
+}

@@ -1,0 +1,973 @@
+//! Integer ranges and bit-widths through a network, and the checks that reject networks FHE
+//! cannot run. Used by the `fhe_net!` macro at compile time and by the runtime at load time.
+
+use std::fmt;
+
+use super::layer::{Layer, WeightOptions};
+use super::limits::{
+    MAX_ACCUMULATOR_BITS, MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS, MAX_LOOKUP_BITS,
+};
+
+/// An inclusive integer range `[min, max]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntRange {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl IntRange {
+    /// The range `[min, max]`.
+    pub const fn new(min: i64, max: i64) -> IntRange {
+        IntRange { min, max }
+    }
+
+    /// Whether the range holds negative values.
+    pub fn is_signed(&self) -> bool {
+        self.min < 0
+    }
+
+    /// Bits needed to hold every value of the range: unsigned bits when `min >= 0`, two's
+    /// complement bits otherwise (as Concrete ML counts them). `[0, 0]` needs 1 bit.
+    pub fn bits(&self) -> u32 {
+        if self.min >= 0 {
+            unsigned_bits(self.max as u64)
+        } else {
+            // Smallest b with -2^(b-1) <= min and max <= 2^(b-1) - 1.
+            let magnitude = (-(self.min as i128) - 1).max(self.max.max(0) as i128) as u128;
+            129 - magnitude.leading_zeros().min(128)
+        }
+    }
+
+    /// The range widened to hold 0 (zero padding).
+    pub fn with_zero(&self) -> IntRange {
+        IntRange::new(self.min.min(0), self.max.max(0))
+    }
+
+    /// The range of a sum of `terms` values of this range.
+    pub fn sum_of(&self, terms: usize) -> IntRange {
+        IntRange::new(
+            saturate(self.min as i128 * terms as i128),
+            saturate(self.max as i128 * terms as i128),
+        )
+    }
+}
+
+impl fmt::Display for IntRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {}]", self.min, self.max)
+    }
+}
+
+fn saturate(v: i128) -> i64 {
+    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+/// Bits of an unsigned value (at least 1).
+pub fn unsigned_bits(max: u64) -> u32 {
+    (64 - max.leading_zeros()).max(1)
+}
+
+/// Largest magnitude of a signed narrow-range weight of `bits` bits: `2^(bits-1) - 1`.
+pub fn weight_max(bits: u32) -> i64 {
+    (1i64 << (bits - 1)) - 1
+}
+
+/// Integer range of a quantizer's output. Brevitas quantizers have zero point 0, so a
+/// non-negative input gives non-negative integers even from a signed quantizer.
+pub fn quantizer_range(bits: u32, signed: bool, input_nonnegative: bool) -> IntRange {
+    if signed {
+        let half = 1i64 << (bits - 1);
+        IntRange::new(if input_nonnegative { 0 } else { -half }, half - 1)
+    } else {
+        IntRange::new(0, (1i64 << bits) - 1)
+    }
+}
+
+/// Worst-case accumulator range of a neuron summing `terms` products of an input in `input`
+/// with any signed narrow-range weight of `weight_bits` bits.
+pub fn worst_case_accumulator(input: IntRange, weight_bits: u32, terms: usize) -> IntRange {
+    let largest_input = (input.min as i128).abs().max((input.max as i128).abs());
+    let term = weight_max(weight_bits) as i128 * largest_input;
+    IntRange::new(
+        saturate(-term * terms as i128),
+        saturate(term * terms as i128),
+    )
+}
+
+/// Exact accumulator range of one neuron with the given integer weights, inputs in `input`:
+/// `max = Σ_{w>0} w·x_max + Σ_{w<0} w·x_min`, and the mirror for `min`.
+pub fn exact_accumulator(weights: impl IntoIterator<Item = i64>, input: IntRange) -> IntRange {
+    let (mut lo, mut hi) = (0i128, 0i128);
+    for w in weights {
+        let w = w as i128;
+        let (a, b) = (w * input.min as i128, w * input.max as i128);
+        lo += a.min(b);
+        hi += a.max(b);
+    }
+    IntRange::new(saturate(lo), saturate(hi))
+}
+
+/// Shape of a tensor between layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Not fixed yet (before the first weighted layer).
+    Unknown,
+    /// A feature vector.
+    Features(usize),
+    /// An image `(channels, height, width)`.
+    Image {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+}
+
+impl Shape {
+    /// Number of values, when known.
+    pub fn elements(&self) -> Option<usize> {
+        match *self {
+            Shape::Unknown => None,
+            Shape::Features(n) => Some(n),
+            Shape::Image {
+                channels,
+                height,
+                width,
+            } => Some(channels * height * width),
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Shape::Unknown => write!(f, "?"),
+            Shape::Features(n) => write!(f, "{n}"),
+            Shape::Image {
+                channels,
+                height,
+                width,
+            } => write!(f, "{channels}×{height}×{width}"),
+        }
+    }
+}
+
+/// What a layer's output tensor holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    /// Real values on the client, before encryption or after decryption.
+    Real,
+    /// Quantized integers (encrypted once the first weighted layer has run).
+    Quantized,
+    /// A weighted sum (or pooled sum) awaiting its lookup, possibly with activations pending.
+    Accumulator,
+    /// Unknown after an earlier error.
+    Unknown,
+}
+
+/// How a lookup reads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
+    /// The whole accumulator: an exact lookup.
+    Exact,
+    /// The top bits, as the layer's `round = r` asks.
+    Declared,
+    /// The top [`MAX_EXACT_LOOKUP_BITS`] bits, chosen by the runtime (approximate rounding).
+    Runtime,
+}
+
+/// A table lookup (one per output value) formed at a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// Lookups per inference.
+    pub count: usize,
+    /// Width of the accumulator the lookup reads.
+    pub input_bits: u32,
+    /// Bits the table is indexed by after rounding (the FHE precision).
+    pub precision: u32,
+    /// How the accumulator is reduced to `precision` bits.
+    pub rounding: Rounding,
+    /// The layer whose accumulator the lookup reads.
+    pub source: usize,
+}
+
+/// The analysis of one layer's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerAnalysis {
+    /// Output shape.
+    pub shape: Shape,
+    /// What the output holds.
+    pub kind: TensorKind,
+    /// Integer range of the output (quantized values or accumulator).
+    pub range: Option<IntRange>,
+    /// Width of the accumulator this layer produces (weighted and pooling layers).
+    pub accumulator_bits: Option<u32>,
+    /// The lookup this layer's quantizer forms, if any.
+    pub lookup: Option<Lookup>,
+}
+
+/// Network-wide figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Table lookups per inference.
+    pub lookups: usize,
+    /// Widest lookup precision (bits a table is indexed by).
+    pub max_lookup_bits: u32,
+    /// Widest integer anywhere in the encrypted part (Concrete's `maximum_integer_bit_width`).
+    pub max_integer_bits: u32,
+    /// Lookups that read a rounded accumulator.
+    pub rounded_lookups: usize,
+    /// Values the client decrypts per inference.
+    pub outputs: usize,
+}
+
+/// The result of [`analyze`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    pub layers: Vec<LayerAnalysis>,
+    pub summary: Summary,
+}
+
+/// Why a network is rejected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArchError {
+    /// The offending layer (`None`: the network as a whole).
+    pub layer: Option<usize>,
+    /// The offending option of that layer, if one is to blame.
+    pub option: Option<&'static str>,
+    /// What is wrong, with the numbers.
+    pub kind: ArchErrorKind,
+}
+
+/// The kinds of [`ArchError`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArchErrorKind {
+    EmptyNetwork,
+    NoWeightedLayer,
+    BitsOutOfRange {
+        what: &'static str,
+        bits: u32,
+        min: u32,
+        max: u32,
+    },
+    ZeroSize {
+        what: &'static str,
+    },
+    ActiveOutOfRange {
+        active: usize,
+        fan_in: usize,
+    },
+    FeatureMismatch {
+        expected: usize,
+        found: usize,
+    },
+    ChannelMismatch {
+        expected: usize,
+        found: usize,
+    },
+    InputSizeMismatch {
+        declared: (usize, usize),
+        found: (usize, usize),
+    },
+    ImageTooSmall {
+        size: (usize, usize),
+        window: usize,
+        padding: usize,
+    },
+    NeedsFlatten {
+        shape: Shape,
+    },
+    NeedsImage {
+        layer: &'static str,
+        features: usize,
+    },
+    MissingInputShape,
+    MissingQuantIdentity {
+        layer: &'static str,
+        found: String,
+    },
+    PoolAfterActivation,
+    LookupTooWide {
+        derivation: String,
+        bits: u32,
+        fix: String,
+    },
+    ExactOverLimit {
+        derivation: String,
+        bits: u32,
+        fix: String,
+    },
+    RoundWiderThanAccumulator {
+        round: u32,
+        derivation: String,
+        bits: u32,
+    },
+    RoundWithoutLookup,
+    AccumulatorTooWide {
+        derivation: String,
+        bits: u32,
+    },
+}
+
+impl fmt::Display for ArchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ArchErrorKind::*;
+        match &self.kind {
+            EmptyNetwork => write!(
+                f,
+                "empty network\n= help: declare layers, e.g. `QuantIdentity(3), QuantLinear(64, 10, w = 3)`"
+            ),
+            NoWeightedLayer => write!(
+                f,
+                "the network has no QuantLinear or QuantConv2d layer: nothing would run under encryption\n= help: add a weighted layer"
+            ),
+            BitsOutOfRange { what, bits, min, max } => write!(
+                f,
+                "{what} of {bits} bits is out of range: it must be between {min} and {max}"
+            ),
+            ZeroSize { what } => write!(f, "{what} must be at least 1"),
+            ActiveOutOfRange { active, fan_in } => write!(
+                f,
+                "active = {active} is out of range: each output sums {fan_in} inputs, so it must be between 1 and {fan_in}"
+            ),
+            FeatureMismatch { expected, found } => write!(
+                f,
+                "shape mismatch: this layer takes {expected} input features but the previous layer gives {found}\n= help: change the input size to {found}"
+            ),
+            ChannelMismatch { expected, found } => write!(
+                f,
+                "shape mismatch: this convolution takes {expected} input channels but the previous layer gives {found}\n= help: change in_channels to {found}"
+            ),
+            InputSizeMismatch { declared, found } => write!(
+                f,
+                "shape mismatch: input = ({}, {}) is declared but the previous layer gives {}×{} images\n= help: remove `input` or set it to ({}, {})",
+                declared.0, declared.1, found.0, found.1, found.0, found.1
+            ),
+            ImageTooSmall { size, window, padding } => write!(
+                f,
+                "shape mismatch: a {}×{} image (padding {padding}) is smaller than the {window}×{window} window",
+                size.0, size.1
+            ),
+            NeedsFlatten { shape } => write!(
+                f,
+                "shape mismatch: QuantLinear takes a feature vector but the previous layer gives a {shape} image\n= help: add `Flatten` before this layer"
+            ),
+            NeedsImage { layer, features } => write!(
+                f,
+                "shape mismatch: {layer} takes an image but the previous layer gives {features} features"
+            ),
+            MissingInputShape => write!(
+                f,
+                "the input image size of this convolution is unknown\n= help: declare it, e.g. `input = (28, 28)`"
+            ),
+            MissingQuantIdentity { layer, found } => write!(
+                f,
+                "{layer} is fed by an unquantized tensor ({found})\n= help: add `QuantIdentity(bits)` before this layer"
+            ),
+            PoolAfterActivation => write!(
+                f,
+                "AvgPool2d after an activation needs its input quantized\n= help: add `QuantIdentity(bits)` before this layer, or pool before the activation"
+            ),
+            LookupTooWide { derivation, bits, fix } => write!(
+                f,
+                "the lookup after this layer reads a {bits}-bit accumulator, over the {MAX_LOOKUP_BITS}-bit limit for a lookup without rounding\n= note: {derivation}\n= help: {fix}"
+            ),
+            ExactOverLimit { derivation, bits, fix } => write!(
+                f,
+                "`exact` lookup of a {bits}-bit accumulator, over the {MAX_EXACT_LOOKUP_BITS}-bit limit of exact lookups\n= note: {derivation}\n= help: {fix}"
+            ),
+            RoundWiderThanAccumulator { round, derivation, bits } => write!(
+                f,
+                "round = {round} is wider than the {bits}-bit accumulator it rounds\n= note: {derivation}\n= help: use round = {} or less, or remove `round`",
+                bits.saturating_sub(1).max(1)
+            ),
+            RoundWithoutLookup => write!(
+                f,
+                "`round` has no lookup to act on: this layer's output is the network's output\n= help: remove `round`"
+            ),
+            AccumulatorTooWide { derivation, bits } => write!(
+                f,
+                "{bits}-bit accumulator, over the {MAX_ACCUMULATOR_BITS}-bit limit of the encoding\n= note: {derivation}\n= help: lower w, set `active`, or lower the input bits"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ArchError {}
+
+/// The tensor flowing between layers during the analysis.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    /// Real values on the client (`nonneg`: known to be >= 0).
+    Real { nonneg: bool },
+    /// Quantized integers.
+    Quant { range: IntRange },
+    /// A sum awaiting its lookup; `pending` is `Some(nonneg)` once an activation applies.
+    Acc {
+        range: IntRange,
+        source: usize,
+        pending: Option<bool>,
+    },
+    /// Unknown after an error (no further range errors, to avoid cascades).
+    Unknown,
+}
+
+impl Value {
+    fn nonnegative(&self) -> bool {
+        match *self {
+            Value::Real { nonneg } => nonneg,
+            Value::Quant { range } => range.min >= 0,
+            Value::Acc { range, pending, .. } => pending.unwrap_or(range.min >= 0),
+            Value::Unknown => false,
+        }
+    }
+
+    fn kind(&self) -> (TensorKind, Option<IntRange>) {
+        match *self {
+            Value::Real { .. } => (TensorKind::Real, None),
+            Value::Quant { range } => (TensorKind::Quantized, Some(range)),
+            Value::Acc { range, .. } => (TensorKind::Accumulator, Some(range)),
+            Value::Unknown => (TensorKind::Unknown, None),
+        }
+    }
+}
+
+struct Analyzer<'a> {
+    layers: &'a [Layer],
+    errors: Vec<ArchError>,
+    /// Input range of each weighted layer, for derivations and fixes.
+    inputs: Vec<Option<IntRange>>,
+}
+
+impl Analyzer<'_> {
+    fn error(&mut self, layer: usize, option: Option<&'static str>, kind: ArchErrorKind) {
+        self.errors.push(ArchError {
+            layer: Some(layer),
+            option,
+            kind,
+        });
+    }
+
+    fn check_bits(&mut self, layer: usize, option: Option<&'static str>, what: &'static str, bits: u32, min: u32, max: u32) -> bool {
+        if bits < min || bits > max {
+            self.error(layer, option, ArchErrorKind::BitsOutOfRange { what, bits, min, max });
+            false
+        } else {
+            true
+        }
+    }
+
+    fn check_nonzero(&mut self, layer: usize, what: &'static str, value: usize) -> bool {
+        if value == 0 {
+            self.error(layer, None, ArchErrorKind::ZeroSize { what });
+        }
+        value > 0
+    }
+
+    /// Checks the options of a weighted layer; false when the weights are unusable.
+    fn check_weight_options(&mut self, layer: usize, options: &WeightOptions, fan_in: usize) -> bool {
+        let ok = self.check_bits(layer, Some("w"), "weight width", options.weight_bits, 2, MAX_DECLARED_BITS);
+        if let Some(active) = options.active {
+            if active == 0 || (fan_in > 0 && active > fan_in) {
+                self.error(layer, Some("active"), ArchErrorKind::ActiveOutOfRange { active, fan_in });
+            }
+        }
+        if let Some(round) = options.round {
+            self.check_bits(layer, Some("round"), "round", round, 1, MAX_EXACT_LOOKUP_BITS);
+        }
+        ok
+    }
+
+    /// Terms each output of weighted layer `layer` sums in the worst case.
+    fn terms(&self, layer: usize) -> usize {
+        let l = &self.layers[layer];
+        let fan_in = l.fan_in().unwrap_or(0);
+        match l.weight_options().and_then(|o| o.active) {
+            Some(a) if a >= 1 && a <= fan_in => a,
+            _ => fan_in,
+        }
+    }
+
+    /// How the accumulator of `source` was computed, in words.
+    fn derivation(&self, source: usize, range: IntRange) -> String {
+        let bits = range.bits();
+        let signed = if range.is_signed() { "signed" } else { "unsigned" };
+        match (&self.layers[source], self.inputs.get(source).copied().flatten()) {
+            (l @ (Layer::QuantLinear { options, .. } | Layer::QuantConv2d { options, .. }), Some(input)) => {
+                let terms = self.terms(source);
+                let fan = if options.active.is_some() { format!("at most {terms} non-zero weights") } else { format!("{terms} inputs") };
+                let w = weight_max(options.weight_bits);
+                format!(
+                    "{}: {fan} in {input} × {}-bit weights in [-{w}, {w}] give {range}: {bits} bits {signed}",
+                    l.name(),
+                    options.weight_bits
+                )
+            }
+            (l, _) => format!("{}: range {range}: {bits} bits {signed}", l.name()),
+        }
+    }
+
+    /// Ways to bring weighted layer `source` under `target` bits.
+    fn fixes(&self, source: usize, target: u32) -> Vec<String> {
+        let mut fixes = Vec::new();
+        let (Some(options), Some(input)) = (self.layers[source].weight_options(), self.inputs.get(source).copied().flatten()) else {
+            return fixes;
+        };
+        let terms = self.terms(source);
+        if let Some(w) = (2..options.weight_bits).rev().find(|&w| worst_case_accumulator(input, w, terms).bits() <= target) {
+            fixes.push(format!("lower w to {w}"));
+        }
+        if let Some(k) = (1..terms).rev().find(|&k| worst_case_accumulator(input, options.weight_bits, k).bits() <= target) {
+            // Binary search would be faster; fan-ins are small enough for a scan at compile time.
+            fixes.push(format!("set active = {k}"));
+        }
+        fixes
+    }
+
+    /// Forms the lookup reading accumulator `range` of layer `source`, at layer `at`.
+    fn lookup(&mut self, source: usize, range: IntRange, count: usize) -> Option<Lookup> {
+        let bits = range.bits();
+        let options = self.layers[source].weight_options().copied();
+        if bits > MAX_ACCUMULATOR_BITS {
+            let derivation = self.derivation(source, range);
+            self.error(source, None, ArchErrorKind::AccumulatorTooWide { derivation, bits });
+            return None;
+        }
+        let (precision, rounding) = match options.and_then(|o| o.round) {
+            Some(round) if round > MAX_EXACT_LOOKUP_BITS || round == 0 => return None, // reported already
+            Some(round) if round > bits => {
+                let derivation = self.derivation(source, range);
+                self.error(source, Some("round"), ArchErrorKind::RoundWiderThanAccumulator { round, derivation, bits });
+                return None;
+            }
+            Some(round) if round == bits => (bits, Rounding::Exact),
+            Some(round) => (round, Rounding::Declared),
+            None if bits > MAX_LOOKUP_BITS => {
+                let mut fix = self.fixes(source, MAX_LOOKUP_BITS);
+                fix.push(format!("add `round = 6` (any r up to {MAX_EXACT_LOOKUP_BITS})"));
+                let derivation = self.derivation(source, range);
+                self.error(source, None, ArchErrorKind::LookupTooWide { derivation, bits, fix: join_or(&fix) });
+                return None;
+            }
+            None if bits > MAX_EXACT_LOOKUP_BITS => {
+                if options.is_some_and(|o| o.exact) {
+                    let mut fix = vec!["remove `exact` to let the runtime round".to_string()];
+                    fix.extend(self.fixes(source, MAX_EXACT_LOOKUP_BITS));
+                    let derivation = self.derivation(source, range);
+                    self.error(source, Some("exact"), ArchErrorKind::ExactOverLimit { derivation, bits, fix: join_or(&fix) });
+                    return None;
+                }
+                (MAX_EXACT_LOOKUP_BITS, Rounding::Runtime)
+            }
+            None => (bits, Rounding::Exact),
+        };
+        Some(Lookup { count, input_bits: bits, precision, rounding, source })
+    }
+}
+
+fn join_or(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{}, or {last}", init.join(", ")),
+    }
+}
+
+/// Analyzes a network: shapes, integer ranges, accumulator widths and lookups, with every
+/// independent error collected.
+pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
+    if layers.is_empty() {
+        return Err(vec![ArchError { layer: None, option: None, kind: ArchErrorKind::EmptyNetwork }]);
+    }
+    let mut a = Analyzer { layers, errors: Vec::new(), inputs: vec![None; layers.len()] };
+    let mut value = Value::Real { nonneg: false };
+    let mut shape = Shape::Unknown;
+    let mut encrypted = false;
+    let mut out = Vec::with_capacity(layers.len());
+
+    for (i, layer) in layers.iter().enumerate() {
+        let mut accumulator_bits = None;
+        let mut lookup = None;
+        match *layer {
+            Layer::QuantIdentity { bits, signed } => {
+                let valid = a.check_bits(i, None, "activation width", bits, if signed { 2 } else { 1 }, MAX_DECLARED_BITS);
+                let count = shape.elements().unwrap_or(0);
+                match value {
+                    Value::Acc { range, source, .. } => lookup = a.lookup(source, range, count),
+                    Value::Quant { range } if encrypted => {
+                        // Re-quantization of an encrypted tensor: one lookup of its width.
+                        let bits = range.bits();
+                        lookup = Some(Lookup { count, input_bits: bits, precision: bits, rounding: Rounding::Exact, source: i });
+                    }
+                    _ => {}
+                }
+                let nonneg = value.nonnegative();
+                value = if valid { Value::Quant { range: quantizer_range(bits, signed, nonneg) } } else { Value::Unknown };
+            }
+            Layer::Activation(act) => {
+                value = match value {
+                    Value::Real { nonneg } => Value::Real { nonneg: act.output_nonnegative(nonneg) },
+                    Value::Quant { range } if !encrypted => Value::Real { nonneg: act.output_nonnegative(range.min >= 0) },
+                    Value::Quant { range } => Value::Acc { range, source: i, pending: Some(act.output_nonnegative(range.min >= 0)) },
+                    Value::Acc { range, source, pending } => Value::Acc { range, source, pending: Some(act.output_nonnegative(pending.unwrap_or(range.min >= 0))) },
+                    Value::Unknown => Value::Unknown,
+                };
+            }
+            Layer::QuantLinear { in_features, out_features, ref options } => {
+                let sizes_ok = a.check_nonzero(i, "in_features", in_features) & a.check_nonzero(i, "out_features", out_features);
+                let weights_ok = a.check_weight_options(i, options, in_features);
+                match shape {
+                    Shape::Features(n) if n != in_features => a.error(i, None, ArchErrorKind::FeatureMismatch { expected: in_features, found: n }),
+                    Shape::Image { .. } => a.error(i, None, ArchErrorKind::NeedsFlatten { shape }),
+                    _ => {}
+                }
+                value = weighted_input(&mut a, i, value, weights_ok && sizes_ok, encrypted);
+                if let Value::Acc { range, .. } = value {
+                    accumulator_bits = Some(range.bits());
+                }
+                shape = Shape::Features(out_features);
+                encrypted = true;
+            }
+            Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, input, ref options } => {
+                let sizes_ok = a.check_nonzero(i, "in_channels", in_channels)
+                    & a.check_nonzero(i, "out_channels", out_channels)
+                    & a.check_nonzero(i, "kernel", kernel)
+                    & a.check_nonzero(i, "stride", stride);
+                let weights_ok = a.check_weight_options(i, options, in_channels * kernel * kernel);
+                let size = match (shape, input) {
+                    (Shape::Image { channels, height, width }, declared) => {
+                        if channels != in_channels {
+                            a.error(i, None, ArchErrorKind::ChannelMismatch { expected: in_channels, found: channels });
+                        }
+                        if let Some(d) = declared.filter(|&d| d != (height, width)) {
+                            a.error(i, Some("input"), ArchErrorKind::InputSizeMismatch { declared: d, found: (height, width) });
+                        }
+                        Some((height, width))
+                    }
+                    (Shape::Features(n), _) => {
+                        a.error(i, None, ArchErrorKind::NeedsImage { layer: "QuantConv2d", features: n });
+                        None
+                    }
+                    (Shape::Unknown, Some(d)) => Some(d),
+                    (Shape::Unknown, None) => {
+                        a.error(i, None, ArchErrorKind::MissingInputShape);
+                        None
+                    }
+                };
+                shape = match size {
+                    Some((h, w)) if sizes_ok => {
+                        if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                            a.error(i, None, ArchErrorKind::ImageTooSmall { size: (h, w), window: kernel, padding });
+                            Shape::Unknown
+                        } else {
+                            Shape::Image {
+                                channels: out_channels,
+                                height: (h + 2 * padding - kernel) / stride + 1,
+                                width: (w + 2 * padding - kernel) / stride + 1,
+                            }
+                        }
+                    }
+                    _ => Shape::Unknown,
+                };
+                let padded = match value {
+                    Value::Quant { range } if padding > 0 => Value::Quant { range: range.with_zero() },
+                    other => other,
+                };
+                value = weighted_input(&mut a, i, padded, weights_ok && sizes_ok, encrypted);
+                if let Value::Acc { range, .. } = value {
+                    accumulator_bits = Some(range.bits());
+                }
+                encrypted = true;
+            }
+            Layer::AvgPool2d { kernel } => {
+                let ok = a.check_nonzero(i, "kernel", kernel);
+                shape = match shape {
+                    Shape::Image { channels, height, width } if ok => {
+                        if height < kernel || width < kernel {
+                            a.error(i, None, ArchErrorKind::ImageTooSmall { size: (height, width), window: kernel, padding: 0 });
+                            Shape::Unknown
+                        } else {
+                            Shape::Image { channels, height: height / kernel, width: width / kernel }
+                        }
+                    }
+                    Shape::Features(n) => {
+                        a.error(i, None, ArchErrorKind::NeedsImage { layer: "AvgPool2d", features: n });
+                        Shape::Unknown
+                    }
+                    _ => Shape::Unknown,
+                };
+                let window = kernel * kernel;
+                value = match value {
+                    Value::Real { nonneg } => Value::Real { nonneg },
+                    Value::Quant { range } => Value::Acc { range: range.sum_of(window), source: i, pending: None },
+                    Value::Acc { range, source, pending: None } => Value::Acc { range: range.sum_of(window), source, pending: None },
+                    Value::Acc { .. } => {
+                        a.error(i, None, ArchErrorKind::PoolAfterActivation);
+                        Value::Unknown
+                    }
+                    Value::Unknown => Value::Unknown,
+                };
+                if let Value::Acc { range, .. } = value {
+                    accumulator_bits = Some(range.bits());
+                }
+            }
+            Layer::Flatten => {
+                if let Shape::Image { channels, height, width } = shape {
+                    shape = Shape::Features(channels * height * width);
+                }
+            }
+        }
+        let (kind, range) = value.kind();
+        out.push(LayerAnalysis { shape, kind, range, accumulator_bits, lookup });
+    }
+
+    if !encrypted {
+        a.errors.push(ArchError { layer: None, option: None, kind: ArchErrorKind::NoWeightedLayer });
+    }
+    if let Value::Acc { range, source, .. } = value {
+        let bits = range.bits();
+        if bits > MAX_ACCUMULATOR_BITS {
+            let derivation = a.derivation(source, range);
+            a.error(source, None, ArchErrorKind::AccumulatorTooWide { derivation, bits });
+        }
+        if layers[source].weight_options().is_some_and(|o| o.round.is_some()) {
+            a.error(source, Some("round"), ArchErrorKind::RoundWithoutLookup);
+        }
+    }
+    if !a.errors.is_empty() {
+        a.errors.sort_by_key(|e| e.layer);
+        return Err(a.errors);
+    }
+
+    let lookups: Vec<&Lookup> = out.iter().filter_map(|l| l.lookup.as_ref()).collect();
+    let max_integer_bits = out
+        .iter()
+        .filter(|l| l.kind != TensorKind::Real)
+        .filter_map(|l| l.range.map(|r| r.bits()))
+        .max()
+        .unwrap_or(0);
+    let summary = Summary {
+        lookups: lookups.iter().map(|l| l.count).sum(),
+        max_lookup_bits: lookups.iter().map(|l| l.precision).max().unwrap_or(0),
+        max_integer_bits,
+        rounded_lookups: lookups.iter().filter(|l| l.rounding != Rounding::Exact).map(|l| l.count).sum(),
+        outputs: shape.elements().unwrap_or(0),
+    };
+    Ok(Analysis { layers: out, summary })
+}
+
+/// The accumulator a weighted layer produces from `value`, or an error when the input is
+/// not quantized.
+fn weighted_input(a: &mut Analyzer<'_>, i: usize, value: Value, usable: bool, encrypted: bool) -> Value {
+    let name = a.layers[i].name();
+    let found = match value {
+        Value::Quant { range } => {
+            a.inputs[i] = Some(range);
+            if !usable {
+                return Value::Unknown;
+            }
+            let options = a.layers[i].weight_options().copied().expect("weighted layer");
+            let range = worst_case_accumulator(range, options.weight_bits, a.terms(i));
+            return Value::Acc { range, source: i, pending: None };
+        }
+        Value::Unknown => return Value::Unknown,
+        Value::Real { .. } if !encrypted => "the real-valued network input".to_string(),
+        Value::Real { .. } => "a real-valued tensor".to_string(),
+        Value::Acc { source, pending, .. } => {
+            let what = if pending.is_some() { "activation output" } else { "accumulator" };
+            format!("the {what} of layer {} ({})", source + 1, a.layers[source].name())
+        }
+    };
+    a.error(i, None, ArchErrorKind::MissingQuantIdentity { layer: name, found });
+    Value::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::activation::Activation;
+    use super::*;
+
+    fn linear(i: usize, o: usize, w: u32) -> Layer {
+        Layer::QuantLinear {
+            in_features: i,
+            out_features: o,
+            options: WeightOptions { weight_bits: w, bias: true, active: None, round: None, exact: false },
+        }
+    }
+
+    fn quant(bits: u32) -> Layer {
+        Layer::QuantIdentity { bits, signed: true }
+    }
+
+    const RELU: Layer = Layer::Activation(Activation::ReLU);
+
+    #[test]
+    fn bit_widths_of_ranges() {
+        assert_eq!(IntRange::new(0, 0).bits(), 1);
+        assert_eq!(IntRange::new(0, 7).bits(), 3);
+        assert_eq!(IntRange::new(0, 8).bits(), 4);
+        assert_eq!(IntRange::new(-4, 3).bits(), 3);
+        assert_eq!(IntRange::new(-5, 3).bits(), 4);
+        assert_eq!(IntRange::new(-4, 4).bits(), 4);
+        assert_eq!(IntRange::new(-1, 0).bits(), 1);
+        assert_eq!(IntRange::new(-9408, 9408).bits(), 15);
+        assert_eq!(IntRange::new(-16384, 16383).bits(), 15);
+        assert_eq!(IntRange::new(-16385, 0).bits(), 16);
+        assert_eq!(IntRange::new(i64::MIN, i64::MAX).bits(), 64);
+    }
+
+    #[test]
+    fn quantizer_ranges_follow_brevitas() {
+        assert_eq!(quantizer_range(3, true, false), IntRange::new(-4, 3));
+        assert_eq!(quantizer_range(3, true, true), IntRange::new(0, 3));
+        assert_eq!(quantizer_range(3, false, false), IntRange::new(0, 7));
+        assert_eq!(weight_max(3), 3);
+        assert_eq!(weight_max(8), 127);
+    }
+
+    #[test]
+    fn card_network_by_hand() {
+        // First layer: 784 signed 3-bit inputs in [-4, 3], weights in [-3, 3]: each product
+        // is at most 3·4 = 12 in magnitude, so the sum lies in ±9408: 15 bits signed.
+        // Second layer: ReLU then a signed 3-bit quantizer gives [0, 3]; 128 inputs:
+        // ±128·9 = ±1152: 12 bits.
+        let net = [quant(3), linear(784, 128, 3), RELU, quant(3), linear(128, 10, 3)];
+        let a = analyze(&net).unwrap();
+        assert_eq!(a.layers[1].range, Some(IntRange::new(-9408, 9408)));
+        assert_eq!(a.layers[1].accumulator_bits, Some(15));
+        assert_eq!(a.layers[3].range, Some(IntRange::new(0, 3)));
+        let lookup = a.layers[3].lookup.unwrap();
+        assert_eq!((lookup.count, lookup.input_bits, lookup.precision), (128, 15, 8));
+        assert_eq!(lookup.rounding, Rounding::Runtime);
+        assert_eq!(a.layers[4].accumulator_bits, Some(12));
+        assert_eq!(a.layers[4].range, Some(IntRange::new(-1152, 1152)));
+        assert_eq!(a.summary, Summary { lookups: 128, max_lookup_bits: 8, max_integer_bits: 15, rounded_lookups: 128, outputs: 10 });
+    }
+
+    #[test]
+    fn unsigned_inputs_and_active_bound() {
+        // 784 unsigned 3-bit inputs in [0, 7], weights in [-3, 3]: ±784·21 = ±16464: 16 bits.
+        let mut net = vec![Layer::QuantIdentity { bits: 3, signed: false }, linear(784, 128, 3), RELU, quant(3), linear(128, 10, 3)];
+        let a = analyze(&net).unwrap();
+        assert_eq!(a.layers[1].range, Some(IntRange::new(-16464, 16464)));
+        assert_eq!(a.layers[1].accumulator_bits, Some(16));
+        // active = 80: ±80·21 = ±1680: 12 bits.
+        if let Layer::QuantLinear { options, .. } = &mut net[1] {
+            options.active = Some(80);
+        }
+        assert_eq!(analyze(&net).unwrap().layers[1].accumulator_bits, Some(12));
+    }
+
+    #[test]
+    fn seed_network_is_exact_below_the_limit() {
+        let net = [quant(3), linear(64, 30, 3), RELU, quant(3), linear(30, 30, 3), RELU, quant(3), linear(30, 10, 3)];
+        let a = analyze(&net).unwrap();
+        // 64·12 = 768 → 11 bits; 30·9 = 270 → 10 bits.
+        assert_eq!(a.layers[1].accumulator_bits, Some(11));
+        assert_eq!(a.layers[4].accumulator_bits, Some(10));
+        assert_eq!(a.summary.lookups, 60);
+        assert_eq!(a.summary.rounded_lookups, 60);
+    }
+
+    #[test]
+    fn twenty_bit_lookup_is_rejected_with_fixes() {
+        // 784 inputs in [-128, 127] (8 bits), 5-bit weights (15): 784·1920 = 1,505,280 → 22 bits.
+        let net = [quant(8), linear(784, 16, 5), RELU, quant(3), linear(16, 10, 3)];
+        let errs = analyze(&net).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let msg = errs[0].to_string();
+        assert!(matches!(errs[0].kind, ArchErrorKind::LookupTooWide { bits: 22, .. }), "{msg}");
+        assert_eq!(errs[0].layer, Some(1));
+        assert!(msg.contains("784 inputs in [-128, 127]"), "{msg}");
+        assert!(msg.contains("set active = 17"), "{msg}");
+        assert!(msg.contains("round = 6"), "{msg}");
+    }
+
+    #[test]
+    fn rounding_rules() {
+        let mut net = vec![quant(8), linear(784, 16, 5), RELU, quant(3), linear(16, 10, 3)];
+        let set = |net: &mut Vec<Layer>, round: Option<u32>, exact: bool| {
+            if let Layer::QuantLinear { options, .. } = &mut net[1] {
+                options.round = round;
+                options.exact = exact;
+            }
+        };
+        set(&mut net, Some(6), false);
+        let a = analyze(&net).unwrap();
+        let l = a.layers[3].lookup.unwrap();
+        assert_eq!((l.input_bits, l.precision, l.rounding), (22, 6, Rounding::Declared));
+        set(&mut net, Some(9), false);
+        assert!(matches!(analyze(&net).unwrap_err()[0].kind, ArchErrorKind::BitsOutOfRange { what: "round", .. }));
+        // Exact over the limit: the seed layer is 11 bits.
+        let mut seed = vec![quant(3), linear(64, 30, 3), RELU, quant(3), linear(30, 10, 3)];
+        if let Layer::QuantLinear { options, .. } = &mut seed[1] {
+            options.exact = true;
+        }
+        let errs = analyze(&seed).unwrap_err();
+        assert!(matches!(errs[0].kind, ArchErrorKind::ExactOverLimit { bits: 11, .. }));
+        assert!(errs[0].to_string().contains("set active = 10"), "{}", errs[0]);
+        // Round on the output layer has nothing to act on.
+        if let Layer::QuantLinear { options, .. } = &mut seed[4] {
+            options.round = Some(4);
+        }
+        let errs = analyze(&seed).unwrap_err();
+        assert!(errs.iter().any(|e| e.kind == ArchErrorKind::RoundWithoutLookup && e.layer == Some(4)));
+    }
+
+    #[test]
+    fn independent_errors_are_reported_together() {
+        let net = [quant(3), linear(784, 128, 3), RELU, linear(100, 10, 3), quant(20)];
+        let errs = analyze(&net).unwrap_err();
+        let kinds: Vec<_> = errs.iter().map(|e| (e.layer, std::mem::discriminant(&e.kind))).collect();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert_eq!(kinds[0].0, Some(3));
+        assert!(errs.iter().any(|e| matches!(e.kind, ArchErrorKind::FeatureMismatch { expected: 100, found: 128 })));
+        assert!(errs.iter().any(|e| matches!(e.kind, ArchErrorKind::MissingQuantIdentity { .. })));
+        assert!(errs.iter().any(|e| matches!(e.kind, ArchErrorKind::BitsOutOfRange { bits: 20, .. })));
+    }
+
+    #[test]
+    fn convolution_shapes_and_ranges() {
+        let conv = |ic, oc, k, s, p, input| Layer::QuantConv2d {
+            in_channels: ic,
+            out_channels: oc,
+            kernel: k,
+            stride: s,
+            padding: p,
+            input,
+            options: WeightOptions { weight_bits: 3, bias: true, active: None, round: None, exact: false },
+        };
+        let net = [
+            Layer::QuantIdentity { bits: 2, signed: false },
+            conv(1, 4, 3, 1, 1, Some((8, 8))),
+            RELU,
+            quant(3),
+            Layer::AvgPool2d { kernel: 2 },
+            quant(3),
+            conv(4, 8, 3, 2, 0, None),
+            RELU,
+            quant(3),
+            Layer::Flatten,
+            linear(8, 10, 3),
+        ];
+        let a = analyze(&net).unwrap();
+        assert_eq!(a.layers[1].shape, Shape::Image { channels: 4, height: 8, width: 8 });
+        // 9 inputs in [0, 3] × [-3, 3]: ±81 → 8 bits.
+        assert_eq!(a.layers[1].accumulator_bits, Some(8));
+        assert_eq!(a.layers[4].range, Some(IntRange::new(0, 12)));
+        assert_eq!(a.layers[5].lookup.unwrap().count, 4 * 4 * 4);
+        assert_eq!(a.layers[6].shape, Shape::Image { channels: 8, height: 1, width: 1 });
+        assert_eq!(a.summary.lookups, 256 + 64 + 8);
+        let bad = [Layer::QuantIdentity { bits: 2, signed: false }, conv(1, 4, 3, 1, 0, None), RELU, quant(3), linear(4, 10, 3)];
+        let errs = analyze(&bad).unwrap_err();
+        assert!(matches!(errs[0].kind, ArchErrorKind::MissingInputShape));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    #[test]
+    fn exact_accumulator_is_tighter() {
+        let r = exact_accumulator([3, -2, 0, 1], IntRange::new(0, 3));
+        assert_eq!(r, IntRange::new(-6, 12));
+        let worst = worst_case_accumulator(IntRange::new(0, 3), 3, 4);
+        assert_eq!(worst, IntRange::new(-36, 36));
+    }
+}

@@ -1,0 +1,144 @@
+//! The layers a network is declared with (Brevitas/PyTorch names and argument orders).
+
+use super::activation::Activation;
+
+/// Options shared by the two weighted layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightOptions {
+    /// Signed narrow-range weight width: weights lie in `[-(2^(w-1)-1), 2^(w-1)-1]`.
+    pub weight_bits: u32,
+    /// Whether the layer has a bias (PyTorch's default: yes). It folds into the lookup table
+    /// after the layer, so it never widens the accumulator.
+    pub bias: bool,
+    /// At most this many non-zero weights per output (pruning bound); `None`: the fan-in.
+    pub active: Option<usize>,
+    /// The lookup after this layer reads only the top `round` bits of the accumulator.
+    pub round: Option<u32>,
+    /// The lookup after this layer must be exact: no approximate rounding.
+    pub exact: bool,
+}
+
+/// One declared layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Layer {
+    /// Quantizer to `bits`-bit integers (signed by default, as in Brevitas).
+    QuantIdentity { bits: u32, signed: bool },
+    /// Fully connected layer with integer weights.
+    QuantLinear {
+        in_features: usize,
+        out_features: usize,
+        options: WeightOptions,
+    },
+    /// 2-d convolution with integer weights on a `(channels, height, width)` image.
+    QuantConv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        /// Input image `(height, width)`, needed when no earlier layer fixes it.
+        input: Option<(usize, usize)>,
+        options: WeightOptions,
+    },
+    /// Average pooling with a `kernel × kernel` window and stride `kernel` (a sum under FHE;
+    /// the division folds into the next lookup).
+    AvgPool2d { kernel: usize },
+    /// Image to feature vector, row-major `(channel, row, column)`.
+    Flatten,
+    /// Element-wise activation.
+    Activation(Activation),
+}
+
+impl Layer {
+    /// The DSL name of the layer.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layer::QuantIdentity { .. } => "QuantIdentity",
+            Layer::QuantLinear { .. } => "QuantLinear",
+            Layer::QuantConv2d { .. } => "QuantConv2d",
+            Layer::AvgPool2d { .. } => "AvgPool2d",
+            Layer::Flatten => "Flatten",
+            Layer::Activation(a) => a.name(),
+        }
+    }
+
+    /// The weight options of a linear or convolution layer.
+    pub fn weight_options(&self) -> Option<&WeightOptions> {
+        match self {
+            Layer::QuantLinear { options, .. } | Layer::QuantConv2d { options, .. } => {
+                Some(options)
+            }
+            _ => None,
+        }
+    }
+
+    /// Number of inputs each output of a weighted layer sums (before `active` applies).
+    pub fn fan_in(&self) -> Option<usize> {
+        match *self {
+            Layer::QuantLinear { in_features, .. } => Some(in_features),
+            Layer::QuantConv2d {
+                in_channels,
+                kernel,
+                ..
+            } => Some(in_channels * kernel * kernel),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    /// The layer as the DSL spells it, e.g. `QuantLinear(784, 128, w = 3, active = 80)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::activation::Activation::*;
+        match *self {
+            Layer::QuantIdentity { bits, signed } => {
+                write!(f, "QuantIdentity({bits}{})", if signed { "" } else { ", unsigned" })
+            }
+            Layer::QuantLinear { in_features, out_features, ref options } => {
+                write!(f, "QuantLinear({in_features}, {out_features}")?;
+                write_weight_options(f, options)
+            }
+            Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, input, ref options } => {
+                write!(f, "QuantConv2d({in_channels}, {out_channels}, {kernel}")?;
+                if stride != 1 {
+                    write!(f, ", stride = {stride}")?;
+                }
+                if padding != 0 {
+                    write!(f, ", padding = {padding}")?;
+                }
+                if let Some((h, w)) = input {
+                    write!(f, ", input = ({h}, {w})")?;
+                }
+                write_weight_options(f, options)
+            }
+            Layer::AvgPool2d { kernel } => write!(f, "AvgPool2d({kernel})"),
+            Layer::Flatten => write!(f, "Flatten"),
+            Layer::Activation(a) => match a {
+                HardTanh { min, max } => write!(f, "HardTanh({min}, {max})"),
+                LeakyReLU { slope } => write!(f, "LeakyReLU({slope})"),
+                Threshold { threshold, value } => write!(f, "Threshold({threshold}, {value})"),
+                ELU { alpha } | CELU { alpha } => write!(f, "{}({alpha})", a.name()),
+                Softplus { beta, threshold } => write!(f, "Softplus({beta}, {threshold})"),
+                Hardshrink { lambda } | Softshrink { lambda } => write!(f, "{}({lambda})", a.name()),
+                _ => write!(f, "{}", a.name()),
+            },
+        }
+    }
+}
+
+fn write_weight_options(f: &mut std::fmt::Formatter<'_>, o: &WeightOptions) -> std::fmt::Result {
+    write!(f, ", w = {}", o.weight_bits)?;
+    if !o.bias {
+        write!(f, ", bias = false")?;
+    }
+    if let Some(k) = o.active {
+        write!(f, ", active = {k}")?;
+    }
+    if let Some(r) = o.round {
+        write!(f, ", round = {r}")?;
+    }
+    if o.exact {
+        write!(f, ", exact")?;
+    }
+    write!(f, ")")
+}

@@ -1,0 +1,118 @@
+//! Clear mode: exact integer inference, the reference the other modes are held to
+//! (Concrete ML's `fhe="disable"`).
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::error::InputError;
+use crate::model::{DenseStage, QuantModel};
+
+impl QuantModel {
+    /// Number of input features per sample.
+    pub fn input_features(&self) -> usize {
+        self.input.features
+    }
+
+    /// Number of outputs per sample.
+    pub fn output_features(&self) -> usize {
+        self.layers.last().map(|l| l.out_features).unwrap_or(0)
+    }
+
+    /// Quantizes a batch of real inputs (one sample per row) with the input quantizer, after
+    /// any activations declared before it.
+    pub fn quantize_inputs(&self, inputs: ArrayView2<f64>) -> Result<Array2<i64>, InputError> {
+        let (rows, cols) = inputs.dim();
+        if cols != self.input.features {
+            return Err(InputError::Width { expected: self.input.features, found: cols });
+        }
+        let mut out = Array2::zeros((rows, cols));
+        for ((sample, feature), &x) in inputs.indexed_iter() {
+            if !x.is_finite() {
+                return Err(InputError::NonFinite { sample, feature, value: x });
+            }
+            let y = self.input.activations.iter().fold(x, |y, a| a.apply(y));
+            out[(sample, feature)] = self.input.quantizer.quantize(y);
+        }
+        Ok(out)
+    }
+
+    /// Checks a batch of already quantized inputs.
+    pub fn check_quantized_inputs(&self, inputs: ArrayView2<i64>) -> Result<(), InputError> {
+        let (_, cols) = inputs.dim();
+        if cols != self.input.features {
+            return Err(InputError::Width { expected: self.input.features, found: cols });
+        }
+        let r = self.input.quantizer.range();
+        match inputs.indexed_iter().find(|(_, &v)| v < r.min || v > r.max) {
+            Some(((sample, feature), &value)) => Err(InputError::OutOfRange { sample, feature, value, min: r.min, max: r.max }),
+            None => Ok(()),
+        }
+    }
+
+    /// Integer inference of one quantized sample, recording every weighted layer's
+    /// accumulators and every lookup's outputs: `trace[2k]` holds layer k's accumulators,
+    /// `trace[2k+1]` the integers its lookup produces.
+    pub fn clear_trace(&self, input: &[i64]) -> Vec<Vec<i64>> {
+        let mut trace = Vec::with_capacity(2 * self.layers.len());
+        let mut x = input.to_vec();
+        for stage in &self.layers {
+            let acc = accumulate(stage, &x);
+            if let Some(lookup) = &stage.lookup {
+                x = acc.iter().zip(&lookup.tables).map(|(&a, t)| t.get(lookup.encoding.index(a))).collect();
+                trace.push(acc);
+                trace.push(x.clone());
+            } else {
+                trace.push(acc);
+            }
+        }
+        trace
+    }
+
+    /// Integer inference of one quantized sample: the output layer's accumulators.
+    pub fn clear_int(&self, input: &[i64]) -> Vec<i64> {
+        self.clear_trace(input).pop().unwrap_or_default()
+    }
+
+    /// De-quantizes output accumulators and applies the trailing activations.
+    pub fn dequantize_outputs(&self, accumulators: &[i64]) -> Vec<f64> {
+        let last = self.layers.last().expect("a model has a weighted layer");
+        accumulators
+            .iter()
+            .enumerate()
+            .map(|(j, &a)| self.output_activations.iter().fold(last.dequantize(j, a), |y, f| f.apply(y)))
+            .collect()
+    }
+
+    /// Clear inference of a batch of quantized inputs (rows), in parallel: output accumulators.
+    pub fn clear_int_batch(&self, inputs: ArrayView2<i64>) -> Result<Array2<i64>, InputError> {
+        self.check_quantized_inputs(inputs)?;
+        let rows: Vec<Vec<i64>> = inputs.axis_iter(Axis(0)).into_par_iter().map(|row| self.clear_int(&row.to_vec())).collect();
+        Ok(rows_to_array(rows, self.output_features()))
+    }
+
+    /// Clear inference of a batch of real inputs: de-quantized outputs, one row per sample.
+    pub fn predict_clear(&self, inputs: ArrayView2<f64>) -> Result<Array2<f64>, InputError> {
+        let q = self.quantize_inputs(inputs)?;
+        let rows: Vec<Vec<f64>> = q.axis_iter(Axis(0)).into_par_iter().map(|row| self.dequantize_outputs(&self.clear_int(&row.to_vec()))).collect();
+        Ok(rows_to_array(rows, self.output_features()))
+    }
+}
+
+/// The accumulators of a weighted layer; zero weights cost nothing.
+pub(crate) fn accumulate(stage: &DenseStage, x: &[i64]) -> Vec<i64> {
+    (0..stage.out_features).map(|j| stage.row(j).iter().zip(x).map(|(&w, &v)| w * v).sum()).collect()
+}
+
+pub(crate) fn rows_to_array<T: Clone + Default>(rows: Vec<Vec<T>>, width: usize) -> Array2<T> {
+    let n = rows.len();
+    let flat: Vec<T> = rows.into_iter().flatten().collect();
+    Array2::from_shape_vec((n, width), flat).expect("every row has the output width")
+}
+
+/// Index of the largest value of each row (first on ties).
+pub fn argmax_rows<T: PartialOrd + Copy>(values: ArrayView2<T>) -> Vec<usize> {
+    values
+        .axis_iter(Axis(0))
+        .map(|row| row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }))
+        .collect()
+}

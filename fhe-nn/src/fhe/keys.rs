@@ -1,0 +1,290 @@
+//! Keys: the client key (secret; quantize, encrypt, decrypt, de-quantize) and the
+//! evaluation key (server; compute only). Neither type gives access to the other.
+
+use ndarray::ArrayView1;
+use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::prelude::*;
+use tfhe::shortint;
+use tfhe::shortint::parameters::AtomicPatternParameters;
+use tfhe::shortint::server_key::MaxDegree;
+
+use super::params::{vetted, ParameterSet};
+use super::plan::FhePlan;
+use super::wire::{self, Kind};
+use super::{EncryptedSample, FheError};
+use crate::arch::activation::Activation;
+use crate::model::{Quantizer, QuantModel};
+
+/// Largest serialized evaluation key accepted (bytes).
+pub const EVALUATION_KEY_LIMIT: u64 = 8 << 30;
+/// Largest serialized client key accepted (bytes).
+pub const CLIENT_KEY_LIMIT: u64 = 1 << 30;
+
+/// What the client needs of the model: the input quantizer, the encodings, and the output
+/// de-quantization. No hidden-layer weight is in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientSpec {
+    pub precision: u32,
+    pub features: usize,
+    pub input_activations: Vec<(String, Vec<f64>)>,
+    pub input_scale: f64,
+    pub input_bits: u32,
+    pub input_signed: bool,
+    /// log2 of the scaling factor of encrypted inputs.
+    pub input_delta_log2: u32,
+    /// log2 of the scaling factor of encrypted outputs.
+    pub output_delta_log2: u32,
+    /// Real value of one output unit, and bias, per output.
+    pub output_unit: Vec<f64>,
+    pub output_bias: Vec<f64>,
+    pub output_activations: Vec<(String, Vec<f64>)>,
+}
+
+impl ClientSpec {
+    /// The client's view of a planned model.
+    pub fn new(model: &QuantModel, plan: &FhePlan) -> ClientSpec {
+        let input = model.input_stage();
+        let last = model.layers().last().expect("a model has a weighted layer");
+        let spell = |acts: &[Activation]| acts.iter().map(|a| (a.name().to_string(), a.params())).collect();
+        ClientSpec {
+            precision: plan.set.precision,
+            features: input.features,
+            input_activations: spell(&input.activations),
+            input_scale: input.quantizer.scale,
+            input_bits: input.quantizer.bits,
+            input_signed: input.quantizer.signed,
+            input_delta_log2: model.input_delta_log2(0),
+            output_delta_log2: 63 - model.output_encoding_bits(),
+            output_unit: last.unit.clone(),
+            output_bias: last.bias.clone(),
+            output_activations: spell(model.output_activations()),
+        }
+    }
+
+    fn activations(list: &[(String, Vec<f64>)]) -> Result<Vec<Activation>, FheError> {
+        list.iter().map(|(n, p)| Activation::from_name(n, p).map_err(FheError::Decode)).collect()
+    }
+
+    fn check(&self) -> Result<(), FheError> {
+        let ok = vetted(self.precision).is_some()
+            && (1..=16).contains(&self.input_bits)
+            && self.input_scale.is_finite()
+            && self.input_scale > 0.0
+            && self.input_delta_log2 < 63
+            && self.output_delta_log2 < 63
+            && self.output_unit.len() == self.output_bias.len()
+            && self.output_unit.iter().chain(&self.output_bias).all(|v| v.is_finite());
+        if !ok {
+            return Err(FheError::Decode("inconsistent client key specification".into()));
+        }
+        Self::activations(&self.input_activations)?;
+        Self::activations(&self.output_activations)?;
+        Ok(())
+    }
+}
+
+/// The secret key and what the client needs to use it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ClientKey {
+    key_id: u64,
+    spec: ClientSpec,
+    key: shortint::ClientKey,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey").field("key_id", &self.key_id).field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+/// The server's key: keyswitching and bootstrapping keys, no secret.
+#[derive(Clone)]
+pub struct EvaluationKey {
+    pub(crate) key_id: u64,
+    pub(crate) precision: u32,
+    pub(crate) compressed: shortint::CompressedServerKey,
+    pub(crate) server_key: shortint::ServerKey,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EvaluationKeyWire {
+    precision: u32,
+    compressed: shortint::CompressedServerKey,
+}
+
+fn set_of(precision: u32) -> Result<ParameterSet, FheError> {
+    vetted(precision).ok_or_else(|| FheError::Decode(format!("no parameter set of precision {precision}")))
+}
+
+/// Generates a fresh key pair for a planned model.
+pub fn generate_keys(model: &QuantModel, plan: &FhePlan) -> (ClientKey, EvaluationKey) {
+    let key = shortint::ClientKey::new(plan.set.params);
+    let compressed = shortint::CompressedServerKey::new(&key);
+    let server_key = compressed.decompress();
+    let key_id = {
+        let mut seeder = new_seeder();
+        (seeder.seed().0 as u64) | 1
+    };
+    let client = ClientKey { key_id, spec: ClientSpec::new(model, plan), key };
+    let eval = EvaluationKey { key_id, precision: plan.set.precision, compressed, server_key };
+    (client, eval)
+}
+
+impl ClientKey {
+    /// Identifier shared by this key, its evaluation key and their ciphertexts.
+    pub fn key_id(&self) -> u64 {
+        self.key_id
+    }
+
+    /// What the client knows of the model.
+    pub fn spec(&self) -> &ClientSpec {
+        &self.spec
+    }
+
+    fn input_quantizer(&self) -> Quantizer {
+        Quantizer { scale: self.spec.input_scale, bits: self.spec.input_bits, signed: self.spec.input_signed }
+    }
+
+    /// Quantizes one real sample (after any declared input activations).
+    pub fn quantize(&self, sample: ArrayView1<f64>) -> Result<Vec<i64>, crate::InputError> {
+        if sample.len() != self.spec.features {
+            return Err(crate::InputError::Width { expected: self.spec.features, found: sample.len() });
+        }
+        let acts = ClientSpec::activations(&self.spec.input_activations).unwrap_or_default();
+        let q = self.input_quantizer();
+        sample
+            .iter()
+            .enumerate()
+            .map(|(feature, &x)| {
+                if !x.is_finite() {
+                    return Err(crate::InputError::NonFinite { sample: 0, feature, value: x });
+                }
+                Ok(q.quantize(acts.iter().fold(x, |y, a| a.apply(y))))
+            })
+            .collect()
+    }
+
+    /// Quantizes and encrypts one real sample.
+    pub fn encrypt(&self, sample: ArrayView1<f64>) -> Result<EncryptedSample, crate::InputError> {
+        let q = self.quantize(sample)?;
+        self.encrypt_quantized(&q)
+    }
+
+    /// Encrypts one quantized sample, each value times Δ under the big LWE key.
+    pub fn encrypt_quantized(&self, values: &[i64]) -> Result<EncryptedSample, crate::InputError> {
+        if values.len() != self.spec.features {
+            return Err(crate::InputError::Width { expected: self.spec.features, found: values.len() });
+        }
+        let r = self.input_quantizer().range();
+        if let Some((feature, &value)) = values.iter().enumerate().find(|(_, &v)| v < r.min || v > r.max) {
+            return Err(crate::InputError::OutOfRange { sample: 0, feature, value, min: r.min, max: r.max });
+        }
+        let (secret, noise) = self.key.encryption_key_and_noise();
+        let mut seeder = new_seeder();
+        let mut generator = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder.as_mut());
+        let cts = values
+            .iter()
+            .map(|&v| {
+                let plaintext = Plaintext((v as u64).wrapping_shl(self.spec.input_delta_log2));
+                allocate_and_encrypt_new_lwe_ciphertext(&secret, plaintext, noise, CiphertextModulus::new_native(), &mut generator)
+            })
+            .collect();
+        Ok(EncryptedSample { key_id: self.key_id, cts })
+    }
+
+    /// Decrypts one ciphertext encoding a signed integer times `2^delta_log2`.
+    pub fn decrypt_value(&self, ct: &LweCiphertextOwned<u64>, delta_log2: u32) -> i64 {
+        let (secret, _) = self.key.encryption_key_and_noise();
+        let plain = decrypt_lwe_ciphertext(&secret, ct).0;
+        let rounded = plain.wrapping_add(1u64 << (delta_log2 - 1));
+        (rounded as i64) >> delta_log2
+    }
+
+    fn check_sample(&self, sample: &EncryptedSample) -> Result<(), FheError> {
+        if sample.key_id != self.key_id {
+            return Err(FheError::WrongKey { expected: self.key_id, found: sample.key_id });
+        }
+        let size = self.key.encryption_key_and_noise().0.lwe_dimension().to_lwe_size();
+        if let Some(bad) = sample.cts.iter().find(|c| c.lwe_size() != size) {
+            return Err(FheError::Shape(format!("ciphertext of LWE size {}, expected {}", bad.lwe_size().0, size.0)));
+        }
+        Ok(())
+    }
+
+    /// Decrypts the server's output: the output layer's integer accumulators.
+    pub fn decrypt_int(&self, output: &EncryptedSample) -> Result<Vec<i64>, FheError> {
+        self.check_sample(output)?;
+        if output.cts.len() != self.spec.output_unit.len() {
+            return Err(FheError::Shape(format!("{} outputs, expected {}", output.cts.len(), self.spec.output_unit.len())));
+        }
+        Ok(output.cts.iter().map(|c| self.decrypt_value(c, self.spec.output_delta_log2)).collect())
+    }
+
+    /// Decrypts and de-quantizes the server's output.
+    pub fn decrypt(&self, output: &EncryptedSample) -> Result<Vec<f64>, FheError> {
+        let ints = self.decrypt_int(output)?;
+        let acts = ClientSpec::activations(&self.spec.output_activations)?;
+        Ok(ints
+            .iter()
+            .enumerate()
+            .map(|(j, &a)| acts.iter().fold(self.spec.output_unit[j] * a as f64 + self.spec.output_bias[j], |y, f| f.apply(y)))
+            .collect())
+    }
+
+    /// Serializes the key (keep it secret).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        wire::seal(Kind::ClientKey, self.key_id, self)
+    }
+
+    /// Reads a serialized client key, checking its envelope and its parameters.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
+        let (key_id, key): (u64, ClientKey) = wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
+        if key.key_id != key_id {
+            return Err(FheError::Decode("key id of the envelope and of the key differ".into()));
+        }
+        key.spec.check()?;
+        let set = set_of(key.spec.precision)?;
+        if key.key.parameters() != set.params.into() {
+            return Err(FheError::Decode("client key parameters are not the vetted set of its precision".into()));
+        }
+        Ok(key)
+    }
+}
+
+impl EvaluationKey {
+    /// Identifier shared with the client key.
+    pub fn key_id(&self) -> u64 {
+        self.key_id
+    }
+
+    /// Lookup precision of the parameter set.
+    pub fn precision(&self) -> u32 {
+        self.precision
+    }
+
+    /// Serializes the compressed evaluation key (what the client sends the server).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        let wire = EvaluationKeyWire { precision: self.precision, compressed: self.compressed.clone() };
+        wire::seal(Kind::EvaluationKey, self.key_id, &wire)
+    }
+
+    /// Reads a serialized evaluation key, checks it conforms to the vetted parameter set of
+    /// its precision, and decompresses it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<EvaluationKey, FheError> {
+        use tfhe::conformance::ParameterSetConformant;
+        let (key_id, wire): (u64, EvaluationKeyWire) = wire::open(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
+        let set = set_of(wire.precision)?;
+        let p = set.params;
+        let max_degree = MaxDegree::new(p.message_modulus.0 * p.carry_modulus.0 - 1);
+        if !wire.compressed.is_conformant(&(AtomicPatternParameters::from(p), max_degree)) {
+            return Err(FheError::Decode(format!("evaluation key does not conform to {}", set.name)));
+        }
+        let server_key = wire.compressed.decompress();
+        Ok(EvaluationKey { key_id, precision: wire.precision, compressed: wire.compressed, server_key })
+    }
+
+    /// Size of the serialized (compressed) key in bytes.
+    pub fn serialized_size(&self) -> Result<u64, FheError> {
+        Ok(self.to_bytes()?.len() as u64)
+    }
+}

@@ -1,0 +1,125 @@
+//! The 128-bit-secure parameter sets the runtime uses: TFHE-rs's vetted classic KS-PBS sets
+//! with one message bit and `precision - 1` carry bits (so `2^precision` boxes), copied from
+//! `tfhe::shortint::parameters::v1_4` (`V1_4_PARAM_MESSAGE_1_CARRY_k_KS_PBS_GAUSSIAN_2M128`),
+//! because upstream prunes rarely used sets.
+
+use tfhe::core_crypto::commons::parameters::{
+    DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, GlweDimension, LweDimension,
+    PolynomialSize, StandardDev,
+};
+use tfhe::shortint::parameters::{
+    CarryModulus, CiphertextModulus, ClassicPBSParameters, EncryptionKeyChoice, MaxNoiseLevel,
+    MessageModulus, ModulusSwitchType,
+};
+
+/// A vetted parameter set and the lookup precision it gives.
+#[derive(Clone, Copy, Debug)]
+pub struct ParameterSet {
+    /// TFHE-rs's name of the set.
+    pub name: &'static str,
+    /// Bits a lookup is indexed by (`2^precision` boxes, plus the padding bit).
+    pub precision: u32,
+    pub params: ClassicPBSParameters,
+}
+
+/// Lookup precisions with a vetted set.
+pub const PRECISIONS: std::ops::RangeInclusive<u32> = 2..=8;
+
+/// The vetted set for a lookup precision, if there is one.
+pub fn vetted(precision: u32) -> Option<ParameterSet> {
+    let set = match precision {
+        2 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128",
+            precision: 2,
+            params: classic(837, 4, 512, 3.3747142481837397e-06, 2.845267479601915e-15, (23, 1), (5, 3), 2, 3, -128.186),
+        },
+        3 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128",
+            precision: 3,
+            params: classic(885, 2, 1024, 1.4742441118914234e-06, 2.845267479601915e-15, (23, 1), (5, 3), 3, 7, -128.536),
+        },
+        4 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128",
+            precision: 4,
+            params: classic(904, 1, 2048, 1.0621869847945622e-06, 2.845267479601915e-15, (23, 1), (3, 6), 4, 15, -128.103),
+        },
+        5 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128",
+            precision: 5,
+            params: classic(930, 1, 4096, 6.782362904013915e-07, 2.168404344971009e-19, (15, 2), (3, 6), 5, 31, -128.607),
+        },
+        6 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128",
+            precision: 6,
+            params: classic(1011, 1, 8192, 1.6766481861068427e-07, 2.168404344971009e-19, (15, 2), (3, 7), 6, 63, -128.068),
+        },
+        7 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_6_KS_PBS_GAUSSIAN_2M128",
+            precision: 7,
+            params: classic(1060, 1, 16384, 7.199150706330062e-08, 2.168404344971009e-19, (11, 3), (2, 11), 7, 127, -128.147),
+        },
+        8 => ParameterSet {
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_7_KS_PBS_GAUSSIAN_2M128",
+            precision: 8,
+            params: classic(1104, 1, 65536, 3.369659065698222e-08, 2.168404344971009e-19, (9, 4), (3, 7), 8, 255, -128.787),
+        },
+        _ => return None,
+    };
+    Some(set)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classic(
+    lwe_dimension: usize,
+    glwe_dimension: usize,
+    polynomial_size: usize,
+    lwe_std: f64,
+    glwe_std: f64,
+    pbs: (usize, usize),
+    ks: (usize, usize),
+    precision: u32,
+    max_noise_level: u64,
+    log2_p_fail: f64,
+) -> ClassicPBSParameters {
+    ClassicPBSParameters {
+        lwe_dimension: LweDimension(lwe_dimension),
+        glwe_dimension: GlweDimension(glwe_dimension),
+        polynomial_size: PolynomialSize(polynomial_size),
+        lwe_noise_distribution: DynamicDistribution::new_gaussian_from_std_dev(StandardDev(lwe_std)),
+        glwe_noise_distribution: DynamicDistribution::new_gaussian_from_std_dev(StandardDev(glwe_std)),
+        pbs_base_log: DecompositionBaseLog(pbs.0),
+        pbs_level: DecompositionLevelCount(pbs.1),
+        ks_base_log: DecompositionBaseLog(ks.0),
+        ks_level: DecompositionLevelCount(ks.1),
+        message_modulus: MessageModulus(2),
+        carry_modulus: CarryModulus(1 << (precision - 1)),
+        max_noise_level: MaxNoiseLevel::new(max_noise_level),
+        log2_p_fail,
+        ciphertext_modulus: CiphertextModulus::new_native(),
+        encryption_key_choice: EncryptionKeyChoice::Big,
+        modulus_switch_noise_reduction_params: ModulusSwitchType::CenteredMeanNoiseReduction,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copied_sets_equal_upstream() {
+        use tfhe::shortint::parameters::v1_4::*;
+        let upstream = [
+            V1_4_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128,
+            V1_4_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128,
+            V1_4_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128,
+            V1_4_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128,
+            V1_4_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128,
+            V1_4_PARAM_MESSAGE_1_CARRY_6_KS_PBS_GAUSSIAN_2M128,
+            V1_4_PARAM_MESSAGE_1_CARRY_7_KS_PBS_GAUSSIAN_2M128,
+        ];
+        for (p, up) in PRECISIONS.zip(upstream) {
+            assert_eq!(vetted(p).unwrap().params, up, "precision {p}");
+        }
+        assert!(vetted(1).is_none() && vetted(9).is_none());
+    }
+}

@@ -1,0 +1,184 @@
+//! Encrypted inference on the server: leveled weighted sums on LWE ciphertexts, then one
+//! keyswitch + programmable bootstrap per neuron with that neuron's own table.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
+use tfhe::core_crypto::prelude::*;
+use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
+use tfhe::shortint::server_key::LookupTableOwned;
+use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder};
+
+use super::keys::EvaluationKey;
+use super::params::vetted;
+use super::plan::FhePlan;
+use super::wire::{self, Kind};
+use super::FheError;
+use crate::model::{DenseStage, QuantModel};
+
+/// Largest serialized ciphertext batch accepted (bytes).
+pub const CIPHERTEXT_LIMIT: u64 = 1 << 30;
+
+/// The encrypted values of one sample (inputs, or outputs), tied to a key pair.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EncryptedSample {
+    pub(crate) key_id: u64,
+    pub(crate) cts: Vec<LweCiphertextOwned<u64>>,
+}
+
+impl EncryptedSample {
+    /// Number of encrypted values.
+    pub fn len(&self) -> usize {
+        self.cts.len()
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.cts.is_empty()
+    }
+
+    /// The ciphertexts.
+    pub fn ciphertexts(&self) -> &[LweCiphertextOwned<u64>] {
+        &self.cts
+    }
+
+    /// Serializes the ciphertexts.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        wire::seal(Kind::Ciphertexts, self.key_id, &self.cts)
+    }
+
+    /// Reads serialized ciphertexts, checking the envelope and that all have one LWE size.
+    pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedSample, FheError> {
+        let (key_id, cts): (u64, Vec<LweCiphertextOwned<u64>>) = wire::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
+        if let Some(first) = cts.first() {
+            if cts.iter().any(|c| c.lwe_size() != first.lwe_size() || c.ciphertext_modulus() != CiphertextModulus::new_native()) {
+                return Err(FheError::Shape("ciphertexts of different sizes or moduli".into()));
+            }
+        }
+        Ok(EncryptedSample { key_id, cts })
+    }
+}
+
+/// One weighted layer as the server runs it.
+struct ServerLayer {
+    out_features: usize,
+    in_features: usize,
+    /// Non-zero weights of each neuron: `(input index, weight as two's complement)`.
+    sparse: Vec<Vec<(usize, u64)>>,
+    /// Plaintext added before the lookup so accumulators are non-negative.
+    offset: u64,
+    /// One table per neuron; none on the output layer.
+    tables: Option<Vec<LookupTableOwned>>,
+}
+
+/// The server: a planned model and an evaluation key. It holds no secret.
+pub struct FheServer {
+    key: EvaluationKey,
+    layers: Vec<ServerLayer>,
+    lwe_size: LweSize,
+    params: tfhe::shortint::parameters::ClassicPBSParameters,
+}
+
+impl FheServer {
+    /// Prepares encrypted inference of a planned model (its tables set to the plan's
+    /// precision) with `key`; every table is built here, once.
+    pub fn new(model: &QuantModel, plan: &FhePlan, key: EvaluationKey) -> Result<FheServer, FheError> {
+        if key.precision != plan.set.precision || model.lookup_precision() > plan.set.precision {
+            return Err(FheError::PrecisionMismatch { key: key.precision, model: model.lookup_precision().max(plan.set.precision) });
+        }
+        let params = vetted(key.precision).expect("keys exist only for vetted precisions").params;
+        let lwe_size = LweDimension(params.glwe_dimension.0 * params.polynomial_size.0).to_lwe_size();
+        let layers = model.layers().iter().enumerate().map(|(k, stage)| server_layer(model, k, stage, &params)).collect();
+        Ok(FheServer { key, layers, lwe_size, params })
+    }
+
+    /// Lookups per inference.
+    pub fn lookups(&self) -> usize {
+        self.layers.iter().filter(|l| l.tables.is_some()).map(|l| l.out_features).sum()
+    }
+
+    /// Runs the network on one encrypted sample.
+    pub fn run(&self, input: &EncryptedSample) -> Result<EncryptedSample, FheError> {
+        Ok(self.run_traced(input)?.pop().expect("at least the output layer"))
+    }
+
+    /// Runs the network and returns the ciphertexts after every weighted layer's lookup
+    /// (and the output layer's accumulators last), for tests and debugging.
+    pub fn run_traced(&self, input: &EncryptedSample) -> Result<Vec<EncryptedSample>, FheError> {
+        if input.key_id != self.key.key_id {
+            return Err(FheError::WrongKey { expected: self.key.key_id, found: input.key_id });
+        }
+        let expected = self.layers.first().map(|l| l.in_features).unwrap_or(0);
+        if input.cts.len() != expected {
+            return Err(FheError::Shape(format!("{} input ciphertexts, the model takes {expected}", input.cts.len())));
+        }
+        if let Some(bad) = input.cts.iter().find(|c| c.lwe_size() != self.lwe_size) {
+            return Err(FheError::Shape(format!("ciphertext of LWE size {}, the key expects {}", bad.lwe_size().0, self.lwe_size.0)));
+        }
+        let mut trace = Vec::with_capacity(self.layers.len());
+        let mut x = input.cts.clone();
+        for layer in &self.layers {
+            x = (0..layer.out_features).into_par_iter().map(|j| self.neuron(layer, j, &x)).collect();
+            trace.push(EncryptedSample { key_id: input.key_id, cts: x.clone() });
+        }
+        Ok(trace)
+    }
+
+    fn neuron(&self, layer: &ServerLayer, j: usize, x: &[LweCiphertextOwned<u64>]) -> LweCiphertextOwned<u64> {
+        let mut acc = LweCiphertext::new(0u64, self.lwe_size, CiphertextModulus::new_native());
+        for &(i, w) in &layer.sparse[j] {
+            slice_wrapping_add_scalar_mul_assign(acc.as_mut(), x[i].as_ref(), w);
+        }
+        let Some(tables) = &layer.tables else { return acc };
+        lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offset));
+        let p = &self.params;
+        let ct = Ciphertext::new(
+            acc,
+            Degree::new(0),
+            NoiseLevel::NOMINAL,
+            p.message_modulus,
+            p.carry_modulus,
+            AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
+        );
+        self.key.server_key.apply_lookup_table(&ct, &tables[j]).ct
+    }
+}
+
+fn server_layer(model: &QuantModel, k: usize, stage: &DenseStage, params: &tfhe::shortint::parameters::ClassicPBSParameters) -> ServerLayer {
+    let sparse = (0..stage.out_features)
+        .map(|j| stage.row(j).iter().enumerate().filter(|(_, &w)| w != 0).map(|(i, &w)| (i, w as u64)).collect())
+        .collect();
+    let delta_in = model.input_delta_log2(k);
+    let (offset, tables) = match &stage.lookup {
+        None => (0, None),
+        Some(lookup) => {
+            let delta_out = model.input_delta_log2(k + 1);
+            let precision = lookup.encoding.precision();
+            let tables = lookup.tables.iter().map(|t| build_table(params, precision, delta_out, |box_index| t.get(box_index))).collect();
+            ((lookup.encoding.offset as u64).wrapping_shl(delta_in), Some(tables))
+        }
+    };
+    ServerLayer { out_features: stage.out_features, in_features: stage.in_features, sparse, offset, tables }
+}
+
+/// A bootstrap accumulator for `2^precision` boxes (plus the padding bit) whose box `k`
+/// holds `f(k) · 2^delta_out` (signed, wrapping), rotated by half a box so that a value
+/// anywhere within half a box of `k` reads `f(k)`.
+fn build_table(params: &tfhe::shortint::parameters::ClassicPBSParameters, precision: u32, delta_out: u32, f: impl Fn(i64) -> i64) -> LookupTableOwned {
+    let n = params.polynomial_size.0;
+    let mut acc = GlweCiphertext::new(0u64, params.glwe_dimension.to_glwe_size(), params.polynomial_size, CiphertextModulus::new_native());
+    let boxes = 1usize << precision;
+    let box_size = n / boxes;
+    let mut body = acc.get_mut_body();
+    let coefficients = body.as_mut();
+    for k in 0..boxes {
+        let value = (f(k as i64) as u64).wrapping_shl(delta_out);
+        coefficients[k * box_size..(k + 1) * box_size].fill(value);
+    }
+    let half = box_size / 2;
+    for c in coefficients[..half].iter_mut() {
+        *c = c.wrapping_neg();
+    }
+    coefficients.rotate_left(half);
+    LookupTableOwned { acc, degree: Degree::new(0) }
+}

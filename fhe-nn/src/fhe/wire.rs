@@ -1,0 +1,89 @@
+//! The checked envelope around every serialized key and ciphertext: magic, format version,
+//! payload kind, key id, length and checksum, then a bincode payload read with a size limit.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::FheError;
+
+const MAGIC: &[u8; 5] = b"FHENN";
+/// Version of the serialized formats.
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER: usize = 5 + 2 + 1 + 8 + 8 + 8;
+
+/// What a serialized blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    ClientKey = 1,
+    EvaluationKey = 2,
+    Ciphertexts = 3,
+}
+
+impl Kind {
+    fn name(byte: u8) -> &'static str {
+        match byte {
+            1 => "client key",
+            2 => "evaluation key",
+            3 => "ciphertexts",
+            _ => "unknown",
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: detects truncation and corruption (not an authenticity check).
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Serializes `value` into an envelope.
+pub fn seal<T: Serialize>(kind: Kind, key_id: u64, value: &T) -> Result<Vec<u8>, FheError> {
+    let payload = bincode::serialize(value).map_err(|e| FheError::Decode(e.to_string()))?;
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&key_id.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&checksum(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Checks an envelope and deserializes its payload (at most `limit` bytes); returns the key id.
+pub fn open<T: DeserializeOwned>(bytes: &[u8], kind: Kind, limit: u64) -> Result<(u64, T), FheError> {
+    use bincode::Options;
+    if bytes.len() < HEADER {
+        return Err(FheError::Truncated { expected: HEADER as u64, found: bytes.len() as u64 });
+    }
+    if &bytes[..5] != MAGIC {
+        return Err(FheError::NotFheNn);
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let version = u16::from_le_bytes([bytes[5], bytes[6]]);
+    if version != FORMAT_VERSION {
+        return Err(FheError::Version { found: version, supported: FORMAT_VERSION });
+    }
+    if bytes[7] != kind as u8 {
+        return Err(FheError::WrongKind { expected: Kind::name(kind as u8), found: Kind::name(bytes[7]) });
+    }
+    let key_id = u64_at(8);
+    let len = u64_at(16);
+    let sum = u64_at(24);
+    let payload = &bytes[HEADER..];
+    if len > limit {
+        return Err(FheError::TooLarge { size: len, limit });
+    }
+    if payload.len() as u64 != len {
+        return Err(FheError::Truncated { expected: HEADER as u64 + len, found: bytes.len() as u64 });
+    }
+    if checksum(payload) != sum {
+        return Err(FheError::Checksum);
+    }
+    let value = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(limit)
+        .deserialize(payload)
+        .map_err(|e| FheError::Decode(e.to_string()))?;
+    Ok((key_id, value))
+}

@@ -1,0 +1,533 @@
+//! Architecture + weights → an integer model: quantized input, integer weighted sums, and
+//! one lookup table per neuron that folds bias, scales, activations and the next quantizer.
+
+use crate::arch::activation::Activation;
+use crate::arch::analysis::{exact_accumulator, quantizer_range, IntRange, Rounding};
+use crate::arch::layer::Layer;
+use crate::error::LoadError;
+use crate::tensors::{Tensor, TensorFile, Values};
+use crate::Architecture;
+
+/// Metadata key holding the architecture a weight file was exported for.
+pub const ARCHITECTURE_KEY: &str = "fhe_nn.architecture";
+
+/// A quantizer `q = clamp(round_half_even(x / scale), min, max)` (zero point 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantizer {
+    pub scale: f64,
+    pub bits: u32,
+    pub signed: bool,
+}
+
+impl Quantizer {
+    /// The integer range the quantizer can produce.
+    pub fn range(&self) -> IntRange {
+        quantizer_range(self.bits, self.signed, false)
+    }
+
+    /// Quantizes one real value.
+    pub fn quantize(&self, x: f64) -> i64 {
+        let r = self.range();
+        let q = (x / self.scale).round_ties_even();
+        q.clamp(r.min as f64, r.max as f64) as i64
+    }
+}
+
+/// The client-side input stage: real activations, then the first quantizer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputStage {
+    pub activations: Vec<Activation>,
+    pub quantizer: Quantizer,
+    pub features: usize,
+}
+
+/// How a lookup reads an accumulator: `index = (acc + offset + 2^(shift-1)) >> shift`,
+/// i.e. the accumulator shifted to non-negative `bits`-bit values and rounded to its top
+/// `bits - shift` bits (exact rounding to nearest; FHE's modulus switch rounds the same way,
+/// up to noise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccumulatorEncoding {
+    /// Width of the encoded accumulator.
+    pub bits: u32,
+    /// Added so that every accumulator is non-negative.
+    pub offset: i64,
+    /// Low bits dropped by rounding (0: exact lookup).
+    pub shift: u32,
+}
+
+impl AccumulatorEncoding {
+    /// For accumulators in `range`, read with `precision` bits (`u32::MAX`: exactly, at
+    /// the range's own width). An accumulator that fits is encoded on `precision` bits and
+    /// read exactly; a wider one is rounded to its top `precision` bits, keeping the top box
+    /// spare so that rounding up and noise never wrap around.
+    pub fn new(range: IntRange, precision: u32) -> AccumulatorEncoding {
+        let offset = if range.min < 0 { -range.min } else { 0 };
+        let span = (range.max + offset) as u64;
+        let needed = crate::arch::analysis::unsigned_bits(span);
+        if needed <= precision {
+            let bits = if precision == u32::MAX { needed } else { precision };
+            return AccumulatorEncoding { bits, offset, shift: 0 };
+        }
+        let mut encoding = AccumulatorEncoding { bits: needed, offset, shift: needed - precision };
+        while encoding.index(range.max) > (1i64 << precision) - 2 {
+            encoding.bits += 1;
+            encoding.shift += 1;
+        }
+        encoding
+    }
+
+    /// Bits of the lookup index (the FHE precision).
+    pub fn precision(&self) -> u32 {
+        self.bits - self.shift
+    }
+
+    /// The lookup index of an accumulator value.
+    pub fn index(&self, acc: i64) -> i64 {
+        let half = if self.shift == 0 { 0 } else { 1i64 << (self.shift - 1) };
+        (acc + self.offset + half) >> self.shift
+    }
+
+    /// The accumulator value a lookup index stands for.
+    pub fn value(&self, index: i64) -> i64 {
+        (index << self.shift) - self.offset
+    }
+}
+
+/// A neuron's table: `values[k - first]` for lookup index `k`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    pub first: i64,
+    pub values: Vec<i64>,
+}
+
+impl Table {
+    /// The table entry of lookup index `k` (clamped to the table's span).
+    pub fn get(&self, k: i64) -> i64 {
+        let i = (k - self.first).clamp(0, self.values.len() as i64 - 1);
+        self.values[i as usize]
+    }
+}
+
+/// The lookup after a weighted layer: one table per neuron, into the next quantizer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookupStage {
+    /// Declared layer where the lookup forms (its quantizer).
+    pub layer: usize,
+    pub encoding: AccumulatorEncoding,
+    /// How the table reads the accumulator with the current precision.
+    pub rounding: Rounding,
+    /// What the declaration asked for (compile-time analysis).
+    pub declared: Rounding,
+    /// The declared `round = r`, or the compile-time precision.
+    pub declared_precision: u32,
+    pub tables: Vec<Table>,
+    /// Range of the produced integers.
+    pub output_range: IntRange,
+    /// Real functions folded into the table (activations, then the quantizer).
+    pub activations: Vec<Activation>,
+    pub quantizer: Quantizer,
+}
+
+/// A fully connected layer with integer weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DenseStage {
+    /// Declared layer index.
+    pub layer: usize,
+    pub in_features: usize,
+    pub out_features: usize,
+    /// Row-major `[out][in]` integer weights.
+    pub weights: Vec<i64>,
+    /// Range of the quantized input.
+    pub input_range: IntRange,
+    /// Exact accumulator range of each neuron.
+    pub exact_ranges: Vec<IntRange>,
+    /// The compile-time worst case.
+    pub worst_case: IntRange,
+    /// Real value of one accumulator unit per neuron: input scale × weight scale.
+    pub unit: Vec<f64>,
+    pub bias: Vec<f64>,
+    /// The lookup into the next layer; `None` for the output layer.
+    pub lookup: Option<LookupStage>,
+}
+
+impl DenseStage {
+    /// One neuron's weights.
+    pub fn row(&self, neuron: usize) -> &[i64] {
+        &self.weights[neuron * self.in_features..(neuron + 1) * self.in_features]
+    }
+
+    /// Union of the exact ranges of all neurons.
+    pub fn exact_range(&self) -> IntRange {
+        self.exact_ranges.iter().fold(IntRange::new(0, 0), |a, r| IntRange::new(a.min.min(r.min), a.max.max(r.max)))
+    }
+
+    /// Real output of neuron `j` for accumulator `acc` (before activations).
+    pub fn dequantize(&self, neuron: usize, acc: i64) -> f64 {
+        self.unit[neuron] * acc as f64 + self.bias[neuron]
+    }
+}
+
+/// A quantized network ready for Clear, Simulate and FHE inference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantModel {
+    pub(crate) arch: Architecture,
+    pub(crate) input: InputStage,
+    pub(crate) layers: Vec<DenseStage>,
+    /// Real activations applied to the de-quantized output, on the client.
+    pub(crate) output_activations: Vec<Activation>,
+}
+
+/// Segment of declared layers between two weighted layers, as the runtime executes it.
+struct Segment {
+    activations: Vec<Activation>,
+    quantizer: Option<(usize, Quantizer)>,
+}
+
+impl QuantModel {
+    /// Loads integer (QAT) weights from a `.safetensors` or `.npz` file.
+    pub fn load(arch: &Architecture, path: impl AsRef<std::path::Path>) -> Result<QuantModel, LoadError> {
+        Self::from_tensors(arch, &TensorFile::read(path.as_ref())?)
+    }
+
+    /// Builds the model from named tensors, checking every tensor against the architecture.
+    ///
+    /// Tensor names, for declared layer `i` (0-based): `layers.i.scale` (quantizer scale),
+    /// `layers.i.weight` (integers, `[out, in]`), `layers.i.weight_scale` (`[]`, `[1]` or
+    /// `[out]`), `layers.i.bias` (`[out]`).
+    pub fn from_tensors(arch: &Architecture, file: &TensorFile) -> Result<QuantModel, LoadError> {
+        if let Some(found) = file.metadata.get(ARCHITECTURE_KEY) {
+            let expected = architecture_signature(arch);
+            if *found != expected {
+                return Err(LoadError::ArchitectureMismatch { expected, found: found.clone() });
+            }
+        }
+        let mut reader = Reader { arch, file, used: Vec::new() };
+        let layers = arch.layers();
+
+        // Client-side prefix up to the first weighted layer.
+        let first_weighted = layers.iter().position(|l| l.weight_options().is_some()).expect("the analysis requires a weighted layer");
+        let prefix = reader.segment(0, first_weighted)?;
+        let Some((_, input_quantizer)) = prefix.quantizer else {
+            unreachable!("the analysis requires a quantizer before the first weighted layer")
+        };
+        let features = match layers[first_weighted] {
+            Layer::QuantLinear { in_features, .. } => in_features,
+            _ => 0,
+        };
+        let input = InputStage { activations: prefix.activations, quantizer: input_quantizer.clone(), features };
+
+        let mut stages = Vec::new();
+        let mut quantizer = input_quantizer;
+        let mut input_range = arch.analysis()[first_weighted - 1].range.expect("quantized input");
+        let mut i = first_weighted;
+        let output_activations;
+        loop {
+            let stage_layer = i;
+            let (in_features, out_features, options) = match layers[i] {
+                Layer::QuantLinear { in_features, out_features, options } => (in_features, out_features, options),
+                ref other => return Err(reader.unsupported(i, format!("{} in the encrypted part", other.name()))),
+            };
+            let weights = reader.int_tensor(i, "weight", &[out_features, in_features], Some(options.weight_bits))?;
+            let weight_scale = reader.per_channel(i, "weight_scale", out_features, true)?;
+            let bias = if options.bias { reader.per_channel(i, "bias", out_features, false)? } else { vec![0.0; out_features] };
+            let exact_ranges: Vec<IntRange> = weights.chunks(in_features).map(|row| exact_accumulator(row.iter().copied(), input_range)).collect();
+            let worst_case = arch.analysis()[i].range.expect("weighted layers have an accumulator range");
+            let mut stage = DenseStage {
+                layer: stage_layer,
+                in_features,
+                out_features,
+                weights,
+                input_range,
+                exact_ranges,
+                worst_case,
+                unit: weight_scale.iter().map(|s| s * quantizer.scale).collect(),
+                bias,
+                lookup: None,
+            };
+            let exact = stage.exact_range();
+            if exact.min < worst_case.min || exact.max > worst_case.max {
+                return Err(LoadError::RangeEscapesBound { layer: i + 1, exact: exact.to_string(), bound: worst_case.to_string() });
+            }
+            // The layers up to the next weighted layer (or the end).
+            let next = layers[i + 1..].iter().position(|l| l.weight_options().is_some()).map(|p| p + i + 1);
+            let end = next.unwrap_or(layers.len());
+            let segment = reader.segment(i + 1, end)?;
+            match (next, segment.quantizer) {
+                (Some(n), Some((qlayer, q))) => {
+                    let lookup = arch.analysis()[qlayer].lookup.expect("the analysis forms a lookup at this quantizer");
+                    let precision = match lookup.rounding {
+                        Rounding::Exact => u32::MAX,
+                        Rounding::Declared => lookup.precision,
+                        Rounding::Runtime => crate::fhe::DEFAULT_ROUNDED_PRECISION,
+                    };
+                    let declared = (lookup.rounding, lookup.precision);
+                    stage.lookup = Some(build_lookup(&stage, qlayer, declared, precision, segment.activations, q.clone()));
+                    input_range = arch.analysis()[n - 1].range.expect("quantized input");
+                    quantizer = q;
+                    stages.push(stage);
+                    i = n;
+                }
+                (None, None) => {
+                    output_activations = segment.activations;
+                    stages.push(stage);
+                    break;
+                }
+                (None, Some((qlayer, _))) => {
+                    return Err(reader.unsupported(qlayer, "a quantizer after the last weighted layer".into()));
+                }
+                (Some(_), None) => unreachable!("the analysis requires a quantizer between weighted layers"),
+            }
+        }
+        reader.check_unused()?;
+        Ok(QuantModel { arch: arch.clone(), input, layers: stages, output_activations })
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// The client-side input stage.
+    pub fn input_stage(&self) -> &InputStage {
+        &self.input
+    }
+
+    /// The weighted layers in order.
+    pub fn layers(&self) -> &[DenseStage] {
+        &self.layers
+    }
+
+    /// Activations applied to the de-quantized output on the client.
+    pub fn output_activations(&self) -> &[Activation] {
+        &self.output_activations
+    }
+
+    /// Sets the precision (bits) every lookup reads, rebuilding the tables: accumulators
+    /// wider than that are rounded to their top `bits` bits. Clear, Simulate and FHE all
+    /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen precision.
+    pub fn set_lookup_precision(&mut self, bits: u32) {
+        let bits = bits.clamp(1, crate::arch::limits::MAX_LOOKUP_BITS);
+        for i in 0..self.layers.len() {
+            let Some(old) = self.layers[i].lookup.take() else { continue };
+            let declared = (old.declared, old.declared_precision);
+            let rebuilt = build_lookup(&self.layers[i], old.layer, declared, bits, old.activations, old.quantizer);
+            self.layers[i].lookup = Some(rebuilt);
+        }
+    }
+
+    /// Removes all rounding: every lookup reads its whole accumulator (the reference for
+    /// rounding's accuracy cost; FHE cannot run lookups over 8 bits).
+    pub fn set_exact_lookups(&mut self) {
+        self.set_lookup_precision(u32::MAX);
+    }
+
+    /// The lookup precision in use: the widest lookup index.
+    pub fn lookup_precision(&self) -> u32 {
+        self.layers.iter().filter_map(|s| s.lookup.as_ref()).map(|l| l.encoding.precision()).max().unwrap_or(0)
+    }
+
+    /// Signed width of the output accumulators, as the client decodes them.
+    pub fn output_encoding_bits(&self) -> u32 {
+        let r = self.layers.last().expect("a model has a weighted layer").exact_range();
+        IntRange::new(r.min.min(-1), r.max.max(0)).bits()
+    }
+
+    /// log2 of the scaling factor Δ of the ciphertexts entering weighted layer `k`: the
+    /// accumulator they sum into is encoded on the top bits below the padding bit.
+    pub fn input_delta_log2(&self, k: usize) -> u32 {
+        let bits = match &self.layers[k].lookup {
+            Some(l) => l.encoding.bits,
+            None => self.output_encoding_bits(),
+        };
+        63 - bits
+    }
+
+    /// Per-layer exact ranges next to the compile-time bounds, and the lookup encodings.
+    pub fn range_report(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",
+            "#", "weighted layer", "compile-time bound", "bits", "exact (real weights)", "bits", "lookup after it"
+        ));
+        for s in &self.layers {
+            let exact = s.exact_range();
+            let lookup = match &s.lookup {
+                None => "output (decrypted)".to_string(),
+                Some(l) => format!(
+                    "{} × {}-bit encoding, {} bits read{}",
+                    s.out_features,
+                    l.encoding.bits,
+                    l.encoding.precision(),
+                    if l.encoding.shift > 0 { format!(" ({} rounded off)", l.encoding.shift) } else { String::new() }
+                ),
+            };
+            out.push_str(&format!(
+                "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",
+                s.layer + 1,
+                self.arch.layers()[s.layer].to_string(),
+                s.worst_case.to_string(),
+                s.worst_case.bits(),
+                exact.to_string(),
+                exact.bits(),
+                lookup
+            ));
+        }
+        out
+    }
+}
+
+/// Builds the per-neuron tables of the lookup after `stage`.
+fn build_lookup(stage: &DenseStage, layer: usize, declared: (Rounding, u32), precision: u32, activations: Vec<Activation>, quantizer: Quantizer) -> LookupStage {
+    let encoding = AccumulatorEncoding::new(stage.exact_range(), precision);
+    let rounding = match (encoding.shift, declared.0) {
+        (0, _) => Rounding::Exact,
+        (_, Rounding::Declared) => Rounding::Declared,
+        _ => Rounding::Runtime,
+    };
+    let tables = (0..stage.out_features)
+        .map(|j| {
+            let r = stage.exact_ranges[j];
+            let (first, last) = (encoding.index(r.min), encoding.index(r.max));
+            let values = (first..=last)
+                .map(|k| {
+                    let y = activations.iter().fold(stage.dequantize(j, encoding.value(k)), |y, a| a.apply(y));
+                    quantizer.quantize(y)
+                })
+                .collect();
+            Table { first, values }
+        })
+        .collect::<Vec<_>>();
+    let output_range = tables.iter().flat_map(|t| t.values.iter()).fold(IntRange::new(i64::MAX, i64::MIN), |a, &v| IntRange::new(a.min.min(v), a.max.max(v)));
+    LookupStage { layer, encoding, rounding, declared: declared.0, declared_precision: declared.1, tables, output_range, activations, quantizer }
+}
+
+/// The architecture as recorded in weight files: its layers in DSL spelling.
+pub fn architecture_signature(arch: &Architecture) -> String {
+    arch.layers().iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+struct Reader<'a> {
+    arch: &'a Architecture,
+    file: &'a TensorFile,
+    used: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn describe(&self, layer: usize) -> String {
+        self.arch.layers()[layer].to_string()
+    }
+
+    fn unsupported(&self, layer: usize, what: String) -> LoadError {
+        LoadError::Unsupported { layer: layer + 1, description: self.describe(layer), what }
+    }
+
+    fn tensor(&mut self, layer: usize, suffix: &str) -> Result<(String, &Tensor), LoadError> {
+        let name = format!("layers.{layer}.{suffix}");
+        match self.file.tensors.get(&name) {
+            Some(t) => {
+                self.used.push(name.clone());
+                Ok((name, t))
+            }
+            None => Err(LoadError::MissingTensor { layer: layer + 1, description: self.describe(layer), tensor: name }),
+        }
+    }
+
+    /// A float tensor of `len` values (a scalar is broadcast when `broadcast`).
+    fn per_channel(&mut self, layer: usize, suffix: &str, len: usize, broadcast: bool) -> Result<Vec<f64>, LoadError> {
+        let positive = suffix.ends_with("scale");
+        let (name, t) = self.tensor(layer, suffix)?;
+        let values = float_values(&name, t)?;
+        let ok_shape = t.shape == [len] || (broadcast && (t.shape.is_empty() || t.shape == [1]) && values.len() == 1);
+        if !ok_shape || values.is_empty() {
+            let expected = if broadcast { format!("[] , [1] or [{len}]") } else { format!("[{len}]") };
+            return Err(LoadError::ShapeMismatch { tensor: name, expected, found: t.shape.clone() });
+        }
+        if positive {
+            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| **v <= 0.0) {
+                return Err(LoadError::NonPositiveScale { tensor: name, value, index });
+            }
+        }
+        Ok(if values.len() == 1 { vec![values[0]; len] } else { values })
+    }
+
+    /// An integer tensor of the given shape, within `bits` signed narrow range.
+    fn int_tensor(&mut self, layer: usize, suffix: &str, shape: &[usize], bits: Option<u32>) -> Result<Vec<i64>, LoadError> {
+        let (name, t) = self.tensor(layer, suffix)?;
+        if t.shape != shape {
+            return Err(LoadError::ShapeMismatch { tensor: name, expected: format!("{shape:?}"), found: t.shape.clone() });
+        }
+        let values: Vec<i64> = match &t.values {
+            Values::Int(v) => v.clone(),
+            Values::Float(v) => {
+                let v2 = float_values(&name, t)?;
+                if let Some((index, &value)) = v2.iter().enumerate().find(|(_, x)| x.fract() != 0.0 || x.abs() > 2f64.powi(52)) {
+                    return Err(LoadError::NotInteger { tensor: name, value, index });
+                }
+                v.iter().map(|&x| x as i64).collect()
+            }
+        };
+        if let Some(bits) = bits {
+            let max = crate::arch::analysis::weight_max(bits);
+            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.abs() > max) {
+                return Err(LoadError::WeightOutOfRange { tensor: name, bits, value, index, min: -max, max });
+            }
+        }
+        Ok(values)
+    }
+
+    /// A quantizer's scale, and its zero point if present (it must be 0).
+    fn quantizer(&mut self, layer: usize, bits: u32, signed: bool) -> Result<Quantizer, LoadError> {
+        let scale = self.per_channel(layer, "scale", 1, true)?[0];
+        let zp_name = format!("layers.{layer}.zero_point");
+        if let Some(t) = self.file.tensors.get(&zp_name) {
+            self.used.push(zp_name.clone());
+            let values = float_values(&zp_name, t)?;
+            if let Some(&value) = values.iter().find(|v| **v != 0.0) {
+                return Err(LoadError::ZeroPoint { tensor: zp_name, value });
+            }
+        }
+        Ok(Quantizer { scale, bits, signed })
+    }
+
+    /// Activations and the last quantizer of declared layers `start..end` (no weighted layer).
+    fn segment(&mut self, start: usize, end: usize) -> Result<Segment, LoadError> {
+        let mut segment = Segment { activations: Vec::new(), quantizer: None };
+        for i in start..end {
+            match self.arch.layers()[i] {
+                Layer::Activation(a) => {
+                    if let Some((q_layer, _)) = &segment.quantizer {
+                        return Err(self.unsupported(*q_layer, "an activation after a quantizer, before the next weighted layer".into()));
+                    }
+                    segment.activations.push(a);
+                }
+                Layer::QuantIdentity { bits, signed } => {
+                    if segment.quantizer.is_some() {
+                        return Err(self.unsupported(i, "two quantizers in a row".into()));
+                    }
+                    segment.quantizer = Some((i, self.quantizer(i, bits, signed)?));
+                }
+                Layer::Flatten => {}
+                ref other => return Err(self.unsupported(i, other.name().to_string())),
+            }
+        }
+        Ok(segment)
+    }
+
+    fn check_unused(&self) -> Result<(), LoadError> {
+        match self.file.tensors.keys().find(|k| !self.used.contains(k)) {
+            Some(extra) => Err(LoadError::UnexpectedTensor { tensor: extra.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn float_values(name: &str, t: &Tensor) -> Result<Vec<f64>, LoadError> {
+    let values: Vec<f64> = match &t.values {
+        Values::Float(v) => v.clone(),
+        Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
+    };
+    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(LoadError::NonFinite { tensor: name.to_string(), value, index });
+    }
+    Ok(values)
+}

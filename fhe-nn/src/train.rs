@@ -1,0 +1,353 @@
+//! Quantization-aware training in pure Rust: fake quantization with a straight-through
+//! estimator, Brevitas-like scales, Adam, seeded and deterministic. It writes the same
+//! tensors [`QuantModel::from_tensors`](crate::QuantModel::from_tensors) loads.
+//!
+//! Scales follow Brevitas' defaults: weights per tensor, `max|W| / (2^(w-1) - 1)`; the
+//! input quantizer from the training data's largest magnitude; every other quantizer from a
+//! running average of its input's largest magnitude.
+
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+
+use crate::arch::activation::Activation;
+use crate::arch::analysis::{quantizer_range, weight_max};
+use crate::arch::layer::Layer;
+use crate::model::{architecture_signature, ARCHITECTURE_KEY};
+use crate::rng::SplitMix64;
+use crate::tensors::{Tensor, TensorFile};
+use crate::Architecture;
+
+/// Training settings.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 40, batch_size: 64, learning_rate: 0.01, seed: 1 }
+    }
+}
+
+/// Why training could not start.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum TrainError {
+    #[error("the trainer supports networks of QuantIdentity, QuantLinear and activations; layer {layer} is `{name}`")]
+    Unsupported { layer: usize, name: String },
+    #[error("{inputs} input rows but {labels} labels")]
+    LabelCount { inputs: usize, labels: usize },
+    #[error("label {label} of sample {sample} is not below the {classes} outputs")]
+    Label { sample: usize, label: usize, classes: usize },
+    #[error("input has {found} features, the network takes {expected}")]
+    Width { expected: usize, found: usize },
+    #[error("no training data")]
+    Empty,
+}
+
+/// Per-epoch progress.
+#[derive(Clone, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f64,
+    pub train_accuracy: f64,
+}
+
+/// A fake-quantizer: bits, signedness and the current scale.
+#[derive(Clone, Debug)]
+struct FakeQuant {
+    layer: usize,
+    bits: u32,
+    signed: bool,
+    scale: f64,
+    /// Running average of the largest magnitude seen (none for the input quantizer).
+    running: Option<f64>,
+}
+
+impl FakeQuant {
+    fn qmax(&self) -> f64 {
+        quantizer_range(self.bits, self.signed, false).max as f64
+    }
+
+    /// Quantize-dequantize; the mask is the straight-through gradient (0 where clamped).
+    fn apply(&self, x: &Array2<f64>) -> (Array2<f64>, Array2<f64>) {
+        let r = quantizer_range(self.bits, self.signed, false);
+        let (lo, hi) = (r.min as f64, r.max as f64);
+        let q = x.mapv(|v| (v / self.scale).round_ties_even().clamp(lo, hi) * self.scale);
+        let mask = x.mapv(|v| {
+            let t = v / self.scale;
+            if t < lo - 0.5 || t > hi + 0.5 {
+                0.0
+            } else {
+                1.0
+            }
+        });
+        (q, mask)
+    }
+}
+
+struct Dense {
+    layer: usize,
+    weight: Array2<f64>,
+    bias: Array1<f64>,
+    weight_bits: u32,
+    has_bias: bool,
+    /// Activations after this layer, then the quantizer of the next layer's input.
+    activations: Vec<Activation>,
+    next_quant: Option<FakeQuant>,
+    adam: [Adam; 2],
+}
+
+impl Dense {
+    fn weight_scale(&self) -> f64 {
+        let m = self.weight.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+        (m / weight_max(self.weight_bits) as f64).max(1e-12)
+    }
+
+    fn quantized_weight(&self) -> (Array2<f64>, f64) {
+        let s = self.weight_scale();
+        let wm = weight_max(self.weight_bits) as f64;
+        (self.weight.mapv(|w| (w / s).round_ties_even().clamp(-wm, wm) * s), s)
+    }
+}
+
+struct Adam {
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Adam {
+    fn new(n: usize) -> Adam {
+        Adam { m: vec![0.0; n], v: vec![0.0; n] }
+    }
+
+    fn step<'a>(&mut self, params: impl Iterator<Item = &'a mut f64>, grads: impl Iterator<Item = f64>, lr: f64, t: i32) {
+        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        for (((p, g), m), v) in params.zip(grads).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+        }
+    }
+}
+
+/// A network under training.
+pub struct Trainer {
+    arch: Architecture,
+    input_quant: FakeQuant,
+    input_activations: Vec<Activation>,
+    layers: Vec<Dense>,
+    config: TrainConfig,
+    rng: SplitMix64,
+    step: i32,
+}
+
+impl Trainer {
+    /// Prepares training of `arch`; the input quantizer's scale comes from `inputs`.
+    pub fn new(arch: &Architecture, inputs: ArrayView2<f64>, config: TrainConfig) -> Result<Trainer, TrainError> {
+        let mut rng = SplitMix64::new(config.seed);
+        let layers = arch.layers();
+        let mut input_quant = None;
+        let mut input_activations = Vec::new();
+        let mut dense: Vec<Dense> = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            match *layer {
+                Layer::QuantIdentity { bits, signed } => {
+                    let q = FakeQuant { layer: i, bits, signed, scale: 1.0, running: None };
+                    match dense.last_mut() {
+                        None if input_quant.is_none() => input_quant = Some(q),
+                        Some(d) if d.next_quant.is_none() => d.next_quant = Some(FakeQuant { running: Some(0.0), ..q }),
+                        _ => return Err(TrainError::Unsupported { layer: i + 1, name: layer.to_string() }),
+                    }
+                }
+                Layer::Activation(a) => match dense.last_mut() {
+                    None if input_quant.is_none() => input_activations.push(a),
+                    Some(d) if d.next_quant.is_none() => d.activations.push(a),
+                    _ => return Err(TrainError::Unsupported { layer: i + 1, name: layer.to_string() }),
+                },
+                Layer::QuantLinear { in_features, out_features, options } => {
+                    let bound = 1.0 / (in_features as f64).sqrt();
+                    let weight = Array2::from_shape_fn((out_features, in_features), |_| (2.0 * rng.uniform() - 1.0) * bound);
+                    let bias = Array1::from_shape_fn(out_features, |_| if options.bias { (2.0 * rng.uniform() - 1.0) * bound } else { 0.0 });
+                    let n = out_features * in_features;
+                    dense.push(Dense {
+                        layer: i,
+                        weight,
+                        bias,
+                        weight_bits: options.weight_bits,
+                        has_bias: options.bias,
+                        activations: Vec::new(),
+                        next_quant: None,
+                        adam: [Adam::new(n), Adam::new(out_features)],
+                    });
+                }
+                Layer::Flatten => {}
+                _ => return Err(TrainError::Unsupported { layer: i + 1, name: layer.to_string() }),
+            }
+        }
+        let Some(mut input_quant) = input_quant else {
+            return Err(TrainError::Unsupported { layer: 1, name: layers[0].to_string() });
+        };
+        let expected = dense[0].weight.ncols();
+        if inputs.ncols() != expected {
+            return Err(TrainError::Width { expected, found: inputs.ncols() });
+        }
+        if inputs.nrows() == 0 {
+            return Err(TrainError::Empty);
+        }
+        let largest = inputs.iter().map(|&x| input_activations.iter().fold(x, |y, a| a.apply(y)).abs()).fold(0.0f64, f64::max);
+        input_quant.scale = (largest / input_quant.qmax()).max(1e-12);
+        Ok(Trainer { arch: arch.clone(), input_quant, input_activations, layers: dense, config, rng, step: 0 })
+    }
+
+    /// Forward pass; returns logits and, per layer, what backward needs.
+    #[allow(clippy::type_complexity)]
+    fn forward(&mut self, x: &Array2<f64>, training: bool) -> (Array2<f64>, Vec<(Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>)>) {
+        let pre = x.mapv(|v| self.input_activations.iter().fold(v, |y, a| a.apply(y)));
+        let (mut a, _) = self.input_quant.apply(&pre);
+        let mut cache = Vec::new();
+        let n_layers = self.layers.len();
+        for (li, layer) in self.layers.iter_mut().enumerate() {
+            let (wq, _) = layer.quantized_weight();
+            let z = a.dot(&wq.t()) + &layer.bias;
+            let mut h = z.clone();
+            for act in &layer.activations {
+                h.mapv_inplace(|v| act.apply(v));
+            }
+            let (out, mask) = match layer.next_quant.as_mut() {
+                Some(q) if li + 1 < n_layers => {
+                    if training {
+                        let m = h.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                        let r = q.running.unwrap_or(0.0);
+                        let r = if r == 0.0 { m } else { 0.9 * r + 0.1 * m };
+                        q.running = Some(r);
+                        q.scale = (r / q.qmax()).max(1e-12);
+                    }
+                    q.apply(&h)
+                }
+                _ => {
+                    let ones = Array2::ones(h.dim());
+                    (h, ones)
+                }
+            };
+            cache.push((a, z, mask, wq));
+            a = out;
+        }
+        (a, cache)
+    }
+
+    /// One epoch over the data in a seeded random order.
+    pub fn epoch(&mut self, inputs: ArrayView2<f64>, labels: &[usize], epoch: usize) -> EpochStats {
+        let n = inputs.nrows();
+        let mut order: Vec<usize> = (0..n).collect();
+        self.rng.shuffle(&mut order);
+        let lr = self.config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.config.epochs as f64).cos());
+        let (mut loss_sum, mut correct) = (0.0, 0usize);
+        for batch in order.chunks(self.config.batch_size) {
+            let x = inputs.select(Axis(0), batch);
+            let (logits, cache) = self.forward(&x, true);
+            let (loss, mut grad, hits) = softmax_cross_entropy(&logits, batch.iter().map(|&i| labels[i]));
+            loss_sum += loss * batch.len() as f64;
+            correct += hits;
+            self.step += 1;
+            for (li, (a_in, z, mask, wq)) in cache.into_iter().enumerate().rev() {
+                let layer = &mut self.layers[li];
+                // Through the quantizer (STE) and the activations (numerical derivative of
+                // the composed activation chain, exact for piecewise-linear ones away from kinks).
+                grad = grad * &mask;
+                if !layer.activations.is_empty() {
+                    let acts = layer.activations.clone();
+                    let d = z.mapv(|v| derivative(&acts, v));
+                    grad = grad * &d;
+                }
+                let gw = grad.t().dot(&a_in);
+                let gb = grad.sum_axis(Axis(0));
+                let grad_in = grad.dot(&wq);
+                let lr_t = lr;
+                let t = self.step;
+                let [aw, ab] = &mut layer.adam;
+                aw.step(layer.weight.iter_mut(), gw.iter().copied(), lr_t, t);
+                if layer.has_bias {
+                    ab.step(layer.bias.iter_mut(), gb.iter().copied(), lr_t, t);
+                }
+                grad = grad_in;
+            }
+        }
+        EpochStats { epoch, loss: loss_sum / n as f64, train_accuracy: correct as f64 / n as f64 }
+    }
+
+    /// Accuracy of the fake-quantized network on labelled data.
+    pub fn accuracy(&mut self, inputs: ArrayView2<f64>, labels: &[usize]) -> f64 {
+        let (logits, _) = self.forward(&inputs.to_owned(), false);
+        let pred = crate::argmax_rows(logits.view());
+        pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len().max(1) as f64
+    }
+
+    /// The trained integer weights and scales, in the runtime's tensor names.
+    pub fn export(&self) -> TensorFile {
+        let mut file = TensorFile::default();
+        file.metadata.insert(ARCHITECTURE_KEY.to_string(), architecture_signature(&self.arch));
+        let scalar = |v: f64| Tensor::float(vec![], vec![v]);
+        file.tensors.insert(format!("layers.{}.scale", self.input_quant.layer), scalar(self.input_quant.scale));
+        for layer in &self.layers {
+            let s = layer.weight_scale();
+            let wm = weight_max(layer.weight_bits) as f64;
+            let ints = layer.weight.iter().map(|w| (w / s).round_ties_even().clamp(-wm, wm) as i64).collect();
+            let i = layer.layer;
+            file.tensors.insert(format!("layers.{i}.weight"), Tensor::int(layer.weight.shape().to_vec(), ints));
+            file.tensors.insert(format!("layers.{i}.weight_scale"), scalar(s));
+            if layer.has_bias {
+                file.tensors.insert(format!("layers.{i}.bias"), Tensor::float(vec![layer.bias.len()], layer.bias.to_vec()));
+            }
+            if let Some(q) = &layer.next_quant {
+                file.tensors.insert(format!("layers.{}.scale", q.layer), scalar(q.scale));
+            }
+        }
+        file
+    }
+}
+
+/// Trains `arch` on labelled data, reporting each epoch to `progress`.
+pub fn train(arch: &Architecture, inputs: ArrayView2<f64>, labels: &[usize], config: TrainConfig, mut progress: impl FnMut(&EpochStats)) -> Result<TensorFile, TrainError> {
+    if inputs.nrows() != labels.len() {
+        return Err(TrainError::LabelCount { inputs: inputs.nrows(), labels: labels.len() });
+    }
+    let mut trainer = Trainer::new(arch, inputs, config)?;
+    let classes = trainer.layers.last().map(|l| l.weight.nrows()).unwrap_or(0);
+    if let Some((sample, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+        return Err(TrainError::Label { sample, label, classes });
+    }
+    for epoch in 0..trainer.config.epochs {
+        let stats = trainer.epoch(inputs, labels, epoch);
+        progress(&stats);
+    }
+    Ok(trainer.export())
+}
+
+fn derivative(acts: &[Activation], x: f64) -> f64 {
+    let f = |v: f64| acts.iter().fold(v, |y, a| a.apply(y));
+    let h = 1e-4 * x.abs().max(1.0);
+    (f(x + h) - f(x - h)) / (2.0 * h)
+}
+
+/// Mean loss, gradient of the mean loss with respect to the logits, and correct count.
+fn softmax_cross_entropy(logits: &Array2<f64>, labels: impl Iterator<Item = usize>) -> (f64, Array2<f64>, usize) {
+    let n = logits.nrows() as f64;
+    let mut grad = Array2::zeros(logits.dim());
+    let (mut loss, mut correct) = (0.0, 0);
+    for (i, label) in labels.enumerate() {
+        let row = logits.slice(s![i, ..]);
+        let m = row.iter().fold(f64::MIN, |a, &b| a.max(b));
+        let exps: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        loss -= ((exps[label] / sum).max(1e-300)).ln();
+        let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+        correct += usize::from(best == label);
+        for (j, e) in exps.iter().enumerate() {
+            grad[(i, j)] = (e / sum - if j == label { 1.0 } else { 0.0 }) / n;
+        }
+    }
+    (loss / n, grad, correct)
+}

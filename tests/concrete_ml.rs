@@ -1,0 +1,66 @@
+//! Clear mode against an independent implementation: Concrete ML 1.9's `fhe="disable"` on a
+//! Brevitas-trained seed network (tools/concrete_fixture.py made the model and fixture).
+
+use fhe_nn::tensors::{TensorFile, Values};
+use fhe_nn::{argmax_rows, fhe_net, QuantModel};
+use ndarray::Array2;
+
+fhe_net! {
+    /// Concrete ML's seed network.
+    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
+                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
+                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn array(file: &TensorFile, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let t = &file.tensors[name];
+    let values = match &t.values {
+        Values::Float(v) => v.clone(),
+        Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
+    };
+    (t.shape.clone(), values)
+}
+
+#[test]
+fn clear_matches_concrete_ml_disable_mode() {
+    let mut model = QuantModel::load(Seed::architecture(), root().join("models/seed_brevitas.safetensors")).unwrap();
+    // Concrete ML compiled with rounding_threshold_bits=None: every lookup is exact.
+    model.set_exact_lookups();
+    let fixture = TensorFile::read(&root().join("tests/fixtures/seed_concrete_ml.safetensors")).unwrap();
+    let (shape, inputs) = array(&fixture, "inputs");
+    let inputs = Array2::from_shape_vec((shape[0], shape[1]), inputs).unwrap();
+    let (_, q_expected) = array(&fixture, "quantized_inputs");
+    let (_, expected) = array(&fixture, "outputs");
+    let expected = Array2::from_shape_vec((shape[0], 10), expected).unwrap();
+    assert_eq!(shape, vec![360, 64]);
+
+    // Input quantization is bit-exact.
+    let q = model.quantize_inputs(inputs.view()).unwrap();
+    let q_mismatch = q.iter().zip(&q_expected).filter(|(a, b)| **a as f64 != **b).count();
+    assert_eq!(q_mismatch, 0);
+
+    let outputs = model.predict_clear(inputs.view()).unwrap();
+    let ours = argmax_rows(outputs.view());
+    let theirs = argmax_rows(expected.view());
+    let agree = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / 360.0;
+    assert!(agree >= 0.995, "argmax agreement {agree}");
+
+    // De-quantized outputs within one quantization step of the output layer.
+    let step = model.layers().last().unwrap().unit.clone();
+    let mut within = 0;
+    for (i, row) in outputs.rows().into_iter().enumerate() {
+        if row.iter().enumerate().all(|(j, &v)| (v - expected[(i, j)]).abs() <= step[j] * 1.0001) {
+            within += 1;
+        }
+    }
+    assert!(within as f64 / 360.0 >= 0.99, "{within}/360 samples within one step");
+
+    let (_, labels) = array(&fixture, "labels");
+    let acc = ours.iter().zip(&labels).filter(|(p, l)| **p as f64 == **l).count() as f64 / 360.0;
+    let acc_cml = theirs.iter().zip(&labels).filter(|(p, l)| **p as f64 == **l).count() as f64 / 360.0;
+    assert!((acc - acc_cml).abs() <= 0.005, "accuracy {acc} vs Concrete ML {acc_cml}");
+}

@@ -1,0 +1,45 @@
+//! The shipped data sets load with their fixed, documented splits.
+
+use fhe_nn_suite::data::{digits, load, mnist_5k};
+
+#[test]
+fn digits_split_is_fixed_and_complete() {
+    let d = digits().unwrap();
+    assert_eq!(d.train.images.dim(), (1437, 64));
+    assert_eq!(d.test.images.dim(), (360, 64));
+    assert_eq!(d.max_pixel, 16.0);
+    // Every class appears in the test split, and the split does not depend on the run.
+    for class in 0..10 {
+        assert!(d.test.labels.iter().filter(|&&l| l == class).count() >= 20, "class {class}");
+    }
+    let again = digits().unwrap();
+    assert_eq!(d.test.labels, again.test.labels);
+    assert_eq!(d.test.images, again.test.images);
+    // The 1,797 rows hold 178 or more of each class in total (UCI's counts).
+    let total = |c| d.train.labels.iter().chain(d.test.labels.iter()).filter(|&&l| l == c).count();
+    assert!((0..10).all(|c| (174..=183).contains(&total(c))));
+}
+
+#[test]
+fn mnist_split_is_fixed() {
+    let m = mnist_5k().unwrap();
+    assert_eq!(m.train.images.dim(), (4000, 784));
+    assert_eq!(m.test.images.dim(), (1000, 784));
+    let per_class: Vec<usize> = (0..10).map(|c| m.train.labels.iter().chain(m.test.labels.iter()).filter(|&&l| l == c).count()).collect();
+    assert_eq!(per_class, vec![500; 10]);
+    assert!(m.test.images.iter().any(|&p| p == 255.0));
+}
+
+#[test]
+fn malformed_files_are_reported_with_their_line() {
+    let dir = std::env::temp_dir().join(format!("fhe-nn-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, b"1,2,3\n1,x,3\n").unwrap();
+    std::fs::write(&path, enc.finish().unwrap()).unwrap();
+    let err = load(&path, 2, 1, 16.0).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("`x`"), "{err}");
+    let missing = load(&dir.join("absent.csv.gz"), 2, 1, 16.0).unwrap_err().to_string();
+    assert!(missing.contains("cannot read"), "{missing}");
+}

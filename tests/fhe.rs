@@ -1,0 +1,150 @@
+//! Fhe mode on real trained weights and real samples, at the default p_error (2^-40):
+//! exact lookups give Clear's integers exactly; rounded lookups differ from Clear by at most
+//! one box and predictions agree; wrong keys and damaged bytes are errors, never panics.
+
+use fhe_nn::fhe::{generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer};
+use fhe_nn::train::{train, TrainConfig};
+use fhe_nn::{fhe_net, QuantModel};
+use fhe_nn_suite::data::digits;
+use ndarray::{Array2, Axis};
+
+fhe_net! {
+    /// A tiny network on 2×2-pooled, binarized digits: every lookup fits an exact table.
+    struct Tiny<QuantIdentity(1, unsigned), QuantLinear(16, 8, w = 2), ReLU,
+                QuantIdentity(2, unsigned), QuantLinear(8, 10, w = 2)>
+}
+
+fhe_net! {
+    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
+                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
+                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+}
+
+const SAMPLES: usize = 20;
+
+fn pooled(images: &Array2<f64>) -> Array2<f64> {
+    Array2::from_shape_fn((images.nrows(), 16), |(i, f)| {
+        let (r, c) = (2 * (f / 4), 2 * (f % 4));
+        [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].iter().map(|&(y, x)| images[(i, 8 * y + x)]).sum::<f64>() / 4.0
+    })
+}
+
+fn tiny_model() -> (QuantModel, Array2<f64>) {
+    let data = digits().unwrap();
+    let x = pooled(&data.train.images);
+    let labels = data.train.labels.to_vec();
+    let config = TrainConfig { epochs: 15, batch_size: 32, learning_rate: 0.02, seed: 3 };
+    let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
+    let model = QuantModel::from_tensors(Tiny::architecture(), &weights).unwrap();
+    (model, pooled(&data.test.images))
+}
+
+#[test]
+fn exact_lookups_give_clears_integers() {
+    let (mut model, test) = tiny_model();
+    let plan = model.plan(&FheOptions::default()).unwrap();
+    assert!(model.layers().iter().filter_map(|l| l.lookup.as_ref()).all(|l| l.encoding.shift == 0), "all exact");
+    let (client, eval) = generate_keys(&model, &plan);
+    let server = FheServer::new(&model, &plan, eval).unwrap();
+    assert_eq!(server.lookups(), 8);
+    for row in test.axis_iter(Axis(0)).take(SAMPLES) {
+        let q = client.quantize(row).unwrap();
+        let out = server.run(&client.encrypt(row).unwrap()).unwrap();
+        assert_eq!(client.decrypt_int(&out).unwrap(), model.clear_int(&q));
+    }
+}
+
+#[test]
+fn rounded_lookups_stay_within_one_box() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
+    let mut model = QuantModel::load(Seed::architecture(), path).unwrap();
+    let options = FheOptions { precision: Some(4), ..FheOptions::default() };
+    let plan = model.plan(&options).unwrap();
+    let (client, eval) = generate_keys(&model, &plan);
+    let server = FheServer::new(&model, &plan, eval).unwrap();
+    let test = digits().unwrap().test.images;
+    let (mut lookups, mut off_by_one) = (0, 0);
+    for row in test.axis_iter(Axis(0)).take(SAMPLES) {
+        let q = client.quantize(row).unwrap();
+        let clear = model.clear_trace(&q);
+        let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
+        for (k, stage) in model.layers().iter().enumerate() {
+            let Some(lookup) = &stage.lookup else { continue };
+            let delta = model.input_delta_log2(k + 1);
+            let accumulators = &clear[2 * k];
+            for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
+                let got = client.decrypt_value(ct, delta);
+                let index = lookup.encoding.index(accumulators[j]);
+                let table = &lookup.tables[j];
+                let neighbours = [table.get(index - 1), table.get(index), table.get(index + 1)];
+                assert!(neighbours.contains(&got), "layer {k} neuron {j}: {got} not within one box of {neighbours:?}");
+                lookups += 1;
+                off_by_one += usize::from(got != table.get(index));
+            }
+        }
+        let fhe = client.decrypt(trace.last().unwrap()).unwrap();
+        let clear_out = model.dequantize_outputs(clear.last().unwrap());
+        let argmax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
+        assert_eq!(argmax(&fhe), argmax(&clear_out));
+    }
+    assert_eq!(lookups, SAMPLES * 60);
+    // Approximate rounding changes a few percent of the lookups, not most of them.
+    assert!(off_by_one * 5 < lookups, "{off_by_one} of {lookups} lookups off by one box");
+}
+
+fn keys() -> (QuantModel, fhe_nn::fhe::FhePlan, ClientKey, EvaluationKey, Array2<f64>) {
+    let (mut model, test) = tiny_model();
+    let plan = model.plan(&FheOptions::default()).unwrap();
+    let (client, eval) = generate_keys(&model, &plan);
+    (model, plan, client, eval, test)
+}
+
+#[test]
+fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
+    let (model, plan, client, eval, test) = keys();
+    let row = test.row(0);
+
+    // Client and server exchange bytes only.
+    let client = ClientKey::from_bytes(&client.to_bytes().unwrap()).unwrap();
+    let eval_bytes = eval.to_bytes().unwrap();
+    let server = FheServer::new(&model, &plan, EvaluationKey::from_bytes(&eval_bytes).unwrap()).unwrap();
+    let input = EncryptedSample::from_bytes(&client.encrypt(row).unwrap().to_bytes().unwrap()).unwrap();
+    let output = EncryptedSample::from_bytes(&server.run(&input).unwrap().to_bytes().unwrap()).unwrap();
+    assert_eq!(client.decrypt_int(&output).unwrap(), model.clear_int(&client.quantize(row).unwrap()));
+
+    // Damaged bytes.
+    let ct_bytes = input.to_bytes().unwrap();
+    assert!(matches!(EncryptedSample::from_bytes(&ct_bytes[..ct_bytes.len() - 3]), Err(FheError::Truncated { .. })));
+    let mut tampered = ct_bytes.clone();
+    let last = tampered.len() - 10;
+    tampered[last] ^= 1;
+    assert!(matches!(EncryptedSample::from_bytes(&tampered), Err(FheError::Checksum)));
+    assert!(matches!(EncryptedSample::from_bytes(b"garbage garbage garbage garbage garbage"), Err(FheError::NotFheNn)));
+    assert!(matches!(EvaluationKey::from_bytes(&eval_bytes[..eval_bytes.len() / 2]), Err(FheError::Truncated { .. })));
+    assert!(matches!(EvaluationKey::from_bytes(&ct_bytes), Err(FheError::WrongKind { .. })));
+    let mut bad_version = eval_bytes.clone();
+    bad_version[5] = 9;
+    assert!(matches!(EvaluationKey::from_bytes(&bad_version), Err(FheError::Version { .. })));
+    let client_bytes = client.to_bytes().unwrap();
+    let mut tampered_key = client_bytes.clone();
+    let mid = tampered_key.len() / 2;
+    tampered_key[mid] ^= 0x40;
+    assert!(matches!(ClientKey::from_bytes(&tampered_key), Err(FheError::Checksum)));
+}
+
+#[test]
+fn foreign_keys_and_ciphertexts_are_refused() {
+    let (model, plan, client, eval, test) = keys();
+    let (other_client, _) = generate_keys(&model, &plan);
+    let server = FheServer::new(&model, &plan, eval).unwrap();
+    let row = test.row(1);
+    // A ciphertext of another key pair.
+    let foreign = other_client.encrypt(row).unwrap();
+    assert!(matches!(server.run(&foreign), Err(FheError::WrongKey { .. })));
+    // Output decrypted with the wrong client key.
+    let out = server.run(&client.encrypt(row).unwrap()).unwrap();
+    assert!(matches!(other_client.decrypt_int(&out), Err(FheError::WrongKey { .. })));
+    // Wrong number of inputs.
+    assert!(client.encrypt_quantized(&[0; 3]).is_err());
+    assert!(client.encrypt(ndarray::Array1::from(vec![f64::NAN; 16]).view()).is_err());
+}

@@ -1,0 +1,150 @@
+//! Every kind of bad weights is refused with a named error, never a panic.
+
+use fhe_nn::model::ARCHITECTURE_KEY;
+use fhe_nn::tensors::{Tensor, TensorFile, Values};
+use fhe_nn::{fhe_net, LoadError, QuantModel};
+
+fhe_net! {
+    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
+                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
+                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+}
+
+fn seed_file() -> TensorFile {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
+    TensorFile::read(&path).unwrap()
+}
+
+fn load(file: &TensorFile) -> Result<QuantModel, LoadError> {
+    QuantModel::from_tensors(Seed::architecture(), file)
+}
+
+fn edit(name: &str, f: impl FnOnce(&mut Tensor)) -> TensorFile {
+    let mut file = seed_file();
+    f(file.tensors.get_mut(name).unwrap());
+    file
+}
+
+#[test]
+fn the_shipped_file_loads() {
+    let model = load(&seed_file()).unwrap();
+    assert_eq!(model.layers().len(), 3);
+    assert_eq!(model.input_features(), 64);
+}
+
+#[test]
+fn missing_tensor() {
+    let mut file = seed_file();
+    file.tensors.remove("layers.4.bias");
+    let err = load(&file).unwrap_err();
+    assert!(matches!(&err, LoadError::MissingTensor { layer: 5, tensor, .. } if tensor == "layers.4.bias"), "{err}");
+    assert!(err.to_string().contains("QuantLinear(30, 30, w = 3)"), "{err}");
+}
+
+#[test]
+fn extra_tensor() {
+    let mut file = seed_file();
+    file.tensors.insert("layers.2.weight".into(), Tensor::int(vec![1], vec![1]));
+    assert!(matches!(load(&file).unwrap_err(), LoadError::UnexpectedTensor { tensor } if tensor == "layers.2.weight"));
+}
+
+#[test]
+fn wrong_shape() {
+    let file = edit("layers.1.weight", |t| t.shape = vec![64, 30]);
+    assert!(matches!(load(&file).unwrap_err(), LoadError::ShapeMismatch { tensor, .. } if tensor == "layers.1.weight"));
+    let file = edit("layers.7.bias", |t| {
+        t.shape = vec![9];
+        t.values = Values::Float(vec![0.0; 9]);
+    });
+    assert!(matches!(load(&file).unwrap_err(), LoadError::ShapeMismatch { tensor, .. } if tensor == "layers.7.bias"));
+}
+
+#[test]
+fn weight_wider_than_declared() {
+    let file = edit("layers.4.weight", |t| {
+        if let Values::Int(v) = &mut t.values {
+            v[17] = 4;
+        }
+    });
+    let err = load(&file).unwrap_err();
+    assert!(matches!(err, LoadError::WeightOutOfRange { bits: 3, value: 4, index: 17, .. }), "{err}");
+}
+
+#[test]
+fn non_finite_and_non_integer_values() {
+    let file = edit("layers.1.bias", |t| {
+        if let Values::Float(v) = &mut t.values {
+            v[3] = f64::NAN;
+        }
+    });
+    assert!(matches!(load(&file).unwrap_err(), LoadError::NonFinite { index: 3, .. }));
+    let file = edit("layers.1.weight", |t| {
+        let Values::Int(v) = &t.values else { unreachable!() };
+        let mut f: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        f[5] = 0.5;
+        t.values = Values::Float(f);
+    });
+    assert!(matches!(load(&file).unwrap_err(), LoadError::NotInteger { index: 5, .. }));
+    let file = edit("layers.1.weight", |t| {
+        let Values::Int(v) = &t.values else { unreachable!() };
+        let mut f: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        f[0] = f64::INFINITY;
+        t.values = Values::Float(f);
+    });
+    assert!(matches!(load(&file).unwrap_err(), LoadError::NonFinite { index: 0, .. }));
+}
+
+#[test]
+fn bad_scales_and_zero_points() {
+    let file = edit("layers.3.scale", |t| t.values = Values::Float(vec![-1.0]));
+    assert!(matches!(load(&file).unwrap_err(), LoadError::NonPositiveScale { .. }));
+    let file = edit("layers.0.zero_point", |t| t.values = Values::Float(vec![2.0]));
+    assert!(matches!(load(&file).unwrap_err(), LoadError::ZeroPoint { .. }));
+}
+
+#[test]
+fn architecture_mismatch() {
+    let mut file = seed_file();
+    file.metadata.insert(ARCHITECTURE_KEY.into(), "QuantIdentity(3), QuantLinear(64, 10, w = 3)".into());
+    let err = load(&file).unwrap_err();
+    assert!(matches!(err, LoadError::ArchitectureMismatch { .. }), "{err}");
+}
+
+#[test]
+fn truncated_and_corrupt_files() {
+    let bytes = seed_file().to_safetensors().unwrap();
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        let err = TensorFile::from_safetensors(&bytes[..cut]).unwrap_err();
+        assert!(matches!(err, LoadError::Corrupt { .. }), "cut at {cut}: {err}");
+    }
+    let mut garbage = bytes.clone();
+    garbage[9] ^= 0xff;
+    assert!(TensorFile::from_safetensors(&garbage).is_err());
+    assert!(matches!(TensorFile::from_npz(b"PK\x03\x04 not a zip").unwrap_err(), LoadError::Corrupt { .. }));
+    let err = QuantModel::load(Seed::architecture(), "/nonexistent/model.safetensors").unwrap_err();
+    assert!(matches!(err, LoadError::Io { .. }));
+}
+
+#[test]
+fn safetensors_round_trip_and_npz() {
+    let file = seed_file();
+    let again = TensorFile::from_safetensors(&file.to_safetensors().unwrap()).unwrap();
+    assert_eq!(load(&again).unwrap(), load(&file).unwrap());
+
+    // The same tensors in an .npz, as numpy.savez writes them.
+    let dir = std::env::temp_dir().join(format!("fhe-nn-npz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("seed.npz");
+    {
+        let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&path).unwrap());
+        for (name, t) in &file.tensors {
+            match &t.values {
+                Values::Int(v) => npz.add_array(name.as_str(), &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.iter().map(|&x| x as i32).collect()).unwrap()).unwrap(),
+                Values::Float(v) => npz.add_array(name.as_str(), &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap()).unwrap(),
+            }
+        }
+        npz.finish().unwrap();
+    }
+    let from_npz = QuantModel::load(Seed::architecture(), &path).unwrap();
+    assert_eq!(from_npz, load(&file).unwrap());
+}

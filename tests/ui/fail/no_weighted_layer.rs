@@ -1,0 +1,3 @@
+fn main() {
+    let _ = fhe_nn::fhe_net!(<QuantIdentity(3), ReLU>);
+}
