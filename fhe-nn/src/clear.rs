@@ -86,14 +86,14 @@ impl QuantModel {
     /// Clear inference of a batch of quantized inputs (rows), in parallel: output accumulators.
     pub fn clear_int_batch(&self, inputs: ArrayView2<i64>) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let rows: Vec<Vec<i64>> = inputs.axis_iter(Axis(0)).into_par_iter().map(|row| self.clear_int(&row.to_vec())).collect();
+        let rows: Vec<Vec<i64>> = (0..inputs.nrows()).into_par_iter().map(|i| self.clear_int(&inputs.row(i).to_vec())).collect();
         Ok(rows_to_array(rows, self.output_features()))
     }
 
     /// Clear inference of a batch of real inputs: de-quantized outputs, one row per sample.
     pub fn predict_clear(&self, inputs: ArrayView2<f64>) -> Result<Array2<f64>, InputError> {
         let q = self.quantize_inputs(inputs)?;
-        let rows: Vec<Vec<f64>> = q.axis_iter(Axis(0)).into_par_iter().map(|row| self.dequantize_outputs(&self.clear_int(&row.to_vec()))).collect();
+        let rows: Vec<Vec<f64>> = (0..q.nrows()).into_par_iter().map(|i| self.dequantize_outputs(&self.clear_int(&q.row(i).to_vec()))).collect();
         Ok(rows_to_array(rows, self.output_features()))
     }
 }

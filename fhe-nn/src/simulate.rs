@@ -66,13 +66,11 @@ impl QuantModel {
     /// from a generator seeded with `seed` and `i`, so results do not depend on threads.
     pub fn simulate_int_batch(&self, plan: &FhePlan, inputs: ArrayView2<i64>, seed: u64) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let rows: Vec<Vec<i64>> = inputs
-            .axis_iter(Axis(0))
+        let rows: Vec<Vec<i64>> = (0..inputs.nrows())
             .into_par_iter()
-            .enumerate()
-            .map(|(i, row)| {
+            .map(|i| {
                 let mut rng = SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                self.simulate_trace(plan, &row.to_vec(), &mut rng).pop().unwrap_or_default()
+                self.simulate_trace(plan, &inputs.row(i).to_vec(), &mut rng).pop().unwrap_or_default()
             })
             .collect();
         Ok(rows_to_array(rows, self.output_features()))

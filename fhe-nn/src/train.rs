@@ -123,7 +123,7 @@ impl Adam {
     }
 
     fn step<'a>(&mut self, params: impl Iterator<Item = &'a mut f64>, grads: impl Iterator<Item = f64>, lr: f64, t: i32) {
-        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for (((p, g), m), v) in params.zip(grads).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             *m = b1 * *m + (1.0 - b1) * g;

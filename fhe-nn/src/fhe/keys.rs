@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::prelude::*;
 use tfhe::shortint;
 use tfhe::shortint::parameters::AtomicPatternParameters;
-use tfhe::shortint::server_key::MaxDegree;
+use tfhe::shortint::ciphertext::MaxDegree;
 
 use super::params::{vetted, ParameterSet};
 use super::plan::FhePlan;
