@@ -1,6 +1,7 @@
 //! Fhe mode on real trained weights and real samples, at the default p_error (2^-40):
-//! exact lookups give Clear's integers exactly; rounded lookups differ from Clear by at most
-//! one box (at the rate noise predicts); wrong keys and damaged bytes are errors, never panics.
+//! exact lookups give Clear's integers exactly; approximate lookups stay within half a box of
+//! Clear's table position and predictions agree; wrong keys and damaged bytes are errors,
+//! never panics.
 
 use fhe_nn::fhe::{generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer};
 use fhe_nn::train::{train, TrainConfig};
@@ -43,7 +44,7 @@ fn tiny_model() -> (QuantModel, Array2<f64>) {
 fn exact_lookups_give_clears_integers() {
     let (mut model, test) = tiny_model();
     let plan = model.plan(&FheOptions::default()).unwrap();
-    assert!(model.layers().iter().filter_map(|l| l.lookup.as_ref()).all(|l| l.encoding.shift == 0), "all exact");
+    assert!(model.layers().iter().filter_map(|l| l.lookup.as_ref()).all(|l| l.encoding.exact), "all exact");
     let (client, eval) = generate_keys(&model, &plan);
     let server = FheServer::new(&model, &plan, eval).unwrap();
     assert_eq!(server.lookups(), 8);
@@ -55,7 +56,7 @@ fn exact_lookups_give_clears_integers() {
 }
 
 #[test]
-fn rounded_lookups_stay_within_one_box() {
+fn approximate_lookups_stay_close_to_clear() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
     let mut model = QuantModel::load(Seed::architecture(), path).unwrap();
     let options = FheOptions { precision: Some(5), ..FheOptions::default() };
@@ -74,14 +75,17 @@ fn rounded_lookups_stay_within_one_box() {
         for (k, stage) in model.layers().iter().enumerate() {
             let Some(lookup) = &stage.lookup else { continue };
             let delta = model.input_delta_log2(k + 1);
+            let margin = 1i64 << (lookup.encoding.precision() - plan.set.precision - 1);
             let mut outputs = Vec::new();
             for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
                 let accumulator: i64 = stage.row(j).iter().zip(&inputs).map(|(w, x)| w * x).sum();
                 let got = client.decrypt_value(ct, delta);
                 let index = lookup.encoding.index(accumulator);
                 let table = &lookup.tables[j];
-                let neighbours = [table.get(index - 1), table.get(index), table.get(index + 1)];
-                assert!(neighbours.contains(&got), "layer {k} neuron {j}: {got} not within one box of {neighbours:?}");
+                // Noise past half a box of the parameter set (the margin) has probability
+                // p_error; within it, the reading may move to nearby positions.
+                let reachable: Vec<i64> = (index - margin..=index + margin).map(|i| table.get(i)).collect();
+                assert!(reachable.contains(&got), "layer {k} neuron {j}: {got} not within half a box of position {index}");
                 lookups += 1;
                 off_by_one += usize::from(got != table.get(index));
                 outputs.push(got);
@@ -93,13 +97,20 @@ fn rounded_lookups_stay_within_one_box() {
         let argmax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
         agree += usize::from(argmax(&fhe) == argmax(&clear_out));
     }
-    eprintln!("{off_by_one} of {lookups} lookups off by one box; predictions agree on {agree}/{SAMPLES}");
+    eprintln!("{off_by_one} of {lookups} lookups differ from Clear; predictions agree on {agree}/{SAMPLES}");
     assert_eq!(lookups, SAMPLES * 60);
-    // Approximate rounding moves a few percent of the lookups by one box (about 5% with the
-    // vetted 5-bit set), and predictions follow Clear's on most samples.
-    assert!(off_by_one * 10 < lookups, "{off_by_one} of {lookups} lookups off by one box");
-    // About 15% of samples flip at this precision; 10 or fewer agreeing has probability ~3e-5.
-    assert!(agree >= SAMPLES / 2, "predictions agree on {agree}/{SAMPLES}");
+    // Approximate rounding changes a few percent of the lookups, and predictions follow
+    // Clear's on (nearly) every sample.
+    assert!(off_by_one * 10 < lookups, "{off_by_one} of {lookups} lookups differ from Clear");
+    // Simulate predicts how often a prediction flips; FHE stays within that rate (plus a
+    // 3-sigma binomial allowance and one sample).
+    let quantized = model.quantize_inputs(test.view()).unwrap();
+    let clear_all = fhe_nn::argmax_rows(model.clear_int_batch(quantized.view()).unwrap().view());
+    let simulated = fhe_nn::argmax_rows(model.simulate_int_batch(&plan, quantized.view(), 11).unwrap().view());
+    let rate = clear_all.iter().zip(&simulated).filter(|(a, b)| a != b).count() as f64 / clear_all.len() as f64;
+    let expected = SAMPLES as f64 * rate;
+    let allowed = expected + 3.0 * (expected * (1.0 - rate)).sqrt() + 1.0;
+    assert!(((SAMPLES - agree) as f64) <= allowed, "{} flips, Simulate predicts {expected:.2}", SAMPLES - agree);
 }
 
 fn keys() -> (QuantModel, fhe_nn::fhe::FhePlan, ClientKey, EvaluationKey, Array2<f64>) {

@@ -41,55 +41,103 @@ pub struct InputStage {
     pub features: usize,
 }
 
-/// How a lookup reads an accumulator: `index = (acc + offset + 2^(shift-1)) >> shift`,
-/// i.e. the accumulator shifted to non-negative `bits`-bit values and rounded to its top
-/// `bits - shift` bits (exact rounding to nearest; FHE's modulus switch rounds the same way,
-/// up to noise).
+/// How a lookup reads an accumulator. The accumulator, shifted by `offset` to be
+/// non-negative, is encoded on `bits` bits (Δ = 2^(63 - bits)); the table has
+/// `2^precision()` positions and position `index(acc) = (acc + offset) · 2^-shift`
+/// (rounded to nearest when `shift > 0`: the low bits are dropped; when `shift < 0` each
+/// accumulator value spans `2^-shift` positions, so noise must move further to change it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccumulatorEncoding {
     /// Width of the encoded accumulator.
     pub bits: u32,
-    /// Added so that every accumulator is non-negative.
+    /// Added so that every accumulator is non-negative, with the margins.
     pub offset: i64,
-    /// Low bits dropped by rounding (0: exact lookup).
-    pub shift: u32,
+    /// Low bits dropped (> 0) or spread factor (< 0) between accumulator and position.
+    pub shift: i32,
+    /// Each value has a whole box of the parameter set: reading it fails only with
+    /// probability `p_error`.
+    pub exact: bool,
 }
 
 impl AccumulatorEncoding {
-    /// For accumulators in `range`, read with `precision` bits (`u32::MAX`: exactly, at
-    /// the range's own width). An accumulator that fits is encoded on `precision` bits and
-    /// read exactly; a wider one is rounded to its top `precision` bits, keeping the top box
-    /// spare so that rounding up and noise never wrap around.
-    pub fn new(range: IntRange, precision: u32) -> AccumulatorEncoding {
+    /// For accumulators in `range`, read by a lookup with `precision`-bit parameters whose
+    /// table has `2^resolution` positions (`log2 N`).
+    ///
+    /// An accumulator that fits `precision` bits is read exactly: one box of the parameter
+    /// set per value. A wider one is spread over (or rounded to) the table's full resolution,
+    /// with a margin of half a box of the parameter set at both ends so that noise never
+    /// wraps around the negacyclic table; noise then moves the reading by a few positions
+    /// near a table step (approximate rounding, predicted by Simulate).
+    /// `precision == u32::MAX` reads every accumulator exactly at its own width (Clear only).
+    pub fn new(range: IntRange, precision: u32, resolution: u32) -> AccumulatorEncoding {
         let offset = if range.min < 0 { -range.min } else { 0 };
-        let span = (range.max + offset) as u64;
-        let needed = crate::arch::analysis::unsigned_bits(span);
+        let span = range.max + offset;
+        let needed = crate::arch::analysis::unsigned_bits(span as u64);
         if needed <= precision {
             let bits = if precision == u32::MAX { needed } else { precision };
-            return AccumulatorEncoding { bits, offset, shift: 0 };
+            return AccumulatorEncoding { bits, offset, shift: 0, exact: true };
         }
-        let mut encoding = AccumulatorEncoding { bits: needed, offset, shift: needed - precision };
-        while encoding.index(range.max) > (1i64 << precision) - 2 {
-            encoding.bits += 1;
-            encoding.shift += 1;
+        let resolution = resolution.clamp(precision, 62) as i32;
+        let margin = 1i64 << (resolution - precision as i32 - 1).max(0);
+        let top = (1i64 << resolution) - 1 - margin;
+        // Spread each value over as many positions as fit (shift <= 0), else round.
+        let fits = |shift: i32| {
+            let e = AccumulatorEncoding { bits: (resolution + shift) as u32, offset: offset + margin_units(margin, shift), shift, exact: false };
+            (e.index(range.max) <= top).then_some(e)
+        };
+        let mut shift = 0;
+        if fits(0).is_some() {
+            while fits(shift - 1).is_some() && resolution + shift > 1 {
+                shift -= 1;
+            }
+        } else {
+            while fits(shift).is_none() {
+                shift += 1;
+            }
         }
-        encoding
+        fits(shift).expect("a fitting shift was found")
     }
 
-    /// Bits of the lookup index (the FHE precision).
+    /// Bits of the lookup index (log2 of the table positions).
     pub fn precision(&self) -> u32 {
-        self.bits - self.shift
+        (self.bits as i32 - self.shift) as u32
     }
 
-    /// The lookup index of an accumulator value.
+    /// The table position of an accumulator value.
     pub fn index(&self, acc: i64) -> i64 {
-        let half = if self.shift == 0 { 0 } else { 1i64 << (self.shift - 1) };
-        (acc + self.offset + half) >> self.shift
+        let v = acc + self.offset;
+        if self.shift >= 0 {
+            (v + half(self.shift)) >> self.shift
+        } else {
+            v << -self.shift
+        }
     }
 
-    /// The accumulator value a lookup index stands for.
+    /// The accumulator value a table position stands for (the nearest one).
     pub fn value(&self, index: i64) -> i64 {
-        (index << self.shift) - self.offset
+        if self.shift >= 0 {
+            (index << self.shift) - self.offset
+        } else {
+            ((index + half(-self.shift)) >> -self.shift) - self.offset
+        }
+    }
+}
+
+/// The margin of `margin` positions in accumulator units (rounded up).
+fn margin_units(margin: i64, shift: i32) -> i64 {
+    if shift >= 0 {
+        margin << shift
+    } else {
+        (margin + (1i64 << -shift) - 1) >> -shift
+    }
+}
+
+/// Half of `2^shift` (0 for no shift): rounding to nearest.
+fn half(shift: i32) -> i64 {
+    if shift <= 0 {
+        0
+    } else {
+        1i64 << (shift - 1)
     }
 }
 
@@ -255,13 +303,9 @@ impl QuantModel {
             match (next, segment.quantizer) {
                 (Some(n), Some((qlayer, q))) => {
                     let lookup = arch.analysis()[qlayer].lookup.expect("the analysis forms a lookup at this quantizer");
-                    let precision = match lookup.rounding {
-                        Rounding::Exact => u32::MAX,
-                        Rounding::Declared => lookup.precision,
-                        Rounding::Runtime => crate::fhe::DEFAULT_ROUNDED_PRECISION,
-                    };
+                    // Exact until `plan` (or `set_lookup_precision`) fixes the parameters.
                     let declared = (lookup.rounding, lookup.precision);
-                    stage.lookup = Some(build_lookup(&stage, qlayer, declared, precision, segment.activations, q.clone()));
+                    stage.lookup = Some(build_lookup(&stage, qlayer, declared, (u32::MAX, u32::MAX), segment.activations, q.clone()));
                     input_range = arch.analysis()[n - 1].range.expect("quantized input");
                     quantizer = q;
                     stages.push(stage);
@@ -302,15 +346,16 @@ impl QuantModel {
         &self.output_activations
     }
 
-    /// Sets the precision (bits) every lookup reads, rebuilding the tables: accumulators
-    /// wider than that are rounded to their top `bits` bits. Clear, Simulate and FHE all
-    /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen precision.
-    pub fn set_lookup_precision(&mut self, bits: u32) {
-        let bits = bits.clamp(1, crate::arch::limits::MAX_LOOKUP_BITS);
+    /// Prepares every lookup for the parameter set of `precision` bits, rebuilding the
+    /// tables: accumulators that fit are read exactly, wider ones at the full resolution of
+    /// that set's table (see [`AccumulatorEncoding::new`]). Clear, Simulate and FHE all
+    /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen set.
+    pub fn set_lookup_precision(&mut self, precision: u32) {
+        let resolution = crate::fhe::vetted(precision).map(|s| s.params.polynomial_size.0.trailing_zeros()).unwrap_or(precision);
         for i in 0..self.layers.len() {
             let Some(old) = self.layers[i].lookup.take() else { continue };
             let declared = (old.declared, old.declared_precision);
-            let rebuilt = build_lookup(&self.layers[i], old.layer, declared, bits, old.activations, old.quantizer);
+            let rebuilt = build_lookup(&self.layers[i], old.layer, declared, (precision, resolution), old.activations, old.quantizer);
             self.layers[i].lookup = Some(rebuilt);
         }
     }
@@ -321,7 +366,7 @@ impl QuantModel {
         self.set_lookup_precision(u32::MAX);
     }
 
-    /// The lookup precision in use: the widest lookup index.
+    /// Bits of the widest lookup index in use (the table resolution of rounded lookups).
     pub fn lookup_precision(&self) -> u32 {
         self.layers.iter().filter_map(|s| s.lookup.as_ref()).map(|l| l.encoding.precision()).max().unwrap_or(0)
     }
@@ -358,7 +403,11 @@ impl QuantModel {
                     s.out_features,
                     l.encoding.bits,
                     l.encoding.precision(),
-                    if l.encoding.shift > 0 { format!(" ({} rounded off)", l.encoding.shift) } else { String::new() }
+                    match (l.encoding.exact, l.encoding.shift) {
+                        (true, _) => ", exact".to_string(),
+                        (false, s) if s > 0 => format!(", {s} low bits rounded off"),
+                        (false, s) => format!(", approximate, {} positions per value", 1i64 << -s),
+                    }
                 ),
             };
             out.push_str(&format!(
@@ -377,10 +426,10 @@ impl QuantModel {
 }
 
 /// Builds the per-neuron tables of the lookup after `stage`.
-fn build_lookup(stage: &DenseStage, layer: usize, declared: (Rounding, u32), precision: u32, activations: Vec<Activation>, quantizer: Quantizer) -> LookupStage {
-    let encoding = AccumulatorEncoding::new(stage.exact_range(), precision);
-    let rounding = match (encoding.shift, declared.0) {
-        (0, _) => Rounding::Exact,
+fn build_lookup(stage: &DenseStage, layer: usize, declared: (Rounding, u32), (precision, resolution): (u32, u32), activations: Vec<Activation>, quantizer: Quantizer) -> LookupStage {
+    let encoding = AccumulatorEncoding::new(stage.exact_range(), precision, resolution);
+    let rounding = match (encoding.exact, declared.0) {
+        (true, _) => Rounding::Exact,
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
     };

@@ -35,7 +35,7 @@ impl QuantModel {
                         .enumerate()
                         .map(|(j, &a)| {
                             let sigma = noise.lookup_variance(norms[j], fresh).sqrt();
-                            let phase = (a + e.offset) as f64 / 2f64.powi(e.shift as i32) + rng.normal() * sigma * scale;
+                            let phase = (a + e.offset) as f64 / 2f64.powi(e.shift) + rng.normal() * sigma * scale;
                             let k = (phase.round() as i64).rem_euclid(2 * boxes);
                             let table = &lookup.tables[j];
                             if k < boxes {

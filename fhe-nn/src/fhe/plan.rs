@@ -15,8 +15,9 @@ use crate::model::QuantModel;
 /// Default failure probability of one lookup, as Concrete ML.
 pub const DEFAULT_P_ERROR: f64 = 9.094_947_017_729_282e-13; // 2^-40
 
-/// Default precision of lookups whose rounding the runtime chooses.
-pub const DEFAULT_ROUNDED_PRECISION: u32 = 6;
+/// Default smallest parameter-set precision when some lookup is rounded: its table
+/// resolution (`N`) and noise decide how close to Clear the rounded lookups stay.
+pub const DEFAULT_ROUNDED_PRECISION: u32 = 4;
 
 /// What the user may ask of the parameter choice.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +28,7 @@ pub struct FheOptions {
     pub global_p_error: Option<f64>,
     /// Forces the lookup precision (bits), instead of the cheapest that fits.
     pub precision: Option<u32>,
-    /// Precision for lookups the runtime rounds (accumulators over the exact limit).
+    /// Smallest parameter-set precision when some lookup is rounded.
     pub rounded_precision: u32,
 }
 
@@ -131,18 +132,17 @@ pub fn half_box(precision: u32) -> f64 {
 }
 
 impl QuantModel {
-    /// Lowest precision the lookups need: exact ones their full width, rounded ones
-    /// `rounded_precision` (or their declared `round`).
+    /// Lowest parameter-set precision the lookups need: lookups declared exact their full
+    /// width; if any lookup is rounded, at least `rounded_precision`.
     pub fn required_precision(&self, rounded_precision: u32) -> u32 {
         self.layers
             .iter()
             .filter_map(|s| s.lookup.as_ref().map(|l| (s, l)))
             .map(|(s, l)| {
-                let exact_bits = crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX).bits;
+                let exact_bits = crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX).bits;
                 match l.declared {
                     Rounding::Exact => exact_bits,
-                    Rounding::Declared => l.declared_precision.min(exact_bits),
-                    Rounding::Runtime => rounded_precision.min(exact_bits),
+                    Rounding::Declared | Rounding::Runtime => rounded_precision.min(exact_bits),
                 }
             })
             .max()
@@ -187,7 +187,7 @@ impl QuantModel {
 
     fn has_exact_lookups_over(&self, precision: u32) -> bool {
         self.layers.iter().filter_map(|s| s.lookup.as_ref().map(|l| (s, l))).any(|(s, l)| {
-            l.declared == Rounding::Exact && crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX).bits > precision
+            l.declared == Rounding::Exact && crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX).bits > precision
         })
     }
 
@@ -200,9 +200,11 @@ impl QuantModel {
             let norm2_squared = (0..stage.out_features).map(|j| stage.row(j).iter().map(|&w| (w * w) as f64).sum::<f64>()).fold(0.0, f64::max);
             let fresh = k == 0;
             match &stage.lookup {
-                Some(l) => {
+                Some(_) => {
                     let variance = noise.lookup_variance(norm2_squared, fresh);
-                    let p_error = failure_probability(variance, half_box(l.encoding.precision()));
+                    // Exact lookups use the set's boxes; rounded ones keep half a box of
+                    // margin at both ends: either way, a failure is noise past half a box.
+                    let p_error = failure_probability(variance, half_box(set.precision));
                     lookups.push(LookupNoise { layer: stage.layer, count: stage.out_features, norm2_squared, variance, p_error });
                 }
                 None => {

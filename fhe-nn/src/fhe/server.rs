@@ -83,10 +83,11 @@ impl FheServer {
     /// Prepares encrypted inference of a planned model (its tables set to the plan's
     /// precision) with `key`; every table is built here, once.
     pub fn new(model: &QuantModel, plan: &FhePlan, key: EvaluationKey) -> Result<FheServer, FheError> {
-        if key.precision != plan.set.precision || model.lookup_precision() > plan.set.precision {
-            return Err(FheError::PrecisionMismatch { key: key.precision, model: model.lookup_precision().max(plan.set.precision) });
-        }
         let params = vetted(key.precision).expect("keys exist only for vetted precisions").params;
+        let resolution = params.polynomial_size.0.trailing_zeros();
+        if key.precision != plan.set.precision || model.lookup_precision() > resolution {
+            return Err(FheError::PrecisionMismatch { key: key.precision, model: plan.set.precision });
+        }
         let lwe_size = LweDimension(params.glwe_dimension.0 * params.polynomial_size.0).to_lwe_size();
         let layers = model.layers().iter().enumerate().map(|(k, stage)| server_layer(model, k, stage, &params)).collect();
         Ok(FheServer { key, layers, lwe_size, params })
