@@ -24,6 +24,7 @@ pub struct Options {
     pub json: Option<PathBuf>,
     pub epochs: Option<usize>,
     pub seed: u64,
+    pub max_disagreement: f64,
 }
 
 const USAGE: &str = "options:
@@ -33,13 +34,16 @@ const USAGE: &str = "options:
   --seed N           training seed (default 1)
   --samples N        encrypted inferences to run (default: the example's)
   --p-error P        failure probability of one lookup (default 2^-40)
-  --precision B      force the lookup precision in bits (2..8)
+  --precision B      force the parameter set's lookup precision in bits (2..8)
+  --max-disagreement F
+                     choose the cheapest parameters whose simulated predictions on the
+                     training data differ from exact Clear on at most this fraction (default 0.02)
   --json FILE        write the figures to FILE";
 
 impl Options {
     /// Parses `std::env::args`, with the example's default sample count.
     pub fn from_args(default_samples: usize) -> Result<Options, String> {
-        let mut o = Options { train: false, save: None, samples: default_samples, p_error: DEFAULT_P_ERROR, precision: None, json: None, epochs: None, seed: 1 };
+        let mut o = Options { train: false, save: None, samples: default_samples, p_error: DEFAULT_P_ERROR, precision: None, json: None, epochs: None, seed: 1, max_disagreement: 0.02 };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -57,6 +61,7 @@ impl Options {
                 }
                 "--precision" => o.precision = Some(parse(&value("--precision")?, "--precision")?),
                 "--json" => o.json = Some(value("--json")?.into()),
+                "--max-disagreement" => o.max_disagreement = parse(&value("--max-disagreement")?, "--max-disagreement")?,
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown option `{other}`\n{USAGE}")),
             }
@@ -97,7 +102,9 @@ pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, defa
     };
     let mut model = QuantModel::from_tensors(arch, &weights)?;
     let fhe_options = FheOptions { p_error: options.p_error, precision: options.precision, ..FheOptions::default() };
-    let plan = model.plan(&fhe_options)?;
+    // The cheapest parameters whose simulated predictions on training data stay close to
+    // exact Clear's.
+    let plan = model.plan_for_accuracy(&fhe_options, data.train.images.view(), options.max_disagreement)?;
     println!("{}", model.range_report());
     print!("{}", plan.report());
 
@@ -160,6 +167,7 @@ pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, defa
         "evaluation_key_bytes": eval_bytes,
         "lookups_per_inference": server.lookups(),
         "p_error": options.p_error,
+        "max_disagreement": options.max_disagreement,
         "global_p_error": plan.global_p_error,
         "parameters": {
             "name": plan.set.name, "precision": plan.set.precision, "lwe_dimension": p.lwe_dimension.0,

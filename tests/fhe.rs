@@ -105,8 +105,8 @@ fn approximate_lookups_stay_close_to_clear() {
     // Simulate predicts how often a prediction flips; FHE stays within that rate (plus a
     // 3-sigma binomial allowance and one sample).
     let quantized = model.quantize_inputs(test.view()).unwrap();
-    let clear_all = fhe_nn::argmax_rows(model.clear_int_batch(quantized.view()).unwrap().view());
-    let simulated = fhe_nn::argmax_rows(model.simulate_int_batch(&plan, quantized.view(), 11).unwrap().view());
+    let clear_all = fhe_nn::argmax_rows(model.dequantize_batch(model.clear_int_batch(quantized.view()).unwrap().view()).view());
+    let simulated = fhe_nn::argmax_rows(model.dequantize_batch(model.simulate_int_batch(&plan, quantized.view(), 11).unwrap().view()).view());
     let rate = clear_all.iter().zip(&simulated).filter(|(a, b)| a != b).count() as f64 / clear_all.len() as f64;
     let expected = SAMPLES as f64 * rate;
     let allowed = expected + 3.0 * (expected * (1.0 - rate)).sqrt() + 1.0;

@@ -83,6 +83,12 @@ impl QuantModel {
             .collect()
     }
 
+    /// De-quantizes a batch of output accumulators (rows), with the trailing activations.
+    pub fn dequantize_batch(&self, accumulators: ArrayView2<i64>) -> Array2<f64> {
+        let rows: Vec<Vec<f64>> = accumulators.axis_iter(Axis(0)).map(|r| self.dequantize_outputs(&r.to_vec())).collect();
+        rows_to_array(rows, self.output_features())
+    }
+
     /// Clear inference of a batch of quantized inputs (rows), in parallel: output accumulators.
     pub fn clear_int_batch(&self, inputs: ArrayView2<i64>) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;

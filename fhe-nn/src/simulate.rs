@@ -3,7 +3,7 @@
 //! switch, from the chosen parameters), then the box the bootstrap would read (with the
 //! negacyclic wrap-around), then the table. Seeded and reproducible.
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::clear::{accumulate, rows_to_array};
@@ -80,7 +80,6 @@ impl QuantModel {
     pub fn predict_simulate(&self, plan: &FhePlan, inputs: ArrayView2<f64>, seed: u64) -> Result<Array2<f64>, InputError> {
         let q = self.quantize_inputs(inputs)?;
         let ints = self.simulate_int_batch(plan, q.view(), seed)?;
-        let rows: Vec<Vec<f64>> = ints.axis_iter(Axis(0)).map(|r| self.dequantize_outputs(&r.to_vec())).collect();
-        Ok(rows_to_array(rows, self.output_features()))
+        Ok(self.dequantize_batch(ints.view()))
     }
 }

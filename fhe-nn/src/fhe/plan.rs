@@ -47,6 +47,8 @@ pub enum PlanError {
     NoSet(u32),
     #[error("lookups need {needed} bits exactly, but precision {forced} was forced")]
     ForcedTooLow { needed: u32, forced: u32 },
+    #[error("calibration data: {0}")]
+    Calibration(String),
     #[error("no vetted parameter set meets p_error = {p_error:e}: the best, {best_set}, gives {best:e} at layer {layer}; lower the weights' 2-norm or raise p_error")]
     TooNoisy { p_error: f64, best_set: &'static str, best: f64, layer: usize },
 }
@@ -183,6 +185,40 @@ impl QuantModel {
         }
         let (best, best_set, layer) = best.expect("at least one candidate");
         Err(PlanError::TooNoisy { p_error: options.p_error, best_set, best, layer: layer.wrapping_add(1) })
+    }
+
+    /// Like [`plan`](Self::plan), but also requires that Simulate's predictions on
+    /// `calibration` inputs (rows) differ from exact Clear's on at most `max_disagreement`
+    /// of them: the cheapest set that keeps approximate lookups accurate. The inputs should
+    /// not be the test data.
+    pub fn plan_for_accuracy(&mut self, options: &FheOptions, calibration: ndarray::ArrayView2<f64>, max_disagreement: f64) -> Result<FhePlan, PlanError> {
+        if options.precision.is_some() {
+            return self.plan(options);
+        }
+        let quantized = self.quantize_inputs(calibration).map_err(|e| PlanError::Calibration(e.to_string()))?;
+        self.set_exact_lookups();
+        let exact = self.clear_int_batch(quantized.view()).map_err(|e| PlanError::Calibration(e.to_string()))?;
+        let reference = crate::argmax_rows(self.dequantize_batch(exact.view()).view());
+        let mut last = Err(PlanError::NoSet(*PRECISIONS.end() + 1));
+        let start = self.required_precision(options.rounded_precision);
+        for precision in start..=*PRECISIONS.end() {
+            let forced = FheOptions { precision: Some(precision), ..options.clone() };
+            let plan = match self.plan(&forced) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    last = Err(e);
+                    continue;
+                }
+            };
+            let simulated = self.simulate_int_batch(&plan, quantized.view(), 0x5eed).map_err(|e| PlanError::Calibration(e.to_string()))?;
+            let predicted = crate::argmax_rows(self.dequantize_batch(simulated.view()).view());
+            let differ = predicted.iter().zip(&reference).filter(|(a, b)| a != b).count() as f64 / reference.len().max(1) as f64;
+            if differ <= max_disagreement {
+                return Ok(FhePlan { options: options.clone(), ..plan });
+            }
+            last = Ok(FhePlan { options: options.clone(), ..plan });
+        }
+        last
     }
 
     fn has_exact_lookups_over(&self, precision: u32) -> bool {
