@@ -3,17 +3,13 @@
 //! Clear's table position and predictions agree; wrong keys and damaged bytes are errors,
 //! never panics.
 
+mod common;
+
+use common::tiny_model;
 use fhe_nn::fhe::{generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer};
-use fhe_nn::train::{train, TrainConfig};
 use fhe_nn::{fhe_net, QuantModel};
 use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
-
-fhe_net! {
-    /// A tiny network on 2×2-pooled, binarized digits: every lookup fits an exact table.
-    struct Tiny<QuantIdentity(1, unsigned), QuantLinear(16, 8, w = 2), ReLU,
-                QuantIdentity(2, unsigned), QuantLinear(8, 10, w = 2)>
-}
 
 fhe_net! {
     struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
@@ -22,23 +18,6 @@ fhe_net! {
 }
 
 const SAMPLES: usize = 20;
-
-fn pooled(images: &Array2<f64>) -> Array2<f64> {
-    Array2::from_shape_fn((images.nrows(), 16), |(i, f)| {
-        let (r, c) = (2 * (f / 4), 2 * (f % 4));
-        [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].iter().map(|&(y, x)| images[(i, 8 * y + x)]).sum::<f64>() / 4.0
-    })
-}
-
-fn tiny_model() -> (QuantModel, Array2<f64>) {
-    let data = digits().unwrap();
-    let x = pooled(&data.train.images);
-    let labels = data.train.labels.to_vec();
-    let config = TrainConfig { epochs: 15, batch_size: 32, learning_rate: 0.02, seed: 3 };
-    let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
-    let model = QuantModel::from_tensors(Tiny::architecture(), &weights).unwrap();
-    (model, pooled(&data.test.images))
-}
 
 #[test]
 fn exact_lookups_give_clears_integers() {

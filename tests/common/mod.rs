@@ -1,0 +1,32 @@
+//! Helpers shared by the integration tests.
+
+use fhe_nn::train::{train, TrainConfig};
+use fhe_nn::{fhe_net, QuantModel};
+use fhe_nn_suite::data::digits;
+use ndarray::Array2;
+
+fhe_net! {
+    /// A tiny network on 2×2-pooled, binarized digits: every lookup fits an exact table.
+    pub struct Tiny<QuantIdentity(1, unsigned), QuantLinear(16, 8, w = 2), ReLU,
+                    QuantIdentity(2, unsigned), QuantLinear(8, 10, w = 2)>
+}
+
+/// The 8×8 images averaged over 2×2 blocks: 16 features.
+pub fn pooled(images: &Array2<f64>) -> Array2<f64> {
+    Array2::from_shape_fn((images.nrows(), 16), |(i, f)| {
+        let (r, c) = (2 * (f / 4), 2 * (f % 4));
+        [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].iter().map(|&(y, x)| images[(i, 8 * y + x)]).sum::<f64>() / 4.0
+    })
+}
+
+/// The tiny network trained on the digits; returns it with its pooled test images.
+pub fn tiny_model() -> (QuantModel, Array2<f64>) {
+    let data = digits().unwrap();
+    let x = pooled(&data.train.images);
+    let labels = data.train.labels.to_vec();
+    let config = TrainConfig { epochs: 15, batch_size: 32, learning_rate: 0.02, seed: 3 };
+    let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
+    let model = QuantModel::from_tensors(Tiny::architecture(), &weights).unwrap();
+    (model, pooled(&data.test.images))
+}
+
