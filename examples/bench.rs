@@ -28,9 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let json_path = options.json.take().unwrap_or_else(|| "bench-results/bench.json".into());
     let digits = data::digits()?;
-    let seed = driver::run("digits", Seed::architecture(), &digits, &data::models_dir().join("digits_seed.safetensors"), 60, &options)?;
+    let seed = driver::run("digits", Seed::architecture(), &digits, &data::models_dir().join("digits_seed.safetensors"), driver::DIGITS_TRAINING, &options)?;
     let mnist = data::mnist_5k()?;
-    let card = driver::run("mnist", Card::architecture(), &mnist, &data::models_dir().join("mnist_card.safetensors"), 30, &options)?;
+    let card = driver::run("mnist", Card::architecture(), &mnist, &data::models_dir().join("mnist_card.safetensors"), driver::MNIST_TRAINING, &options)?;
 
     println!("\n| network | params | lookups | fhe s/inference | keygen s | eval key MB | clear acc | simulate acc | fhe acc | fhe = clear | simulate samples/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");

@@ -13,6 +13,14 @@ use serde_json::json;
 
 use crate::data::Dataset;
 
+/// The trainer settings the shipped digits model (`models/digits_seed.safetensors`) was
+/// made with: `cargo run --release --example digits -- --train --save models/digits_seed.safetensors`.
+pub const DIGITS_TRAINING: TrainConfig = TrainConfig { epochs: 300, batch_size: 64, learning_rate: 0.003, seed: 1 };
+
+/// The trainer settings of the shipped MNIST model (`models/mnist_card.safetensors`):
+/// `cargo run --release --example mnist -- --train --save models/mnist_card.safetensors`.
+pub const MNIST_TRAINING: TrainConfig = TrainConfig { epochs: 30, batch_size: 32, learning_rate: 0.001, seed: 1 };
+
 /// Command-line options of the examples.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -79,11 +87,12 @@ pub struct Figures {
     pub json: serde_json::Value,
 }
 
-/// Runs the example: `shipped` is the weight file used without `--train`.
-pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, default_epochs: usize, options: &Options) -> Result<Figures, Box<dyn std::error::Error>> {
+/// Runs the example: `shipped` is the weight file used without `--train`, `training` the
+/// trainer's settings with `--train`.
+pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, training: TrainConfig, options: &Options) -> Result<Figures, Box<dyn std::error::Error>> {
     println!("{}", arch.report());
     let weights = if options.train {
-        let config = TrainConfig { epochs: options.epochs.unwrap_or(default_epochs), seed: options.seed, ..TrainConfig::default() };
+        let config = TrainConfig { epochs: options.epochs.unwrap_or(training.epochs), seed: options.seed, ..training };
         println!("training {} epochs on {} samples (seed {})", config.epochs, data.train.images.nrows(), config.seed);
         let start = Instant::now();
         let labels = data.train.labels.to_vec();

@@ -27,7 +27,7 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 40, batch_size: 64, learning_rate: 0.01, seed: 1 }
+        TrainConfig { epochs: 40, batch_size: 64, learning_rate: 0.003, seed: 1 }
     }
 }
 
@@ -219,7 +219,11 @@ impl Trainer {
             let (out, mask) = match layer.next_quant.as_mut() {
                 Some(q) if li + 1 < n_layers => {
                     if training {
-                        let m = h.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                        // A high quantile of the magnitudes rather than the maximum: a few
+                        // outliers should not cost every other value its resolution.
+                        let mut mags: Vec<f64> = h.iter().map(|v| v.abs()).collect();
+                        let k = ((mags.len() as f64 * 0.99) as usize).min(mags.len() - 1);
+                        let m = *mags.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1;
                         let r = q.running.unwrap_or(0.0);
                         let r = if r == 0.0 { m } else { 0.9 * r + 0.1 * m };
                         q.running = Some(r);
