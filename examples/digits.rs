@@ -22,7 +22,14 @@ fn main() {
     };
     let result = data::digits().map_err(|e| e.into()).and_then(|d| {
         let shipped = data::models_dir().join("digits_seed.safetensors");
-        driver::run("digits", Seed::architecture(), &d, &shipped, driver::DIGITS_TRAINING, &options)
+        driver::run(
+            "digits",
+            Seed::architecture(),
+            &d,
+            &shipped,
+            driver::DIGITS_TRAINING,
+            &options,
+        )
     });
     if let Err(e) = result {
         eprintln!("error: {e}");

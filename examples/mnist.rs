@@ -21,7 +21,14 @@ fn main() {
     };
     let result = data::mnist_5k().map_err(|e| e.into()).and_then(|d| {
         let shipped = data::models_dir().join("mnist_card.safetensors");
-        driver::run("mnist", Card::architecture(), &d, &shipped, driver::MNIST_TRAINING, &options)
+        driver::run(
+            "mnist",
+            Card::architecture(),
+            &d,
+            &shipped,
+            driver::MNIST_TRAINING,
+            &options,
+        )
     });
     if let Err(e) = result {
         eprintln!("error: {e}");

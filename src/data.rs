@@ -19,9 +19,16 @@ pub const SPLIT_SEED: u64 = 42;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}, line {line}: {message}")]
-    Format { path: PathBuf, line: usize, message: String },
+    Format {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Images (one row per sample, pixel values as read) and their labels.
@@ -61,8 +68,16 @@ pub fn mnist_5k() -> Result<Dataset, DataError> {
 }
 
 /// Reads a gzip CSV of `pixels` columns then a label, shuffles it and splits it.
-pub fn load(path: &Path, pixels: usize, train_rows: usize, max_pixel: f64) -> Result<Dataset, DataError> {
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+pub fn load(
+    path: &Path,
+    pixels: usize,
+    train_rows: usize,
+    max_pixel: f64,
+) -> Result<Dataset, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut rows: Vec<(Vec<f64>, usize)> = Vec::new();
     for (index, line) in BufReader::new(GzDecoder::new(file)).lines().enumerate() {
@@ -70,31 +85,53 @@ pub fn load(path: &Path, pixels: usize, train_rows: usize, max_pixel: f64) -> Re
         if line.trim().is_empty() {
             continue;
         }
-        let format = |message: String| DataError::Format { path: path.to_path_buf(), line: index + 1, message };
+        let format = |message: String| DataError::Format {
+            path: path.to_path_buf(),
+            line: index + 1,
+            message,
+        };
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != pixels + 1 {
-            return Err(format(format!("expected {} fields, found {}", pixels + 1, fields.len())));
+            return Err(format(format!(
+                "expected {} fields, found {}",
+                pixels + 1,
+                fields.len()
+            )));
         }
         let mut image = Vec::with_capacity(pixels);
         for f in &fields[..pixels] {
-            let v: f64 = f.trim().parse().map_err(|_| format(format!("pixel `{f}` is not a number")))?;
+            let v: f64 = f
+                .trim()
+                .parse()
+                .map_err(|_| format(format!("pixel `{f}` is not a number")))?;
             if !(0.0..=max_pixel).contains(&v) {
                 return Err(format(format!("pixel {v} outside [0, {max_pixel}]")));
             }
             image.push(v);
         }
-        let label: f64 = fields[pixels].trim().parse().map_err(|_| format(format!("label `{}` is not a number", fields[pixels])))?;
+        let label: f64 = fields[pixels]
+            .trim()
+            .parse()
+            .map_err(|_| format(format!("label `{}` is not a number", fields[pixels])))?;
         if label.fract() != 0.0 || !(0.0..=9.0).contains(&label) {
             return Err(format(format!("label {label} is not a digit")));
         }
         rows.push((image, label as usize));
     }
     if rows.len() <= train_rows {
-        return Err(DataError::Format { path: path.to_path_buf(), line: rows.len(), message: format!("only {} rows, expected more than {train_rows}", rows.len()) });
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            line: rows.len(),
+            message: format!("only {} rows, expected more than {train_rows}", rows.len()),
+        });
     }
     SplitMix64::new(SPLIT_SEED).shuffle(&mut rows);
     let test_rows = rows.split_off(train_rows);
-    Ok(Dataset { train: to_split(rows, pixels), test: to_split(test_rows, pixels), max_pixel })
+    Ok(Dataset {
+        train: to_split(rows, pixels),
+        test: to_split(test_rows, pixels),
+        max_pixel,
+    })
 }
 
 fn to_split(rows: Vec<(Vec<f64>, usize)>, pixels: usize) -> Split {
@@ -107,4 +144,3 @@ fn to_split(rows: Vec<(Vec<f64>, usize)>, pixels: usize) -> Split {
     }
     Split { images, labels }
 }
-

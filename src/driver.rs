@@ -15,11 +15,21 @@ use crate::data::Dataset;
 
 /// The trainer settings the shipped digits model (`models/digits_seed.safetensors`) was
 /// made with: `cargo run --release --example digits -- --train --save models/digits_seed.safetensors`.
-pub const DIGITS_TRAINING: TrainConfig = TrainConfig { epochs: 300, batch_size: 64, learning_rate: 0.003, seed: 1 };
+pub const DIGITS_TRAINING: TrainConfig = TrainConfig {
+    epochs: 300,
+    batch_size: 64,
+    learning_rate: 0.003,
+    seed: 1,
+};
 
 /// The trainer settings of the shipped MNIST model (`models/mnist_card.safetensors`):
 /// `cargo run --release --example mnist -- --train --save models/mnist_card.safetensors`.
-pub const MNIST_TRAINING: TrainConfig = TrainConfig { epochs: 30, batch_size: 32, learning_rate: 0.001, seed: 1 };
+pub const MNIST_TRAINING: TrainConfig = TrainConfig {
+    epochs: 30,
+    batch_size: 32,
+    learning_rate: 0.001,
+    seed: 1,
+};
 
 /// Command-line options of the examples.
 #[derive(Clone, Debug)]
@@ -51,10 +61,23 @@ const USAGE: &str = "options:
 impl Options {
     /// Parses `std::env::args`, with the example's default sample count.
     pub fn from_args(default_samples: usize) -> Result<Options, String> {
-        let mut o = Options { train: false, save: None, samples: default_samples, p_error: DEFAULT_P_ERROR, precision: None, json: None, epochs: None, seed: 1, max_disagreement: 0.02 };
+        let mut o = Options {
+            train: false,
+            save: None,
+            samples: default_samples,
+            p_error: DEFAULT_P_ERROR,
+            precision: None,
+            json: None,
+            epochs: None,
+            seed: 1,
+            max_disagreement: 0.02,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
-            let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+            let mut value = |name: &str| {
+                args.next()
+                    .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+            };
             match a.as_str() {
                 "--train" => o.train = true,
                 "--save" => o.save = Some(value("--save")?.into()),
@@ -69,7 +92,9 @@ impl Options {
                 }
                 "--precision" => o.precision = Some(parse(&value("--precision")?, "--precision")?),
                 "--json" => o.json = Some(value("--json")?.into()),
-                "--max-disagreement" => o.max_disagreement = parse(&value("--max-disagreement")?, "--max-disagreement")?,
+                "--max-disagreement" => {
+                    o.max_disagreement = parse(&value("--max-disagreement")?, "--max-disagreement")?
+                }
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown option `{other}`\n{USAGE}")),
             }
@@ -89,15 +114,36 @@ pub struct Figures {
 
 /// Runs the example: `shipped` is the weight file used without `--train`, `training` the
 /// trainer's settings with `--train`.
-pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, training: TrainConfig, options: &Options) -> Result<Figures, Box<dyn std::error::Error>> {
+pub fn run(
+    name: &str,
+    arch: &Architecture,
+    data: &Dataset,
+    shipped: &Path,
+    training: TrainConfig,
+    options: &Options,
+) -> Result<Figures, Box<dyn std::error::Error>> {
     println!("{}", arch.report());
     let weights = if options.train {
-        let config = TrainConfig { epochs: options.epochs.unwrap_or(training.epochs), seed: options.seed, ..training };
-        println!("training {} epochs on {} samples (seed {})", config.epochs, data.train.images.nrows(), config.seed);
+        let config = TrainConfig {
+            epochs: options.epochs.unwrap_or(training.epochs),
+            seed: options.seed,
+            ..training
+        };
+        println!(
+            "training {} epochs on {} samples (seed {})",
+            config.epochs,
+            data.train.images.nrows(),
+            config.seed
+        );
         let start = Instant::now();
         let labels = data.train.labels.to_vec();
         let file = train(arch, data.train.images.view(), &labels, config, |s| {
-            eprint!("\r  epoch {:>3}: loss {:.4}, train accuracy {:.4}   ", s.epoch + 1, s.loss, s.train_accuracy);
+            eprint!(
+                "\r  epoch {:>3}: loss {:.4}, train accuracy {:.4}   ",
+                s.epoch + 1,
+                s.loss,
+                s.train_accuracy
+            );
         })?;
         eprintln!();
         println!("trained in {:.1} s", start.elapsed().as_secs_f64());
@@ -110,16 +156,26 @@ pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, trai
         fhe_nn::tensors::TensorFile::read(shipped)?
     };
     let mut model = QuantModel::from_tensors(arch, &weights)?;
-    let fhe_options = FheOptions { p_error: options.p_error, precision: options.precision, ..FheOptions::default() };
+    let fhe_options = FheOptions {
+        p_error: options.p_error,
+        precision: options.precision,
+        ..FheOptions::default()
+    };
     // The cheapest parameters whose simulated predictions on training data stay close to
     // exact Clear's.
-    let plan = model.plan_for_accuracy(&fhe_options, data.train.images.view(), options.max_disagreement)?;
+    let plan = model.plan_for_accuracy(
+        &fhe_options,
+        data.train.images.view(),
+        options.max_disagreement,
+    )?;
     println!("{}", model.range_report());
     print!("{}", plan.report());
 
     let test = &data.test;
     let labels = test.labels.to_vec();
-    let accuracy = |pred: &[usize]| pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / pred.len().max(1) as f64;
+    let accuracy = |pred: &[usize]| {
+        pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / pred.len().max(1) as f64
+    };
 
     let start = Instant::now();
     let clear_out = model.predict_clear(test.images.view())?;
@@ -133,15 +189,26 @@ pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, trai
     let sim_pred = argmax_rows(sim_out.view());
     let sim_acc = accuracy(&sim_pred);
     let n = test.images.nrows();
-    println!("clear:    accuracy {:.4} on {n} test samples ({:.0} samples/s)", clear_acc, n as f64 / clear_secs);
-    println!("simulate: accuracy {:.4} on {n} test samples ({:.0} samples/s)", sim_acc, n as f64 / sim_secs);
+    println!(
+        "clear:    accuracy {:.4} on {n} test samples ({:.0} samples/s)",
+        clear_acc,
+        n as f64 / clear_secs
+    );
+    println!(
+        "simulate: accuracy {:.4} on {n} test samples ({:.0} samples/s)",
+        sim_acc,
+        n as f64 / sim_secs
+    );
 
     let start = Instant::now();
     let (client, eval) = generate_keys(&model, &plan);
     let keygen = start.elapsed().as_secs_f64();
     let eval_bytes = eval.serialized_size()?;
     let server = FheServer::new(&model, &plan, eval)?;
-    println!("keys: generated in {keygen:.2} s, evaluation key {:.1} MB (compressed, serialized)", eval_bytes as f64 / 1e6);
+    println!(
+        "keys: generated in {keygen:.2} s, evaluation key {:.1} MB (compressed, serialized)",
+        eval_bytes as f64 / 1e6
+    );
 
     let samples = options.samples.min(n);
     let mut times = Vec::new();
@@ -152,10 +219,18 @@ pub fn run(name: &str, arch: &Architecture, data: &Dataset, shipped: &Path, trai
         let output = server.run(&input)?;
         times.push(start.elapsed().as_secs_f64());
         let out = client.decrypt(&output)?;
-        let pred = out.iter().enumerate().fold(0, |b, (j, &v)| if v > out[b] { j } else { b });
+        let pred = out
+            .iter()
+            .enumerate()
+            .fold(0, |b, (j, &v)| if v > out[b] { j } else { b });
         fhe_correct += usize::from(pred == labels[i]);
         agree += usize::from(pred == clear_pred[i]);
-        eprint!("\r  fhe: {}/{samples} samples, last {:.2} s, agreement with clear {agree}/{}   ", i + 1, times[i], i + 1);
+        eprint!(
+            "\r  fhe: {}/{samples} samples, last {:.2} s, agreement with clear {agree}/{}   ",
+            i + 1,
+            times[i],
+            i + 1
+        );
     }
     if samples > 0 {
         eprintln!();

@@ -27,10 +27,15 @@ fn array(file: &TensorFile, name: &str) -> (Vec<usize>, Vec<f64>) {
 
 #[test]
 fn clear_matches_concrete_ml_disable_mode() {
-    let mut model = QuantModel::load(Seed::architecture(), root().join("models/seed_brevitas.safetensors")).unwrap();
+    let mut model = QuantModel::load(
+        Seed::architecture(),
+        root().join("models/seed_brevitas.safetensors"),
+    )
+    .unwrap();
     // Concrete ML compiled with rounding_threshold_bits=None: every lookup is exact.
     model.set_exact_lookups();
-    let fixture = TensorFile::read(&root().join("tests/fixtures/seed_concrete_ml.safetensors")).unwrap();
+    let fixture =
+        TensorFile::read(&root().join("tests/fixtures/seed_concrete_ml.safetensors")).unwrap();
     let (shape, inputs) = array(&fixture, "inputs");
     let inputs = Array2::from_shape_vec((shape[0], shape[1]), inputs).unwrap();
     let (_, q_expected) = array(&fixture, "quantized_inputs");
@@ -40,7 +45,11 @@ fn clear_matches_concrete_ml_disable_mode() {
 
     // Input quantization is bit-exact.
     let q = model.quantize_inputs(inputs.view()).unwrap();
-    let q_mismatch = q.iter().zip(&q_expected).filter(|(a, b)| **a as f64 != **b).count();
+    let q_mismatch = q
+        .iter()
+        .zip(&q_expected)
+        .filter(|(a, b)| **a as f64 != **b)
+        .count();
     assert_eq!(q_mismatch, 0);
 
     let outputs = model.predict_clear(inputs.view()).unwrap();
@@ -53,14 +62,34 @@ fn clear_matches_concrete_ml_disable_mode() {
     let step = model.layers().last().unwrap().unit.clone();
     let mut within = 0;
     for (i, row) in outputs.rows().into_iter().enumerate() {
-        if row.iter().enumerate().all(|(j, &v)| (v - expected[(i, j)]).abs() <= step[j] * 1.0001) {
+        if row
+            .iter()
+            .enumerate()
+            .all(|(j, &v)| (v - expected[(i, j)]).abs() <= step[j] * 1.0001)
+        {
             within += 1;
         }
     }
-    assert!(within as f64 / 360.0 >= 0.99, "{within}/360 samples within one step");
+    assert!(
+        within as f64 / 360.0 >= 0.99,
+        "{within}/360 samples within one step"
+    );
 
     let (_, labels) = array(&fixture, "labels");
-    let acc = ours.iter().zip(&labels).filter(|(p, l)| **p as f64 == **l).count() as f64 / 360.0;
-    let acc_cml = theirs.iter().zip(&labels).filter(|(p, l)| **p as f64 == **l).count() as f64 / 360.0;
-    assert!((acc - acc_cml).abs() <= 0.005, "accuracy {acc} vs Concrete ML {acc_cml}");
+    let acc = ours
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p as f64 == **l)
+        .count() as f64
+        / 360.0;
+    let acc_cml = theirs
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p as f64 == **l)
+        .count() as f64
+        / 360.0;
+    assert!(
+        (acc - acc_cml).abs() <= 0.005,
+        "accuracy {acc} vs Concrete ML {acc_cml}"
+    );
 }

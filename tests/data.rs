@@ -10,13 +10,23 @@ fn digits_split_is_fixed_and_complete() {
     assert_eq!(d.max_pixel, 16.0);
     // Every class appears in the test split, and the split does not depend on the run.
     for class in 0..10 {
-        assert!(d.test.labels.iter().filter(|&&l| l == class).count() >= 20, "class {class}");
+        assert!(
+            d.test.labels.iter().filter(|&&l| l == class).count() >= 20,
+            "class {class}"
+        );
     }
     let again = digits().unwrap();
     assert_eq!(d.test.labels, again.test.labels);
     assert_eq!(d.test.images, again.test.images);
     // The 1,797 rows hold 178 or more of each class in total (UCI's counts).
-    let total = |c| d.train.labels.iter().chain(d.test.labels.iter()).filter(|&&l| l == c).count();
+    let total = |c| {
+        d.train
+            .labels
+            .iter()
+            .chain(d.test.labels.iter())
+            .filter(|&&l| l == c)
+            .count()
+    };
     assert!((0..10).all(|c| (174..=183).contains(&total(c))));
 }
 
@@ -25,7 +35,16 @@ fn mnist_split_is_fixed() {
     let m = mnist_5k().unwrap();
     assert_eq!(m.train.images.dim(), (4000, 784));
     assert_eq!(m.test.images.dim(), (1000, 784));
-    let per_class: Vec<usize> = (0..10).map(|c| m.train.labels.iter().chain(m.test.labels.iter()).filter(|&&l| l == c).count()).collect();
+    let per_class: Vec<usize> = (0..10)
+        .map(|c| {
+            m.train
+                .labels
+                .iter()
+                .chain(m.test.labels.iter())
+                .filter(|&&l| l == c)
+                .count()
+        })
+        .collect();
     assert_eq!(per_class, vec![500; 10]);
     assert!(m.test.images.iter().any(|&p| p == 255.0));
 }
@@ -40,6 +59,8 @@ fn malformed_files_are_reported_with_their_line() {
     std::fs::write(&path, enc.finish().unwrap()).unwrap();
     let err = load(&path, 2, 1, 16.0).unwrap_err().to_string();
     assert!(err.contains("line 2") && err.contains("`x`"), "{err}");
-    let missing = load(&dir.join("absent.csv.gz"), 2, 1, 16.0).unwrap_err().to_string();
+    let missing = load(&dir.join("absent.csv.gz"), 2, 1, 16.0)
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("cannot read"), "{missing}");
 }

@@ -27,8 +27,14 @@ fn card_network_numbers_by_hand() {
     assert_eq!(Card::MAX_INTEGER_BITS, 15);
     assert_eq!(Card::OUTPUTS, 10);
     let lookup = Card::architecture().analysis()[3].lookup.unwrap();
-    assert_eq!((lookup.count, lookup.input_bits, lookup.rounding), (128, 15, Rounding::Runtime));
-    assert_eq!(Card::architecture().analysis()[1].range, Some(IntRange::new(-9408, 9408)));
+    assert_eq!(
+        (lookup.count, lookup.input_bits, lookup.rounding),
+        (128, 15, Rounding::Runtime)
+    );
+    assert_eq!(
+        Card::architecture().analysis()[1].range,
+        Some(IntRange::new(-9408, 9408))
+    );
 }
 
 #[test]
@@ -44,15 +50,25 @@ fn expression_form_equals_named_form() {
 fn report_shows_ranges_widths_and_lookups() {
     let report = Card::report().to_string();
     assert!(report.contains("network `Card`: 5 layers, 128 lookups per inference (128 rounded), widest lookup 8 bits, widest integer 15 bits, 10 outputs"), "{report}");
-    let line = report.lines().find(|l| l.contains("QuantLinear(784, 128, w = 3)")).unwrap();
-    assert!(line.contains("[-9408, 9408]") && line.contains(" 15 "), "{line}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("QuantLinear(784, 128, w = 3)"))
+        .unwrap();
+    assert!(
+        line.contains("[-9408, 9408]") && line.contains(" 15 "),
+        "{line}"
+    );
     let lookup_line = report.lines().find(|l| l.contains("128 × 15-bit")).unwrap();
-    assert!(lookup_line.contains("rounded to 8 bits (runtime)"), "{lookup_line}");
+    assert!(
+        lookup_line.contains("rounded to 8 bits (runtime)"),
+        "{lookup_line}"
+    );
 }
 
 #[test]
 fn runtime_checks_agree_with_the_macro() {
-    let rebuilt = fhe_nn::Architecture::new("Card", Card::architecture().layers().to_vec()).unwrap();
+    let rebuilt =
+        fhe_nn::Architecture::new("Card", Card::architecture().layers().to_vec()).unwrap();
     assert_eq!(rebuilt.analysis(), Card::architecture().analysis());
     assert_eq!(rebuilt.summary(), Card::architecture().summary());
 }

@@ -6,7 +6,9 @@
 mod common;
 
 use common::tiny_model;
-use fhe_nn::fhe::{generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer};
+use fhe_nn::fhe::{
+    generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer,
+};
 use fhe_nn::{fhe_net, QuantModel};
 use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
@@ -23,7 +25,14 @@ const SAMPLES: usize = 20;
 fn exact_lookups_give_clears_integers() {
     let (mut model, test) = tiny_model();
     let plan = model.plan(&FheOptions::default()).unwrap();
-    assert!(model.layers().iter().filter_map(|l| l.lookup.as_ref()).all(|l| l.encoding.exact), "all exact");
+    assert!(
+        model
+            .layers()
+            .iter()
+            .filter_map(|l| l.lookup.as_ref())
+            .all(|l| l.encoding.exact),
+        "all exact"
+    );
     let (client, eval) = generate_keys(&model, &plan);
     let server = FheServer::new(&model, &plan, eval).unwrap();
     assert_eq!(server.lookups(), 8);
@@ -36,9 +45,13 @@ fn exact_lookups_give_clears_integers() {
 
 #[test]
 fn approximate_lookups_stay_close_to_clear() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
     let mut model = QuantModel::load(Seed::architecture(), path).unwrap();
-    let options = FheOptions { precision: Some(5), ..FheOptions::default() };
+    let options = FheOptions {
+        precision: Some(5),
+        ..FheOptions::default()
+    };
     let plan = model.plan(&options).unwrap();
     let (client, eval) = generate_keys(&model, &plan);
     let server = FheServer::new(&model, &plan, eval).unwrap();
@@ -52,7 +65,9 @@ fn approximate_lookups_stay_close_to_clear() {
         // inputs FHE actually had (an earlier off-by-one changes later accumulators).
         let mut inputs = q.clone();
         for (k, stage) in model.layers().iter().enumerate() {
-            let Some(lookup) = &stage.lookup else { continue };
+            let Some(lookup) = &stage.lookup else {
+                continue;
+            };
             let delta = model.input_delta_log2(k + 1);
             let margin = 1i64 << (lookup.encoding.precision() - plan.set.precision - 1);
             let mut outputs = Vec::new();
@@ -63,8 +78,13 @@ fn approximate_lookups_stay_close_to_clear() {
                 let table = &lookup.tables[j];
                 // Noise past half a box of the parameter set (the margin) has probability
                 // p_error; within it, the reading may move to nearby positions.
-                let reachable: Vec<i64> = (index - margin..=index + margin).map(|i| table.get(i)).collect();
-                assert!(reachable.contains(&got), "layer {k} neuron {j}: {got} not within half a box of position {index}");
+                let reachable: Vec<i64> = (index - margin..=index + margin)
+                    .map(|i| table.get(i))
+                    .collect();
+                assert!(
+                    reachable.contains(&got),
+                    "layer {k} neuron {j}: {got} not within half a box of position {index}"
+                );
                 lookups += 1;
                 off_by_one += usize::from(got != table.get(index));
                 outputs.push(got);
@@ -73,26 +93,61 @@ fn approximate_lookups_stay_close_to_clear() {
         }
         let fhe = client.decrypt(trace.last().unwrap()).unwrap();
         let clear_out = model.dequantize_outputs(clear.last().unwrap());
-        let argmax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
+        let argmax = |v: &[f64]| {
+            v.iter()
+                .enumerate()
+                .fold(0, |b, (i, &x)| if x > v[b] { i } else { b })
+        };
         agree += usize::from(argmax(&fhe) == argmax(&clear_out));
     }
     eprintln!("{off_by_one} of {lookups} lookups differ from Clear; predictions agree on {agree}/{SAMPLES}");
     assert_eq!(lookups, SAMPLES * 60);
     // Approximate rounding changes a few percent of the lookups, and predictions follow
     // Clear's on (nearly) every sample.
-    assert!(off_by_one * 10 < lookups, "{off_by_one} of {lookups} lookups differ from Clear");
+    assert!(
+        off_by_one * 10 < lookups,
+        "{off_by_one} of {lookups} lookups differ from Clear"
+    );
     // Simulate predicts how often a prediction flips; FHE stays within that rate (plus a
     // 3-sigma binomial allowance and one sample).
     let quantized = model.quantize_inputs(test.view()).unwrap();
-    let clear_all = fhe_nn::argmax_rows(model.dequantize_batch(model.clear_int_batch(quantized.view()).unwrap().view()).view());
-    let simulated = fhe_nn::argmax_rows(model.dequantize_batch(model.simulate_int_batch(&plan, quantized.view(), 11).unwrap().view()).view());
-    let rate = clear_all.iter().zip(&simulated).filter(|(a, b)| a != b).count() as f64 / clear_all.len() as f64;
+    let clear_all = fhe_nn::argmax_rows(
+        model
+            .dequantize_batch(model.clear_int_batch(quantized.view()).unwrap().view())
+            .view(),
+    );
+    let simulated = fhe_nn::argmax_rows(
+        model
+            .dequantize_batch(
+                model
+                    .simulate_int_batch(&plan, quantized.view(), 11)
+                    .unwrap()
+                    .view(),
+            )
+            .view(),
+    );
+    let rate = clear_all
+        .iter()
+        .zip(&simulated)
+        .filter(|(a, b)| a != b)
+        .count() as f64
+        / clear_all.len() as f64;
     let expected = SAMPLES as f64 * rate;
     let allowed = expected + 3.0 * (expected * (1.0 - rate)).sqrt() + 1.0;
-    assert!(((SAMPLES - agree) as f64) <= allowed, "{} flips, Simulate predicts {expected:.2}", SAMPLES - agree);
+    assert!(
+        ((SAMPLES - agree) as f64) <= allowed,
+        "{} flips, Simulate predicts {expected:.2}",
+        SAMPLES - agree
+    );
 }
 
-fn keys() -> (QuantModel, fhe_nn::fhe::FhePlan, ClientKey, EvaluationKey, Array2<f64>) {
+fn keys() -> (
+    QuantModel,
+    fhe_nn::fhe::FhePlan,
+    ClientKey,
+    EvaluationKey,
+    Array2<f64>,
+) {
     let (mut model, test) = tiny_model();
     let plan = model.plan(&FheOptions::default()).unwrap();
     let (client, eval) = generate_keys(&model, &plan);
@@ -107,29 +162,60 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
     // Client and server exchange bytes only.
     let client = ClientKey::from_bytes(&client.to_bytes().unwrap()).unwrap();
     let eval_bytes = eval.to_bytes().unwrap();
-    let server = FheServer::new(&model, &plan, EvaluationKey::from_bytes(&eval_bytes).unwrap()).unwrap();
-    let input = EncryptedSample::from_bytes(&client.encrypt(row).unwrap().to_bytes().unwrap()).unwrap();
-    let output = EncryptedSample::from_bytes(&server.run(&input).unwrap().to_bytes().unwrap()).unwrap();
-    assert_eq!(client.decrypt_int(&output).unwrap(), model.clear_int(&client.quantize(row).unwrap()));
+    let server = FheServer::new(
+        &model,
+        &plan,
+        EvaluationKey::from_bytes(&eval_bytes).unwrap(),
+    )
+    .unwrap();
+    let input =
+        EncryptedSample::from_bytes(&client.encrypt(row).unwrap().to_bytes().unwrap()).unwrap();
+    let output =
+        EncryptedSample::from_bytes(&server.run(&input).unwrap().to_bytes().unwrap()).unwrap();
+    assert_eq!(
+        client.decrypt_int(&output).unwrap(),
+        model.clear_int(&client.quantize(row).unwrap())
+    );
 
     // Damaged bytes.
     let ct_bytes = input.to_bytes().unwrap();
-    assert!(matches!(EncryptedSample::from_bytes(&ct_bytes[..ct_bytes.len() - 3]), Err(FheError::Truncated { .. })));
+    assert!(matches!(
+        EncryptedSample::from_bytes(&ct_bytes[..ct_bytes.len() - 3]),
+        Err(FheError::Truncated { .. })
+    ));
     let mut tampered = ct_bytes.clone();
     let last = tampered.len() - 10;
     tampered[last] ^= 1;
-    assert!(matches!(EncryptedSample::from_bytes(&tampered), Err(FheError::Checksum)));
-    assert!(matches!(EncryptedSample::from_bytes(b"garbage garbage garbage garbage garbage"), Err(FheError::NotFheNn)));
-    assert!(matches!(EvaluationKey::from_bytes(&eval_bytes[..eval_bytes.len() / 2]), Err(FheError::Truncated { .. })));
-    assert!(matches!(EvaluationKey::from_bytes(&ct_bytes), Err(FheError::WrongKind { .. })));
+    assert!(matches!(
+        EncryptedSample::from_bytes(&tampered),
+        Err(FheError::Checksum)
+    ));
+    assert!(matches!(
+        EncryptedSample::from_bytes(b"garbage garbage garbage garbage garbage"),
+        Err(FheError::NotFheNn)
+    ));
+    assert!(matches!(
+        EvaluationKey::from_bytes(&eval_bytes[..eval_bytes.len() / 2]),
+        Err(FheError::Truncated { .. })
+    ));
+    assert!(matches!(
+        EvaluationKey::from_bytes(&ct_bytes),
+        Err(FheError::WrongKind { .. })
+    ));
     let mut bad_version = eval_bytes.clone();
     bad_version[5] = 9;
-    assert!(matches!(EvaluationKey::from_bytes(&bad_version), Err(FheError::Version { .. })));
+    assert!(matches!(
+        EvaluationKey::from_bytes(&bad_version),
+        Err(FheError::Version { .. })
+    ));
     let client_bytes = client.to_bytes().unwrap();
     let mut tampered_key = client_bytes.clone();
     let mid = tampered_key.len() / 2;
     tampered_key[mid] ^= 0x40;
-    assert!(matches!(ClientKey::from_bytes(&tampered_key), Err(FheError::Checksum)));
+    assert!(matches!(
+        ClientKey::from_bytes(&tampered_key),
+        Err(FheError::Checksum)
+    ));
 }
 
 #[test]
@@ -140,11 +226,19 @@ fn foreign_keys_and_ciphertexts_are_refused() {
     let row = test.row(1);
     // A ciphertext of another key pair.
     let foreign = other_client.encrypt(row).unwrap();
-    assert!(matches!(server.run(&foreign), Err(FheError::WrongKey { .. })));
+    assert!(matches!(
+        server.run(&foreign),
+        Err(FheError::WrongKey { .. })
+    ));
     // Output decrypted with the wrong client key.
     let out = server.run(&client.encrypt(row).unwrap()).unwrap();
-    assert!(matches!(other_client.decrypt_int(&out), Err(FheError::WrongKey { .. })));
+    assert!(matches!(
+        other_client.decrypt_int(&out),
+        Err(FheError::WrongKey { .. })
+    ));
     // Wrong number of inputs.
     assert!(client.encrypt_quantized(&[0; 3]).is_err());
-    assert!(client.encrypt(ndarray::Array1::from(vec![f64::NAN; 16]).view()).is_err());
+    assert!(client
+        .encrypt(ndarray::Array1::from(vec![f64::NAN; 16]).view())
+        .is_err());
 }

@@ -11,7 +11,8 @@ fhe_net! {
 }
 
 fn seed_file() -> TensorFile {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
     TensorFile::read(&path).unwrap()
 }
 
@@ -37,26 +38,39 @@ fn missing_tensor() {
     let mut file = seed_file();
     file.tensors.remove("layers.4.bias");
     let err = load(&file).unwrap_err();
-    assert!(matches!(&err, LoadError::MissingTensor { layer: 5, tensor, .. } if tensor == "layers.4.bias"), "{err}");
-    assert!(err.to_string().contains("QuantLinear(30, 30, w = 3)"), "{err}");
+    assert!(
+        matches!(&err, LoadError::MissingTensor { layer: 5, tensor, .. } if tensor == "layers.4.bias"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("QuantLinear(30, 30, w = 3)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn extra_tensor() {
     let mut file = seed_file();
-    file.tensors.insert("layers.2.weight".into(), Tensor::int(vec![1], vec![1]));
-    assert!(matches!(load(&file).unwrap_err(), LoadError::UnexpectedTensor { tensor } if tensor == "layers.2.weight"));
+    file.tensors
+        .insert("layers.2.weight".into(), Tensor::int(vec![1], vec![1]));
+    assert!(
+        matches!(load(&file).unwrap_err(), LoadError::UnexpectedTensor { tensor } if tensor == "layers.2.weight")
+    );
 }
 
 #[test]
 fn wrong_shape() {
     let file = edit("layers.1.weight", |t| t.shape = vec![64, 30]);
-    assert!(matches!(load(&file).unwrap_err(), LoadError::ShapeMismatch { tensor, .. } if tensor == "layers.1.weight"));
+    assert!(
+        matches!(load(&file).unwrap_err(), LoadError::ShapeMismatch { tensor, .. } if tensor == "layers.1.weight")
+    );
     let file = edit("layers.7.bias", |t| {
         t.shape = vec![9];
         t.values = Values::Float(vec![0.0; 9]);
     });
-    assert!(matches!(load(&file).unwrap_err(), LoadError::ShapeMismatch { tensor, .. } if tensor == "layers.7.bias"));
+    assert!(
+        matches!(load(&file).unwrap_err(), LoadError::ShapeMismatch { tensor, .. } if tensor == "layers.7.bias")
+    );
 }
 
 #[test]
@@ -67,7 +81,18 @@ fn weight_wider_than_declared() {
         }
     });
     let err = load(&file).unwrap_err();
-    assert!(matches!(err, LoadError::WeightOutOfRange { bits: 3, value: 4, index: 17, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::WeightOutOfRange {
+                bits: 3,
+                value: 4,
+                index: 17,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,37 +102,64 @@ fn non_finite_and_non_integer_values() {
             v[3] = f64::NAN;
         }
     });
-    assert!(matches!(load(&file).unwrap_err(), LoadError::NonFinite { index: 3, .. }));
+    assert!(matches!(
+        load(&file).unwrap_err(),
+        LoadError::NonFinite { index: 3, .. }
+    ));
     let file = edit("layers.1.weight", |t| {
-        let Values::Int(v) = &t.values else { unreachable!() };
+        let Values::Int(v) = &t.values else {
+            unreachable!()
+        };
         let mut f: Vec<f64> = v.iter().map(|&x| x as f64).collect();
         f[5] = 0.5;
         t.values = Values::Float(f);
     });
-    assert!(matches!(load(&file).unwrap_err(), LoadError::NotInteger { index: 5, .. }));
+    assert!(matches!(
+        load(&file).unwrap_err(),
+        LoadError::NotInteger { index: 5, .. }
+    ));
     let file = edit("layers.1.weight", |t| {
-        let Values::Int(v) = &t.values else { unreachable!() };
+        let Values::Int(v) = &t.values else {
+            unreachable!()
+        };
         let mut f: Vec<f64> = v.iter().map(|&x| x as f64).collect();
         f[0] = f64::INFINITY;
         t.values = Values::Float(f);
     });
-    assert!(matches!(load(&file).unwrap_err(), LoadError::NonFinite { index: 0, .. }));
+    assert!(matches!(
+        load(&file).unwrap_err(),
+        LoadError::NonFinite { index: 0, .. }
+    ));
 }
 
 #[test]
 fn bad_scales_and_zero_points() {
     let file = edit("layers.3.scale", |t| t.values = Values::Float(vec![-1.0]));
-    assert!(matches!(load(&file).unwrap_err(), LoadError::NonPositiveScale { .. }));
-    let file = edit("layers.0.zero_point", |t| t.values = Values::Float(vec![2.0]));
-    assert!(matches!(load(&file).unwrap_err(), LoadError::ZeroPoint { .. }));
+    assert!(matches!(
+        load(&file).unwrap_err(),
+        LoadError::NonPositiveScale { .. }
+    ));
+    let file = edit("layers.0.zero_point", |t| {
+        t.values = Values::Float(vec![2.0])
+    });
+    assert!(matches!(
+        load(&file).unwrap_err(),
+        LoadError::ZeroPoint { .. }
+    ));
 }
 
 #[test]
 fn architecture_mismatch() {
     let mut file = seed_file();
-    file.metadata.insert(ARCHITECTURE_KEY.into(), "QuantIdentity(3), QuantLinear(64, 10, w = 3)".into());
+    file.metadata.insert(
+        ARCHITECTURE_KEY.into(),
+        "QuantIdentity(3), QuantLinear(64, 10, w = 3)".into(),
+    );
     let err = load(&file).unwrap_err();
-    assert!(matches!(err, LoadError::ArchitectureMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, LoadError::ArchitectureMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,12 +167,18 @@ fn truncated_and_corrupt_files() {
     let bytes = seed_file().to_safetensors().unwrap();
     for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
         let err = TensorFile::from_safetensors(&bytes[..cut]).unwrap_err();
-        assert!(matches!(err, LoadError::Corrupt { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, LoadError::Corrupt { .. }),
+            "cut at {cut}: {err}"
+        );
     }
     let mut garbage = bytes.clone();
     garbage[9] ^= 0xff;
     assert!(TensorFile::from_safetensors(&garbage).is_err());
-    assert!(matches!(TensorFile::from_npz(b"PK\x03\x04 not a zip").unwrap_err(), LoadError::Corrupt { .. }));
+    assert!(matches!(
+        TensorFile::from_npz(b"PK\x03\x04 not a zip").unwrap_err(),
+        LoadError::Corrupt { .. }
+    ));
     let err = QuantModel::load(Seed::architecture(), "/nonexistent/model.safetensors").unwrap_err();
     assert!(matches!(err, LoadError::Io { .. }));
 }
@@ -139,8 +197,22 @@ fn safetensors_round_trip_and_npz() {
         let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&path).unwrap());
         for (name, t) in &file.tensors {
             match &t.values {
-                Values::Int(v) => npz.add_array(name.as_str(), &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.iter().map(|&x| x as i32).collect()).unwrap()).unwrap(),
-                Values::Float(v) => npz.add_array(name.as_str(), &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap()).unwrap(),
+                Values::Int(v) => npz
+                    .add_array(
+                        name.as_str(),
+                        &ndarray::ArrayD::from_shape_vec(
+                            t.shape.clone(),
+                            v.iter().map(|&x| x as i32).collect(),
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap(),
+                Values::Float(v) => npz
+                    .add_array(
+                        name.as_str(),
+                        &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap(),
+                    )
+                    .unwrap(),
             }
         }
         npz.finish().unwrap();

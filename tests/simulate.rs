@@ -28,8 +28,16 @@ fn mismatches(clear: &[Vec<i64>], other: &[Vec<i64>], counts: &mut [usize]) {
 
 #[test]
 fn simulate_predicts_fhe_error_rates() {
-    let mut model = QuantModel::load(Seed::architecture(), models_dir().join("digits_seed.safetensors")).unwrap();
-    let options = FheOptions { precision: Some(2), p_error: 0.01, ..FheOptions::default() };
+    let mut model = QuantModel::load(
+        Seed::architecture(),
+        models_dir().join("digits_seed.safetensors"),
+    )
+    .unwrap();
+    let options = FheOptions {
+        precision: Some(2),
+        p_error: 0.01,
+        ..FheOptions::default()
+    };
     let plan = model.plan(&options).unwrap();
     let (client, eval) = generate_keys(&model, &plan);
     let server = FheServer::new(&model, &plan, eval).unwrap();
@@ -45,14 +53,20 @@ fn simulate_predicts_fhe_error_rates() {
         let q = client.quantize(row).unwrap();
         let clear = model.clear_trace(&q);
         // Clear's lookup outputs and final accumulators, in server-trace order.
-        let clear_points: Vec<Vec<i64>> = (0..layers).map(|k| clear[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone()).collect();
+        let clear_points: Vec<Vec<i64>> = (0..layers)
+            .map(|k| clear[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone())
+            .collect();
         let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
         let fhe_points: Vec<Vec<i64>> = trace
             .iter()
             .enumerate()
             .map(|(k, sample)| {
                 if k + 1 < layers {
-                    sample.ciphertexts().iter().map(|c| client.decrypt_value(c, model.input_delta_log2(k + 1))).collect()
+                    sample
+                        .ciphertexts()
+                        .iter()
+                        .map(|c| client.decrypt_value(c, model.input_delta_log2(k + 1)))
+                        .collect()
                 } else {
                     client.decrypt_int(sample).unwrap()
                 }
@@ -61,7 +75,9 @@ fn simulate_predicts_fhe_error_rates() {
         mismatches(&clear_points, &fhe_points, &mut fhe_diff);
         for _ in 0..SIMULATIONS_PER_SAMPLE {
             let sim = model.simulate_trace(&plan, &q, &mut rng);
-            let sim_points: Vec<Vec<i64>> = (0..layers).map(|k| sim[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone()).collect();
+            let sim_points: Vec<Vec<i64>> = (0..layers)
+                .map(|k| sim[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone())
+                .collect();
             mismatches(&clear_points, &sim_points, &mut sim_diff);
         }
     }
@@ -73,10 +89,16 @@ fn simulate_predicts_fhe_error_rates() {
         let pooled = (fhe_diff[k] + sim_diff[k]) as f64 / (n_fhe + n_sim);
         let bound = 3.0 * (pooled * (1.0 - pooled) * (1.0 / n_fhe + 1.0 / n_sim)).sqrt();
         eprintln!("layer {k}: fhe {r_fhe:.4} ({} of {n_fhe}), simulate {r_sim:.4}, 3-sigma bound {bound:.4}", fhe_diff[k]);
-        assert!((r_fhe - r_sim).abs() <= bound.max(1.0 / n_fhe), "layer {k}: fhe {r_fhe} vs simulate {r_sim} (bound {bound})");
+        assert!(
+            (r_fhe - r_sim).abs() <= bound.max(1.0 / n_fhe),
+            "layer {k}: fhe {r_fhe} vs simulate {r_sim} (bound {bound})"
+        );
         frequent |= r_sim > 0.02;
     }
-    assert!(frequent, "the coarse setting must make errors frequent for the test to mean something");
+    assert!(
+        frequent,
+        "the coarse setting must make errors frequent for the test to mean something"
+    );
 }
 
 #[test]

@@ -14,7 +14,11 @@ fhe_net! {
 
 fn accuracy(model: &QuantModel, data: &fhe_nn_suite::data::Split) -> f64 {
     let pred = argmax_rows(model.predict_clear(data.images.view()).unwrap().view());
-    pred.iter().zip(data.labels.iter()).filter(|(p, l)| p == l).count() as f64 / pred.len() as f64
+    pred.iter()
+        .zip(data.labels.iter())
+        .filter(|(p, l)| p == l)
+        .count() as f64
+        / pred.len() as f64
 }
 
 #[test]
@@ -22,20 +26,44 @@ fn trainer_reproduces_the_shipped_model() {
     let data = digits().unwrap();
     let labels = data.train.labels.to_vec();
     let start = std::time::Instant::now();
-    let weights = train(Seed::architecture(), data.train.images.view(), &labels, DIGITS_TRAINING, |_| {}).unwrap();
+    let weights = train(
+        Seed::architecture(),
+        data.train.images.view(),
+        &labels,
+        DIGITS_TRAINING,
+        |_| {},
+    )
+    .unwrap();
     let seconds = start.elapsed().as_secs_f64();
     let trained = QuantModel::from_tensors(Seed::architecture(), &weights).unwrap();
-    let shipped = QuantModel::load(Seed::architecture(), models_dir().join("digits_seed.safetensors")).unwrap();
-    let (a, b) = (accuracy(&trained, &data.test), accuracy(&shipped, &data.test));
+    let shipped = QuantModel::load(
+        Seed::architecture(),
+        models_dir().join("digits_seed.safetensors"),
+    )
+    .unwrap();
+    let (a, b) = (
+        accuracy(&trained, &data.test),
+        accuracy(&shipped, &data.test),
+    );
     eprintln!("trained in {seconds:.1} s: test accuracy {a:.4}, shipped model {b:.4}");
     assert!(a >= 0.94, "test accuracy {a}");
     assert!((a - b).abs() <= 0.01, "retrained {a} vs shipped {b}");
 
     // Same seed, same weights.
-    let again = train(Seed::architecture(), data.train.images.view(), &labels, DIGITS_TRAINING, |_| {}).unwrap();
+    let again = train(
+        Seed::architecture(),
+        data.train.images.view(),
+        &labels,
+        DIGITS_TRAINING,
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(again, weights);
     // The exported file round-trips through safetensors.
-    assert_eq!(TensorFile::from_safetensors(&weights.to_safetensors().unwrap()).unwrap(), weights);
+    assert_eq!(
+        TensorFile::from_safetensors(&weights.to_safetensors().unwrap()).unwrap(),
+        weights
+    );
 }
 
 #[test]
@@ -43,18 +71,67 @@ fn trainer_reports_progress_and_refuses_bad_input() {
     let data = digits().unwrap();
     let x = data.train.images.view();
     let labels = data.train.labels.to_vec();
-    let config = TrainConfig { epochs: 2, ..TrainConfig::default() };
+    let config = TrainConfig {
+        epochs: 2,
+        ..TrainConfig::default()
+    };
     let mut epochs = Vec::new();
-    train(Seed::architecture(), x, &labels, config.clone(), |s| epochs.push(s.epoch)).unwrap();
+    train(Seed::architecture(), x, &labels, config.clone(), |s| {
+        epochs.push(s.epoch)
+    })
+    .unwrap();
     assert_eq!(epochs, vec![0, 1]);
 
-    let err = train(Seed::architecture(), x, &labels[1..], config.clone(), |_| {}).unwrap_err();
-    assert_eq!(err, TrainError::LabelCount { inputs: 1437, labels: 1436 });
+    let err = train(
+        Seed::architecture(),
+        x,
+        &labels[1..],
+        config.clone(),
+        |_| {},
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        TrainError::LabelCount {
+            inputs: 1437,
+            labels: 1436
+        }
+    );
     let mut bad = labels.clone();
     bad[7] = 10;
-    assert_eq!(train(Seed::architecture(), x, &bad, config.clone(), |_| {}).unwrap_err(), TrainError::Label { sample: 7, label: 10, classes: 10 });
+    assert_eq!(
+        train(Seed::architecture(), x, &bad, config.clone(), |_| {}).unwrap_err(),
+        TrainError::Label {
+            sample: 7,
+            label: 10,
+            classes: 10
+        }
+    );
     let narrow = data.train.images.slice(ndarray::s![.., ..32]);
-    assert_eq!(train(Seed::architecture(), narrow, &labels, config.clone(), |_| {}).unwrap_err(), TrainError::Width { expected: 64, found: 32 });
-    let conv = fhe_net![QuantIdentity(3), QuantConv2d(1, 2, 3, w = 3, input = (8, 8)), ReLU, QuantIdentity(3), Flatten, QuantLinear(72, 10, w = 3)];
-    assert!(matches!(train(&conv, x, &labels, config, |_| {}).unwrap_err(), TrainError::Unsupported { layer: 2, .. }));
+    assert_eq!(
+        train(
+            Seed::architecture(),
+            narrow,
+            &labels,
+            config.clone(),
+            |_| {}
+        )
+        .unwrap_err(),
+        TrainError::Width {
+            expected: 64,
+            found: 32
+        }
+    );
+    let conv = fhe_net![
+        QuantIdentity(3),
+        QuantConv2d(1, 2, 3, w = 3, input = (8, 8)),
+        ReLU,
+        QuantIdentity(3),
+        Flatten,
+        QuantLinear(72, 10, w = 3)
+    ];
+    assert!(matches!(
+        train(&conv, x, &labels, config, |_| {}).unwrap_err(),
+        TrainError::Unsupported { layer: 2, .. }
+    ));
 }

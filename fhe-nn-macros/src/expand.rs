@@ -4,7 +4,9 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::arch::activation::Activation;
-use crate::arch::analysis::{Analysis, IntRange, LayerAnalysis, Lookup, Rounding, Shape, TensorKind};
+use crate::arch::analysis::{
+    Analysis, IntRange, LayerAnalysis, Lookup, Rounding, Shape, TensorKind,
+};
 use crate::arch::layer::{Layer, WeightOptions};
 use crate::syntax::NamedItem;
 
@@ -13,8 +15,13 @@ pub fn architecture(name: &str, layers: &[Layer], analysis: &Analysis) -> TokenS
     let layers = layers.iter().map(layer);
     let analyses = analysis.layers.iter().map(layer_analysis);
     let s = &analysis.summary;
-    let (lookups, max_lookup_bits, max_integer_bits, rounded, outputs) =
-        (s.lookups, s.max_lookup_bits, s.max_integer_bits, s.rounded_lookups, s.outputs);
+    let (lookups, max_lookup_bits, max_integer_bits, rounded, outputs) = (
+        s.lookups,
+        s.max_lookup_bits,
+        s.max_integer_bits,
+        s.rounded_lookups,
+        s.outputs,
+    );
     quote! {
         ::fhe_nn::Architecture::__from_checked(
             #name,
@@ -35,13 +42,41 @@ pub fn architecture(name: &str, layers: &[Layer], analysis: &Analysis) -> TokenS
 pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -> TokenStream {
     let NamedItem { attrs, vis, ident } = item;
     let (lookups, max_lookup_bits, max_integer_bits, outputs) = analysis
-        .map(|a| (a.summary.lookups, a.summary.max_lookup_bits, a.summary.max_integer_bits, a.summary.outputs))
+        .map(|a| {
+            (
+                a.summary.lookups,
+                a.summary.max_lookup_bits,
+                a.summary.max_integer_bits,
+                a.summary.outputs,
+            )
+        })
         .unwrap_or_default();
-    let accumulator_bits = analysis.map(|a| a.layers.iter().map(|l| option(l.accumulator_bits)).collect::<Vec<_>>()).unwrap_or_default();
+    let accumulator_bits = analysis
+        .map(|a| {
+            a.layers
+                .iter()
+                .map(|l| option(l.accumulator_bits))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
     let ranges = analysis
-        .map(|a| a.layers.iter().map(|l| option(l.range.map(|r| (r.min, r.max)).map(|(a, b)| quote!((#a, #b))))).collect::<Vec<_>>())
+        .map(|a| {
+            a.layers
+                .iter()
+                .map(|l| {
+                    option(
+                        l.range
+                            .map(|r| (r.min, r.max))
+                            .map(|(a, b)| quote!((#a, #b))),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
-    let static_name = format_ident!("__FHE_NN_ARCHITECTURE_OF_{}", ident.to_string().to_uppercase());
+    let static_name = format_ident!(
+        "__FHE_NN_ARCHITECTURE_OF_{}",
+        ident.to_string().to_uppercase()
+    );
     quote! {
         #(#attrs)*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,12 +128,26 @@ fn option<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
 fn layer(l: &Layer) -> TokenStream {
     let path = quote!(::fhe_nn::arch::layer::Layer);
     match *l {
-        Layer::QuantIdentity { bits, signed } => quote!(#path::QuantIdentity { bits: #bits, signed: #signed }),
-        Layer::QuantLinear { in_features, out_features, ref options } => {
+        Layer::QuantIdentity { bits, signed } => {
+            quote!(#path::QuantIdentity { bits: #bits, signed: #signed })
+        }
+        Layer::QuantLinear {
+            in_features,
+            out_features,
+            ref options,
+        } => {
             let options = weight_options(options);
             quote!(#path::QuantLinear { in_features: #in_features, out_features: #out_features, options: #options })
         }
-        Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, input, ref options } => {
+        Layer::QuantConv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            input,
+            ref options,
+        } => {
             let options = weight_options(options);
             let input = option(input.map(|(h, w)| quote!((#h, #w))));
             quote!(#path::QuantConv2d {
@@ -116,7 +165,13 @@ fn layer(l: &Layer) -> TokenStream {
 }
 
 fn weight_options(o: &WeightOptions) -> TokenStream {
-    let WeightOptions { weight_bits, bias, active, round, exact } = *o;
+    let WeightOptions {
+        weight_bits,
+        bias,
+        active,
+        round,
+        exact,
+    } = *o;
     let active = option(active);
     let round = option(round);
     quote!(::fhe_nn::arch::layer::WeightOptions {
@@ -130,10 +185,14 @@ fn activation(a: &Activation) -> TokenStream {
     match *a {
         Activation::HardTanh { min, max } => quote!(#path::HardTanh { min: #min, max: #max }),
         Activation::LeakyReLU { slope } => quote!(#path::LeakyReLU { slope: #slope }),
-        Activation::Threshold { threshold, value } => quote!(#path::Threshold { threshold: #threshold, value: #value }),
+        Activation::Threshold { threshold, value } => {
+            quote!(#path::Threshold { threshold: #threshold, value: #value })
+        }
         Activation::ELU { alpha } => quote!(#path::ELU { alpha: #alpha }),
         Activation::CELU { alpha } => quote!(#path::CELU { alpha: #alpha }),
-        Activation::Softplus { beta, threshold } => quote!(#path::Softplus { beta: #beta, threshold: #threshold }),
+        Activation::Softplus { beta, threshold } => {
+            quote!(#path::Softplus { beta: #beta, threshold: #threshold })
+        }
         Activation::Hardshrink { lambda } => quote!(#path::Hardshrink { lambda: #lambda }),
         Activation::Softshrink { lambda } => quote!(#path::Softshrink { lambda: #lambda }),
         _ => quote!(#path::#variant),
@@ -150,7 +209,11 @@ fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
     let shape = match l.shape {
         Shape::Unknown => quote!(#p::Shape::Unknown),
         Shape::Features(n) => quote!(#p::Shape::Features(#n)),
-        Shape::Image { channels, height, width } => quote!(#p::Shape::Image { channels: #channels, height: #height, width: #width }),
+        Shape::Image {
+            channels,
+            height,
+            width,
+        } => quote!(#p::Shape::Image { channels: #channels, height: #height, width: #width }),
     };
     let kind = format_ident!(
         "{}",

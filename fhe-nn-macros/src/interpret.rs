@@ -26,7 +26,13 @@ impl SpannedLayer {
     }
 }
 
-const STRUCTURAL_LAYERS: &[&str] = &["QuantIdentity", "QuantLinear", "QuantConv2d", "AvgPool2d", "Flatten"];
+const STRUCTURAL_LAYERS: &[&str] = &[
+    "QuantIdentity",
+    "QuantLinear",
+    "QuantConv2d",
+    "AvgPool2d",
+    "Flatten",
+];
 
 /// Names users reach for that are spelled differently here.
 const ALIASES: &[(&str, &str)] = &[
@@ -53,7 +59,8 @@ pub fn interpret(calls: &[LayerCall]) -> Result<Vec<SpannedLayer>, Vec<syn::Erro
             "QuantConv2d" => quant_conv2d(&mut args),
             "AvgPool2d" => {
                 args.accept(&["kernel_size"], &[]);
-                args.usize("kernel_size", true).map(|kernel| Layer::AvgPool2d { kernel })
+                args.usize("kernel_size", true)
+                    .map(|kernel| Layer::AvgPool2d { kernel })
             }
             "Flatten" => {
                 args.accept(&[], &[]);
@@ -61,14 +68,21 @@ pub fn interpret(calls: &[LayerCall]) -> Result<Vec<SpannedLayer>, Vec<syn::Erro
             }
             name if ACTIVATIONS.iter().any(|(n, _)| *n == name) => activation(&mut args, name),
             name => {
-                errors.push(syn::Error::new(call.name.span(), unknown_layer_message(name)));
+                errors.push(syn::Error::new(
+                    call.name.span(),
+                    unknown_layer_message(name),
+                ));
                 None
             }
         };
         let option_spans = args.option_spans();
         errors.append(&mut args.errors);
         if let Some(layer) = layer {
-            layers.push(SpannedLayer { layer, span: call.span, option_spans });
+            layers.push(SpannedLayer {
+                layer,
+                span: call.span,
+                option_spans,
+            });
         }
     }
     if errors.is_empty() {
@@ -79,7 +93,11 @@ pub fn interpret(calls: &[LayerCall]) -> Result<Vec<SpannedLayer>, Vec<syn::Erro
 }
 
 fn unknown_layer_message(name: &str) -> String {
-    let known: Vec<&str> = STRUCTURAL_LAYERS.iter().copied().chain(ACTIVATIONS.iter().map(|(n, _)| *n)).collect();
+    let known: Vec<&str> = STRUCTURAL_LAYERS
+        .iter()
+        .copied()
+        .chain(ACTIVATIONS.iter().map(|(n, _)| *n))
+        .collect();
     let suggestion = ALIASES
         .iter()
         .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
@@ -121,14 +139,20 @@ fn quant_identity(args: &mut Args) -> Option<Layer> {
     let signed = args.flag("signed");
     if let (Some(true), Some(true)) = (unsigned, signed) {
         let span = args.span_of("unsigned");
-        args.errors.push(syn::Error::new(span, "a quantizer is either `signed` or `unsigned`, not both"));
+        args.errors.push(syn::Error::new(
+            span,
+            "a quantizer is either `signed` or `unsigned`, not both",
+        ));
     }
     let signed = match (signed, unsigned) {
         (Some(s), _) => s,
         (None, Some(u)) => !u,
         (None, None) => true,
     };
-    Some(Layer::QuantIdentity { bits: bits?, signed })
+    Some(Layer::QuantIdentity {
+        bits: bits?,
+        signed,
+    })
 }
 
 const WEIGHT_OPTIONS: &[&str] = &["w", "bias", "active", "round", "exact"];
@@ -141,9 +165,18 @@ fn weight_options(args: &mut Args) -> Option<WeightOptions> {
     let exact = args.flag("exact").unwrap_or(false);
     if exact && round.is_some() {
         let span = args.span_of("exact");
-        args.errors.push(syn::Error::new(span, "`exact` and `round` contradict each other: `round` asks for approximate rounding"));
+        args.errors.push(syn::Error::new(
+            span,
+            "`exact` and `round` contradict each other: `round` asks for approximate rounding",
+        ));
     }
-    Some(WeightOptions { weight_bits: weight_bits?, bias, active, round, exact })
+    Some(WeightOptions {
+        weight_bits: weight_bits?,
+        bias,
+        active,
+        round,
+        exact,
+    })
 }
 
 fn quant_linear(args: &mut Args) -> Option<Layer> {
@@ -151,7 +184,11 @@ fn quant_linear(args: &mut Args) -> Option<Layer> {
     let in_features = args.usize("in_features", true);
     let out_features = args.usize("out_features", true);
     let options = weight_options(args);
-    Some(Layer::QuantLinear { in_features: in_features?, out_features: out_features?, options: options? })
+    Some(Layer::QuantLinear {
+        in_features: in_features?,
+        out_features: out_features?,
+        options: options?,
+    })
 }
 
 fn quant_conv2d(args: &mut Args) -> Option<Layer> {
@@ -177,7 +214,11 @@ fn quant_conv2d(args: &mut Args) -> Option<Layer> {
 }
 
 fn activation(args: &mut Args, name: &str) -> Option<Layer> {
-    let params = ACTIVATIONS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).unwrap_or(&[]);
+    let params = ACTIVATIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .unwrap_or(&[]);
     let names: Vec<&'static str> = params.iter().map(|(n, _)| *n).collect();
     args.accept(&names, &[]);
     let mut values = Vec::new();
@@ -187,7 +228,10 @@ fn activation(args: &mut Args, name: &str) -> Option<Layer> {
             (None, Some(d)) => values.push(*d),
             (None, None) => {
                 let span = args.call_span;
-                args.errors.push(syn::Error::new(span, format!("`{name}` needs its `{pname}` argument")));
+                args.errors.push(syn::Error::new(
+                    span,
+                    format!("`{name}` needs its `{pname}` argument"),
+                ));
                 return None;
             }
         }
@@ -222,7 +266,14 @@ impl Args {
                 Arg::Named(n, v) => named.push((n.clone(), v.clone())),
             }
         }
-        Args { layer: call.name.to_string(), call_span: call.span, positional, named, values: Vec::new(), errors: Vec::new() }
+        Args {
+            layer: call.name.to_string(),
+            call_span: call.span,
+            positional,
+            named,
+            values: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// Matches the arguments against the layer's positional parameters and options. A
@@ -258,7 +309,11 @@ impl Args {
         for (ident, value) in std::mem::take(&mut self.named) {
             let name = ident.to_string();
             match all.iter().find(|n| **n == name) {
-                Some(n) => self.insert(n, ident.span().join(value.span()).unwrap_or(ident.span()), value),
+                Some(n) => self.insert(
+                    n,
+                    ident.span().join(value.span()).unwrap_or(ident.span()),
+                    value,
+                ),
                 None => self.unknown(ident.span(), &name, &all),
             }
         }
@@ -266,23 +321,40 @@ impl Args {
 
     fn insert(&mut self, name: &'static str, span: Span, value: Value) {
         if self.values.iter().any(|(n, _, _)| *n == name) {
-            self.errors.push(syn::Error::new(span, format!("duplicate argument `{name}` for `{}`", self.layer)));
+            self.errors.push(syn::Error::new(
+                span,
+                format!("duplicate argument `{name}` for `{}`", self.layer),
+            ));
         } else {
             self.values.push((name, span, value));
         }
     }
 
     fn unknown(&mut self, span: Span, name: &str, all: &[&str]) {
-        let expected = if all.is_empty() { "it takes no arguments".to_string() } else { format!("expected one of: {}", all.join(", ")) };
-        self.errors.push(syn::Error::new(span, format!("unknown argument `{name}` for `{}`; {expected}", self.layer)));
+        let expected = if all.is_empty() {
+            "it takes no arguments".to_string()
+        } else {
+            format!("expected one of: {}", all.join(", "))
+        };
+        self.errors.push(syn::Error::new(
+            span,
+            format!("unknown argument `{name}` for `{}`; {expected}", self.layer),
+        ));
     }
 
     fn take(&mut self, name: &str) -> Option<Value> {
-        self.values.iter().find(|(n, _, _)| *n == name).map(|(_, _, v)| v.clone())
+        self.values
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, v)| v.clone())
     }
 
     fn span_of(&self, name: &str) -> Span {
-        self.values.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| *s).unwrap_or(self.call_span)
+        self.values
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, s, _)| *s)
+            .unwrap_or(self.call_span)
     }
 
     fn option_spans(&self) -> Vec<(&'static str, Span)> {
@@ -290,7 +362,14 @@ impl Args {
     }
 
     fn type_error(&mut self, value: &Value, name: &str, expected: &str) {
-        self.errors.push(syn::Error::new(value.span(), format!("`{name}` of `{}` expects {expected}, found {}", self.layer, value.describe())));
+        self.errors.push(syn::Error::new(
+            value.span(),
+            format!(
+                "`{name}` of `{}` expects {expected}, found {}",
+                self.layer,
+                value.describe()
+            ),
+        ));
     }
 
     fn missing(&mut self, name: &str) {
@@ -299,7 +378,10 @@ impl Args {
             "bit_width" => ", e.g. `QuantIdentity(3)`",
             _ => "",
         };
-        self.errors.push(syn::Error::new(self.call_span, format!("`{}` needs `{name}`{example}", self.layer)));
+        self.errors.push(syn::Error::new(
+            self.call_span,
+            format!("`{}` needs `{name}`{example}", self.layer),
+        ));
     }
 
     fn int(&mut self, name: &str, required: bool, max: i128) -> Option<i128> {
@@ -319,7 +401,8 @@ impl Args {
     }
 
     fn usize(&mut self, name: &str, required: bool) -> Option<usize> {
-        self.int(name, required, u32::MAX as i128).map(|v| v as usize)
+        self.int(name, required, u32::MAX as i128)
+            .map(|v| v as usize)
     }
 
     fn u32(&mut self, name: &str, required: bool) -> Option<u32> {
@@ -351,9 +434,15 @@ impl Args {
 
     fn pair(&mut self, name: &str) -> Option<(usize, usize)> {
         match self.take(name) {
-            Some(Value::Int(v, _)) if (0..=u32::MAX as i128).contains(&v) => Some((v as usize, v as usize)),
+            Some(Value::Int(v, _)) if (0..=u32::MAX as i128).contains(&v) => {
+                Some((v as usize, v as usize))
+            }
             Some(Value::Tuple(items, span)) => match items.as_slice() {
-                [Value::Int(h, _), Value::Int(w, _)] if *h >= 0 && *w >= 0 && *h <= u32::MAX as i128 && *w <= u32::MAX as i128 => Some((*h as usize, *w as usize)),
+                [Value::Int(h, _), Value::Int(w, _)]
+                    if *h >= 0 && *w >= 0 && *h <= u32::MAX as i128 && *w <= u32::MAX as i128 =>
+                {
+                    Some((*h as usize, *w as usize))
+                }
                 _ => {
                     self.type_error(&Value::Tuple(items, span), name, "`(height, width)`");
                     None

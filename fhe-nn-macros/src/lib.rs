@@ -29,7 +29,11 @@ pub fn fhe_net(input: TokenStream) -> TokenStream {
 }
 
 fn expand_invocation(inv: syntax::Invocation) -> proc_macro2::TokenStream {
-    let name = inv.item.as_ref().map(|i| i.ident.to_string()).unwrap_or_else(|| "network".to_string());
+    let name = inv
+        .item
+        .as_ref()
+        .map(|i| i.ident.to_string())
+        .unwrap_or_else(|| "network".to_string());
     let checked = interpret::interpret(&inv.layers).and_then(|spanned| {
         let layers: Vec<_> = spanned.iter().map(|s| s.layer).collect();
         arch::analysis::analyze(&layers)
@@ -70,7 +74,9 @@ fn expand_invocation(inv: syntax::Invocation) -> proc_macro2::TokenStream {
 
 fn combine(errors: Vec<syn::Error>) -> proc_macro2::TokenStream {
     let mut iter = errors.into_iter();
-    let mut first = iter.next().unwrap_or_else(|| syn::Error::new(Span::call_site(), "invalid network"));
+    let mut first = iter
+        .next()
+        .unwrap_or_else(|| syn::Error::new(Span::call_site(), "invalid network"));
     for e in iter {
         first.combine(e);
     }

@@ -69,7 +69,8 @@ impl Value {
 impl Parse for Invocation {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let span = input.span();
-        let item = if input.peek(Token![#]) || input.peek(Token![pub]) || input.peek(Token![struct]) {
+        let item = if input.peek(Token![#]) || input.peek(Token![pub]) || input.peek(Token![struct])
+        {
             let attrs = input.call(Attribute::parse_outer)?;
             let vis: Visibility = input.parse()?;
             input.parse::<Token![struct]>()?;
@@ -126,9 +127,12 @@ fn parse_layer_list(input: ParseStream, until_gt: bool) -> syn::Result<Vec<Layer
 
 impl Parse for LayerCall {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let name: Ident = input
-            .parse()
-            .map_err(|e| syn::Error::new(e.span(), "expected a layer name, e.g. `QuantLinear(784, 128, w = 3)` or `ReLU`"))?;
+        let name: Ident = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected a layer name, e.g. `QuantLinear(784, 128, w = 3)` or `ReLU`",
+            )
+        })?;
         let mut span = name.span();
         let mut args = Vec::new();
         if input.peek(syn::token::Paren) {
@@ -176,9 +180,12 @@ impl Parse for Value {
         }
         let neg: Option<Token![-]> = input.parse()?;
         let sign = if neg.is_some() { -1 } else { 1 };
-        let lit: syn::Lit = input
-            .parse()
-            .map_err(|e| syn::Error::new(e.span(), "expected a number, a tuple, `true`/`false` or a flag name"))?;
+        let lit: syn::Lit = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected a number, a tuple, `true`/`false` or a flag name",
+            )
+        })?;
         let span = match &neg {
             Some(n) => n.span().join(lit.span()).unwrap_or(lit.span()),
             None => lit.span(),
@@ -186,7 +193,10 @@ impl Parse for Value {
         match lit {
             syn::Lit::Int(i) => Ok(Value::Int(sign as i128 * i.base10_parse::<i128>()?, span)),
             syn::Lit::Float(f) => Ok(Value::Float(sign as f64 * f.base10_parse::<f64>()?, span)),
-            other => Err(syn::Error::new(other.span(), "expected a number, a tuple, `true`/`false` or a flag name")),
+            other => Err(syn::Error::new(
+                other.span(),
+                "expected a number, a tuple, `true`/`false` or a flag name",
+            )),
         }
     }
 }

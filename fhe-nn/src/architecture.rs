@@ -52,7 +52,11 @@ impl Architecture {
                 summary: a.summary,
                 valid: true,
             }),
-            Err(errors) => Err(ArchErrors { name, layers, errors }),
+            Err(errors) => Err(ArchErrors {
+                name,
+                layers,
+                errors,
+            }),
         }
     }
 
@@ -80,7 +84,13 @@ impl Architecture {
             name: Cow::Borrowed(name),
             layers: Cow::Borrowed(&[]),
             analysis: Cow::Borrowed(&[]),
-            summary: Summary { lookups: 0, max_lookup_bits: 0, max_integer_bits: 0, rounded_lookups: 0, outputs: 0 },
+            summary: Summary {
+                lookups: 0,
+                max_lookup_bits: 0,
+                max_integer_bits: 0,
+                rounded_lookups: 0,
+                outputs: 0,
+            },
             valid: false,
         }
     }
@@ -151,7 +161,11 @@ impl fmt::Display for Report<'_> {
             f,
             "limits: {MAX_LOOKUP_BITS} bits per lookup without rounding, {MAX_EXACT_LOOKUP_BITS} bits per exact lookup"
         )?;
-        writeln!(f, "{:>3}  {:<44} {:>10}  {:<13} {:<24} {:>4}  lookups", "#", "layer", "shape", "holds", "range", "bits")?;
+        writeln!(
+            f,
+            "{:>3}  {:<44} {:>10}  {:<13} {:<24} {:>4}  lookups",
+            "#", "layer", "shape", "holds", "range", "bits"
+        )?;
         for (i, (layer, an)) in a.layers.iter().zip(a.analysis.iter()).enumerate() {
             let holds = match an.kind {
                 TensorKind::Real => "real",
@@ -159,8 +173,14 @@ impl fmt::Display for Report<'_> {
                 TensorKind::Accumulator => "accumulator",
                 TensorKind::Unknown => "?",
             };
-            let range = an.range.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-            let bits = an.range.map(|r| r.bits().to_string()).unwrap_or_else(|| "-".into());
+            let range = an
+                .range
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into());
+            let bits = an
+                .range
+                .map(|r| r.bits().to_string())
+                .unwrap_or_else(|| "-".into());
             let lookup = match an.lookup {
                 None => String::new(),
                 Some(l) => {
@@ -172,7 +192,16 @@ impl fmt::Display for Report<'_> {
                     format!("{} × {}-bit, {how}", l.count, l.input_bits)
                 }
             };
-            writeln!(f, "{:>3}  {:<44} {:>10}  {:<13} {:<24} {:>4}  {lookup}", i + 1, layer.to_string(), an.shape.to_string(), holds, range, bits)?;
+            writeln!(
+                f,
+                "{:>3}  {:<44} {:>10}  {:<13} {:<24} {:>4}  {lookup}",
+                i + 1,
+                layer.to_string(),
+                an.shape.to_string(),
+                holds,
+                range,
+                bits
+            )?;
         }
         Ok(())
     }
@@ -186,12 +215,25 @@ mod tests {
 
     #[test]
     fn runtime_construction_applies_the_same_checks() {
-        let opts = WeightOptions { weight_bits: 3, bias: true, active: None, round: None, exact: false };
+        let opts = WeightOptions {
+            weight_bits: 3,
+            bias: true,
+            active: None,
+            round: None,
+            exact: false,
+        };
         let ok = Architecture::new(
             "seed",
             vec![
-                Layer::QuantIdentity { bits: 3, signed: true },
-                Layer::QuantLinear { in_features: 64, out_features: 10, options: opts },
+                Layer::QuantIdentity {
+                    bits: 3,
+                    signed: true,
+                },
+                Layer::QuantLinear {
+                    in_features: 64,
+                    out_features: 10,
+                    options: opts,
+                },
             ],
         )
         .unwrap();
@@ -200,13 +242,20 @@ mod tests {
         let err = Architecture::new(
             "bad",
             vec![
-                Layer::QuantLinear { in_features: 64, out_features: 10, options: opts },
+                Layer::QuantLinear {
+                    in_features: 64,
+                    out_features: 10,
+                    options: opts,
+                },
                 Layer::Activation(Activation::ReLU),
             ],
         )
         .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("layer 1 `QuantLinear(64, 10, w = 3)`"), "{msg}");
+        assert!(
+            msg.contains("layer 1 `QuantLinear(64, 10, w = 3)`"),
+            "{msg}"
+        );
         assert!(msg.contains("unquantized"), "{msg}");
     }
 }

@@ -23,12 +23,19 @@ impl QuantModel {
     pub fn quantize_inputs(&self, inputs: ArrayView2<f64>) -> Result<Array2<i64>, InputError> {
         let (rows, cols) = inputs.dim();
         if cols != self.input.features {
-            return Err(InputError::Width { expected: self.input.features, found: cols });
+            return Err(InputError::Width {
+                expected: self.input.features,
+                found: cols,
+            });
         }
         let mut out = Array2::zeros((rows, cols));
         for ((sample, feature), &x) in inputs.indexed_iter() {
             if !x.is_finite() {
-                return Err(InputError::NonFinite { sample, feature, value: x });
+                return Err(InputError::NonFinite {
+                    sample,
+                    feature,
+                    value: x,
+                });
             }
             let y = self.input.activations.iter().fold(x, |y, a| a.apply(y));
             out[(sample, feature)] = self.input.quantizer.quantize(y);
@@ -40,11 +47,20 @@ impl QuantModel {
     pub fn check_quantized_inputs(&self, inputs: ArrayView2<i64>) -> Result<(), InputError> {
         let (_, cols) = inputs.dim();
         if cols != self.input.features {
-            return Err(InputError::Width { expected: self.input.features, found: cols });
+            return Err(InputError::Width {
+                expected: self.input.features,
+                found: cols,
+            });
         }
         let r = self.input.quantizer.range();
         match inputs.indexed_iter().find(|(_, &v)| v < r.min || v > r.max) {
-            Some(((sample, feature), &value)) => Err(InputError::OutOfRange { sample, feature, value, min: r.min, max: r.max }),
+            Some(((sample, feature), &value)) => Err(InputError::OutOfRange {
+                sample,
+                feature,
+                value,
+                min: r.min,
+                max: r.max,
+            }),
             None => Ok(()),
         }
     }
@@ -58,7 +74,11 @@ impl QuantModel {
         for stage in &self.layers {
             let acc = accumulate(stage, &x);
             if let Some(lookup) = &stage.lookup {
-                x = acc.iter().zip(&lookup.tables).map(|(&a, t)| t.get(lookup.encoding.index(a))).collect();
+                x = acc
+                    .iter()
+                    .zip(&lookup.tables)
+                    .map(|(&a, t)| t.get(lookup.encoding.index(a)))
+                    .collect();
                 trace.push(acc);
                 trace.push(x.clone());
             } else {
@@ -79,34 +99,49 @@ impl QuantModel {
         accumulators
             .iter()
             .enumerate()
-            .map(|(j, &a)| self.output_activations.iter().fold(last.dequantize(j, a), |y, f| f.apply(y)))
+            .map(|(j, &a)| {
+                self.output_activations
+                    .iter()
+                    .fold(last.dequantize(j, a), |y, f| f.apply(y))
+            })
             .collect()
     }
 
     /// De-quantizes a batch of output accumulators (rows), with the trailing activations.
     pub fn dequantize_batch(&self, accumulators: ArrayView2<i64>) -> Array2<f64> {
-        let rows: Vec<Vec<f64>> = accumulators.axis_iter(Axis(0)).map(|r| self.dequantize_outputs(&r.to_vec())).collect();
+        let rows: Vec<Vec<f64>> = accumulators
+            .axis_iter(Axis(0))
+            .map(|r| self.dequantize_outputs(&r.to_vec()))
+            .collect();
         rows_to_array(rows, self.output_features())
     }
 
     /// Clear inference of a batch of quantized inputs (rows), in parallel: output accumulators.
     pub fn clear_int_batch(&self, inputs: ArrayView2<i64>) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let rows: Vec<Vec<i64>> = (0..inputs.nrows()).into_par_iter().map(|i| self.clear_int(&inputs.row(i).to_vec())).collect();
+        let rows: Vec<Vec<i64>> = (0..inputs.nrows())
+            .into_par_iter()
+            .map(|i| self.clear_int(&inputs.row(i).to_vec()))
+            .collect();
         Ok(rows_to_array(rows, self.output_features()))
     }
 
     /// Clear inference of a batch of real inputs: de-quantized outputs, one row per sample.
     pub fn predict_clear(&self, inputs: ArrayView2<f64>) -> Result<Array2<f64>, InputError> {
         let q = self.quantize_inputs(inputs)?;
-        let rows: Vec<Vec<f64>> = (0..q.nrows()).into_par_iter().map(|i| self.dequantize_outputs(&self.clear_int(&q.row(i).to_vec()))).collect();
+        let rows: Vec<Vec<f64>> = (0..q.nrows())
+            .into_par_iter()
+            .map(|i| self.dequantize_outputs(&self.clear_int(&q.row(i).to_vec())))
+            .collect();
         Ok(rows_to_array(rows, self.output_features()))
     }
 }
 
 /// The accumulators of a weighted layer; zero weights cost nothing.
 pub(crate) fn accumulate(stage: &DenseStage, x: &[i64]) -> Vec<i64> {
-    (0..stage.out_features).map(|j| stage.row(j).iter().zip(x).map(|(&w, &v)| w * v).sum()).collect()
+    (0..stage.out_features)
+        .map(|j| stage.row(j).iter().zip(x).map(|(&w, &v)| w * v).sum())
+        .collect()
 }
 
 pub(crate) fn rows_to_array<T: Clone + Default>(rows: Vec<Vec<T>>, width: usize) -> Array2<T> {
@@ -119,6 +154,10 @@ pub(crate) fn rows_to_array<T: Clone + Default>(rows: Vec<Vec<T>>, width: usize)
 pub fn argmax_rows<T: PartialOrd + Copy>(values: ArrayView2<T>) -> Vec<usize> {
     values
         .axis_iter(Axis(0))
-        .map(|row| row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+        })
         .collect()
 }

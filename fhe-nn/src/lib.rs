@@ -4,10 +4,10 @@
 //! checked DSL. See the repository README for the grammar, the modes and the examples.
 
 pub mod arch;
-pub mod fhe;
 mod architecture;
 mod clear;
 mod error;
+pub mod fhe;
 pub mod model;
 pub mod rng;
 mod simulate;

@@ -74,15 +74,29 @@ impl AccumulatorEncoding {
         let span = range.max + offset;
         let needed = crate::arch::analysis::unsigned_bits(span as u64);
         if needed <= precision {
-            let bits = if precision == u32::MAX { needed } else { precision };
-            return AccumulatorEncoding { bits, offset, shift: 0, exact: true };
+            let bits = if precision == u32::MAX {
+                needed
+            } else {
+                precision
+            };
+            return AccumulatorEncoding {
+                bits,
+                offset,
+                shift: 0,
+                exact: true,
+            };
         }
         let resolution = resolution.clamp(precision, 62) as i32;
         let margin = 1i64 << (resolution - precision as i32 - 1).max(0);
         let top = (1i64 << resolution) - 1 - margin;
         // Spread each value over as many positions as fit (shift <= 0), else round.
         let fits = |shift: i32| {
-            let e = AccumulatorEncoding { bits: (resolution + shift) as u32, offset: offset + margin_units(margin, shift), shift, exact: false };
+            let e = AccumulatorEncoding {
+                bits: (resolution + shift) as u32,
+                offset: offset + margin_units(margin, shift),
+                shift,
+                exact: false,
+            };
             (e.index(range.max) <= top).then_some(e)
         };
         let mut shift = 0;
@@ -206,7 +220,9 @@ impl DenseStage {
 
     /// Union of the exact ranges of all neurons.
     pub fn exact_range(&self) -> IntRange {
-        self.exact_ranges.iter().fold(IntRange::new(0, 0), |a, r| IntRange::new(a.min.min(r.min), a.max.max(r.max)))
+        self.exact_ranges.iter().fold(IntRange::new(0, 0), |a, r| {
+            IntRange::new(a.min.min(r.min), a.max.max(r.max))
+        })
     }
 
     /// Real output of neuron `j` for accumulator `acc` (before activations).
@@ -233,7 +249,10 @@ struct Segment {
 
 impl QuantModel {
     /// Loads integer (QAT) weights from a `.safetensors` or `.npz` file.
-    pub fn load(arch: &Architecture, path: impl AsRef<std::path::Path>) -> Result<QuantModel, LoadError> {
+    pub fn load(
+        arch: &Architecture,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<QuantModel, LoadError> {
         Self::from_tensors(arch, &TensorFile::read(path.as_ref())?)
     }
 
@@ -246,14 +265,24 @@ impl QuantModel {
         if let Some(found) = file.metadata.get(ARCHITECTURE_KEY) {
             let expected = architecture_signature(arch);
             if *found != expected {
-                return Err(LoadError::ArchitectureMismatch { expected, found: found.clone() });
+                return Err(LoadError::ArchitectureMismatch {
+                    expected,
+                    found: found.clone(),
+                });
             }
         }
-        let mut reader = Reader { arch, file, used: Vec::new() };
+        let mut reader = Reader {
+            arch,
+            file,
+            used: Vec::new(),
+        };
         let layers = arch.layers();
 
         // Client-side prefix up to the first weighted layer.
-        let first_weighted = layers.iter().position(|l| l.weight_options().is_some()).expect("the analysis requires a weighted layer");
+        let first_weighted = layers
+            .iter()
+            .position(|l| l.weight_options().is_some())
+            .expect("the analysis requires a weighted layer");
         let prefix = reader.segment(0, first_weighted)?;
         let Some((_, input_quantizer)) = prefix.quantizer else {
             unreachable!("the analysis requires a quantizer before the first weighted layer")
@@ -262,24 +291,52 @@ impl QuantModel {
             Layer::QuantLinear { in_features, .. } => in_features,
             _ => 0,
         };
-        let input = InputStage { activations: prefix.activations, quantizer: input_quantizer.clone(), features };
+        let input = InputStage {
+            activations: prefix.activations,
+            quantizer: input_quantizer.clone(),
+            features,
+        };
 
         let mut stages = Vec::new();
         let mut quantizer = input_quantizer;
-        let mut input_range = arch.analysis()[first_weighted - 1].range.expect("quantized input");
+        let mut input_range = arch.analysis()[first_weighted - 1]
+            .range
+            .expect("quantized input");
         let mut i = first_weighted;
         let output_activations;
         loop {
             let stage_layer = i;
             let (in_features, out_features, options) = match layers[i] {
-                Layer::QuantLinear { in_features, out_features, options } => (in_features, out_features, options),
-                ref other => return Err(reader.unsupported(i, format!("{} in the encrypted part", other.name()))),
+                Layer::QuantLinear {
+                    in_features,
+                    out_features,
+                    options,
+                } => (in_features, out_features, options),
+                ref other => {
+                    return Err(
+                        reader.unsupported(i, format!("{} in the encrypted part", other.name()))
+                    )
+                }
             };
-            let weights = reader.int_tensor(i, "weight", &[out_features, in_features], Some(options.weight_bits))?;
+            let weights = reader.int_tensor(
+                i,
+                "weight",
+                &[out_features, in_features],
+                Some(options.weight_bits),
+            )?;
             let weight_scale = reader.per_channel(i, "weight_scale", out_features, true)?;
-            let bias = if options.bias { reader.per_channel(i, "bias", out_features, false)? } else { vec![0.0; out_features] };
-            let exact_ranges: Vec<IntRange> = weights.chunks(in_features).map(|row| exact_accumulator(row.iter().copied(), input_range)).collect();
-            let worst_case = arch.analysis()[i].range.expect("weighted layers have an accumulator range");
+            let bias = if options.bias {
+                reader.per_channel(i, "bias", out_features, false)?
+            } else {
+                vec![0.0; out_features]
+            };
+            let exact_ranges: Vec<IntRange> = weights
+                .chunks(in_features)
+                .map(|row| exact_accumulator(row.iter().copied(), input_range))
+                .collect();
+            let worst_case = arch.analysis()[i]
+                .range
+                .expect("weighted layers have an accumulator range");
             let mut stage = DenseStage {
                 layer: stage_layer,
                 in_features,
@@ -294,18 +351,34 @@ impl QuantModel {
             };
             let exact = stage.exact_range();
             if exact.min < worst_case.min || exact.max > worst_case.max {
-                return Err(LoadError::RangeEscapesBound { layer: i + 1, exact: exact.to_string(), bound: worst_case.to_string() });
+                return Err(LoadError::RangeEscapesBound {
+                    layer: i + 1,
+                    exact: exact.to_string(),
+                    bound: worst_case.to_string(),
+                });
             }
             // The layers up to the next weighted layer (or the end).
-            let next = layers[i + 1..].iter().position(|l| l.weight_options().is_some()).map(|p| p + i + 1);
+            let next = layers[i + 1..]
+                .iter()
+                .position(|l| l.weight_options().is_some())
+                .map(|p| p + i + 1);
             let end = next.unwrap_or(layers.len());
             let segment = reader.segment(i + 1, end)?;
             match (next, segment.quantizer) {
                 (Some(n), Some((qlayer, q))) => {
-                    let lookup = arch.analysis()[qlayer].lookup.expect("the analysis forms a lookup at this quantizer");
+                    let lookup = arch.analysis()[qlayer]
+                        .lookup
+                        .expect("the analysis forms a lookup at this quantizer");
                     // Exact until `plan` (or `set_lookup_precision`) fixes the parameters.
                     let declared = (lookup.rounding, lookup.precision);
-                    stage.lookup = Some(build_lookup(&stage, qlayer, declared, (u32::MAX, u32::MAX), segment.activations, q.clone()));
+                    stage.lookup = Some(build_lookup(
+                        &stage,
+                        qlayer,
+                        declared,
+                        (u32::MAX, u32::MAX),
+                        segment.activations,
+                        q.clone(),
+                    ));
                     input_range = arch.analysis()[n - 1].range.expect("quantized input");
                     quantizer = q;
                     stages.push(stage);
@@ -317,13 +390,21 @@ impl QuantModel {
                     break;
                 }
                 (None, Some((qlayer, _))) => {
-                    return Err(reader.unsupported(qlayer, "a quantizer after the last weighted layer".into()));
+                    return Err(reader
+                        .unsupported(qlayer, "a quantizer after the last weighted layer".into()));
                 }
-                (Some(_), None) => unreachable!("the analysis requires a quantizer between weighted layers"),
+                (Some(_), None) => {
+                    unreachable!("the analysis requires a quantizer between weighted layers")
+                }
             }
         }
         reader.check_unused()?;
-        Ok(QuantModel { arch: arch.clone(), input, layers: stages, output_activations })
+        Ok(QuantModel {
+            arch: arch.clone(),
+            input,
+            layers: stages,
+            output_activations,
+        })
     }
 
     /// The architecture.
@@ -351,11 +432,22 @@ impl QuantModel {
     /// that set's table (see [`AccumulatorEncoding::new`]). Clear, Simulate and FHE all
     /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen set.
     pub fn set_lookup_precision(&mut self, precision: u32) {
-        let resolution = crate::fhe::vetted(precision).map(|s| s.params.polynomial_size.0.trailing_zeros()).unwrap_or(precision);
+        let resolution = crate::fhe::vetted(precision)
+            .map(|s| s.params.polynomial_size.0.trailing_zeros())
+            .unwrap_or(precision);
         for i in 0..self.layers.len() {
-            let Some(old) = self.layers[i].lookup.take() else { continue };
+            let Some(old) = self.layers[i].lookup.take() else {
+                continue;
+            };
             let declared = (old.declared, old.declared_precision);
-            let rebuilt = build_lookup(&self.layers[i], old.layer, declared, (precision, resolution), old.activations, old.quantizer);
+            let rebuilt = build_lookup(
+                &self.layers[i],
+                old.layer,
+                declared,
+                (precision, resolution),
+                old.activations,
+                old.quantizer,
+            );
             self.layers[i].lookup = Some(rebuilt);
         }
     }
@@ -368,12 +460,21 @@ impl QuantModel {
 
     /// Bits of the widest lookup index in use (the table resolution of rounded lookups).
     pub fn lookup_precision(&self) -> u32 {
-        self.layers.iter().filter_map(|s| s.lookup.as_ref()).map(|l| l.encoding.precision()).max().unwrap_or(0)
+        self.layers
+            .iter()
+            .filter_map(|s| s.lookup.as_ref())
+            .map(|l| l.encoding.precision())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Signed width of the output accumulators, as the client decodes them.
     pub fn output_encoding_bits(&self) -> u32 {
-        let r = self.layers.last().expect("a model has a weighted layer").exact_range();
+        let r = self
+            .layers
+            .last()
+            .expect("a model has a weighted layer")
+            .exact_range();
         IntRange::new(r.min.min(-1), r.max.max(0)).bits()
     }
 
@@ -392,7 +493,13 @@ impl QuantModel {
         let mut out = String::new();
         out.push_str(&format!(
             "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",
-            "#", "weighted layer", "compile-time bound", "bits", "exact (real weights)", "bits", "lookup after it"
+            "#",
+            "weighted layer",
+            "compile-time bound",
+            "bits",
+            "exact (real weights)",
+            "bits",
+            "lookup after it"
         ));
         for s in &self.layers {
             let exact = s.exact_range();
@@ -426,7 +533,14 @@ impl QuantModel {
 }
 
 /// Builds the per-neuron tables of the lookup after `stage`.
-fn build_lookup(stage: &DenseStage, layer: usize, declared: (Rounding, u32), (precision, resolution): (u32, u32), activations: Vec<Activation>, quantizer: Quantizer) -> LookupStage {
+fn build_lookup(
+    stage: &DenseStage,
+    layer: usize,
+    declared: (Rounding, u32),
+    (precision, resolution): (u32, u32),
+    activations: Vec<Activation>,
+    quantizer: Quantizer,
+) -> LookupStage {
     let encoding = AccumulatorEncoding::new(stage.exact_range(), precision, resolution);
     let rounding = match (encoding.exact, declared.0) {
         (true, _) => Rounding::Exact,
@@ -439,20 +553,41 @@ fn build_lookup(stage: &DenseStage, layer: usize, declared: (Rounding, u32), (pr
             let (first, last) = (encoding.index(r.min), encoding.index(r.max));
             let values = (first..=last)
                 .map(|k| {
-                    let y = activations.iter().fold(stage.dequantize(j, encoding.value(k)), |y, a| a.apply(y));
+                    let y = activations
+                        .iter()
+                        .fold(stage.dequantize(j, encoding.value(k)), |y, a| a.apply(y));
                     quantizer.quantize(y)
                 })
                 .collect();
             Table { first, values }
         })
         .collect::<Vec<_>>();
-    let output_range = tables.iter().flat_map(|t| t.values.iter()).fold(IntRange::new(i64::MAX, i64::MIN), |a, &v| IntRange::new(a.min.min(v), a.max.max(v)));
-    LookupStage { layer, encoding, rounding, declared: declared.0, declared_precision: declared.1, tables, output_range, activations, quantizer }
+    let output_range = tables
+        .iter()
+        .flat_map(|t| t.values.iter())
+        .fold(IntRange::new(i64::MAX, i64::MIN), |a, &v| {
+            IntRange::new(a.min.min(v), a.max.max(v))
+        });
+    LookupStage {
+        layer,
+        encoding,
+        rounding,
+        declared: declared.0,
+        declared_precision: declared.1,
+        tables,
+        output_range,
+        activations,
+        quantizer,
+    }
 }
 
 /// The architecture as recorded in weight files: its layers in DSL spelling.
 pub fn architecture_signature(arch: &Architecture) -> String {
-    arch.layers().iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+    arch.layers()
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Reader<'a> {
@@ -467,7 +602,11 @@ impl Reader<'_> {
     }
 
     fn unsupported(&self, layer: usize, what: String) -> LoadError {
-        LoadError::Unsupported { layer: layer + 1, description: self.describe(layer), what }
+        LoadError::Unsupported {
+            layer: layer + 1,
+            description: self.describe(layer),
+            what,
+        }
     }
 
     fn tensor(&mut self, layer: usize, suffix: &str) -> Result<(String, &Tensor), LoadError> {
@@ -477,40 +616,85 @@ impl Reader<'_> {
                 self.used.push(name.clone());
                 Ok((name, t))
             }
-            None => Err(LoadError::MissingTensor { layer: layer + 1, description: self.describe(layer), tensor: name }),
+            None => Err(LoadError::MissingTensor {
+                layer: layer + 1,
+                description: self.describe(layer),
+                tensor: name,
+            }),
         }
     }
 
     /// A float tensor of `len` values (a scalar is broadcast when `broadcast`).
-    fn per_channel(&mut self, layer: usize, suffix: &str, len: usize, broadcast: bool) -> Result<Vec<f64>, LoadError> {
+    fn per_channel(
+        &mut self,
+        layer: usize,
+        suffix: &str,
+        len: usize,
+        broadcast: bool,
+    ) -> Result<Vec<f64>, LoadError> {
         let positive = suffix.ends_with("scale");
         let (name, t) = self.tensor(layer, suffix)?;
         let values = float_values(&name, t)?;
-        let ok_shape = t.shape == [len] || (broadcast && (t.shape.is_empty() || t.shape == [1]) && values.len() == 1);
+        let ok_shape = t.shape == [len]
+            || (broadcast && (t.shape.is_empty() || t.shape == [1]) && values.len() == 1);
         if !ok_shape || values.is_empty() {
-            let expected = if broadcast { format!("[] , [1] or [{len}]") } else { format!("[{len}]") };
-            return Err(LoadError::ShapeMismatch { tensor: name, expected, found: t.shape.clone() });
+            let expected = if broadcast {
+                format!("[] , [1] or [{len}]")
+            } else {
+                format!("[{len}]")
+            };
+            return Err(LoadError::ShapeMismatch {
+                tensor: name,
+                expected,
+                found: t.shape.clone(),
+            });
         }
         if positive {
             if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| **v <= 0.0) {
-                return Err(LoadError::NonPositiveScale { tensor: name, value, index });
+                return Err(LoadError::NonPositiveScale {
+                    tensor: name,
+                    value,
+                    index,
+                });
             }
         }
-        Ok(if values.len() == 1 { vec![values[0]; len] } else { values })
+        Ok(if values.len() == 1 {
+            vec![values[0]; len]
+        } else {
+            values
+        })
     }
 
     /// An integer tensor of the given shape, within `bits` signed narrow range.
-    fn int_tensor(&mut self, layer: usize, suffix: &str, shape: &[usize], bits: Option<u32>) -> Result<Vec<i64>, LoadError> {
+    fn int_tensor(
+        &mut self,
+        layer: usize,
+        suffix: &str,
+        shape: &[usize],
+        bits: Option<u32>,
+    ) -> Result<Vec<i64>, LoadError> {
         let (name, t) = self.tensor(layer, suffix)?;
         if t.shape != shape {
-            return Err(LoadError::ShapeMismatch { tensor: name, expected: format!("{shape:?}"), found: t.shape.clone() });
+            return Err(LoadError::ShapeMismatch {
+                tensor: name,
+                expected: format!("{shape:?}"),
+                found: t.shape.clone(),
+            });
         }
         let values: Vec<i64> = match &t.values {
             Values::Int(v) => v.clone(),
             Values::Float(v) => {
                 let v2 = float_values(&name, t)?;
-                if let Some((index, &value)) = v2.iter().enumerate().find(|(_, x)| x.fract() != 0.0 || x.abs() > 2f64.powi(52)) {
-                    return Err(LoadError::NotInteger { tensor: name, value, index });
+                if let Some((index, &value)) = v2
+                    .iter()
+                    .enumerate()
+                    .find(|(_, x)| x.fract() != 0.0 || x.abs() > 2f64.powi(52))
+                {
+                    return Err(LoadError::NotInteger {
+                        tensor: name,
+                        value,
+                        index,
+                    });
                 }
                 v.iter().map(|&x| x as i64).collect()
             }
@@ -518,7 +702,14 @@ impl Reader<'_> {
         if let Some(bits) = bits {
             let max = crate::arch::analysis::weight_max(bits);
             if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.abs() > max) {
-                return Err(LoadError::WeightOutOfRange { tensor: name, bits, value, index, min: -max, max });
+                return Err(LoadError::WeightOutOfRange {
+                    tensor: name,
+                    bits,
+                    value,
+                    index,
+                    min: -max,
+                    max,
+                });
             }
         }
         Ok(values)
@@ -532,20 +723,34 @@ impl Reader<'_> {
             self.used.push(zp_name.clone());
             let values = float_values(&zp_name, t)?;
             if let Some(&value) = values.iter().find(|v| **v != 0.0) {
-                return Err(LoadError::ZeroPoint { tensor: zp_name, value });
+                return Err(LoadError::ZeroPoint {
+                    tensor: zp_name,
+                    value,
+                });
             }
         }
-        Ok(Quantizer { scale, bits, signed })
+        Ok(Quantizer {
+            scale,
+            bits,
+            signed,
+        })
     }
 
     /// Activations and the last quantizer of declared layers `start..end` (no weighted layer).
     fn segment(&mut self, start: usize, end: usize) -> Result<Segment, LoadError> {
-        let mut segment = Segment { activations: Vec::new(), quantizer: None };
+        let mut segment = Segment {
+            activations: Vec::new(),
+            quantizer: None,
+        };
         for i in start..end {
             match self.arch.layers()[i] {
                 Layer::Activation(a) => {
                     if let Some((q_layer, _)) = &segment.quantizer {
-                        return Err(self.unsupported(*q_layer, "an activation after a quantizer, before the next weighted layer".into()));
+                        return Err(self.unsupported(
+                            *q_layer,
+                            "an activation after a quantizer, before the next weighted layer"
+                                .into(),
+                        ));
                     }
                     segment.activations.push(a);
                 }
@@ -564,7 +769,9 @@ impl Reader<'_> {
 
     fn check_unused(&self) -> Result<(), LoadError> {
         match self.file.tensors.keys().find(|k| !self.used.contains(k)) {
-            Some(extra) => Err(LoadError::UnexpectedTensor { tensor: extra.clone() }),
+            Some(extra) => Err(LoadError::UnexpectedTensor {
+                tensor: extra.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -576,7 +783,11 @@ fn float_values(name: &str, t: &Tensor) -> Result<Vec<f64>, LoadError> {
         Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
     };
     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(LoadError::NonFinite { tensor: name.to_string(), value, index });
+        return Err(LoadError::NonFinite {
+            tensor: name.to_string(),
+            value,
+            index,
+        });
     }
     Ok(values)
 }

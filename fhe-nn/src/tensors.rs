@@ -22,12 +22,18 @@ pub struct Tensor {
 impl Tensor {
     /// An integer tensor.
     pub fn int(shape: Vec<usize>, values: Vec<i64>) -> Tensor {
-        Tensor { shape, values: Values::Int(values) }
+        Tensor {
+            shape,
+            values: Values::Int(values),
+        }
     }
 
     /// A floating-point tensor.
     pub fn float(shape: Vec<usize>, values: Vec<f64>) -> Tensor {
-        Tensor { shape, values: Values::Float(values) }
+        Tensor {
+            shape,
+            values: Values::Float(values),
+        }
     }
 
     /// Number of elements.
@@ -54,7 +60,10 @@ pub struct TensorFile {
 impl TensorFile {
     /// Reads a `.safetensors` or `.npz` file, by extension.
     pub fn read(path: &Path) -> Result<TensorFile, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         match path.extension().and_then(|e| e.to_str()) {
             Some("npz") => Self::from_npz(&bytes),
             _ => Self::from_safetensors(&bytes),
@@ -64,10 +73,18 @@ impl TensorFile {
     /// Parses safetensors bytes, checking every tensor's dtype, shape and size.
     pub fn from_safetensors(bytes: &[u8]) -> Result<TensorFile, LoadError> {
         use safetensors::{Dtype, SafeTensors};
-        let corrupt = |e: safetensors::SafeTensorError| LoadError::Corrupt { format: "safetensors", message: e.to_string() };
+        let corrupt = |e: safetensors::SafeTensorError| LoadError::Corrupt {
+            format: "safetensors",
+            message: e.to_string(),
+        };
         let st = SafeTensors::deserialize(bytes).map_err(corrupt)?;
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(corrupt)?;
-        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        let metadata = meta
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = view.data();
@@ -78,7 +95,9 @@ impl TensorFile {
                     let values = data
                         .chunks_exact(size)
                         .map(|c| {
-                            let raw = <$t>::from_le_bytes(c.try_into().expect("chunk of the type's size"));
+                            let raw = <$t>::from_le_bytes(
+                                c.try_into().expect("chunk of the type's size"),
+                            );
                             ($conv)(raw)
                         })
                         .collect();
@@ -93,7 +112,12 @@ impl TensorFile {
                 Dtype::U8 => decode!(u8, Int, i64::from),
                 Dtype::F32 => decode!(f32, Float, f64::from),
                 Dtype::F64 => decode!(f64, Float, |v| v),
-                other => return Err(LoadError::UnsupportedDtype { tensor: name, dtype: format!("{other:?}") }),
+                other => {
+                    return Err(LoadError::UnsupportedDtype {
+                        tensor: name,
+                        dtype: format!("{other:?}"),
+                    })
+                }
             };
             tensors.insert(name, Tensor { shape, values });
         }
@@ -105,19 +129,31 @@ impl TensorFile {
     pub fn from_npz(bytes: &[u8]) -> Result<TensorFile, LoadError> {
         use ndarray::{ArrayD, IxDyn, OwnedRepr};
         use ndarray_npy::NpzReader;
-        let corrupt = |e: ndarray_npy::ReadNpzError| LoadError::Corrupt { format: "npz", message: e.to_string() };
+        let corrupt = |e: ndarray_npy::ReadNpzError| LoadError::Corrupt {
+            format: "npz",
+            message: e.to_string(),
+        };
         let mut npz = NpzReader::new(std::io::Cursor::new(bytes)).map_err(corrupt)?;
         let names = npz.names().map_err(corrupt)?;
         let mut tensors = BTreeMap::new();
         for raw_name in names {
-            let name = raw_name.strip_suffix(".npy").unwrap_or(&raw_name).to_string();
+            let name = raw_name
+                .strip_suffix(".npy")
+                .unwrap_or(&raw_name)
+                .to_string();
             macro_rules! attempt {
                 ($t:ty, $variant:ident, $conv:expr) => {
                     if let Ok(a) = npz.by_name::<OwnedRepr<$t>, IxDyn>(&raw_name) {
                         let a: ArrayD<$t> = a;
                         let shape = a.shape().to_vec();
                         let values = a.iter().map(|&v| ($conv)(v)).collect();
-                        tensors.insert(name, Tensor { shape, values: Values::$variant(values) });
+                        tensors.insert(
+                            name,
+                            Tensor {
+                                shape,
+                                values: Values::$variant(values),
+                            },
+                        );
                         continue;
                     }
                 };
@@ -129,9 +165,15 @@ impl TensorFile {
             attempt!(i16, Int, i64::from);
             attempt!(i8, Int, i64::from);
             attempt!(u8, Int, i64::from);
-            return Err(LoadError::UnsupportedDtype { tensor: name, dtype: "not a numeric npy array".into() });
+            return Err(LoadError::UnsupportedDtype {
+                tensor: name,
+                dtype: "not a numeric npy array".into(),
+            });
         }
-        Ok(TensorFile { tensors, metadata: BTreeMap::new() })
+        Ok(TensorFile {
+            tensors,
+            metadata: BTreeMap::new(),
+        })
     }
 
     /// Serializes to safetensors bytes, integers as i32 when they fit (i64 otherwise),
@@ -141,7 +183,10 @@ impl TensorFile {
         let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, t) in &self.tensors {
             let (dtype, bytes) = match &t.values {
-                Values::Int(v) if v.iter().all(|&x| i32::try_from(x).is_ok()) => (Dtype::I32, v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect()),
+                Values::Int(v) if v.iter().all(|&x| i32::try_from(x).is_ok()) => (
+                    Dtype::I32,
+                    v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+                ),
                 Values::Int(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
                 Values::Float(v) => (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             };
@@ -150,10 +195,19 @@ impl TensorFile {
         let views = buffers
             .iter()
             .map(|(name, dtype, shape, bytes)| {
-                TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| LoadError::Corrupt { format: "safetensors", message: e.to_string() })
+                TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| LoadError::Corrupt {
+                        format: "safetensors",
+                        message: e.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let metadata: std::collections::HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        safetensors::serialize(views, Some(metadata)).map_err(|e| LoadError::Corrupt { format: "safetensors", message: e.to_string() })
+        let metadata: std::collections::HashMap<String, String> =
+            self.metadata.clone().into_iter().collect();
+        safetensors::serialize(views, Some(metadata)).map_err(|e| LoadError::Corrupt {
+            format: "safetensors",
+            message: e.to_string(),
+        })
     }
 }

@@ -27,7 +27,12 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 40, batch_size: 64, learning_rate: 0.003, seed: 1 }
+        TrainConfig {
+            epochs: 40,
+            batch_size: 64,
+            learning_rate: 0.003,
+            seed: 1,
+        }
     }
 }
 
@@ -39,7 +44,11 @@ pub enum TrainError {
     #[error("{inputs} input rows but {labels} labels")]
     LabelCount { inputs: usize, labels: usize },
     #[error("label {label} of sample {sample} is not below the {classes} outputs")]
-    Label { sample: usize, label: usize, classes: usize },
+    Label {
+        sample: usize,
+        label: usize,
+        classes: usize,
+    },
     #[error("input has {found} features, the network takes {expected}")]
     Width { expected: usize, found: usize },
     #[error("no training data")]
@@ -108,7 +117,11 @@ impl Dense {
     fn quantized_weight(&self) -> (Array2<f64>, f64) {
         let s = self.weight_scale();
         let wm = weight_max(self.weight_bits) as f64;
-        (self.weight.mapv(|w| (w / s).round_ties_even().clamp(-wm, wm) * s), s)
+        (
+            self.weight
+                .mapv(|w| (w / s).round_ties_even().clamp(-wm, wm) * s),
+            s,
+        )
     }
 }
 
@@ -119,13 +132,26 @@ struct Adam {
 
 impl Adam {
     fn new(n: usize) -> Adam {
-        Adam { m: vec![0.0; n], v: vec![0.0; n] }
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
     }
 
-    fn step<'a>(&mut self, params: impl Iterator<Item = &'a mut f64>, grads: impl Iterator<Item = f64>, lr: f64, t: i32) {
+    fn step<'a>(
+        &mut self,
+        params: impl Iterator<Item = &'a mut f64>,
+        grads: impl Iterator<Item = f64>,
+        lr: f64,
+        t: i32,
+    ) {
         let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        for (((p, g), m), v) in params.zip(grads).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+        for (((p, g), m), v) in params
+            .zip(grads)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
             *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
@@ -146,7 +172,11 @@ pub struct Trainer {
 
 impl Trainer {
     /// Prepares training of `arch`; the input quantizer's scale comes from `inputs`.
-    pub fn new(arch: &Architecture, inputs: ArrayView2<f64>, config: TrainConfig) -> Result<Trainer, TrainError> {
+    pub fn new(
+        arch: &Architecture,
+        inputs: ArrayView2<f64>,
+        config: TrainConfig,
+    ) -> Result<Trainer, TrainError> {
         let mut rng = SplitMix64::new(config.seed);
         let layers = arch.layers();
         let mut input_quant = None;
@@ -155,22 +185,55 @@ impl Trainer {
         for (i, layer) in layers.iter().enumerate() {
             match *layer {
                 Layer::QuantIdentity { bits, signed } => {
-                    let q = FakeQuant { layer: i, bits, signed, scale: 1.0, running: None };
+                    let q = FakeQuant {
+                        layer: i,
+                        bits,
+                        signed,
+                        scale: 1.0,
+                        running: None,
+                    };
                     match dense.last_mut() {
                         None if input_quant.is_none() => input_quant = Some(q),
-                        Some(d) if d.next_quant.is_none() => d.next_quant = Some(FakeQuant { running: Some(0.0), ..q }),
-                        _ => return Err(TrainError::Unsupported { layer: i + 1, name: layer.to_string() }),
+                        Some(d) if d.next_quant.is_none() => {
+                            d.next_quant = Some(FakeQuant {
+                                running: Some(0.0),
+                                ..q
+                            })
+                        }
+                        _ => {
+                            return Err(TrainError::Unsupported {
+                                layer: i + 1,
+                                name: layer.to_string(),
+                            })
+                        }
                     }
                 }
                 Layer::Activation(a) => match dense.last_mut() {
                     None if input_quant.is_none() => input_activations.push(a),
                     Some(d) if d.next_quant.is_none() => d.activations.push(a),
-                    _ => return Err(TrainError::Unsupported { layer: i + 1, name: layer.to_string() }),
+                    _ => {
+                        return Err(TrainError::Unsupported {
+                            layer: i + 1,
+                            name: layer.to_string(),
+                        })
+                    }
                 },
-                Layer::QuantLinear { in_features, out_features, options } => {
+                Layer::QuantLinear {
+                    in_features,
+                    out_features,
+                    options,
+                } => {
                     let bound = 1.0 / (in_features as f64).sqrt();
-                    let weight = Array2::from_shape_fn((out_features, in_features), |_| (2.0 * rng.uniform() - 1.0) * bound);
-                    let bias = Array1::from_shape_fn(out_features, |_| if options.bias { (2.0 * rng.uniform() - 1.0) * bound } else { 0.0 });
+                    let weight = Array2::from_shape_fn((out_features, in_features), |_| {
+                        (2.0 * rng.uniform() - 1.0) * bound
+                    });
+                    let bias = Array1::from_shape_fn(out_features, |_| {
+                        if options.bias {
+                            (2.0 * rng.uniform() - 1.0) * bound
+                        } else {
+                            0.0
+                        }
+                    });
                     let n = out_features * in_features;
                     dense.push(Dense {
                         layer: i,
@@ -184,27 +247,56 @@ impl Trainer {
                     });
                 }
                 Layer::Flatten => {}
-                _ => return Err(TrainError::Unsupported { layer: i + 1, name: layer.to_string() }),
+                _ => {
+                    return Err(TrainError::Unsupported {
+                        layer: i + 1,
+                        name: layer.to_string(),
+                    })
+                }
             }
         }
         let Some(mut input_quant) = input_quant else {
-            return Err(TrainError::Unsupported { layer: 1, name: layers[0].to_string() });
+            return Err(TrainError::Unsupported {
+                layer: 1,
+                name: layers[0].to_string(),
+            });
         };
         let expected = dense[0].weight.ncols();
         if inputs.ncols() != expected {
-            return Err(TrainError::Width { expected, found: inputs.ncols() });
+            return Err(TrainError::Width {
+                expected,
+                found: inputs.ncols(),
+            });
         }
         if inputs.nrows() == 0 {
             return Err(TrainError::Empty);
         }
-        let largest = inputs.iter().map(|&x| input_activations.iter().fold(x, |y, a| a.apply(y)).abs()).fold(0.0f64, f64::max);
+        let largest = inputs
+            .iter()
+            .map(|&x| input_activations.iter().fold(x, |y, a| a.apply(y)).abs())
+            .fold(0.0f64, f64::max);
         input_quant.scale = (largest / input_quant.qmax()).max(1e-12);
-        Ok(Trainer { arch: arch.clone(), input_quant, input_activations, layers: dense, config, rng, step: 0 })
+        Ok(Trainer {
+            arch: arch.clone(),
+            input_quant,
+            input_activations,
+            layers: dense,
+            config,
+            rng,
+            step: 0,
+        })
     }
 
     /// Forward pass; returns logits and, per layer, what backward needs.
     #[allow(clippy::type_complexity)]
-    fn forward(&mut self, x: &Array2<f64>, training: bool) -> (Array2<f64>, Vec<(Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>)>) {
+    fn forward(
+        &mut self,
+        x: &Array2<f64>,
+        training: bool,
+    ) -> (
+        Array2<f64>,
+        Vec<(Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>)>,
+    ) {
         let pre = x.mapv(|v| self.input_activations.iter().fold(v, |y, a| a.apply(y)));
         let (mut a, _) = self.input_quant.apply(&pre);
         let mut cache = Vec::new();
@@ -247,12 +339,15 @@ impl Trainer {
         let n = inputs.nrows();
         let mut order: Vec<usize> = (0..n).collect();
         self.rng.shuffle(&mut order);
-        let lr = self.config.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.config.epochs as f64).cos());
+        let lr = self.config.learning_rate
+            * 0.5
+            * (1.0 + (std::f64::consts::PI * epoch as f64 / self.config.epochs as f64).cos());
         let (mut loss_sum, mut correct) = (0.0, 0usize);
         for batch in order.chunks(self.config.batch_size) {
             let x = inputs.select(Axis(0), batch);
             let (logits, cache) = self.forward(&x, true);
-            let (loss, mut grad, hits) = softmax_cross_entropy(&logits, batch.iter().map(|&i| labels[i]));
+            let (loss, mut grad, hits) =
+                softmax_cross_entropy(&logits, batch.iter().map(|&i| labels[i]));
             loss_sum += loss * batch.len() as f64;
             correct += hits;
             self.step += 1;
@@ -260,11 +355,11 @@ impl Trainer {
                 let layer = &mut self.layers[li];
                 // Through the quantizer (STE) and the activations (numerical derivative of
                 // the composed activation chain, exact for piecewise-linear ones away from kinks).
-                grad = grad * &mask;
+                grad *= &mask;
                 if !layer.activations.is_empty() {
                     let acts = layer.activations.clone();
                     let d = z.mapv(|v| derivative(&acts, v));
-                    grad = grad * &d;
+                    grad *= &d;
                 }
                 let gw = grad.t().dot(&a_in);
                 let gb = grad.sum_axis(Axis(0));
@@ -279,7 +374,11 @@ impl Trainer {
                 grad = grad_in;
             }
         }
-        EpochStats { epoch, loss: loss_sum / n as f64, train_accuracy: correct as f64 / n as f64 }
+        EpochStats {
+            epoch,
+            loss: loss_sum / n as f64,
+            train_accuracy: correct as f64 / n as f64,
+        }
     }
 
     /// Accuracy of the fake-quantized network on labelled data.
@@ -292,21 +391,39 @@ impl Trainer {
     /// The trained integer weights and scales, in the runtime's tensor names.
     pub fn export(&self) -> TensorFile {
         let mut file = TensorFile::default();
-        file.metadata.insert(ARCHITECTURE_KEY.to_string(), architecture_signature(&self.arch));
+        file.metadata.insert(
+            ARCHITECTURE_KEY.to_string(),
+            architecture_signature(&self.arch),
+        );
         let scalar = |v: f64| Tensor::float(vec![], vec![v]);
-        file.tensors.insert(format!("layers.{}.scale", self.input_quant.layer), scalar(self.input_quant.scale));
+        file.tensors.insert(
+            format!("layers.{}.scale", self.input_quant.layer),
+            scalar(self.input_quant.scale),
+        );
         for layer in &self.layers {
             let s = layer.weight_scale();
             let wm = weight_max(layer.weight_bits) as f64;
-            let ints = layer.weight.iter().map(|w| (w / s).round_ties_even().clamp(-wm, wm) as i64).collect();
+            let ints = layer
+                .weight
+                .iter()
+                .map(|w| (w / s).round_ties_even().clamp(-wm, wm) as i64)
+                .collect();
             let i = layer.layer;
-            file.tensors.insert(format!("layers.{i}.weight"), Tensor::int(layer.weight.shape().to_vec(), ints));
-            file.tensors.insert(format!("layers.{i}.weight_scale"), scalar(s));
+            file.tensors.insert(
+                format!("layers.{i}.weight"),
+                Tensor::int(layer.weight.shape().to_vec(), ints),
+            );
+            file.tensors
+                .insert(format!("layers.{i}.weight_scale"), scalar(s));
             if layer.has_bias {
-                file.tensors.insert(format!("layers.{i}.bias"), Tensor::float(vec![layer.bias.len()], layer.bias.to_vec()));
+                file.tensors.insert(
+                    format!("layers.{i}.bias"),
+                    Tensor::float(vec![layer.bias.len()], layer.bias.to_vec()),
+                );
             }
             if let Some(q) = &layer.next_quant {
-                file.tensors.insert(format!("layers.{}.scale", q.layer), scalar(q.scale));
+                file.tensors
+                    .insert(format!("layers.{}.scale", q.layer), scalar(q.scale));
             }
         }
         file
@@ -314,14 +431,27 @@ impl Trainer {
 }
 
 /// Trains `arch` on labelled data, reporting each epoch to `progress`.
-pub fn train(arch: &Architecture, inputs: ArrayView2<f64>, labels: &[usize], config: TrainConfig, mut progress: impl FnMut(&EpochStats)) -> Result<TensorFile, TrainError> {
+pub fn train(
+    arch: &Architecture,
+    inputs: ArrayView2<f64>,
+    labels: &[usize],
+    config: TrainConfig,
+    mut progress: impl FnMut(&EpochStats),
+) -> Result<TensorFile, TrainError> {
     if inputs.nrows() != labels.len() {
-        return Err(TrainError::LabelCount { inputs: inputs.nrows(), labels: labels.len() });
+        return Err(TrainError::LabelCount {
+            inputs: inputs.nrows(),
+            labels: labels.len(),
+        });
     }
     let mut trainer = Trainer::new(arch, inputs, config)?;
     let classes = trainer.layers.last().map(|l| l.weight.nrows()).unwrap_or(0);
     if let Some((sample, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-        return Err(TrainError::Label { sample, label, classes });
+        return Err(TrainError::Label {
+            sample,
+            label,
+            classes,
+        });
     }
     for epoch in 0..trainer.config.epochs {
         let stats = trainer.epoch(inputs, labels, epoch);
@@ -337,7 +467,10 @@ fn derivative(acts: &[Activation], x: f64) -> f64 {
 }
 
 /// Mean loss, gradient of the mean loss with respect to the logits, and correct count.
-fn softmax_cross_entropy(logits: &Array2<f64>, labels: impl Iterator<Item = usize>) -> (f64, Array2<f64>, usize) {
+fn softmax_cross_entropy(
+    logits: &Array2<f64>,
+    labels: impl Iterator<Item = usize>,
+) -> (f64, Array2<f64>, usize) {
     let n = logits.nrows() as f64;
     let mut grad = Array2::zeros(logits.dim());
     let (mut loss, mut correct) = (0.0, 0);
@@ -347,7 +480,10 @@ fn softmax_cross_entropy(logits: &Array2<f64>, labels: impl Iterator<Item = usiz
         let exps: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
         let sum: f64 = exps.iter().sum();
         loss -= ((exps[label] / sum).max(1e-300)).ln();
-        let best = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+        let best = row
+            .iter()
+            .enumerate()
+            .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
         correct += usize::from(best == label);
         for (j, e) in exps.iter().enumerate() {
             grad[(i, j)] = (e / sum - if j == label { 1.0 } else { 0.0 }) / n;

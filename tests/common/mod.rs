@@ -15,7 +15,11 @@ fhe_net! {
 pub fn pooled(images: &Array2<f64>) -> Array2<f64> {
     Array2::from_shape_fn((images.nrows(), 16), |(i, f)| {
         let (r, c) = (2 * (f / 4), 2 * (f % 4));
-        [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)].iter().map(|&(y, x)| images[(i, 8 * y + x)]).sum::<f64>() / 4.0
+        [(r, c), (r, c + 1), (r + 1, c), (r + 1, c + 1)]
+            .iter()
+            .map(|&(y, x)| images[(i, 8 * y + x)])
+            .sum::<f64>()
+            / 4.0
     })
 }
 
@@ -24,9 +28,13 @@ pub fn tiny_model() -> (QuantModel, Array2<f64>) {
     let data = digits().unwrap();
     let x = pooled(&data.train.images);
     let labels = data.train.labels.to_vec();
-    let config = TrainConfig { epochs: 15, batch_size: 32, learning_rate: 0.02, seed: 3 };
+    let config = TrainConfig {
+        epochs: 15,
+        batch_size: 32,
+        learning_rate: 0.02,
+        seed: 3,
+    };
     let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
     let model = QuantModel::from_tensors(Tiny::architecture(), &weights).unwrap();
     (model, pooled(&data.test.images))
 }
-

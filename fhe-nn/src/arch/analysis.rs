@@ -447,9 +447,26 @@ impl Analyzer<'_> {
         });
     }
 
-    fn check_bits(&mut self, layer: usize, option: Option<&'static str>, what: &'static str, bits: u32, min: u32, max: u32) -> bool {
+    fn check_bits(
+        &mut self,
+        layer: usize,
+        option: Option<&'static str>,
+        what: &'static str,
+        bits: u32,
+        min: u32,
+        max: u32,
+    ) -> bool {
         if bits < min || bits > max {
-            self.error(layer, option, ArchErrorKind::BitsOutOfRange { what, bits, min, max });
+            self.error(
+                layer,
+                option,
+                ArchErrorKind::BitsOutOfRange {
+                    what,
+                    bits,
+                    min,
+                    max,
+                },
+            );
             false
         } else {
             true
@@ -464,15 +481,38 @@ impl Analyzer<'_> {
     }
 
     /// Checks the options of a weighted layer; false when the weights are unusable.
-    fn check_weight_options(&mut self, layer: usize, options: &WeightOptions, fan_in: usize) -> bool {
-        let ok = self.check_bits(layer, Some("w"), "weight width", options.weight_bits, 2, MAX_DECLARED_BITS);
+    fn check_weight_options(
+        &mut self,
+        layer: usize,
+        options: &WeightOptions,
+        fan_in: usize,
+    ) -> bool {
+        let ok = self.check_bits(
+            layer,
+            Some("w"),
+            "weight width",
+            options.weight_bits,
+            2,
+            MAX_DECLARED_BITS,
+        );
         if let Some(active) = options.active {
             if active == 0 || (fan_in > 0 && active > fan_in) {
-                self.error(layer, Some("active"), ArchErrorKind::ActiveOutOfRange { active, fan_in });
+                self.error(
+                    layer,
+                    Some("active"),
+                    ArchErrorKind::ActiveOutOfRange { active, fan_in },
+                );
             }
         }
         if let Some(round) = options.round {
-            self.check_bits(layer, Some("round"), "round", round, 1, MAX_EXACT_LOOKUP_BITS);
+            self.check_bits(
+                layer,
+                Some("round"),
+                "round",
+                round,
+                1,
+                MAX_EXACT_LOOKUP_BITS,
+            );
         }
         ok
     }
@@ -490,11 +530,25 @@ impl Analyzer<'_> {
     /// How the accumulator of `source` was computed, in words.
     fn derivation(&self, source: usize, range: IntRange) -> String {
         let bits = range.bits();
-        let signed = if range.is_signed() { "signed" } else { "unsigned" };
-        match (&self.layers[source], self.inputs.get(source).copied().flatten()) {
-            (l @ (Layer::QuantLinear { options, .. } | Layer::QuantConv2d { options, .. }), Some(input)) => {
+        let signed = if range.is_signed() {
+            "signed"
+        } else {
+            "unsigned"
+        };
+        match (
+            &self.layers[source],
+            self.inputs.get(source).copied().flatten(),
+        ) {
+            (
+                l @ (Layer::QuantLinear { options, .. } | Layer::QuantConv2d { options, .. }),
+                Some(input),
+            ) => {
                 let terms = self.terms(source);
-                let fan = if options.active.is_some() { format!("at most {terms} non-zero weights") } else { format!("{terms} inputs") };
+                let fan = if options.active.is_some() {
+                    format!("at most {terms} non-zero weights")
+                } else {
+                    format!("{terms} inputs")
+                };
                 let w = weight_max(options.weight_bits);
                 format!(
                     "{}: {fan} in {input} × {}-bit weights in [-{w}, {w}] give {range}: {bits} bits {signed}",
@@ -509,14 +563,23 @@ impl Analyzer<'_> {
     /// Ways to bring weighted layer `source` under `target` bits.
     fn fixes(&self, source: usize, target: u32) -> Vec<String> {
         let mut fixes = Vec::new();
-        let (Some(options), Some(input)) = (self.layers[source].weight_options(), self.inputs.get(source).copied().flatten()) else {
+        let (Some(options), Some(input)) = (
+            self.layers[source].weight_options(),
+            self.inputs.get(source).copied().flatten(),
+        ) else {
             return fixes;
         };
         let terms = self.terms(source);
-        if let Some(w) = (2..options.weight_bits).rev().find(|&w| worst_case_accumulator(input, w, terms).bits() <= target) {
+        if let Some(w) = (2..options.weight_bits)
+            .rev()
+            .find(|&w| worst_case_accumulator(input, w, terms).bits() <= target)
+        {
             fixes.push(format!("lower w to {w}"));
         }
-        if let Some(k) = (1..terms).rev().find(|&k| worst_case_accumulator(input, options.weight_bits, k).bits() <= target) {
+        if let Some(k) = (1..terms)
+            .rev()
+            .find(|&k| worst_case_accumulator(input, options.weight_bits, k).bits() <= target)
+        {
             // Binary search would be faster; fan-ins are small enough for a scan at compile time.
             fixes.push(format!("set active = {k}"));
         }
@@ -529,23 +592,45 @@ impl Analyzer<'_> {
         let options = self.layers[source].weight_options().copied();
         if bits > MAX_ACCUMULATOR_BITS {
             let derivation = self.derivation(source, range);
-            self.error(source, None, ArchErrorKind::AccumulatorTooWide { derivation, bits });
+            self.error(
+                source,
+                None,
+                ArchErrorKind::AccumulatorTooWide { derivation, bits },
+            );
             return None;
         }
         let (precision, rounding) = match options.and_then(|o| o.round) {
             Some(round) if round > MAX_EXACT_LOOKUP_BITS || round == 0 => return None, // reported already
             Some(round) if round > bits => {
                 let derivation = self.derivation(source, range);
-                self.error(source, Some("round"), ArchErrorKind::RoundWiderThanAccumulator { round, derivation, bits });
+                self.error(
+                    source,
+                    Some("round"),
+                    ArchErrorKind::RoundWiderThanAccumulator {
+                        round,
+                        derivation,
+                        bits,
+                    },
+                );
                 return None;
             }
             Some(round) if round == bits => (bits, Rounding::Exact),
             Some(round) => (round, Rounding::Declared),
             None if bits > MAX_LOOKUP_BITS => {
                 let mut fix = self.fixes(source, MAX_LOOKUP_BITS);
-                fix.push(format!("add `round = 6` (any r up to {MAX_EXACT_LOOKUP_BITS})"));
+                fix.push(format!(
+                    "add `round = 6` (any r up to {MAX_EXACT_LOOKUP_BITS})"
+                ));
                 let derivation = self.derivation(source, range);
-                self.error(source, None, ArchErrorKind::LookupTooWide { derivation, bits, fix: join_or(&fix) });
+                self.error(
+                    source,
+                    None,
+                    ArchErrorKind::LookupTooWide {
+                        derivation,
+                        bits,
+                        fix: join_or(&fix),
+                    },
+                );
                 return None;
             }
             None if bits > MAX_EXACT_LOOKUP_BITS => {
@@ -553,14 +638,28 @@ impl Analyzer<'_> {
                     let mut fix = vec!["remove `exact` to let the runtime round".to_string()];
                     fix.extend(self.fixes(source, MAX_EXACT_LOOKUP_BITS));
                     let derivation = self.derivation(source, range);
-                    self.error(source, Some("exact"), ArchErrorKind::ExactOverLimit { derivation, bits, fix: join_or(&fix) });
+                    self.error(
+                        source,
+                        Some("exact"),
+                        ArchErrorKind::ExactOverLimit {
+                            derivation,
+                            bits,
+                            fix: join_or(&fix),
+                        },
+                    );
                     return None;
                 }
                 (MAX_EXACT_LOOKUP_BITS, Rounding::Runtime)
             }
             None => (bits, Rounding::Exact),
         };
-        Some(Lookup { count, input_bits: bits, precision, rounding, source })
+        Some(Lookup {
+            count,
+            input_bits: bits,
+            precision,
+            rounding,
+            source,
+        })
     }
 }
 
@@ -576,9 +675,17 @@ fn join_or(parts: &[String]) -> String {
 /// independent error collected.
 pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
     if layers.is_empty() {
-        return Err(vec![ArchError { layer: None, option: None, kind: ArchErrorKind::EmptyNetwork }]);
+        return Err(vec![ArchError {
+            layer: None,
+            option: None,
+            kind: ArchErrorKind::EmptyNetwork,
+        }]);
     }
-    let mut a = Analyzer { layers, errors: Vec::new(), inputs: vec![None; layers.len()] };
+    let mut a = Analyzer {
+        layers,
+        errors: Vec::new(),
+        inputs: vec![None; layers.len()],
+    };
     let mut value = Value::Real { nonneg: false };
     let mut shape = Shape::Unknown;
     let mut encrypted = false;
@@ -589,34 +696,81 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         let mut lookup = None;
         match *layer {
             Layer::QuantIdentity { bits, signed } => {
-                let valid = a.check_bits(i, None, "activation width", bits, if signed { 2 } else { 1 }, MAX_DECLARED_BITS);
+                let valid = a.check_bits(
+                    i,
+                    None,
+                    "activation width",
+                    bits,
+                    if signed { 2 } else { 1 },
+                    MAX_DECLARED_BITS,
+                );
                 let count = shape.elements().unwrap_or(0);
                 match value {
                     Value::Acc { range, source, .. } => lookup = a.lookup(source, range, count),
                     Value::Quant { range } if encrypted => {
                         // Re-quantization of an encrypted tensor: one lookup of its width.
                         let bits = range.bits();
-                        lookup = Some(Lookup { count, input_bits: bits, precision: bits, rounding: Rounding::Exact, source: i });
+                        lookup = Some(Lookup {
+                            count,
+                            input_bits: bits,
+                            precision: bits,
+                            rounding: Rounding::Exact,
+                            source: i,
+                        });
                     }
                     _ => {}
                 }
                 let nonneg = value.nonnegative();
-                value = if valid { Value::Quant { range: quantizer_range(bits, signed, nonneg) } } else { Value::Unknown };
+                value = if valid {
+                    Value::Quant {
+                        range: quantizer_range(bits, signed, nonneg),
+                    }
+                } else {
+                    Value::Unknown
+                };
             }
             Layer::Activation(act) => {
                 value = match value {
-                    Value::Real { nonneg } => Value::Real { nonneg: act.output_nonnegative(nonneg) },
-                    Value::Quant { range } if !encrypted => Value::Real { nonneg: act.output_nonnegative(range.min >= 0) },
-                    Value::Quant { range } => Value::Acc { range, source: i, pending: Some(act.output_nonnegative(range.min >= 0)) },
-                    Value::Acc { range, source, pending } => Value::Acc { range, source, pending: Some(act.output_nonnegative(pending.unwrap_or(range.min >= 0))) },
+                    Value::Real { nonneg } => Value::Real {
+                        nonneg: act.output_nonnegative(nonneg),
+                    },
+                    Value::Quant { range } if !encrypted => Value::Real {
+                        nonneg: act.output_nonnegative(range.min >= 0),
+                    },
+                    Value::Quant { range } => Value::Acc {
+                        range,
+                        source: i,
+                        pending: Some(act.output_nonnegative(range.min >= 0)),
+                    },
+                    Value::Acc {
+                        range,
+                        source,
+                        pending,
+                    } => Value::Acc {
+                        range,
+                        source,
+                        pending: Some(act.output_nonnegative(pending.unwrap_or(range.min >= 0))),
+                    },
                     Value::Unknown => Value::Unknown,
                 };
             }
-            Layer::QuantLinear { in_features, out_features, ref options } => {
-                let sizes_ok = a.check_nonzero(i, "in_features", in_features) & a.check_nonzero(i, "out_features", out_features);
+            Layer::QuantLinear {
+                in_features,
+                out_features,
+                ref options,
+            } => {
+                let sizes_ok = a.check_nonzero(i, "in_features", in_features)
+                    & a.check_nonzero(i, "out_features", out_features);
                 let weights_ok = a.check_weight_options(i, options, in_features);
                 match shape {
-                    Shape::Features(n) if n != in_features => a.error(i, None, ArchErrorKind::FeatureMismatch { expected: in_features, found: n }),
+                    Shape::Features(n) if n != in_features => a.error(
+                        i,
+                        None,
+                        ArchErrorKind::FeatureMismatch {
+                            expected: in_features,
+                            found: n,
+                        },
+                    ),
                     Shape::Image { .. } => a.error(i, None, ArchErrorKind::NeedsFlatten { shape }),
                     _ => {}
                 }
@@ -627,24 +781,60 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 shape = Shape::Features(out_features);
                 encrypted = true;
             }
-            Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, input, ref options } => {
+            Layer::QuantConv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                input,
+                ref options,
+            } => {
                 let sizes_ok = a.check_nonzero(i, "in_channels", in_channels)
                     & a.check_nonzero(i, "out_channels", out_channels)
                     & a.check_nonzero(i, "kernel", kernel)
                     & a.check_nonzero(i, "stride", stride);
                 let weights_ok = a.check_weight_options(i, options, in_channels * kernel * kernel);
                 let size = match (shape, input) {
-                    (Shape::Image { channels, height, width }, declared) => {
+                    (
+                        Shape::Image {
+                            channels,
+                            height,
+                            width,
+                        },
+                        declared,
+                    ) => {
                         if channels != in_channels {
-                            a.error(i, None, ArchErrorKind::ChannelMismatch { expected: in_channels, found: channels });
+                            a.error(
+                                i,
+                                None,
+                                ArchErrorKind::ChannelMismatch {
+                                    expected: in_channels,
+                                    found: channels,
+                                },
+                            );
                         }
                         if let Some(d) = declared.filter(|&d| d != (height, width)) {
-                            a.error(i, Some("input"), ArchErrorKind::InputSizeMismatch { declared: d, found: (height, width) });
+                            a.error(
+                                i,
+                                Some("input"),
+                                ArchErrorKind::InputSizeMismatch {
+                                    declared: d,
+                                    found: (height, width),
+                                },
+                            );
                         }
                         Some((height, width))
                     }
                     (Shape::Features(n), _) => {
-                        a.error(i, None, ArchErrorKind::NeedsImage { layer: "QuantConv2d", features: n });
+                        a.error(
+                            i,
+                            None,
+                            ArchErrorKind::NeedsImage {
+                                layer: "QuantConv2d",
+                                features: n,
+                            },
+                        );
                         None
                     }
                     (Shape::Unknown, Some(d)) => Some(d),
@@ -656,7 +846,15 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 shape = match size {
                     Some((h, w)) if sizes_ok => {
                         if h + 2 * padding < kernel || w + 2 * padding < kernel {
-                            a.error(i, None, ArchErrorKind::ImageTooSmall { size: (h, w), window: kernel, padding });
+                            a.error(
+                                i,
+                                None,
+                                ArchErrorKind::ImageTooSmall {
+                                    size: (h, w),
+                                    window: kernel,
+                                    padding,
+                                },
+                            );
                             Shape::Unknown
                         } else {
                             Shape::Image {
@@ -669,7 +867,9 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                     _ => Shape::Unknown,
                 };
                 let padded = match value {
-                    Value::Quant { range } if padding > 0 => Value::Quant { range: range.with_zero() },
+                    Value::Quant { range } if padding > 0 => Value::Quant {
+                        range: range.with_zero(),
+                    },
                     other => other,
                 };
                 value = weighted_input(&mut a, i, padded, weights_ok && sizes_ok, encrypted);
@@ -681,16 +881,39 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
             Layer::AvgPool2d { kernel } => {
                 let ok = a.check_nonzero(i, "kernel", kernel);
                 shape = match shape {
-                    Shape::Image { channels, height, width } if ok => {
+                    Shape::Image {
+                        channels,
+                        height,
+                        width,
+                    } if ok => {
                         if height < kernel || width < kernel {
-                            a.error(i, None, ArchErrorKind::ImageTooSmall { size: (height, width), window: kernel, padding: 0 });
+                            a.error(
+                                i,
+                                None,
+                                ArchErrorKind::ImageTooSmall {
+                                    size: (height, width),
+                                    window: kernel,
+                                    padding: 0,
+                                },
+                            );
                             Shape::Unknown
                         } else {
-                            Shape::Image { channels, height: height / kernel, width: width / kernel }
+                            Shape::Image {
+                                channels,
+                                height: height / kernel,
+                                width: width / kernel,
+                            }
                         }
                     }
                     Shape::Features(n) => {
-                        a.error(i, None, ArchErrorKind::NeedsImage { layer: "AvgPool2d", features: n });
+                        a.error(
+                            i,
+                            None,
+                            ArchErrorKind::NeedsImage {
+                                layer: "AvgPool2d",
+                                features: n,
+                            },
+                        );
                         Shape::Unknown
                     }
                     _ => Shape::Unknown,
@@ -698,8 +921,20 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 let window = kernel * kernel;
                 value = match value {
                     Value::Real { nonneg } => Value::Real { nonneg },
-                    Value::Quant { range } => Value::Acc { range: range.sum_of(window), source: i, pending: None },
-                    Value::Acc { range, source, pending: None } => Value::Acc { range: range.sum_of(window), source, pending: None },
+                    Value::Quant { range } => Value::Acc {
+                        range: range.sum_of(window),
+                        source: i,
+                        pending: None,
+                    },
+                    Value::Acc {
+                        range,
+                        source,
+                        pending: None,
+                    } => Value::Acc {
+                        range: range.sum_of(window),
+                        source,
+                        pending: None,
+                    },
                     Value::Acc { .. } => {
                         a.error(i, None, ArchErrorKind::PoolAfterActivation);
                         Value::Unknown
@@ -711,25 +946,47 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 }
             }
             Layer::Flatten => {
-                if let Shape::Image { channels, height, width } = shape {
+                if let Shape::Image {
+                    channels,
+                    height,
+                    width,
+                } = shape
+                {
                     shape = Shape::Features(channels * height * width);
                 }
             }
         }
         let (kind, range) = value.kind();
-        out.push(LayerAnalysis { shape, kind, range, accumulator_bits, lookup });
+        out.push(LayerAnalysis {
+            shape,
+            kind,
+            range,
+            accumulator_bits,
+            lookup,
+        });
     }
 
     if !encrypted {
-        a.errors.push(ArchError { layer: None, option: None, kind: ArchErrorKind::NoWeightedLayer });
+        a.errors.push(ArchError {
+            layer: None,
+            option: None,
+            kind: ArchErrorKind::NoWeightedLayer,
+        });
     }
     if let Value::Acc { range, source, .. } = value {
         let bits = range.bits();
         if bits > MAX_ACCUMULATOR_BITS {
             let derivation = a.derivation(source, range);
-            a.error(source, None, ArchErrorKind::AccumulatorTooWide { derivation, bits });
+            a.error(
+                source,
+                None,
+                ArchErrorKind::AccumulatorTooWide { derivation, bits },
+            );
         }
-        if layers[source].weight_options().is_some_and(|o| o.round.is_some()) {
+        if layers[source]
+            .weight_options()
+            .is_some_and(|o| o.round.is_some())
+        {
             a.error(source, Some("round"), ArchErrorKind::RoundWithoutLookup);
         }
     }
@@ -749,15 +1006,28 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         lookups: lookups.iter().map(|l| l.count).sum(),
         max_lookup_bits: lookups.iter().map(|l| l.precision).max().unwrap_or(0),
         max_integer_bits,
-        rounded_lookups: lookups.iter().filter(|l| l.rounding != Rounding::Exact).map(|l| l.count).sum(),
+        rounded_lookups: lookups
+            .iter()
+            .filter(|l| l.rounding != Rounding::Exact)
+            .map(|l| l.count)
+            .sum(),
         outputs: shape.elements().unwrap_or(0),
     };
-    Ok(Analysis { layers: out, summary })
+    Ok(Analysis {
+        layers: out,
+        summary,
+    })
 }
 
 /// The accumulator a weighted layer produces from `value`, or an error when the input is
 /// not quantized.
-fn weighted_input(a: &mut Analyzer<'_>, i: usize, value: Value, usable: bool, encrypted: bool) -> Value {
+fn weighted_input(
+    a: &mut Analyzer<'_>,
+    i: usize,
+    value: Value,
+    usable: bool,
+    encrypted: bool,
+) -> Value {
     let name = a.layers[i].name();
     let found = match value {
         Value::Quant { range } => {
@@ -765,19 +1035,40 @@ fn weighted_input(a: &mut Analyzer<'_>, i: usize, value: Value, usable: bool, en
             if !usable {
                 return Value::Unknown;
             }
-            let options = a.layers[i].weight_options().copied().expect("weighted layer");
+            let options = a.layers[i]
+                .weight_options()
+                .copied()
+                .expect("weighted layer");
             let range = worst_case_accumulator(range, options.weight_bits, a.terms(i));
-            return Value::Acc { range, source: i, pending: None };
+            return Value::Acc {
+                range,
+                source: i,
+                pending: None,
+            };
         }
         Value::Unknown => return Value::Unknown,
         Value::Real { .. } if !encrypted => "the real-valued network input".to_string(),
         Value::Real { .. } => "a real-valued tensor".to_string(),
-        Value::Acc { source, pending, .. } => {
-            let what = if pending.is_some() { "activation output" } else { "accumulator" };
-            format!("the {what} of layer {} ({})", source + 1, a.layers[source].name())
+        Value::Acc {
+            source, pending, ..
+        } => {
+            let what = if pending.is_some() {
+                "activation output"
+            } else {
+                "accumulator"
+            };
+            format!(
+                "the {what} of layer {} ({})",
+                source + 1,
+                a.layers[source].name()
+            )
         }
     };
-    a.error(i, None, ArchErrorKind::MissingQuantIdentity { layer: name, found });
+    a.error(
+        i,
+        None,
+        ArchErrorKind::MissingQuantIdentity { layer: name, found },
+    );
     Value::Unknown
 }
 
@@ -790,7 +1081,13 @@ mod tests {
         Layer::QuantLinear {
             in_features: i,
             out_features: o,
-            options: WeightOptions { weight_bits: w, bias: true, active: None, round: None, exact: false },
+            options: WeightOptions {
+                weight_bits: w,
+                bias: true,
+                active: None,
+                round: None,
+                exact: false,
+            },
         }
     }
 
@@ -830,23 +1127,50 @@ mod tests {
         // is at most 3·4 = 12 in magnitude, so the sum lies in ±9408: 15 bits signed.
         // Second layer: ReLU then a signed 3-bit quantizer gives [0, 3]; 128 inputs:
         // ±128·9 = ±1152: 12 bits.
-        let net = [quant(3), linear(784, 128, 3), RELU, quant(3), linear(128, 10, 3)];
+        let net = [
+            quant(3),
+            linear(784, 128, 3),
+            RELU,
+            quant(3),
+            linear(128, 10, 3),
+        ];
         let a = analyze(&net).unwrap();
         assert_eq!(a.layers[1].range, Some(IntRange::new(-9408, 9408)));
         assert_eq!(a.layers[1].accumulator_bits, Some(15));
         assert_eq!(a.layers[3].range, Some(IntRange::new(0, 3)));
         let lookup = a.layers[3].lookup.unwrap();
-        assert_eq!((lookup.count, lookup.input_bits, lookup.precision), (128, 15, 8));
+        assert_eq!(
+            (lookup.count, lookup.input_bits, lookup.precision),
+            (128, 15, 8)
+        );
         assert_eq!(lookup.rounding, Rounding::Runtime);
         assert_eq!(a.layers[4].accumulator_bits, Some(12));
         assert_eq!(a.layers[4].range, Some(IntRange::new(-1152, 1152)));
-        assert_eq!(a.summary, Summary { lookups: 128, max_lookup_bits: 8, max_integer_bits: 15, rounded_lookups: 128, outputs: 10 });
+        assert_eq!(
+            a.summary,
+            Summary {
+                lookups: 128,
+                max_lookup_bits: 8,
+                max_integer_bits: 15,
+                rounded_lookups: 128,
+                outputs: 10
+            }
+        );
     }
 
     #[test]
     fn unsigned_inputs_and_active_bound() {
         // 784 unsigned 3-bit inputs in [0, 7], weights in [-3, 3]: ±784·21 = ±16464: 16 bits.
-        let mut net = vec![Layer::QuantIdentity { bits: 3, signed: false }, linear(784, 128, 3), RELU, quant(3), linear(128, 10, 3)];
+        let mut net = vec![
+            Layer::QuantIdentity {
+                bits: 3,
+                signed: false,
+            },
+            linear(784, 128, 3),
+            RELU,
+            quant(3),
+            linear(128, 10, 3),
+        ];
         let a = analyze(&net).unwrap();
         assert_eq!(a.layers[1].range, Some(IntRange::new(-16464, 16464)));
         assert_eq!(a.layers[1].accumulator_bits, Some(16));
@@ -859,7 +1183,16 @@ mod tests {
 
     #[test]
     fn seed_network_is_exact_below_the_limit() {
-        let net = [quant(3), linear(64, 30, 3), RELU, quant(3), linear(30, 30, 3), RELU, quant(3), linear(30, 10, 3)];
+        let net = [
+            quant(3),
+            linear(64, 30, 3),
+            RELU,
+            quant(3),
+            linear(30, 30, 3),
+            RELU,
+            quant(3),
+            linear(30, 10, 3),
+        ];
         let a = analyze(&net).unwrap();
         // 64·12 = 768 → 11 bits; 30·9 = 270 → 10 bits.
         assert_eq!(a.layers[1].accumulator_bits, Some(11));
@@ -871,11 +1204,20 @@ mod tests {
     #[test]
     fn twenty_bit_lookup_is_rejected_with_fixes() {
         // 784 inputs in [-128, 127] (8 bits), 5-bit weights (15): 784·1920 = 1,505,280 → 22 bits.
-        let net = [quant(8), linear(784, 16, 5), RELU, quant(3), linear(16, 10, 3)];
+        let net = [
+            quant(8),
+            linear(784, 16, 5),
+            RELU,
+            quant(3),
+            linear(16, 10, 3),
+        ];
         let errs = analyze(&net).unwrap_err();
         assert_eq!(errs.len(), 1);
         let msg = errs[0].to_string();
-        assert!(matches!(errs[0].kind, ArchErrorKind::LookupTooWide { bits: 22, .. }), "{msg}");
+        assert!(
+            matches!(errs[0].kind, ArchErrorKind::LookupTooWide { bits: 22, .. }),
+            "{msg}"
+        );
         assert_eq!(errs[0].layer, Some(1));
         assert!(msg.contains("784 inputs in [-128, 127]"), "{msg}");
         assert!(msg.contains("set active = 17"), "{msg}");
@@ -884,7 +1226,13 @@ mod tests {
 
     #[test]
     fn rounding_rules() {
-        let mut net = vec![quant(8), linear(784, 16, 5), RELU, quant(3), linear(16, 10, 3)];
+        let mut net = vec![
+            quant(8),
+            linear(784, 16, 5),
+            RELU,
+            quant(3),
+            linear(16, 10, 3),
+        ];
         let set = |net: &mut Vec<Layer>, round: Option<u32>, exact: bool| {
             if let Layer::QuantLinear { options, .. } = &mut net[1] {
                 options.round = round;
@@ -894,35 +1242,75 @@ mod tests {
         set(&mut net, Some(6), false);
         let a = analyze(&net).unwrap();
         let l = a.layers[3].lookup.unwrap();
-        assert_eq!((l.input_bits, l.precision, l.rounding), (22, 6, Rounding::Declared));
+        assert_eq!(
+            (l.input_bits, l.precision, l.rounding),
+            (22, 6, Rounding::Declared)
+        );
         set(&mut net, Some(9), false);
-        assert!(matches!(analyze(&net).unwrap_err()[0].kind, ArchErrorKind::BitsOutOfRange { what: "round", .. }));
+        assert!(matches!(
+            analyze(&net).unwrap_err()[0].kind,
+            ArchErrorKind::BitsOutOfRange { what: "round", .. }
+        ));
         // Exact over the limit: the seed layer is 11 bits.
-        let mut seed = vec![quant(3), linear(64, 30, 3), RELU, quant(3), linear(30, 10, 3)];
+        let mut seed = vec![
+            quant(3),
+            linear(64, 30, 3),
+            RELU,
+            quant(3),
+            linear(30, 10, 3),
+        ];
         if let Layer::QuantLinear { options, .. } = &mut seed[1] {
             options.exact = true;
         }
         let errs = analyze(&seed).unwrap_err();
-        assert!(matches!(errs[0].kind, ArchErrorKind::ExactOverLimit { bits: 11, .. }));
-        assert!(errs[0].to_string().contains("set active = 10"), "{}", errs[0]);
+        assert!(matches!(
+            errs[0].kind,
+            ArchErrorKind::ExactOverLimit { bits: 11, .. }
+        ));
+        assert!(
+            errs[0].to_string().contains("set active = 10"),
+            "{}",
+            errs[0]
+        );
         // Round on the output layer has nothing to act on.
         if let Layer::QuantLinear { options, .. } = &mut seed[4] {
             options.round = Some(4);
         }
         let errs = analyze(&seed).unwrap_err();
-        assert!(errs.iter().any(|e| e.kind == ArchErrorKind::RoundWithoutLookup && e.layer == Some(4)));
+        assert!(errs
+            .iter()
+            .any(|e| e.kind == ArchErrorKind::RoundWithoutLookup && e.layer == Some(4)));
     }
 
     #[test]
     fn independent_errors_are_reported_together() {
-        let net = [quant(3), linear(784, 128, 3), RELU, linear(100, 10, 3), quant(20)];
+        let net = [
+            quant(3),
+            linear(784, 128, 3),
+            RELU,
+            linear(100, 10, 3),
+            quant(20),
+        ];
         let errs = analyze(&net).unwrap_err();
-        let kinds: Vec<_> = errs.iter().map(|e| (e.layer, std::mem::discriminant(&e.kind))).collect();
+        let kinds: Vec<_> = errs
+            .iter()
+            .map(|e| (e.layer, std::mem::discriminant(&e.kind)))
+            .collect();
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert_eq!(kinds[0].0, Some(3));
-        assert!(errs.iter().any(|e| matches!(e.kind, ArchErrorKind::FeatureMismatch { expected: 100, found: 128 })));
-        assert!(errs.iter().any(|e| matches!(e.kind, ArchErrorKind::MissingQuantIdentity { .. })));
-        assert!(errs.iter().any(|e| matches!(e.kind, ArchErrorKind::BitsOutOfRange { bits: 20, .. })));
+        assert!(errs.iter().any(|e| matches!(
+            e.kind,
+            ArchErrorKind::FeatureMismatch {
+                expected: 100,
+                found: 128
+            }
+        )));
+        assert!(errs
+            .iter()
+            .any(|e| matches!(e.kind, ArchErrorKind::MissingQuantIdentity { .. })));
+        assert!(errs
+            .iter()
+            .any(|e| matches!(e.kind, ArchErrorKind::BitsOutOfRange { bits: 20, .. })));
     }
 
     #[test]
@@ -934,10 +1322,19 @@ mod tests {
             stride: s,
             padding: p,
             input,
-            options: WeightOptions { weight_bits: 3, bias: true, active: None, round: None, exact: false },
+            options: WeightOptions {
+                weight_bits: 3,
+                bias: true,
+                active: None,
+                round: None,
+                exact: false,
+            },
         };
         let net = [
-            Layer::QuantIdentity { bits: 2, signed: false },
+            Layer::QuantIdentity {
+                bits: 2,
+                signed: false,
+            },
             conv(1, 4, 3, 1, 1, Some((8, 8))),
             RELU,
             quant(3),
@@ -950,14 +1347,37 @@ mod tests {
             linear(8, 10, 3),
         ];
         let a = analyze(&net).unwrap();
-        assert_eq!(a.layers[1].shape, Shape::Image { channels: 4, height: 8, width: 8 });
+        assert_eq!(
+            a.layers[1].shape,
+            Shape::Image {
+                channels: 4,
+                height: 8,
+                width: 8
+            }
+        );
         // 9 inputs in [0, 3] × [-3, 3]: ±81 → 8 bits.
         assert_eq!(a.layers[1].accumulator_bits, Some(8));
         assert_eq!(a.layers[4].range, Some(IntRange::new(0, 12)));
         assert_eq!(a.layers[5].lookup.unwrap().count, 4 * 4 * 4);
-        assert_eq!(a.layers[6].shape, Shape::Image { channels: 8, height: 1, width: 1 });
+        assert_eq!(
+            a.layers[6].shape,
+            Shape::Image {
+                channels: 8,
+                height: 1,
+                width: 1
+            }
+        );
         assert_eq!(a.summary.lookups, 256 + 64 + 8);
-        let bad = [Layer::QuantIdentity { bits: 2, signed: false }, conv(1, 4, 3, 1, 0, None), RELU, quant(3), linear(4, 10, 3)];
+        let bad = [
+            Layer::QuantIdentity {
+                bits: 2,
+                signed: false,
+            },
+            conv(1, 4, 3, 1, 0, None),
+            RELU,
+            quant(3),
+            linear(4, 10, 3),
+        ];
         let errs = analyze(&bad).unwrap_err();
         assert!(matches!(errs[0].kind, ArchErrorKind::MissingInputShape));
         assert_eq!(errs.len(), 1, "{errs:?}");

@@ -92,13 +92,29 @@ impl std::fmt::Display for Layer {
         use super::activation::Activation::*;
         match *self {
             Layer::QuantIdentity { bits, signed } => {
-                write!(f, "QuantIdentity({bits}{})", if signed { "" } else { ", unsigned" })
+                write!(
+                    f,
+                    "QuantIdentity({bits}{})",
+                    if signed { "" } else { ", unsigned" }
+                )
             }
-            Layer::QuantLinear { in_features, out_features, ref options } => {
+            Layer::QuantLinear {
+                in_features,
+                out_features,
+                ref options,
+            } => {
                 write!(f, "QuantLinear({in_features}, {out_features}")?;
                 write_weight_options(f, options)
             }
-            Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, input, ref options } => {
+            Layer::QuantConv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                input,
+                ref options,
+            } => {
                 write!(f, "QuantConv2d({in_channels}, {out_channels}, {kernel}")?;
                 if stride != 1 {
                     write!(f, ", stride = {stride}")?;
@@ -119,7 +135,9 @@ impl std::fmt::Display for Layer {
                 Threshold { threshold, value } => write!(f, "Threshold({threshold}, {value})"),
                 ELU { alpha } | CELU { alpha } => write!(f, "{}({alpha})", a.name()),
                 Softplus { beta, threshold } => write!(f, "Softplus({beta}, {threshold})"),
-                Hardshrink { lambda } | Softshrink { lambda } => write!(f, "{}({lambda})", a.name()),
+                Hardshrink { lambda } | Softshrink { lambda } => {
+                    write!(f, "{}({lambda})", a.name())
+                }
                 _ => write!(f, "{}", a.name()),
             },
         }

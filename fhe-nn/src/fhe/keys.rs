@@ -5,15 +5,15 @@ use ndarray::ArrayView1;
 use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::prelude::*;
 use tfhe::shortint;
-use tfhe::shortint::parameters::AtomicPatternParameters;
 use tfhe::shortint::ciphertext::MaxDegree;
+use tfhe::shortint::parameters::AtomicPatternParameters;
 
 use super::params::{vetted, ParameterSet};
 use super::plan::FhePlan;
 use super::wire::{self, Kind};
 use super::{EncryptedSample, FheError};
 use crate::arch::activation::Activation;
-use crate::model::{Quantizer, QuantModel};
+use crate::model::{QuantModel, Quantizer};
 
 /// Largest serialized evaluation key accepted (bytes).
 pub const EVALUATION_KEY_LIMIT: u64 = 8 << 30;
@@ -45,7 +45,11 @@ impl ClientSpec {
     pub fn new(model: &QuantModel, plan: &FhePlan) -> ClientSpec {
         let input = model.input_stage();
         let last = model.layers().last().expect("a model has a weighted layer");
-        let spell = |acts: &[Activation]| acts.iter().map(|a| (a.name().to_string(), a.params())).collect();
+        let spell = |acts: &[Activation]| {
+            acts.iter()
+                .map(|a| (a.name().to_string(), a.params()))
+                .collect()
+        };
         ClientSpec {
             precision: plan.set.precision,
             features: input.features,
@@ -62,7 +66,9 @@ impl ClientSpec {
     }
 
     fn activations(list: &[(String, Vec<f64>)]) -> Result<Vec<Activation>, FheError> {
-        list.iter().map(|(n, p)| Activation::from_name(n, p).map_err(FheError::Decode)).collect()
+        list.iter()
+            .map(|(n, p)| Activation::from_name(n, p).map_err(FheError::Decode))
+            .collect()
     }
 
     fn check(&self) -> Result<(), FheError> {
@@ -73,9 +79,15 @@ impl ClientSpec {
             && self.input_delta_log2 < 63
             && self.output_delta_log2 < 63
             && self.output_unit.len() == self.output_bias.len()
-            && self.output_unit.iter().chain(&self.output_bias).all(|v| v.is_finite());
+            && self
+                .output_unit
+                .iter()
+                .chain(&self.output_bias)
+                .all(|v| v.is_finite());
         if !ok {
-            return Err(FheError::Decode("inconsistent client key specification".into()));
+            return Err(FheError::Decode(
+                "inconsistent client key specification".into(),
+            ));
         }
         Self::activations(&self.input_activations)?;
         Self::activations(&self.output_activations)?;
@@ -93,7 +105,10 @@ pub struct ClientKey {
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientKey").field("key_id", &self.key_id).field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("ClientKey")
+            .field("key_id", &self.key_id)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,7 +128,8 @@ struct EvaluationKeyWire {
 }
 
 fn set_of(precision: u32) -> Result<ParameterSet, FheError> {
-    vetted(precision).ok_or_else(|| FheError::Decode(format!("no parameter set of precision {precision}")))
+    vetted(precision)
+        .ok_or_else(|| FheError::Decode(format!("no parameter set of precision {precision}")))
 }
 
 /// Generates a fresh key pair for a planned model.
@@ -125,8 +141,17 @@ pub fn generate_keys(model: &QuantModel, plan: &FhePlan) -> (ClientKey, Evaluati
         let mut seeder = new_seeder();
         (seeder.seed().0 as u64) | 1
     };
-    let client = ClientKey { key_id, spec: ClientSpec::new(model, plan), key };
-    let eval = EvaluationKey { key_id, precision: plan.set.precision, compressed, server_key };
+    let client = ClientKey {
+        key_id,
+        spec: ClientSpec::new(model, plan),
+        key,
+    };
+    let eval = EvaluationKey {
+        key_id,
+        precision: plan.set.precision,
+        compressed,
+        server_key,
+    };
     (client, eval)
 }
 
@@ -142,13 +167,20 @@ impl ClientKey {
     }
 
     fn input_quantizer(&self) -> Quantizer {
-        Quantizer { scale: self.spec.input_scale, bits: self.spec.input_bits, signed: self.spec.input_signed }
+        Quantizer {
+            scale: self.spec.input_scale,
+            bits: self.spec.input_bits,
+            signed: self.spec.input_signed,
+        }
     }
 
     /// Quantizes one real sample (after any declared input activations).
     pub fn quantize(&self, sample: ArrayView1<f64>) -> Result<Vec<i64>, crate::InputError> {
         if sample.len() != self.spec.features {
-            return Err(crate::InputError::Width { expected: self.spec.features, found: sample.len() });
+            return Err(crate::InputError::Width {
+                expected: self.spec.features,
+                found: sample.len(),
+            });
         }
         let acts = ClientSpec::activations(&self.spec.input_activations).unwrap_or_default();
         let q = self.input_quantizer();
@@ -157,7 +189,11 @@ impl ClientKey {
             .enumerate()
             .map(|(feature, &x)| {
                 if !x.is_finite() {
-                    return Err(crate::InputError::NonFinite { sample: 0, feature, value: x });
+                    return Err(crate::InputError::NonFinite {
+                        sample: 0,
+                        feature,
+                        value: x,
+                    });
                 }
                 Ok(q.quantize(acts.iter().fold(x, |y, a| a.apply(y))))
             })
@@ -173,23 +209,48 @@ impl ClientKey {
     /// Encrypts one quantized sample, each value times Δ under the big LWE key.
     pub fn encrypt_quantized(&self, values: &[i64]) -> Result<EncryptedSample, crate::InputError> {
         if values.len() != self.spec.features {
-            return Err(crate::InputError::Width { expected: self.spec.features, found: values.len() });
+            return Err(crate::InputError::Width {
+                expected: self.spec.features,
+                found: values.len(),
+            });
         }
         let r = self.input_quantizer().range();
-        if let Some((feature, &value)) = values.iter().enumerate().find(|(_, &v)| v < r.min || v > r.max) {
-            return Err(crate::InputError::OutOfRange { sample: 0, feature, value, min: r.min, max: r.max });
+        if let Some((feature, &value)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v < r.min || v > r.max)
+        {
+            return Err(crate::InputError::OutOfRange {
+                sample: 0,
+                feature,
+                value,
+                min: r.min,
+                max: r.max,
+            });
         }
         let (secret, noise) = self.key.encryption_key_and_noise();
         let mut seeder = new_seeder();
-        let mut generator = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder.as_mut());
+        let mut generator = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(
+            seeder.seed(),
+            seeder.as_mut(),
+        );
         let cts = values
             .iter()
             .map(|&v| {
                 let plaintext = Plaintext((v as u64).wrapping_shl(self.spec.input_delta_log2));
-                allocate_and_encrypt_new_lwe_ciphertext(&secret, plaintext, noise, CiphertextModulus::new_native(), &mut generator)
+                allocate_and_encrypt_new_lwe_ciphertext(
+                    &secret,
+                    plaintext,
+                    noise,
+                    CiphertextModulus::new_native(),
+                    &mut generator,
+                )
             })
             .collect();
-        Ok(EncryptedSample { key_id: self.key_id, cts })
+        Ok(EncryptedSample {
+            key_id: self.key_id,
+            cts,
+        })
     }
 
     /// Decrypts one ciphertext encoding a signed integer times `2^delta_log2`.
@@ -202,11 +263,23 @@ impl ClientKey {
 
     fn check_sample(&self, sample: &EncryptedSample) -> Result<(), FheError> {
         if sample.key_id != self.key_id {
-            return Err(FheError::WrongKey { expected: self.key_id, found: sample.key_id });
+            return Err(FheError::WrongKey {
+                expected: self.key_id,
+                found: sample.key_id,
+            });
         }
-        let size = self.key.encryption_key_and_noise().0.lwe_dimension().to_lwe_size();
+        let size = self
+            .key
+            .encryption_key_and_noise()
+            .0
+            .lwe_dimension()
+            .to_lwe_size();
         if let Some(bad) = sample.cts.iter().find(|c| c.lwe_size() != size) {
-            return Err(FheError::Shape(format!("ciphertext of LWE size {}, expected {}", bad.lwe_size().0, size.0)));
+            return Err(FheError::Shape(format!(
+                "ciphertext of LWE size {}, expected {}",
+                bad.lwe_size().0,
+                size.0
+            )));
         }
         Ok(())
     }
@@ -215,9 +288,17 @@ impl ClientKey {
     pub fn decrypt_int(&self, output: &EncryptedSample) -> Result<Vec<i64>, FheError> {
         self.check_sample(output)?;
         if output.cts.len() != self.spec.output_unit.len() {
-            return Err(FheError::Shape(format!("{} outputs, expected {}", output.cts.len(), self.spec.output_unit.len())));
+            return Err(FheError::Shape(format!(
+                "{} outputs, expected {}",
+                output.cts.len(),
+                self.spec.output_unit.len()
+            )));
         }
-        Ok(output.cts.iter().map(|c| self.decrypt_value(c, self.spec.output_delta_log2)).collect())
+        Ok(output
+            .cts
+            .iter()
+            .map(|c| self.decrypt_value(c, self.spec.output_delta_log2))
+            .collect())
     }
 
     /// Decrypts and de-quantizes the server's output.
@@ -227,7 +308,12 @@ impl ClientKey {
         Ok(ints
             .iter()
             .enumerate()
-            .map(|(j, &a)| acts.iter().fold(self.spec.output_unit[j] * a as f64 + self.spec.output_bias[j], |y, f| f.apply(y)))
+            .map(|(j, &a)| {
+                acts.iter().fold(
+                    self.spec.output_unit[j] * a as f64 + self.spec.output_bias[j],
+                    |y, f| f.apply(y),
+                )
+            })
             .collect())
     }
 
@@ -240,12 +326,16 @@ impl ClientKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
         let (key_id, key): (u64, ClientKey) = wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
         if key.key_id != key_id {
-            return Err(FheError::Decode("key id of the envelope and of the key differ".into()));
+            return Err(FheError::Decode(
+                "key id of the envelope and of the key differ".into(),
+            ));
         }
         key.spec.check()?;
         let set = set_of(key.spec.precision)?;
         if key.key.parameters() != set.params.into() {
-            return Err(FheError::Decode("client key parameters are not the vetted set of its precision".into()));
+            return Err(FheError::Decode(
+                "client key parameters are not the vetted set of its precision".into(),
+            ));
         }
         Ok(key)
     }
@@ -264,7 +354,10 @@ impl EvaluationKey {
 
     /// Serializes the compressed evaluation key (what the client sends the server).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        let wire = EvaluationKeyWire { precision: self.precision, compressed: self.compressed.clone() };
+        let wire = EvaluationKeyWire {
+            precision: self.precision,
+            compressed: self.compressed.clone(),
+        };
         wire::seal(Kind::EvaluationKey, self.key_id, &wire)
     }
 
@@ -272,15 +365,27 @@ impl EvaluationKey {
     /// its precision, and decompresses it.
     pub fn from_bytes(bytes: &[u8]) -> Result<EvaluationKey, FheError> {
         use tfhe::conformance::ParameterSetConformant;
-        let (key_id, wire): (u64, EvaluationKeyWire) = wire::open(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
+        let (key_id, wire): (u64, EvaluationKeyWire) =
+            wire::open(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
         let set = set_of(wire.precision)?;
         let p = set.params;
         let max_degree = MaxDegree::new(p.message_modulus.0 * p.carry_modulus.0 - 1);
-        if !wire.compressed.is_conformant(&(AtomicPatternParameters::from(p), max_degree)) {
-            return Err(FheError::Decode(format!("evaluation key does not conform to {}", set.name)));
+        if !wire
+            .compressed
+            .is_conformant(&(AtomicPatternParameters::from(p), max_degree))
+        {
+            return Err(FheError::Decode(format!(
+                "evaluation key does not conform to {}",
+                set.name
+            )));
         }
         let server_key = wire.compressed.decompress();
-        Ok(EvaluationKey { key_id, precision: wire.precision, compressed: wire.compressed, server_key })
+        Ok(EvaluationKey {
+            key_id,
+            precision: wire.precision,
+            compressed: wire.compressed,
+            server_key,
+        })
     }
 
     /// Size of the serialized (compressed) key in bytes.

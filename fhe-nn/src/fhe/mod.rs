@@ -9,7 +9,10 @@ mod wire;
 
 pub use keys::{generate_keys, ClientKey, ClientSpec, EvaluationKey};
 pub use params::{vetted, ParameterSet, PRECISIONS};
-pub use plan::{failure_probability, half_box, log2, FheOptions, FhePlan, LookupNoise, NoiseModel, PlanError, DEFAULT_P_ERROR, DEFAULT_ROUNDED_PRECISION};
+pub use plan::{
+    failure_probability, half_box, log2, FheOptions, FhePlan, LookupNoise, NoiseModel, PlanError,
+    DEFAULT_P_ERROR, DEFAULT_ROUNDED_PRECISION,
+};
 pub use server::{EncryptedSample, FheServer};
 pub use wire::FORMAT_VERSION;
 
@@ -25,7 +28,10 @@ pub enum FheError {
     #[error("serialized format version {found}; this build reads version {supported}")]
     Version { found: u16, supported: u16 },
     #[error("expected serialized {expected}, found {found}")]
-    WrongKind { expected: &'static str, found: &'static str },
+    WrongKind {
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("truncated data: expected {expected} bytes, found {found}")]
     Truncated { expected: u64, found: u64 },
     #[error("serialized payload of {size} bytes exceeds the limit of {limit}")]

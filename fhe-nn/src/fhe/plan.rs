@@ -34,7 +34,12 @@ pub struct FheOptions {
 
 impl Default for FheOptions {
     fn default() -> Self {
-        FheOptions { p_error: DEFAULT_P_ERROR, global_p_error: None, precision: None, rounded_precision: DEFAULT_ROUNDED_PRECISION }
+        FheOptions {
+            p_error: DEFAULT_P_ERROR,
+            global_p_error: None,
+            precision: None,
+            rounded_precision: DEFAULT_ROUNDED_PRECISION,
+        }
     }
 }
 
@@ -50,7 +55,12 @@ pub enum PlanError {
     #[error("calibration data: {0}")]
     Calibration(String),
     #[error("no vetted parameter set meets p_error = {p_error:e}: the best, {best_set}, gives {best:e} at layer {layer}; lower the weights' 2-norm or raise p_error")]
-    TooNoisy { p_error: f64, best_set: &'static str, best: f64, layer: usize },
+    TooNoisy {
+        p_error: f64,
+        best_set: &'static str,
+        best: f64,
+        layer: usize,
+    },
 }
 
 /// The noise and failure probability of the lookups after one layer.
@@ -105,21 +115,55 @@ impl NoiseModel {
         };
         NoiseModel {
             fresh: glwe_std * glwe_std,
-            bootstrap: pbs_variance_132_bits_security_gaussian_fft_mul(p.lwe_dimension, p.glwe_dimension, p.polynomial_size, p.pbs_base_log, p.pbs_level, 53.0, q).0,
-            keyswitch: keyswitch_additive_variance_132_bits_security_gaussian(big, p.lwe_dimension, p.ks_base_log, p.ks_level, q, q).0,
-            modulus_switch: centered_binary_shifted_modulus_switch_additive_variance(p.lwe_dimension, q, 2.0 * p.polynomial_size.0 as f64).0,
+            bootstrap: pbs_variance_132_bits_security_gaussian_fft_mul(
+                p.lwe_dimension,
+                p.glwe_dimension,
+                p.polynomial_size,
+                p.pbs_base_log,
+                p.pbs_level,
+                53.0,
+                q,
+            )
+            .0,
+            keyswitch: keyswitch_additive_variance_132_bits_security_gaussian(
+                big,
+                p.lwe_dimension,
+                p.ks_base_log,
+                p.ks_level,
+                q,
+                q,
+            )
+            .0,
+            modulus_switch: centered_binary_shifted_modulus_switch_additive_variance(
+                p.lwe_dimension,
+                q,
+                2.0 * p.polynomial_size.0 as f64,
+            )
+            .0,
         }
     }
 
     /// Variance before the blind rotation of a lookup reading a weighted sum of squared
     /// 2-norm `norm2_squared` of fresh (first layer) or bootstrapped ciphertexts.
     pub fn lookup_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
-        norm2_squared * if fresh_inputs { self.fresh } else { self.bootstrap } + self.keyswitch + self.modulus_switch
+        norm2_squared
+            * if fresh_inputs {
+                self.fresh
+            } else {
+                self.bootstrap
+            }
+            + self.keyswitch
+            + self.modulus_switch
     }
 
     /// Variance of an output the client decrypts.
     pub fn output_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
-        norm2_squared * if fresh_inputs { self.fresh } else { self.bootstrap }
+        norm2_squared
+            * if fresh_inputs {
+                self.fresh
+            } else {
+                self.bootstrap
+            }
     }
 }
 
@@ -141,7 +185,9 @@ impl QuantModel {
             .iter()
             .filter_map(|s| s.lookup.as_ref().map(|l| (s, l)))
             .map(|(s, l)| {
-                let exact_bits = crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX).bits;
+                let exact_bits =
+                    crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX)
+                        .bits;
                 match l.declared {
                     Rounding::Exact => exact_bits,
                     Rounding::Declared | Rounding::Runtime => rounded_precision.min(exact_bits),
@@ -156,14 +202,19 @@ impl QuantModel {
     /// precision to it (so Clear and Simulate compute what FHE computes), and returns the
     /// plan with its error figures.
     pub fn plan(&mut self, options: &FheOptions) -> Result<FhePlan, PlanError> {
-        for p in [Some(options.p_error), options.global_p_error].into_iter().flatten() {
+        for p in [Some(options.p_error), options.global_p_error]
+            .into_iter()
+            .flatten()
+        {
             if !(p > 0.0 && p < 1.0) {
                 return Err(PlanError::BadProbability(p));
             }
         }
         let needed = self.required_precision(options.rounded_precision);
         let candidates: Vec<u32> = match options.precision {
-            Some(forced) if forced < needed && self.has_exact_lookups_over(forced) => return Err(PlanError::ForcedTooLow { needed, forced }),
+            Some(forced) if forced < needed && self.has_exact_lookups_over(forced) => {
+                return Err(PlanError::ForcedTooLow { needed, forced })
+            }
             Some(forced) if vetted(forced).is_none() => return Err(PlanError::NoSet(forced)),
             Some(forced) => vec![forced],
             None if needed > *PRECISIONS.end() => return Err(PlanError::NoSet(needed)),
@@ -174,8 +225,16 @@ impl QuantModel {
             let set = vetted(precision).ok_or(PlanError::NoSet(precision))?;
             self.set_lookup_precision(precision);
             let plan = self.evaluate(set, options.clone());
-            let worst = plan.lookups.iter().map(|l| (l.p_error, l.layer)).chain([(plan.output_p_error, usize::MAX)]).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
-            let ok = worst.0 <= options.p_error && options.global_p_error.is_none_or(|g| plan.global_p_error <= g);
+            let worst = plan
+                .lookups
+                .iter()
+                .map(|l| (l.p_error, l.layer))
+                .chain([(plan.output_p_error, usize::MAX)])
+                .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+            let ok = worst.0 <= options.p_error
+                && options
+                    .global_p_error
+                    .is_none_or(|g| plan.global_p_error <= g);
             if ok {
                 return Ok(plan);
             }
@@ -184,25 +243,42 @@ impl QuantModel {
             }
         }
         let (best, best_set, layer) = best.expect("at least one candidate");
-        Err(PlanError::TooNoisy { p_error: options.p_error, best_set, best, layer: layer.wrapping_add(1) })
+        Err(PlanError::TooNoisy {
+            p_error: options.p_error,
+            best_set,
+            best,
+            layer: layer.wrapping_add(1),
+        })
     }
 
     /// Like [`plan`](Self::plan), but also requires that Simulate's predictions on
     /// `calibration` inputs (rows) differ from exact Clear's on at most `max_disagreement`
     /// of them: the cheapest set that keeps approximate lookups accurate. The inputs should
     /// not be the test data.
-    pub fn plan_for_accuracy(&mut self, options: &FheOptions, calibration: ndarray::ArrayView2<f64>, max_disagreement: f64) -> Result<FhePlan, PlanError> {
+    pub fn plan_for_accuracy(
+        &mut self,
+        options: &FheOptions,
+        calibration: ndarray::ArrayView2<f64>,
+        max_disagreement: f64,
+    ) -> Result<FhePlan, PlanError> {
         if options.precision.is_some() {
             return self.plan(options);
         }
-        let quantized = self.quantize_inputs(calibration).map_err(|e| PlanError::Calibration(e.to_string()))?;
+        let quantized = self
+            .quantize_inputs(calibration)
+            .map_err(|e| PlanError::Calibration(e.to_string()))?;
         self.set_exact_lookups();
-        let exact = self.clear_int_batch(quantized.view()).map_err(|e| PlanError::Calibration(e.to_string()))?;
+        let exact = self
+            .clear_int_batch(quantized.view())
+            .map_err(|e| PlanError::Calibration(e.to_string()))?;
         let reference = crate::argmax_rows(self.dequantize_batch(exact.view()).view());
         let mut last = Err(PlanError::NoSet(*PRECISIONS.end() + 1));
         let start = self.required_precision(options.rounded_precision);
         for precision in start..=*PRECISIONS.end() {
-            let forced = FheOptions { precision: Some(precision), ..options.clone() };
+            let forced = FheOptions {
+                precision: Some(precision),
+                ..options.clone()
+            };
             let plan = match self.plan(&forced) {
                 Ok(plan) => plan,
                 Err(e) => {
@@ -210,21 +286,40 @@ impl QuantModel {
                     continue;
                 }
             };
-            let simulated = self.simulate_int_batch(&plan, quantized.view(), 0x5eed).map_err(|e| PlanError::Calibration(e.to_string()))?;
+            let simulated = self
+                .simulate_int_batch(&plan, quantized.view(), 0x5eed)
+                .map_err(|e| PlanError::Calibration(e.to_string()))?;
             let predicted = crate::argmax_rows(self.dequantize_batch(simulated.view()).view());
-            let differ = predicted.iter().zip(&reference).filter(|(a, b)| a != b).count() as f64 / reference.len().max(1) as f64;
+            let differ = predicted
+                .iter()
+                .zip(&reference)
+                .filter(|(a, b)| a != b)
+                .count() as f64
+                / reference.len().max(1) as f64;
             if differ <= max_disagreement {
-                return Ok(FhePlan { options: options.clone(), ..plan });
+                return Ok(FhePlan {
+                    options: options.clone(),
+                    ..plan
+                });
             }
-            last = Ok(FhePlan { options: options.clone(), ..plan });
+            last = Ok(FhePlan {
+                options: options.clone(),
+                ..plan
+            });
         }
         last
     }
 
     fn has_exact_lookups_over(&self, precision: u32) -> bool {
-        self.layers.iter().filter_map(|s| s.lookup.as_ref().map(|l| (s, l))).any(|(s, l)| {
-            l.declared == Rounding::Exact && crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX).bits > precision
-        })
+        self.layers
+            .iter()
+            .filter_map(|s| s.lookup.as_ref().map(|l| (s, l)))
+            .any(|(s, l)| {
+                l.declared == Rounding::Exact
+                    && crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX)
+                        .bits
+                        > precision
+            })
     }
 
     /// Error figures of the current tables under `set`.
@@ -233,7 +328,9 @@ impl QuantModel {
         let mut lookups = Vec::new();
         let mut output_p_error = 0.0;
         for (k, stage) in self.layers.iter().enumerate() {
-            let norm2_squared = (0..stage.out_features).map(|j| stage.row(j).iter().map(|&w| (w * w) as f64).sum::<f64>()).fold(0.0, f64::max);
+            let norm2_squared = (0..stage.out_features)
+                .map(|j| stage.row(j).iter().map(|&w| (w * w) as f64).sum::<f64>())
+                .fold(0.0, f64::max);
             let fresh = k == 0;
             match &stage.lookup {
                 Some(_) => {
@@ -241,17 +338,37 @@ impl QuantModel {
                     // Exact lookups use the set's boxes; rounded ones keep half a box of
                     // margin at both ends: either way, a failure is noise past half a box.
                     let p_error = failure_probability(variance, half_box(set.precision));
-                    lookups.push(LookupNoise { layer: stage.layer, count: stage.out_features, norm2_squared, variance, p_error });
+                    lookups.push(LookupNoise {
+                        layer: stage.layer,
+                        count: stage.out_features,
+                        norm2_squared,
+                        variance,
+                        p_error,
+                    });
                 }
                 None => {
                     let bits = self.output_encoding_bits();
-                    output_p_error = failure_probability(noise.output_variance(norm2_squared, fresh), half_box(bits));
+                    output_p_error = failure_probability(
+                        noise.output_variance(norm2_squared, fresh),
+                        half_box(bits),
+                    );
                 }
             }
         }
         let outputs = self.output_features() as f64;
-        let global_p_error = (lookups.iter().map(|l| l.count as f64 * l.p_error).sum::<f64>() + outputs * output_p_error).min(1.0);
-        FhePlan { set, lookups, output_p_error, global_p_error, options }
+        let global_p_error = (lookups
+            .iter()
+            .map(|l| l.count as f64 * l.p_error)
+            .sum::<f64>()
+            + outputs * output_p_error)
+            .min(1.0);
+        FhePlan {
+            set,
+            lookups,
+            output_p_error,
+            global_p_error,
+            options,
+        }
     }
 }
 
@@ -269,7 +386,13 @@ impl FhePlan {
             self.set.name, self.set.precision, p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0, p.pbs_base_log.0, p.pbs_level.0, p.ks_base_log.0, p.ks_level.0
         );
         for l in &self.lookups {
-            s.push_str(&format!("  layer {:>2}: {:>4} lookups, weight 2-norm {:>6.1}, p_error 2^{:.1}\n", l.layer + 1, l.count, l.norm2_squared.sqrt(), log2(l.p_error)));
+            s.push_str(&format!(
+                "  layer {:>2}: {:>4} lookups, weight 2-norm {:>6.1}, p_error 2^{:.1}\n",
+                l.layer + 1,
+                l.count,
+                l.norm2_squared.sqrt(),
+                log2(l.p_error)
+            ));
         }
         s.push_str(&format!(
             "  outputs: p_error 2^{:.1}; global p_error 2^{:.1} (target per lookup 2^{:.1})\n",
@@ -302,8 +425,15 @@ mod tests {
             let set = vetted(precision).unwrap();
             let noise = NoiseModel::new(&set);
             let norm = set.params.max_noise_level.get() as f64;
-            let p = failure_probability(noise.lookup_variance(norm * norm, false), half_box(precision));
-            assert!(log2(p) < -110.0 && log2(p) > -160.0, "precision {precision}: 2^{}", log2(p));
+            let p = failure_probability(
+                noise.lookup_variance(norm * norm, false),
+                half_box(precision),
+            );
+            assert!(
+                log2(p) < -110.0 && log2(p) > -160.0,
+                "precision {precision}: 2^{}",
+                log2(p)
+            );
         }
     }
 
@@ -311,7 +441,12 @@ mod tests {
     fn looser_p_error_tolerates_larger_norms() {
         let set = vetted(4).unwrap();
         let noise = NoiseModel::new(&set);
-        let at = |norm: f64| log2(failure_probability(noise.lookup_variance(norm * norm, false), half_box(4)));
+        let at = |norm: f64| {
+            log2(failure_probability(
+                noise.lookup_variance(norm * norm, false),
+                half_box(4),
+            ))
+        };
         assert!(at(15.0) < -100.0);
         assert!(at(40.0) > at(15.0));
         assert!(at(40.0) < -40.0, "2-norm 40 at 2^-40: {}", at(40.0));

@@ -49,10 +49,16 @@ impl EncryptedSample {
 
     /// Reads serialized ciphertexts, checking the envelope and that all have one LWE size.
     pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedSample, FheError> {
-        let (key_id, cts): (u64, Vec<LweCiphertextOwned<u64>>) = wire::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
+        let (key_id, cts): (u64, Vec<LweCiphertextOwned<u64>>) =
+            wire::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
         if let Some(first) = cts.first() {
-            if cts.iter().any(|c| c.lwe_size() != first.lwe_size() || c.ciphertext_modulus() != CiphertextModulus::new_native()) {
-                return Err(FheError::Shape("ciphertexts of different sizes or moduli".into()));
+            if cts.iter().any(|c| {
+                c.lwe_size() != first.lwe_size()
+                    || c.ciphertext_modulus() != CiphertextModulus::new_native()
+            }) {
+                return Err(FheError::Shape(
+                    "ciphertexts of different sizes or moduli".into(),
+                ));
             }
         }
         Ok(EncryptedSample { key_id, cts })
@@ -82,55 +88,105 @@ pub struct FheServer {
 impl FheServer {
     /// Prepares encrypted inference of a planned model (its tables set to the plan's
     /// precision) with `key`; every table is built here, once.
-    pub fn new(model: &QuantModel, plan: &FhePlan, key: EvaluationKey) -> Result<FheServer, FheError> {
-        let params = vetted(key.precision).expect("keys exist only for vetted precisions").params;
+    pub fn new(
+        model: &QuantModel,
+        plan: &FhePlan,
+        key: EvaluationKey,
+    ) -> Result<FheServer, FheError> {
+        let params = vetted(key.precision)
+            .expect("keys exist only for vetted precisions")
+            .params;
         let resolution = params.polynomial_size.0.trailing_zeros();
         if key.precision != plan.set.precision || model.lookup_precision() > resolution {
-            return Err(FheError::PrecisionMismatch { key: key.precision, model: plan.set.precision });
+            return Err(FheError::PrecisionMismatch {
+                key: key.precision,
+                model: plan.set.precision,
+            });
         }
-        let lwe_size = LweDimension(params.glwe_dimension.0 * params.polynomial_size.0).to_lwe_size();
-        let layers = model.layers().iter().enumerate().map(|(k, stage)| server_layer(model, k, stage, &params)).collect();
-        Ok(FheServer { key, layers, lwe_size, params })
+        let lwe_size =
+            LweDimension(params.glwe_dimension.0 * params.polynomial_size.0).to_lwe_size();
+        let layers = model
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(k, stage)| server_layer(model, k, stage, &params))
+            .collect();
+        Ok(FheServer {
+            key,
+            layers,
+            lwe_size,
+            params,
+        })
     }
 
     /// Lookups per inference.
     pub fn lookups(&self) -> usize {
-        self.layers.iter().filter(|l| l.tables.is_some()).map(|l| l.out_features).sum()
+        self.layers
+            .iter()
+            .filter(|l| l.tables.is_some())
+            .map(|l| l.out_features)
+            .sum()
     }
 
     /// Runs the network on one encrypted sample.
     pub fn run(&self, input: &EncryptedSample) -> Result<EncryptedSample, FheError> {
-        Ok(self.run_traced(input)?.pop().expect("at least the output layer"))
+        Ok(self
+            .run_traced(input)?
+            .pop()
+            .expect("at least the output layer"))
     }
 
     /// Runs the network and returns the ciphertexts after every weighted layer's lookup
     /// (and the output layer's accumulators last), for tests and debugging.
     pub fn run_traced(&self, input: &EncryptedSample) -> Result<Vec<EncryptedSample>, FheError> {
         if input.key_id != self.key.key_id {
-            return Err(FheError::WrongKey { expected: self.key.key_id, found: input.key_id });
+            return Err(FheError::WrongKey {
+                expected: self.key.key_id,
+                found: input.key_id,
+            });
         }
         let expected = self.layers.first().map(|l| l.in_features).unwrap_or(0);
         if input.cts.len() != expected {
-            return Err(FheError::Shape(format!("{} input ciphertexts, the model takes {expected}", input.cts.len())));
+            return Err(FheError::Shape(format!(
+                "{} input ciphertexts, the model takes {expected}",
+                input.cts.len()
+            )));
         }
         if let Some(bad) = input.cts.iter().find(|c| c.lwe_size() != self.lwe_size) {
-            return Err(FheError::Shape(format!("ciphertext of LWE size {}, the key expects {}", bad.lwe_size().0, self.lwe_size.0)));
+            return Err(FheError::Shape(format!(
+                "ciphertext of LWE size {}, the key expects {}",
+                bad.lwe_size().0,
+                self.lwe_size.0
+            )));
         }
         let mut trace = Vec::with_capacity(self.layers.len());
         let mut x = input.cts.clone();
         for layer in &self.layers {
-            x = (0..layer.out_features).into_par_iter().map(|j| self.neuron(layer, j, &x)).collect();
-            trace.push(EncryptedSample { key_id: input.key_id, cts: x.clone() });
+            x = (0..layer.out_features)
+                .into_par_iter()
+                .map(|j| self.neuron(layer, j, &x))
+                .collect();
+            trace.push(EncryptedSample {
+                key_id: input.key_id,
+                cts: x.clone(),
+            });
         }
         Ok(trace)
     }
 
-    fn neuron(&self, layer: &ServerLayer, j: usize, x: &[LweCiphertextOwned<u64>]) -> LweCiphertextOwned<u64> {
+    fn neuron(
+        &self,
+        layer: &ServerLayer,
+        j: usize,
+        x: &[LweCiphertextOwned<u64>],
+    ) -> LweCiphertextOwned<u64> {
         let mut acc = LweCiphertext::new(0u64, self.lwe_size, CiphertextModulus::new_native());
         for &(i, w) in &layer.sparse[j] {
             slice_wrapping_add_scalar_mul_assign(acc.as_mut(), x[i].as_ref(), w);
         }
-        let Some(tables) = &layer.tables else { return acc };
+        let Some(tables) = &layer.tables else {
+            return acc;
+        };
         lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offset));
         let p = &self.params;
         let ct = Ciphertext::new(
@@ -145,9 +201,22 @@ impl FheServer {
     }
 }
 
-fn server_layer(model: &QuantModel, k: usize, stage: &DenseStage, params: &tfhe::shortint::parameters::ClassicPBSParameters) -> ServerLayer {
+fn server_layer(
+    model: &QuantModel,
+    k: usize,
+    stage: &DenseStage,
+    params: &tfhe::shortint::parameters::ClassicPBSParameters,
+) -> ServerLayer {
     let sparse = (0..stage.out_features)
-        .map(|j| stage.row(j).iter().enumerate().filter(|(_, &w)| w != 0).map(|(i, &w)| (i, w as u64)).collect())
+        .map(|j| {
+            stage
+                .row(j)
+                .iter()
+                .enumerate()
+                .filter(|(_, &w)| w != 0)
+                .map(|(i, &w)| (i, w as u64))
+                .collect()
+        })
         .collect();
     let delta_in = model.input_delta_log2(k);
     let (offset, tables) = match &stage.lookup {
@@ -155,19 +224,42 @@ fn server_layer(model: &QuantModel, k: usize, stage: &DenseStage, params: &tfhe:
         Some(lookup) => {
             let delta_out = model.input_delta_log2(k + 1);
             let precision = lookup.encoding.precision();
-            let tables = lookup.tables.iter().map(|t| build_table(params, precision, delta_out, |box_index| t.get(box_index))).collect();
-            ((lookup.encoding.offset as u64).wrapping_shl(delta_in), Some(tables))
+            let tables = lookup
+                .tables
+                .iter()
+                .map(|t| build_table(params, precision, delta_out, |box_index| t.get(box_index)))
+                .collect();
+            (
+                (lookup.encoding.offset as u64).wrapping_shl(delta_in),
+                Some(tables),
+            )
         }
     };
-    ServerLayer { out_features: stage.out_features, in_features: stage.in_features, sparse, offset, tables }
+    ServerLayer {
+        out_features: stage.out_features,
+        in_features: stage.in_features,
+        sparse,
+        offset,
+        tables,
+    }
 }
 
 /// A bootstrap accumulator for `2^precision` boxes (plus the padding bit) whose box `k`
 /// holds `f(k) · 2^delta_out` (signed, wrapping), rotated by half a box so that a value
 /// anywhere within half a box of `k` reads `f(k)`.
-fn build_table(params: &tfhe::shortint::parameters::ClassicPBSParameters, precision: u32, delta_out: u32, f: impl Fn(i64) -> i64) -> LookupTableOwned {
+fn build_table(
+    params: &tfhe::shortint::parameters::ClassicPBSParameters,
+    precision: u32,
+    delta_out: u32,
+    f: impl Fn(i64) -> i64,
+) -> LookupTableOwned {
     let n = params.polynomial_size.0;
-    let mut acc = GlweCiphertext::new(0u64, params.glwe_dimension.to_glwe_size(), params.polynomial_size, CiphertextModulus::new_native());
+    let mut acc = GlweCiphertext::new(
+        0u64,
+        params.glwe_dimension.to_glwe_size(),
+        params.polynomial_size,
+        CiphertextModulus::new_native(),
+    );
     let boxes = 1usize << precision;
     let box_size = n / boxes;
     let mut body = acc.get_mut_body();
@@ -181,5 +273,8 @@ fn build_table(params: &tfhe::shortint::parameters::ClassicPBSParameters, precis
         *c = c.wrapping_neg();
     }
     coefficients.rotate_left(half);
-    LookupTableOwned { acc, degree: Degree::new(0) }
+    LookupTableOwned {
+        acc,
+        degree: Degree::new(0),
+    }
 }

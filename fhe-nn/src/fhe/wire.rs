@@ -33,7 +33,9 @@ impl Kind {
 
 /// FNV-1a, 64 bits: detects truncation and corruption (not an authenticity check).
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Serializes `value` into an envelope.
@@ -51,10 +53,17 @@ pub fn seal<T: Serialize>(kind: Kind, key_id: u64, value: &T) -> Result<Vec<u8>,
 }
 
 /// Checks an envelope and deserializes its payload (at most `limit` bytes); returns the key id.
-pub fn open<T: DeserializeOwned>(bytes: &[u8], kind: Kind, limit: u64) -> Result<(u64, T), FheError> {
+pub fn open<T: DeserializeOwned>(
+    bytes: &[u8],
+    kind: Kind,
+    limit: u64,
+) -> Result<(u64, T), FheError> {
     use bincode::Options;
     if bytes.len() < HEADER {
-        return Err(FheError::Truncated { expected: HEADER as u64, found: bytes.len() as u64 });
+        return Err(FheError::Truncated {
+            expected: HEADER as u64,
+            found: bytes.len() as u64,
+        });
     }
     if &bytes[..5] != MAGIC {
         return Err(FheError::NotFheNn);
@@ -62,10 +71,16 @@ pub fn open<T: DeserializeOwned>(bytes: &[u8], kind: Kind, limit: u64) -> Result
     let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
     let version = u16::from_le_bytes([bytes[5], bytes[6]]);
     if version != FORMAT_VERSION {
-        return Err(FheError::Version { found: version, supported: FORMAT_VERSION });
+        return Err(FheError::Version {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     if bytes[7] != kind as u8 {
-        return Err(FheError::WrongKind { expected: Kind::name(kind as u8), found: Kind::name(bytes[7]) });
+        return Err(FheError::WrongKind {
+            expected: Kind::name(kind as u8),
+            found: Kind::name(bytes[7]),
+        });
     }
     let key_id = u64_at(8);
     let len = u64_at(16);
@@ -75,7 +90,10 @@ pub fn open<T: DeserializeOwned>(bytes: &[u8], kind: Kind, limit: u64) -> Result
         return Err(FheError::TooLarge { size: len, limit });
     }
     if payload.len() as u64 != len {
-        return Err(FheError::Truncated { expected: HEADER as u64 + len, found: bytes.len() as u64 });
+        return Err(FheError::Truncated {
+            expected: HEADER as u64 + len,
+            found: bytes.len() as u64,
+        });
     }
     if checksum(payload) != sum {
         return Err(FheError::Checksum);
