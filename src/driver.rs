@@ -199,6 +199,19 @@ pub fn run(
         sim_acc,
         n as f64 / sim_secs
     );
+    let quantized = model.quantize_inputs(test.images.view())?;
+    let overflows = model.simulate_overflows(&plan, quantized.view(), 7)?;
+    if overflows.is_empty() {
+        println!("simulate: no lookup left its table's range (overflow detector)");
+    }
+    for o in &overflows {
+        println!(
+            "simulate: overflow at layer {} neuron {}: {} of {n} samples",
+            o.layer + 1,
+            o.neuron,
+            o.count
+        );
+    }
 
     let start = Instant::now();
     let (client, eval) = generate_keys(&model, &plan);

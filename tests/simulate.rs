@@ -112,3 +112,39 @@ fn exact_lookups_simulate_to_clear() {
     let simulated = model.simulate_int_batch(&plan, q.view(), 99).unwrap();
     assert_eq!(simulated, clear);
 }
+
+#[test]
+fn overflow_detector_reports_where_readings_wrap() {
+    let mut model = QuantModel::load(
+        Seed::architecture(),
+        models_dir().join("digits_seed.safetensors"),
+    )
+    .unwrap();
+    let plan = model
+        .plan(&FheOptions {
+            precision: Some(4),
+            ..FheOptions::default()
+        })
+        .unwrap();
+    let test = digits().unwrap().test.images;
+    let q = model.quantize_inputs(test.view()).unwrap();
+    // With the chosen parameters (p_error far below 2^-40), nothing wraps.
+    assert_eq!(
+        model.simulate_overflows(&plan, q.view(), 1).unwrap(),
+        vec![]
+    );
+    // A deliberately broken set (a one-level keyswitch: far too much noise) overflows, and
+    // the detector says at which lookups.
+    let mut noisy = plan.clone();
+    noisy.set.params.ks_level = tfhe::core_crypto::commons::parameters::DecompositionLevelCount(1);
+    let overflows = model.simulate_overflows(&noisy, q.view(), 1).unwrap();
+    assert!(!overflows.is_empty());
+    let lookup_layers: Vec<usize> = model
+        .layers()
+        .iter()
+        .filter_map(|s| s.lookup.as_ref().map(|l| l.layer))
+        .collect();
+    assert!(overflows
+        .iter()
+        .all(|o| lookup_layers.contains(&o.layer) && o.neuron < 30 && o.count > 0));
+}

@@ -135,3 +135,79 @@ fn trainer_reports_progress_and_refuses_bad_input() {
         TrainError::Unsupported { layer: 2, .. }
     ));
 }
+
+#[test]
+fn post_training_quantization_of_float_weights() {
+    use fhe_nn::tensors::{Tensor, Values};
+    use fhe_nn::train::Trainer;
+    let data = digits().unwrap();
+    let labels = data.train.labels.to_vec();
+    // Float weights to start from: an 8-bit network trained here, de-quantized.
+    // (Too wide for FHE without rounding, which the macro insists on: `round = 8`.)
+    let wide = fhe_net![
+        QuantIdentity(8),
+        QuantLinear(64, 30, w = 8, round = 8),
+        ReLU,
+        QuantIdentity(8),
+        QuantLinear(30, 30, w = 8, round = 8),
+        ReLU,
+        QuantIdentity(8),
+        QuantLinear(30, 10, w = 8)
+    ];
+    let wide_weights = train(
+        &wide,
+        data.train.images.view(),
+        &labels,
+        DIGITS_TRAINING,
+        |_| {},
+    )
+    .unwrap();
+    let mut floats = TensorFile::default();
+    for layer in [1, 4, 7] {
+        let w = &wide_weights.tensors[&format!("layers.{layer}.weight")];
+        let Values::Float(scale) =
+            &wide_weights.tensors[&format!("layers.{layer}.weight_scale")].values
+        else {
+            panic!()
+        };
+        let Values::Int(ints) = &w.values else {
+            panic!()
+        };
+        floats.tensors.insert(
+            format!("layers.{layer}.weight"),
+            Tensor::float(
+                w.shape.clone(),
+                ints.iter().map(|&i| i as f64 * scale[0]).collect(),
+            ),
+        );
+        let bias = wide_weights.tensors[&format!("layers.{layer}.bias")].clone();
+        floats.tensors.insert(format!("layers.{layer}.bias"), bias);
+    }
+    let float_model = QuantModel::from_tensors(&wide, &wide_weights).unwrap();
+
+    // Quantize them to the 3-bit seed network, calibrated on the training images.
+    let quantized = Trainer::from_float(Seed::architecture(), &floats, data.train.images.view())
+        .unwrap()
+        .export();
+    let model = QuantModel::from_tensors(Seed::architecture(), &quantized).unwrap();
+    let (ptq, wide_acc) = (
+        accuracy(&model, &data.test),
+        accuracy(&float_model, &data.test),
+    );
+    eprintln!("post-training quantization: 8-bit model {wide_acc:.4}, 3-bit PTQ {ptq:.4}");
+    assert!(ptq >= 0.80, "3-bit PTQ accuracy {ptq}");
+
+    let mut missing = floats.clone();
+    missing.tensors.remove("layers.4.bias");
+    assert!(
+        matches!(Trainer::from_float(Seed::architecture(), &missing, data.train.images.view()), Err(TrainError::Tensor { name, .. }) if name == "layers.4.bias")
+    );
+    let mut extra = floats.clone();
+    extra
+        .tensors
+        .insert("layers.2.weight".into(), Tensor::float(vec![1], vec![0.0]));
+    assert!(matches!(
+        Trainer::from_float(Seed::architecture(), &extra, data.train.images.view()),
+        Err(TrainError::Tensor { .. })
+    ));
+}

@@ -1,7 +1,8 @@
 //! Simulate mode: the Clear integer pipeline with, before every lookup, the noise FHE would
 //! have there (input noise scaled by the neuron's weight 2-norm, plus keyswitch and modulus
 //! switch, from the chosen parameters), then the box the bootstrap would read (with the
-//! negacyclic wrap-around), then the table. Seeded and reproducible.
+//! negacyclic wrap-around), then the table. Seeded and reproducible. The overflow detector
+//! reports readings that leave a table's range.
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -12,7 +13,109 @@ use crate::fhe::{FhePlan, NoiseModel};
 use crate::model::QuantModel;
 use crate::rng::SplitMix64;
 
+/// The noise standard deviation before every lookup (in table positions) and on every
+/// output (in output units), per neuron, for one plan: computed once per batch.
+struct NoiseScales {
+    layers: Vec<Vec<f64>>,
+}
+
+/// A lookup whose noisy reading left its table's range and wrapped around the negacyclic
+/// bootstrap table (a failure, expected at most at the lookup's p_error rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overflow {
+    /// Declared index of the layer whose quantizer forms the lookup.
+    pub layer: usize,
+    /// The neuron.
+    pub neuron: usize,
+    /// How many times, over the simulated samples.
+    pub count: usize,
+}
+
 impl QuantModel {
+    fn noise_scales(&self, plan: &FhePlan) -> NoiseScales {
+        let noise = NoiseModel::new(&plan.set);
+        let layers = self
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(k, stage)| {
+                let fresh = k == 0;
+                let (variance, scale): (Box<dyn Fn(f64) -> f64>, f64) = match &stage.lookup {
+                    // A table position is 2^-(r+1) of the torus.
+                    Some(l) => (
+                        Box::new(move |n| noise.lookup_variance(n, fresh)),
+                        2f64.powi(l.encoding.precision() as i32 + 1),
+                    ),
+                    None => (
+                        Box::new(move |n| noise.output_variance(n, fresh)),
+                        2f64.powi(self.output_encoding_bits() as i32 + 1),
+                    ),
+                };
+                (0..stage.out_features)
+                    .map(|j| {
+                        let norm2: f64 = stage.row(j).iter().map(|&w| (w * w) as f64).sum();
+                        variance(norm2).sqrt() * scale
+                    })
+                    .collect()
+            })
+            .collect();
+        NoiseScales { layers }
+    }
+
+    /// Simulated inference of one sample; `on_overflow(layer, neuron)` hears of every
+    /// reading that wrapped around its table.
+    fn simulate_with(
+        &self,
+        scales: &NoiseScales,
+        input: &[i64],
+        rng: &mut SplitMix64,
+        mut on_overflow: impl FnMut(usize, usize),
+    ) -> Vec<Vec<i64>> {
+        let mut trace = Vec::with_capacity(2 * self.layers.len());
+        let mut x = input.to_vec();
+        for (stage, sigmas) in self.layers.iter().zip(&scales.layers) {
+            let acc = accumulate(stage, &x);
+            match &stage.lookup {
+                Some(lookup) => {
+                    let e = lookup.encoding;
+                    let positions = 1i64 << e.precision();
+                    let unit = 2f64.powi(e.shift);
+                    x = acc
+                        .iter()
+                        .zip(sigmas)
+                        .enumerate()
+                        .map(|(j, (&a, &sigma))| {
+                            let phase = (a + e.offset) as f64 / unit + rng.normal() * sigma;
+                            let k = phase.round() as i64;
+                            if !(0..positions).contains(&k) {
+                                on_overflow(lookup.layer, j);
+                            }
+                            // The blind rotation reads position k of a negacyclic table.
+                            let k = k.rem_euclid(2 * positions);
+                            let table = &lookup.tables[j];
+                            if k < positions {
+                                table.get(k)
+                            } else {
+                                -table.get(k - positions)
+                            }
+                        })
+                        .collect();
+                    trace.push(acc);
+                    trace.push(x.clone());
+                }
+                None => {
+                    let noisy = acc
+                        .iter()
+                        .zip(sigmas)
+                        .map(|(&a, &sigma)| a + (rng.normal() * sigma).round() as i64)
+                        .collect();
+                    trace.push(noisy);
+                }
+            }
+        }
+        trace
+    }
+
     /// Simulated inference of one quantized sample under `plan`'s noise; the trace has the
     /// layout of [`clear_trace`](Self::clear_trace).
     pub fn simulate_trace(
@@ -21,58 +124,41 @@ impl QuantModel {
         input: &[i64],
         rng: &mut SplitMix64,
     ) -> Vec<Vec<i64>> {
-        let noise = NoiseModel::new(&plan.set);
-        let mut trace = Vec::with_capacity(2 * self.layers.len());
-        let mut x = input.to_vec();
-        for (k, stage) in self.layers.iter().enumerate() {
-            let fresh = k == 0;
-            let acc = accumulate(stage, &x);
-            let norms: Vec<f64> = (0..stage.out_features)
-                .map(|j| stage.row(j).iter().map(|&w| (w * w) as f64).sum())
-                .collect();
-            match &stage.lookup {
-                Some(lookup) => {
-                    let e = lookup.encoding;
-                    let r = e.precision();
-                    let boxes = 1i64 << r;
-                    // Noise in units of one box: a box is 2^-(r+1) of the torus.
-                    let scale = 2f64.powi(r as i32 + 1);
-                    x = acc
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &a)| {
-                            let sigma = noise.lookup_variance(norms[j], fresh).sqrt();
-                            let phase = (a + e.offset) as f64 / 2f64.powi(e.shift)
-                                + rng.normal() * sigma * scale;
-                            let k = (phase.round() as i64).rem_euclid(2 * boxes);
-                            let table = &lookup.tables[j];
-                            if k < boxes {
-                                table.get(k)
-                            } else {
-                                -table.get(k - boxes)
-                            }
-                        })
-                        .collect();
-                    trace.push(acc);
-                    trace.push(x.clone());
-                }
-                None => {
-                    let scale = 2f64.powi(self.output_encoding_bits() as i32 + 1);
-                    let noisy = acc
-                        .iter()
-                        .enumerate()
-                        .map(|(j, &a)| {
-                            a + (rng.normal()
-                                * noise.output_variance(norms[j], fresh).sqrt()
-                                * scale)
-                                .round() as i64
-                        })
-                        .collect();
-                    trace.push(noisy);
-                }
-            }
+        self.simulate_with(&self.noise_scales(plan), input, rng, |_, _| {})
+    }
+
+    /// The overflow detector: simulates a batch of quantized inputs and reports every lookup
+    /// whose noisy reading left its table's range, with how often.
+    pub fn simulate_overflows(
+        &self,
+        plan: &FhePlan,
+        inputs: ArrayView2<i64>,
+        seed: u64,
+    ) -> Result<Vec<Overflow>, InputError> {
+        self.check_quantized_inputs(inputs)?;
+        let scales = self.noise_scales(plan);
+        let mut found: Vec<Overflow> = Vec::new();
+        for i in 0..inputs.nrows() {
+            let mut rng = sample_rng(seed, i);
+            self.simulate_with(
+                &scales,
+                &inputs.row(i).to_vec(),
+                &mut rng,
+                |layer, neuron| match found
+                    .iter_mut()
+                    .find(|o| o.layer == layer && o.neuron == neuron)
+                {
+                    Some(o) => o.count += 1,
+                    None => found.push(Overflow {
+                        layer,
+                        neuron,
+                        count: 1,
+                    }),
+                },
+            );
         }
-        trace
+        found.sort_by_key(|o| (o.layer, o.neuron));
+        Ok(found)
     }
 
     /// Simulated integer inference of a batch (rows), in parallel; sample `i` draws its noise
@@ -84,12 +170,12 @@ impl QuantModel {
         seed: u64,
     ) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
+        let scales = self.noise_scales(plan);
         let rows: Vec<Vec<i64>> = (0..inputs.nrows())
             .into_par_iter()
             .map(|i| {
-                let mut rng =
-                    SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                self.simulate_trace(plan, &inputs.row(i).to_vec(), &mut rng)
+                let mut rng = sample_rng(seed, i);
+                self.simulate_with(&scales, &inputs.row(i).to_vec(), &mut rng, |_, _| {})
                     .pop()
                     .unwrap_or_default()
             })
@@ -108,4 +194,9 @@ impl QuantModel {
         let ints = self.simulate_int_batch(plan, q.view(), seed)?;
         Ok(self.dequantize_batch(ints.view()))
     }
+}
+
+/// The generator of sample `i` of a batch seeded with `seed`.
+fn sample_rng(seed: u64, i: usize) -> SplitMix64 {
+    SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }

@@ -1,6 +1,7 @@
 //! Quantization-aware training in pure Rust: fake quantization with a straight-through
-//! estimator, Brevitas-like scales, Adam, seeded and deterministic. It writes the same
-//! tensors [`QuantModel::from_tensors`](crate::QuantModel::from_tensors) loads.
+//! estimator, Brevitas-like scales, Adam, seeded and deterministic; and post-training
+//! quantization of float weights with a calibration set ([`Trainer::from_float`]). Both
+//! write the tensors [`QuantModel::from_tensors`](crate::QuantModel::from_tensors) loads.
 //!
 //! Scales follow Brevitas' defaults: weights per tensor, `max|W| / (2^(w-1) - 1)`; the
 //! input quantizer from the training data's largest magnitude; every other quantizer from a
@@ -53,6 +54,8 @@ pub enum TrainError {
     Width { expected: usize, found: usize },
     #[error("no training data")]
     Empty,
+    #[error("tensor `{name}` {problem}")]
+    Tensor { name: String, problem: String },
 }
 
 /// Per-epoch progress.
@@ -106,22 +109,43 @@ struct Dense {
     activations: Vec<Activation>,
     next_quant: Option<FakeQuant>,
     adam: [Adam; 2],
+    /// One weight scale per output neuron instead of one per tensor.
+    per_channel: bool,
 }
 
 impl Dense {
-    fn weight_scale(&self) -> f64 {
-        let m = self.weight.iter().fold(0.0f64, |m, w| m.max(w.abs()));
-        (m / weight_max(self.weight_bits) as f64).max(1e-12)
+    /// The weight scale of each output neuron: `max|W| / (2^(w-1) - 1)` over the tensor, or
+    /// over the neuron's row when per channel.
+    fn weight_scales(&self) -> Vec<f64> {
+        let wm = weight_max(self.weight_bits) as f64;
+        let scale = |m: f64| (m / wm).max(1e-12);
+        if self.per_channel {
+            self.weight
+                .rows()
+                .into_iter()
+                .map(|r| scale(r.iter().fold(0.0f64, |m, w| m.max(w.abs()))))
+                .collect()
+        } else {
+            vec![scale(self.weight.iter().fold(0.0f64, |m, w| m.max(w.abs()))); self.weight.nrows()]
+        }
     }
 
-    fn quantized_weight(&self) -> (Array2<f64>, f64) {
-        let s = self.weight_scale();
+    /// The integer weights and their scales.
+    fn integer_weights(&self) -> (Array2<i64>, Vec<f64>) {
+        let scales = self.weight_scales();
         let wm = weight_max(self.weight_bits) as f64;
-        (
-            self.weight
-                .mapv(|w| (w / s).round_ties_even().clamp(-wm, wm) * s),
-            s,
-        )
+        let ints = Array2::from_shape_fn(self.weight.dim(), |(j, i)| {
+            (self.weight[(j, i)] / scales[j])
+                .round_ties_even()
+                .clamp(-wm, wm) as i64
+        });
+        (ints, scales)
+    }
+
+    /// The fake-quantized weights.
+    fn quantized_weight(&self) -> Array2<f64> {
+        let (ints, scales) = self.integer_weights();
+        Array2::from_shape_fn(ints.dim(), |(j, i)| ints[(j, i)] as f64 * scales[j])
     }
 }
 
@@ -244,6 +268,7 @@ impl Trainer {
                         activations: Vec::new(),
                         next_quant: None,
                         adam: [Adam::new(n), Adam::new(out_features)],
+                        per_channel: false,
                     });
                 }
                 Layer::Flatten => {}
@@ -302,7 +327,7 @@ impl Trainer {
         let mut cache = Vec::new();
         let n_layers = self.layers.len();
         for (li, layer) in self.layers.iter_mut().enumerate() {
-            let (wq, _) = layer.quantized_weight();
+            let wq = layer.quantized_weight();
             let z = a.dot(&wq.t()) + &layer.bias;
             let mut h = z.clone();
             for act in &layer.activations {
@@ -388,6 +413,45 @@ impl Trainer {
         pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len().max(1) as f64
     }
 
+    /// Post-training quantization (Concrete ML's `compile_torch_model` path): takes float
+    /// weights (`layers.i.weight` as `[out, in]`, `layers.i.bias`), quantizes them per output
+    /// channel to each layer's declared width, and calibrates every activation quantizer on
+    /// `calibration` inputs (one pass over the whole set). Export the result with
+    /// [`export`](Self::export).
+    pub fn from_float(
+        arch: &Architecture,
+        weights: &TensorFile,
+        calibration: ArrayView2<f64>,
+    ) -> Result<Trainer, TrainError> {
+        let mut trainer = Trainer::new(arch, calibration, TrainConfig::default())?;
+        for layer in &mut trainer.layers {
+            layer.per_channel = true;
+            let (out, inp) = layer.weight.dim();
+            let name = format!("layers.{}.weight", layer.layer);
+            layer.weight =
+                Array2::from_shape_vec((out, inp), float_tensor(weights, &name, &[out, inp])?)
+                    .expect("checked shape");
+            if layer.has_bias {
+                let name = format!("layers.{}.bias", layer.layer);
+                layer.bias = Array1::from(float_tensor(weights, &name, &[out])?);
+            }
+        }
+        if let Some(extra) = weights.tensors.keys().find(|k| {
+            !trainer.layers.iter().any(|l| {
+                **k == format!("layers.{}.weight", l.layer)
+                    || **k == format!("layers.{}.bias", l.layer)
+            })
+        }) {
+            return Err(TrainError::Tensor {
+                name: extra.clone(),
+                problem: "is not a weight or bias of a declared layer".into(),
+            });
+        }
+        let all = calibration.to_owned();
+        trainer.forward(&all, true);
+        Ok(trainer)
+    }
+
     /// The trained integer weights and scales, in the runtime's tensor names.
     pub fn export(&self) -> TensorFile {
         let mut file = TensorFile::default();
@@ -401,20 +465,19 @@ impl Trainer {
             scalar(self.input_quant.scale),
         );
         for layer in &self.layers {
-            let s = layer.weight_scale();
-            let wm = weight_max(layer.weight_bits) as f64;
-            let ints = layer
-                .weight
-                .iter()
-                .map(|w| (w / s).round_ties_even().clamp(-wm, wm) as i64)
-                .collect();
+            let (ints, scales) = layer.integer_weights();
             let i = layer.layer;
             file.tensors.insert(
                 format!("layers.{i}.weight"),
-                Tensor::int(layer.weight.shape().to_vec(), ints),
+                Tensor::int(ints.shape().to_vec(), ints.iter().copied().collect()),
             );
+            let scale_tensor = if layer.per_channel {
+                Tensor::float(vec![scales.len()], scales)
+            } else {
+                scalar(scales[0])
+            };
             file.tensors
-                .insert(format!("layers.{i}.weight_scale"), scalar(s));
+                .insert(format!("layers.{i}.weight_scale"), scale_tensor);
             if layer.has_bias {
                 file.tensors.insert(
                     format!("layers.{i}.bias"),
@@ -490,4 +553,29 @@ fn softmax_cross_entropy(
         }
     }
     (loss / n, grad, correct)
+}
+
+/// A finite float tensor of the given shape.
+fn float_tensor(file: &TensorFile, name: &str, shape: &[usize]) -> Result<Vec<f64>, TrainError> {
+    let t = file.tensors.get(name).ok_or_else(|| TrainError::Tensor {
+        name: name.into(),
+        problem: "is missing".into(),
+    })?;
+    if t.shape != shape {
+        return Err(TrainError::Tensor {
+            name: name.into(),
+            problem: format!("has shape {:?}, expected {shape:?}", t.shape),
+        });
+    }
+    let values: Vec<f64> = match &t.values {
+        crate::tensors::Values::Float(v) => v.clone(),
+        crate::tensors::Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
+    };
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(TrainError::Tensor {
+            name: name.into(),
+            problem: format!("holds a non-finite value at index {i}"),
+        }),
+        None => Ok(values),
+    }
 }
