@@ -72,10 +72,10 @@ fn approximate_lookups_stay_close_to_clear() {
             let margin = 1i64 << (lookup.encoding.precision() - plan.set.precision - 1);
             let mut outputs = Vec::new();
             for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
-                let accumulator: i64 = stage.row(j).iter().zip(&inputs).map(|(w, x)| w * x).sum();
+                let accumulator = stage.accumulate_one(j, &inputs);
                 let got = client.decrypt_value(ct, delta);
                 let index = lookup.encoding.index(accumulator);
-                let table = &lookup.tables[j];
+                let table = &lookup.tables[stage.group(j)];
                 // Noise past half a box of the parameter set (the margin) has probability
                 // p_error; within it, the reading may move to nearby positions.
                 let reachable: Vec<i64> = (index - margin..=index + margin)

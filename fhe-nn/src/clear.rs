@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::error::InputError;
-use crate::model::{DenseStage, QuantModel};
+use crate::model::{WeightedStage, QuantModel};
 
 impl QuantModel {
     /// Number of input features per sample.
@@ -76,8 +76,8 @@ impl QuantModel {
             if let Some(lookup) = &stage.lookup {
                 x = acc
                     .iter()
-                    .zip(&lookup.tables)
-                    .map(|(&a, t)| t.get(lookup.encoding.index(a)))
+                    .enumerate()
+                    .map(|(j, &a)| lookup.tables[stage.group(j)].get(lookup.encoding.index(a)))
                     .collect();
                 trace.push(acc);
                 trace.push(x.clone());
@@ -138,9 +138,9 @@ impl QuantModel {
 }
 
 /// The accumulators of a weighted layer; zero weights cost nothing.
-pub(crate) fn accumulate(stage: &DenseStage, x: &[i64]) -> Vec<i64> {
+pub(crate) fn accumulate(stage: &WeightedStage, x: &[i64]) -> Vec<i64> {
     (0..stage.out_features)
-        .map(|j| stage.row(j).iter().zip(x).map(|(&w, &v)| w * v).sum())
+        .map(|j| stage.accumulate_one(j, x))
         .collect()
 }
 

@@ -2,7 +2,7 @@
 //! one lookup table per neuron that folds bias, scales, activations and the next quantizer.
 
 use crate::arch::activation::Activation;
-use crate::arch::analysis::{exact_accumulator, quantizer_range, IntRange, Rounding};
+use crate::arch::analysis::{exact_accumulator, quantizer_range, IntRange, Rounding, Shape};
 use crate::arch::layer::Layer;
 use crate::error::LoadError;
 use crate::tensors::{Tensor, TensorFile, Values};
@@ -190,35 +190,101 @@ pub struct LookupStage {
     pub quantizer: Quantizer,
 }
 
-/// A fully connected layer with integer weights.
+/// How the outputs of a weighted layer connect to its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connectivity {
+    /// Every output reads every input; each output is its own group.
+    Dense,
+    /// A 2-d convolution over `(channels, height, width)` inputs; each output channel is a
+    /// group (one kernel, one scale, one bias, one table).
+    Conv {
+        in_channels: usize,
+        in_size: (usize, usize),
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        out_size: (usize, usize),
+    },
+    /// Sum pooling (the average's division folds into the next table); each channel is a group.
+    Pool {
+        in_size: (usize, usize),
+        kernel: usize,
+        out_size: (usize, usize),
+    },
+}
+
+/// A weighted layer (fully connected, convolution, or pooling): integer weighted sums.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DenseStage {
+pub struct WeightedStage {
     /// Declared layer index.
     pub layer: usize,
     pub in_features: usize,
     pub out_features: usize,
-    /// Row-major `[out][in]` integer weights.
+    pub connectivity: Connectivity,
+    /// Outputs sharing weights, scales, ranges and tables (see [`Connectivity`]).
+    pub groups: usize,
+    /// Weights of each group, `[group][fan_in]`.
     pub weights: Vec<i64>,
+    /// Non-zero `(input index, weight)` of each output.
+    pub links: Vec<Vec<(usize, i64)>>,
     /// Range of the quantized input.
     pub input_range: IntRange,
-    /// Exact accumulator range of each neuron.
+    /// Exact accumulator range of each group.
     pub exact_ranges: Vec<IntRange>,
     /// The compile-time worst case.
     pub worst_case: IntRange,
-    /// Real value of one accumulator unit per neuron: input scale × weight scale.
+    /// Real value of one accumulator unit per group: input scale × weight scale.
     pub unit: Vec<f64>,
     pub bias: Vec<f64>,
-    /// The lookup into the next layer; `None` for the output layer.
+    /// The lookup into the next layer (tables per group); `None` for the output layer.
     pub lookup: Option<LookupStage>,
 }
 
-impl DenseStage {
-    /// One neuron's weights.
-    pub fn row(&self, neuron: usize) -> &[i64] {
-        &self.weights[neuron * self.in_features..(neuron + 1) * self.in_features]
+impl WeightedStage {
+    fn new(layer: usize, in_features: usize, connectivity: Connectivity, groups: usize, weights: Vec<i64>, input_range: IntRange) -> WeightedStage {
+        let fan_in = weights.len() / groups.max(1);
+        let (links, out_features) = links(connectivity, in_features, groups, fan_in, &weights);
+        let padded = match connectivity {
+            Connectivity::Conv { padding, .. } if padding > 0 => input_range.with_zero(),
+            _ => input_range,
+        };
+        let exact_ranges = weights.chunks(fan_in.max(1)).map(|row| exact_accumulator(row.iter().copied(), padded)).collect();
+        WeightedStage {
+            layer,
+            in_features,
+            out_features,
+            connectivity,
+            groups,
+            weights,
+            links,
+            input_range,
+            exact_ranges,
+            worst_case: IntRange::new(0, 0),
+            unit: Vec::new(),
+            bias: Vec::new(),
+            lookup: None,
+        }
     }
 
-    /// Union of the exact ranges of all neurons.
+    /// The group of an output.
+    pub fn group(&self, neuron: usize) -> usize {
+        match self.connectivity {
+            Connectivity::Dense => neuron,
+            _ => neuron / (self.out_features / self.groups),
+        }
+    }
+
+    /// Sum of squared weights of an output (its weight 2-norm squared), what scales the noise.
+    pub fn norm2_squared(&self, neuron: usize) -> f64 {
+        self.links[neuron].iter().map(|&(_, w)| (w * w) as f64).sum()
+    }
+
+    /// The accumulator of one output for the inputs `x`.
+    pub fn accumulate_one(&self, neuron: usize, x: &[i64]) -> i64 {
+        self.links[neuron].iter().map(|&(i, w)| w * x[i]).sum()
+    }
+
+    /// Union of the exact ranges of all groups.
     pub fn exact_range(&self) -> IntRange {
         self.exact_ranges.iter().fold(IntRange::new(0, 0), |a, r| {
             IntRange::new(a.min.min(r.min), a.max.max(r.max))
@@ -227,7 +293,53 @@ impl DenseStage {
 
     /// Real output of neuron `j` for accumulator `acc` (before activations).
     pub fn dequantize(&self, neuron: usize, acc: i64) -> f64 {
-        self.unit[neuron] * acc as f64 + self.bias[neuron]
+        let g = self.group(neuron);
+        self.unit[g] * acc as f64 + self.bias[g]
+    }
+}
+
+/// The non-zero links of every output, and the number of outputs.
+fn links(connectivity: Connectivity, in_features: usize, groups: usize, fan_in: usize, weights: &[i64]) -> (Vec<Vec<(usize, i64)>>, usize) {
+    let nonzero = |v: Vec<(usize, i64)>| v.into_iter().filter(|&(_, w)| w != 0).collect::<Vec<_>>();
+    match connectivity {
+        Connectivity::Dense => {
+            let rows = (0..groups).map(|j| nonzero(weights[j * fan_in..(j + 1) * fan_in].iter().copied().enumerate().collect())).collect();
+            (rows, groups)
+        }
+        Connectivity::Conv { in_channels, in_size: (h, w), kernel: k, stride, padding, out_size: (oh, ow) } => {
+            let mut rows = Vec::with_capacity(groups * oh * ow);
+            for oc in 0..groups {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut row = Vec::with_capacity(fan_in);
+                        for ic in 0..in_channels {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((oy * stride + ky) as isize - padding as isize, (ox * stride + kx) as isize - padding as isize);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        row.push(((ic * h + iy as usize) * w + ix as usize, weights[oc * fan_in + (ic * k + ky) * k + kx]));
+                                    }
+                                }
+                            }
+                        }
+                        rows.push(nonzero(row));
+                    }
+                }
+            }
+            debug_assert_eq!(in_features, in_channels * h * w);
+            (rows, groups * oh * ow)
+        }
+        Connectivity::Pool { in_size: (h, w), kernel: k, out_size: (oh, ow) } => {
+            let mut rows = Vec::with_capacity(groups * oh * ow);
+            for c in 0..groups {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        rows.push((0..k * k).map(|t| ((c * h + oy * k + t / k) * w + ox * k + t % k, 1)).collect());
+                    }
+                }
+            }
+            (rows, groups * oh * ow)
+        }
     }
 }
 
@@ -236,7 +348,7 @@ impl DenseStage {
 pub struct QuantModel {
     pub(crate) arch: Architecture,
     pub(crate) input: InputStage,
-    pub(crate) layers: Vec<DenseStage>,
+    pub(crate) layers: Vec<WeightedStage>,
     /// Real activations applied to the de-quantized output, on the client.
     pub(crate) output_activations: Vec<Activation>,
 }
@@ -281,16 +393,13 @@ impl QuantModel {
         // Client-side prefix up to the first weighted layer.
         let first_weighted = layers
             .iter()
-            .position(|l| l.weight_options().is_some())
+            .position(is_stage)
             .expect("the analysis requires a weighted layer");
         let prefix = reader.segment(0, first_weighted)?;
         let Some((_, input_quantizer)) = prefix.quantizer else {
             unreachable!("the analysis requires a quantizer before the first weighted layer")
         };
-        let features = match layers[first_weighted] {
-            Layer::QuantLinear { in_features, .. } => in_features,
-            _ => 0,
-        };
+        let features = stage_input_features(arch, first_weighted);
         let input = InputStage {
             activations: prefix.activations,
             quantizer: input_quantizer.clone(),
@@ -305,63 +414,17 @@ impl QuantModel {
         let mut i = first_weighted;
         let output_activations;
         loop {
-            let stage_layer = i;
-            let (in_features, out_features, options) = match layers[i] {
-                Layer::QuantLinear {
-                    in_features,
-                    out_features,
-                    options,
-                } => (in_features, out_features, options),
-                ref other => {
-                    return Err(
-                        reader.unsupported(i, format!("{} in the encrypted part", other.name()))
-                    )
-                }
-            };
-            let weights = reader.int_tensor(
-                i,
-                "weight",
-                &[out_features, in_features],
-                Some(options.weight_bits),
-            )?;
-            let weight_scale = reader.per_channel(i, "weight_scale", out_features, true)?;
-            let bias = if options.bias {
-                reader.per_channel(i, "bias", out_features, false)?
-            } else {
-                vec![0.0; out_features]
-            };
-            let exact_ranges: Vec<IntRange> = weights
-                .chunks(in_features)
-                .map(|row| exact_accumulator(row.iter().copied(), input_range))
-                .collect();
-            let worst_case = arch.analysis()[i]
-                .range
-                .expect("weighted layers have an accumulator range");
-            let mut stage = DenseStage {
-                layer: stage_layer,
-                in_features,
-                out_features,
-                weights,
-                input_range,
-                exact_ranges,
-                worst_case,
-                unit: weight_scale.iter().map(|s| s * quantizer.scale).collect(),
-                bias,
-                lookup: None,
-            };
+            let mut stage = reader.weighted_stage(i, input_range, quantizer.scale)?;
             let exact = stage.exact_range();
-            if exact.min < worst_case.min || exact.max > worst_case.max {
+            if exact.min < stage.worst_case.min || exact.max > stage.worst_case.max {
                 return Err(LoadError::RangeEscapesBound {
                     layer: i + 1,
                     exact: exact.to_string(),
-                    bound: worst_case.to_string(),
+                    bound: stage.worst_case.to_string(),
                 });
             }
             // The layers up to the next weighted layer (or the end).
-            let next = layers[i + 1..]
-                .iter()
-                .position(|l| l.weight_options().is_some())
-                .map(|p| p + i + 1);
+            let next = layers[i + 1..].iter().position(is_stage).map(|p| p + i + 1);
             let end = next.unwrap_or(layers.len());
             let segment = reader.segment(i + 1, end)?;
             match (next, segment.quantizer) {
@@ -393,8 +456,10 @@ impl QuantModel {
                     return Err(reader
                         .unsupported(qlayer, "a quantizer after the last weighted layer".into()));
                 }
-                (Some(_), None) => {
-                    unreachable!("the analysis requires a quantizer between weighted layers")
+                (Some(n), None) => {
+                    // Only pooling may directly follow a weighted layer (the analysis
+                    // requires a quantizer before any other).
+                    return Err(reader.unsupported(n, "pooling an accumulator (quantize before pooling)".into()));
                 }
             }
         }
@@ -418,7 +483,7 @@ impl QuantModel {
     }
 
     /// The weighted layers in order.
-    pub fn layers(&self) -> &[DenseStage] {
+    pub fn layers(&self) -> &[WeightedStage] {
         &self.layers
     }
 
@@ -532,9 +597,31 @@ impl QuantModel {
     }
 }
 
-/// Builds the per-neuron tables of the lookup after `stage`.
+/// Whether a declared layer starts a weighted stage of the runtime.
+fn is_stage(layer: &Layer) -> bool {
+    layer.weight_options().is_some() || matches!(layer, Layer::AvgPool2d { .. })
+}
+
+/// Image `(channels, height, width)` entering declared layer `i`.
+fn input_image(arch: &Architecture, i: usize) -> Option<(usize, usize, usize)> {
+    match (i.checked_sub(1).map(|p| arch.analysis()[p].shape), arch.layers()[i]) {
+        (Some(Shape::Image { channels, height, width }), _) => Some((channels, height, width)),
+        (_, Layer::QuantConv2d { in_channels, input: Some((h, w)), .. }) => Some((in_channels, h, w)),
+        _ => None,
+    }
+}
+
+/// Number of values entering the weighted layer `i`.
+fn stage_input_features(arch: &Architecture, i: usize) -> usize {
+    match arch.layers()[i] {
+        Layer::QuantLinear { in_features, .. } => in_features,
+        _ => input_image(arch, i).map(|(c, h, w)| c * h * w).unwrap_or(0),
+    }
+}
+
+/// Builds the per-group tables of the lookup after `stage`.
 fn build_lookup(
-    stage: &DenseStage,
+    stage: &WeightedStage,
     layer: usize,
     declared: (Rounding, u32),
     (precision, resolution): (u32, u32),
@@ -547,7 +634,7 @@ fn build_lookup(
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
     };
-    let tables = (0..stage.out_features)
+    let tables = (0..stage.groups)
         .map(|j| {
             let r = stage.exact_ranges[j];
             let (first, last) = (encoding.index(r.min), encoding.index(r.max));
@@ -670,16 +757,13 @@ impl Reader<'_> {
         &mut self,
         layer: usize,
         suffix: &str,
-        shape: &[usize],
+        shapes: &[&[usize]],
         bits: Option<u32>,
     ) -> Result<Vec<i64>, LoadError> {
         let (name, t) = self.tensor(layer, suffix)?;
-        if t.shape != shape {
-            return Err(LoadError::ShapeMismatch {
-                tensor: name,
-                expected: format!("{shape:?}"),
-                found: t.shape.clone(),
-            });
+        if !shapes.contains(&t.shape.as_slice()) {
+            let expected = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or ");
+            return Err(LoadError::ShapeMismatch { tensor: name, expected, found: t.shape.clone() });
         }
         let values: Vec<i64> = match &t.values {
             Values::Int(v) => v.clone(),
@@ -713,6 +797,50 @@ impl Reader<'_> {
             }
         }
         Ok(values)
+    }
+
+    /// The weighted stage of declared layer `i`, reading inputs in `input_range` quantized
+    /// with scale `input_scale`.
+    fn weighted_stage(&mut self, i: usize, input_range: IntRange, input_scale: f64) -> Result<WeightedStage, LoadError> {
+        let arch = self.arch;
+        let in_features = stage_input_features(arch, i);
+        let out_size = match arch.analysis()[i].shape {
+            Shape::Image { height, width, .. } => (height, width),
+            _ => (1, 1),
+        };
+        let in_size = input_image(arch, i).map(|(_, h, w)| (h, w)).unwrap_or((1, 1));
+        let (connectivity, groups, weights, options) = match arch.layers()[i] {
+            Layer::QuantLinear { in_features, out_features, options } => {
+                let weights = self.int_tensor(i, "weight", &[&[out_features, in_features]], Some(options.weight_bits))?;
+                (Connectivity::Dense, out_features, weights, Some(options))
+            }
+            Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, options, .. } => {
+                let shapes: [&[usize]; 2] = [&[out_channels, in_channels * kernel * kernel], &[out_channels, in_channels, kernel, kernel]];
+                let weights = self.int_tensor(i, "weight", &shapes, Some(options.weight_bits))?;
+                let c = Connectivity::Conv { in_channels, in_size, kernel, stride, padding, out_size };
+                (c, out_channels, weights, Some(options))
+            }
+            Layer::AvgPool2d { kernel } => {
+                let channels = input_image(arch, i).map(|(c, _, _)| c).unwrap_or(0);
+                (Connectivity::Pool { in_size, kernel, out_size }, channels, vec![1; channels * kernel * kernel], None)
+            }
+            ref other => unreachable!("{} is not a weighted layer", other.name()),
+        };
+        let mut stage = WeightedStage::new(i, in_features, connectivity, groups, weights, input_range);
+        match options {
+            Some(options) => {
+                let scales = self.per_channel(i, "weight_scale", groups, true)?;
+                stage.unit = scales.iter().map(|s| s * input_scale).collect();
+                stage.bias = if options.bias { self.per_channel(i, "bias", groups, false)? } else { vec![0.0; groups] };
+            }
+            None => {
+                let window = (stage.weights.len() / groups.max(1)) as f64;
+                stage.unit = vec![input_scale / window; groups];
+                stage.bias = vec![0.0; groups];
+            }
+        }
+        stage.worst_case = arch.analysis()[i].range.expect("weighted layers have an accumulator range");
+        Ok(stage)
     }
 
     /// A quantizer's scale, and its zero point if present (it must be 0).

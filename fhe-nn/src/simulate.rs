@@ -53,8 +53,7 @@ impl QuantModel {
                 };
                 (0..stage.out_features)
                     .map(|j| {
-                        let norm2: f64 = stage.row(j).iter().map(|&w| (w * w) as f64).sum();
-                        variance(norm2).sqrt() * scale
+                        variance(stage.norm2_squared(j)).sqrt() * scale
                     })
                     .collect()
             })
@@ -92,7 +91,7 @@ impl QuantModel {
                             }
                             // The blind rotation reads position k of a negacyclic table.
                             let k = k.rem_euclid(2 * positions);
-                            let table = &lookup.tables[j];
+                            let table = &lookup.tables[stage.group(j)];
                             if k < positions {
                                 table.get(k)
                             } else {

@@ -329,7 +329,7 @@ impl QuantModel {
         let mut output_p_error = 0.0;
         for (k, stage) in self.layers.iter().enumerate() {
             let norm2_squared = (0..stage.out_features)
-                .map(|j| stage.row(j).iter().map(|&w| (w * w) as f64).sum::<f64>())
+                .map(|j| stage.norm2_squared(j))
                 .fold(0.0, f64::max);
             let fresh = k == 0;
             match &stage.lookup {

@@ -14,7 +14,7 @@ use super::params::vetted;
 use super::plan::FhePlan;
 use super::wire::{self, Kind};
 use super::FheError;
-use crate::model::{DenseStage, QuantModel};
+use crate::model::{WeightedStage, QuantModel};
 
 /// Largest serialized ciphertext batch accepted (bytes).
 pub const CIPHERTEXT_LIMIT: u64 = 1 << 30;
@@ -69,6 +69,8 @@ impl EncryptedSample {
 struct ServerLayer {
     out_features: usize,
     in_features: usize,
+    /// The table (group) of each neuron.
+    groups: Vec<usize>,
     /// Non-zero weights of each neuron: `(input index, weight as two's complement)`.
     sparse: Vec<Vec<(usize, u64)>>,
     /// Plaintext added before the lookup so accumulators are non-negative.
@@ -197,27 +199,22 @@ impl FheServer {
             p.carry_modulus,
             AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
         );
-        self.key.server_key.apply_lookup_table(&ct, &tables[j]).ct
+        self.key.server_key.apply_lookup_table(&ct, &tables[layer.groups[j]]).ct
     }
 }
 
 fn server_layer(
     model: &QuantModel,
     k: usize,
-    stage: &DenseStage,
+    stage: &WeightedStage,
     params: &tfhe::shortint::parameters::ClassicPBSParameters,
 ) -> ServerLayer {
-    let sparse = (0..stage.out_features)
-        .map(|j| {
-            stage
-                .row(j)
-                .iter()
-                .enumerate()
-                .filter(|(_, &w)| w != 0)
-                .map(|(i, &w)| (i, w as u64))
-                .collect()
-        })
+    let sparse = stage
+        .links
+        .iter()
+        .map(|row| row.iter().map(|&(i, w)| (i, w as u64)).collect())
         .collect();
+    let groups = (0..stage.out_features).map(|j| stage.group(j)).collect();
     let delta_in = model.input_delta_log2(k);
     let (offset, tables) = match &stage.lookup {
         None => (0, None),
@@ -239,6 +236,7 @@ fn server_layer(
         out_features: stage.out_features,
         in_features: stage.in_features,
         sparse,
+        groups,
         offset,
         tables,
     }
