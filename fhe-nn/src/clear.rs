@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::error::InputError;
-use crate::model::{WeightedStage, QuantModel};
+use crate::model::{QuantModel, WeightedStage};
 
 impl QuantModel {
     /// Number of input features per sample.

@@ -241,14 +241,24 @@ pub struct WeightedStage {
 }
 
 impl WeightedStage {
-    fn new(layer: usize, in_features: usize, connectivity: Connectivity, groups: usize, weights: Vec<i64>, input_range: IntRange) -> WeightedStage {
+    fn new(
+        layer: usize,
+        in_features: usize,
+        connectivity: Connectivity,
+        groups: usize,
+        weights: Vec<i64>,
+        input_range: IntRange,
+    ) -> WeightedStage {
         let fan_in = weights.len() / groups.max(1);
         let (links, out_features) = links(connectivity, in_features, groups, fan_in, &weights);
         let padded = match connectivity {
             Connectivity::Conv { padding, .. } if padding > 0 => input_range.with_zero(),
             _ => input_range,
         };
-        let exact_ranges = weights.chunks(fan_in.max(1)).map(|row| exact_accumulator(row.iter().copied(), padded)).collect();
+        let exact_ranges = weights
+            .chunks(fan_in.max(1))
+            .map(|row| exact_accumulator(row.iter().copied(), padded))
+            .collect();
         WeightedStage {
             layer,
             in_features,
@@ -276,7 +286,10 @@ impl WeightedStage {
 
     /// Sum of squared weights of an output (its weight 2-norm squared), what scales the noise.
     pub fn norm2_squared(&self, neuron: usize) -> f64 {
-        self.links[neuron].iter().map(|&(_, w)| (w * w) as f64).sum()
+        self.links[neuron]
+            .iter()
+            .map(|&(_, w)| (w * w) as f64)
+            .sum()
     }
 
     /// The accumulator of one output for the inputs `x`.
@@ -293,20 +306,47 @@ impl WeightedStage {
 
     /// Real output of neuron `j` for accumulator `acc` (before activations).
     pub fn dequantize(&self, neuron: usize, acc: i64) -> f64 {
-        let g = self.group(neuron);
-        self.unit[g] * acc as f64 + self.bias[g]
+        self.dequantize_group(self.group(neuron), acc)
+    }
+
+    /// Real output of any neuron of group `g` for accumulator `acc` (before activations).
+    pub fn dequantize_group(&self, group: usize, acc: i64) -> f64 {
+        self.unit[group] * acc as f64 + self.bias[group]
     }
 }
 
 /// The non-zero links of every output, and the number of outputs.
-fn links(connectivity: Connectivity, in_features: usize, groups: usize, fan_in: usize, weights: &[i64]) -> (Vec<Vec<(usize, i64)>>, usize) {
+fn links(
+    connectivity: Connectivity,
+    in_features: usize,
+    groups: usize,
+    fan_in: usize,
+    weights: &[i64],
+) -> (Vec<Vec<(usize, i64)>>, usize) {
     let nonzero = |v: Vec<(usize, i64)>| v.into_iter().filter(|&(_, w)| w != 0).collect::<Vec<_>>();
     match connectivity {
         Connectivity::Dense => {
-            let rows = (0..groups).map(|j| nonzero(weights[j * fan_in..(j + 1) * fan_in].iter().copied().enumerate().collect())).collect();
+            let rows = (0..groups)
+                .map(|j| {
+                    nonzero(
+                        weights[j * fan_in..(j + 1) * fan_in]
+                            .iter()
+                            .copied()
+                            .enumerate()
+                            .collect(),
+                    )
+                })
+                .collect();
             (rows, groups)
         }
-        Connectivity::Conv { in_channels, in_size: (h, w), kernel: k, stride, padding, out_size: (oh, ow) } => {
+        Connectivity::Conv {
+            in_channels,
+            in_size: (h, w),
+            kernel: k,
+            stride,
+            padding,
+            out_size: (oh, ow),
+        } => {
             let mut rows = Vec::with_capacity(groups * oh * ow);
             for oc in 0..groups {
                 for oy in 0..oh {
@@ -315,9 +355,16 @@ fn links(connectivity: Connectivity, in_features: usize, groups: usize, fan_in: 
                         for ic in 0..in_channels {
                             for ky in 0..k {
                                 for kx in 0..k {
-                                    let (iy, ix) = ((oy * stride + ky) as isize - padding as isize, (ox * stride + kx) as isize - padding as isize);
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                        row.push(((ic * h + iy as usize) * w + ix as usize, weights[oc * fan_in + (ic * k + ky) * k + kx]));
+                                    let (iy, ix) = (
+                                        (oy * stride + ky) as isize - padding as isize,
+                                        (ox * stride + kx) as isize - padding as isize,
+                                    );
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        row.push((
+                                            (ic * h + iy as usize) * w + ix as usize,
+                                            weights[oc * fan_in + (ic * k + ky) * k + kx],
+                                        ));
                                     }
                                 }
                             }
@@ -329,12 +376,20 @@ fn links(connectivity: Connectivity, in_features: usize, groups: usize, fan_in: 
             debug_assert_eq!(in_features, in_channels * h * w);
             (rows, groups * oh * ow)
         }
-        Connectivity::Pool { in_size: (h, w), kernel: k, out_size: (oh, ow) } => {
+        Connectivity::Pool {
+            in_size: (h, w),
+            kernel: k,
+            out_size: (oh, ow),
+        } => {
             let mut rows = Vec::with_capacity(groups * oh * ow);
             for c in 0..groups {
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        rows.push((0..k * k).map(|t| ((c * h + oy * k + t / k) * w + ox * k + t % k, 1)).collect());
+                        rows.push(
+                            (0..k * k)
+                                .map(|t| ((c * h + oy * k + t / k) * w + ox * k + t % k, 1))
+                                .collect(),
+                        );
                     }
                 }
             }
@@ -459,7 +514,10 @@ impl QuantModel {
                 (Some(n), None) => {
                     // Only pooling may directly follow a weighted layer (the analysis
                     // requires a quantizer before any other).
-                    return Err(reader.unsupported(n, "pooling an accumulator (quantize before pooling)".into()));
+                    return Err(reader.unsupported(
+                        n,
+                        "pooling an accumulator (quantize before pooling)".into(),
+                    ));
                 }
             }
         }
@@ -604,9 +662,26 @@ fn is_stage(layer: &Layer) -> bool {
 
 /// Image `(channels, height, width)` entering declared layer `i`.
 fn input_image(arch: &Architecture, i: usize) -> Option<(usize, usize, usize)> {
-    match (i.checked_sub(1).map(|p| arch.analysis()[p].shape), arch.layers()[i]) {
-        (Some(Shape::Image { channels, height, width }), _) => Some((channels, height, width)),
-        (_, Layer::QuantConv2d { in_channels, input: Some((h, w)), .. }) => Some((in_channels, h, w)),
+    match (
+        i.checked_sub(1).map(|p| arch.analysis()[p].shape),
+        arch.layers()[i],
+    ) {
+        (
+            Some(Shape::Image {
+                channels,
+                height,
+                width,
+            }),
+            _,
+        ) => Some((channels, height, width)),
+        (
+            _,
+            Layer::QuantConv2d {
+                in_channels,
+                input: Some((h, w)),
+                ..
+            },
+        ) => Some((in_channels, h, w)),
         _ => None,
     }
 }
@@ -642,7 +717,9 @@ fn build_lookup(
                 .map(|k| {
                     let y = activations
                         .iter()
-                        .fold(stage.dequantize(j, encoding.value(k)), |y, a| a.apply(y));
+                        .fold(stage.dequantize_group(j, encoding.value(k)), |y, a| {
+                            a.apply(y)
+                        });
                     quantizer.quantize(y)
                 })
                 .collect();
@@ -762,8 +839,16 @@ impl Reader<'_> {
     ) -> Result<Vec<i64>, LoadError> {
         let (name, t) = self.tensor(layer, suffix)?;
         if !shapes.contains(&t.shape.as_slice()) {
-            let expected = shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(" or ");
-            return Err(LoadError::ShapeMismatch { tensor: name, expected, found: t.shape.clone() });
+            let expected = shapes
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            return Err(LoadError::ShapeMismatch {
+                tensor: name,
+                expected,
+                found: t.shape.clone(),
+            });
         }
         let values: Vec<i64> = match &t.values {
             Values::Int(v) => v.clone(),
@@ -801,37 +886,85 @@ impl Reader<'_> {
 
     /// The weighted stage of declared layer `i`, reading inputs in `input_range` quantized
     /// with scale `input_scale`.
-    fn weighted_stage(&mut self, i: usize, input_range: IntRange, input_scale: f64) -> Result<WeightedStage, LoadError> {
+    fn weighted_stage(
+        &mut self,
+        i: usize,
+        input_range: IntRange,
+        input_scale: f64,
+    ) -> Result<WeightedStage, LoadError> {
         let arch = self.arch;
         let in_features = stage_input_features(arch, i);
         let out_size = match arch.analysis()[i].shape {
             Shape::Image { height, width, .. } => (height, width),
             _ => (1, 1),
         };
-        let in_size = input_image(arch, i).map(|(_, h, w)| (h, w)).unwrap_or((1, 1));
+        let in_size = input_image(arch, i)
+            .map(|(_, h, w)| (h, w))
+            .unwrap_or((1, 1));
         let (connectivity, groups, weights, options) = match arch.layers()[i] {
-            Layer::QuantLinear { in_features, out_features, options } => {
-                let weights = self.int_tensor(i, "weight", &[&[out_features, in_features]], Some(options.weight_bits))?;
+            Layer::QuantLinear {
+                in_features,
+                out_features,
+                options,
+            } => {
+                let weights = self.int_tensor(
+                    i,
+                    "weight",
+                    &[&[out_features, in_features]],
+                    Some(options.weight_bits),
+                )?;
                 (Connectivity::Dense, out_features, weights, Some(options))
             }
-            Layer::QuantConv2d { in_channels, out_channels, kernel, stride, padding, options, .. } => {
-                let shapes: [&[usize]; 2] = [&[out_channels, in_channels * kernel * kernel], &[out_channels, in_channels, kernel, kernel]];
+            Layer::QuantConv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                options,
+                ..
+            } => {
+                let shapes: [&[usize]; 2] = [
+                    &[out_channels, in_channels * kernel * kernel],
+                    &[out_channels, in_channels, kernel, kernel],
+                ];
                 let weights = self.int_tensor(i, "weight", &shapes, Some(options.weight_bits))?;
-                let c = Connectivity::Conv { in_channels, in_size, kernel, stride, padding, out_size };
+                let c = Connectivity::Conv {
+                    in_channels,
+                    in_size,
+                    kernel,
+                    stride,
+                    padding,
+                    out_size,
+                };
                 (c, out_channels, weights, Some(options))
             }
             Layer::AvgPool2d { kernel } => {
                 let channels = input_image(arch, i).map(|(c, _, _)| c).unwrap_or(0);
-                (Connectivity::Pool { in_size, kernel, out_size }, channels, vec![1; channels * kernel * kernel], None)
+                (
+                    Connectivity::Pool {
+                        in_size,
+                        kernel,
+                        out_size,
+                    },
+                    channels,
+                    vec![1; channels * kernel * kernel],
+                    None,
+                )
             }
             ref other => unreachable!("{} is not a weighted layer", other.name()),
         };
-        let mut stage = WeightedStage::new(i, in_features, connectivity, groups, weights, input_range);
+        let mut stage =
+            WeightedStage::new(i, in_features, connectivity, groups, weights, input_range);
         match options {
             Some(options) => {
                 let scales = self.per_channel(i, "weight_scale", groups, true)?;
                 stage.unit = scales.iter().map(|s| s * input_scale).collect();
-                stage.bias = if options.bias { self.per_channel(i, "bias", groups, false)? } else { vec![0.0; groups] };
+                stage.bias = if options.bias {
+                    self.per_channel(i, "bias", groups, false)?
+                } else {
+                    vec![0.0; groups]
+                };
             }
             None => {
                 let window = (stage.weights.len() / groups.max(1)) as f64;
@@ -839,7 +972,9 @@ impl Reader<'_> {
                 stage.bias = vec![0.0; groups];
             }
         }
-        stage.worst_case = arch.analysis()[i].range.expect("weighted layers have an accumulator range");
+        stage.worst_case = arch.analysis()[i]
+            .range
+            .expect("weighted layers have an accumulator range");
         Ok(stage)
     }
 

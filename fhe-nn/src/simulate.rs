@@ -52,9 +52,7 @@ impl QuantModel {
                     ),
                 };
                 (0..stage.out_features)
-                    .map(|j| {
-                        variance(stage.norm2_squared(j)).sqrt() * scale
-                    })
+                    .map(|j| variance(stage.norm2_squared(j)).sqrt() * scale)
                     .collect()
             })
             .collect();

@@ -59,8 +59,12 @@ impl ClientSpec {
             input_signed: input.quantizer.signed,
             input_delta_log2: model.input_delta_log2(0),
             output_delta_log2: 63 - model.output_encoding_bits(),
-            output_unit: (0..last.out_features).map(|j| last.unit[last.group(j)]).collect(),
-            output_bias: (0..last.out_features).map(|j| last.bias[last.group(j)]).collect(),
+            output_unit: (0..last.out_features)
+                .map(|j| last.unit[last.group(j)])
+                .collect(),
+            output_bias: (0..last.out_features)
+                .map(|j| last.bias[last.group(j)])
+                .collect(),
             output_activations: spell(model.output_activations()),
         }
     }

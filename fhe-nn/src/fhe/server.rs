@@ -14,7 +14,7 @@ use super::params::vetted;
 use super::plan::FhePlan;
 use super::wire::{self, Kind};
 use super::FheError;
-use crate::model::{WeightedStage, QuantModel};
+use crate::model::{QuantModel, WeightedStage};
 
 /// Largest serialized ciphertext batch accepted (bytes).
 pub const CIPHERTEXT_LIMIT: u64 = 1 << 30;
@@ -199,7 +199,10 @@ impl FheServer {
             p.carry_modulus,
             AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
         );
-        self.key.server_key.apply_lookup_table(&ct, &tables[layer.groups[j]]).ct
+        self.key
+            .server_key
+            .apply_lookup_table(&ct, &tables[layer.groups[j]])
+            .ct
     }
 }
 
