@@ -116,13 +116,13 @@ impl std::fmt::Debug for ClientKey {
     }
 }
 
-/// The server's key: keyswitching and bootstrapping keys, no secret.
+/// The server's key: keyswitching and bootstrapping keys, no secret, kept compressed (the
+/// masks as seeds) until the server decompresses it.
 #[derive(Clone)]
 pub struct EvaluationKey {
     pub(crate) key_id: u64,
     pub(crate) precision: u32,
     pub(crate) compressed: shortint::CompressedServerKey,
-    pub(crate) server_key: shortint::ServerKey,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,11 +136,11 @@ fn set_of(precision: u32) -> Result<ParameterSet, FheError> {
         .ok_or_else(|| FheError::Decode(format!("no parameter set of precision {precision}")))
 }
 
-/// Generates a fresh key pair for a planned model.
+/// Generates a fresh key pair for a planned model (client side: the evaluation key is made
+/// compressed, as it is sent).
 pub fn generate_keys(model: &QuantModel, plan: &FhePlan) -> (ClientKey, EvaluationKey) {
     let key = shortint::ClientKey::new(plan.set.params);
     let compressed = shortint::CompressedServerKey::new(&key);
-    let server_key = compressed.decompress();
     let key_id = {
         let mut seeder = new_seeder();
         (seeder.seed().0 as u64) | 1
@@ -154,7 +154,6 @@ pub fn generate_keys(model: &QuantModel, plan: &FhePlan) -> (ClientKey, Evaluati
         key_id,
         precision: plan.set.precision,
         compressed,
-        server_key,
     };
     (client, eval)
 }
@@ -365,8 +364,8 @@ impl EvaluationKey {
         wire::seal(Kind::EvaluationKey, self.key_id, &wire)
     }
 
-    /// Reads a serialized evaluation key, checks it conforms to the vetted parameter set of
-    /// its precision, and decompresses it.
+    /// Reads a serialized evaluation key and checks it conforms to the vetted parameter set
+    /// of its precision ([`FheServer::new`](super::FheServer::new) decompresses it).
     pub fn from_bytes(bytes: &[u8]) -> Result<EvaluationKey, FheError> {
         use tfhe::conformance::ParameterSetConformant;
         let (key_id, wire): (u64, EvaluationKeyWire) =
@@ -383,12 +382,10 @@ impl EvaluationKey {
                 set.name
             )));
         }
-        let server_key = wire.compressed.decompress();
         Ok(EvaluationKey {
             key_id,
             precision: wire.precision,
             compressed: wire.compressed,
-            server_key,
         })
     }
 

@@ -81,7 +81,9 @@ struct ServerLayer {
 
 /// The server: a planned model and an evaluation key. It holds no secret.
 pub struct FheServer {
-    key: EvaluationKey,
+    key_id: u64,
+    /// The decompressed evaluation key.
+    server_key: tfhe::shortint::ServerKey,
     layers: Vec<ServerLayer>,
     lwe_size: LweSize,
     params: tfhe::shortint::parameters::ClassicPBSParameters,
@@ -89,7 +91,7 @@ pub struct FheServer {
 
 impl FheServer {
     /// Prepares encrypted inference of a planned model (its tables set to the plan's
-    /// precision) with `key`; every table is built here, once.
+    /// precision) with `key`: decompresses the key and builds every table, once.
     pub fn new(
         model: &QuantModel,
         plan: &FhePlan,
@@ -114,7 +116,8 @@ impl FheServer {
             .map(|(k, stage)| server_layer(model, k, stage, &params))
             .collect();
         Ok(FheServer {
-            key,
+            key_id: key.key_id,
+            server_key: key.compressed.decompress(),
             layers,
             lwe_size,
             params,
@@ -141,9 +144,9 @@ impl FheServer {
     /// Runs the network and returns the ciphertexts after every weighted layer's lookup
     /// (and the output layer's accumulators last), for tests and debugging.
     pub fn run_traced(&self, input: &EncryptedSample) -> Result<Vec<EncryptedSample>, FheError> {
-        if input.key_id != self.key.key_id {
+        if input.key_id != self.key_id {
             return Err(FheError::WrongKey {
-                expected: self.key.key_id,
+                expected: self.key_id,
                 found: input.key_id,
             });
         }
@@ -199,8 +202,7 @@ impl FheServer {
             p.carry_modulus,
             AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
         );
-        self.key
-            .server_key
+        self.server_key
             .apply_lookup_table(&ct, &tables[layer.groups[j]])
             .ct
     }
