@@ -6,5 +6,7 @@
 
 pub mod activation;
 pub mod analysis;
+pub mod error;
 pub mod layer;
 pub mod limits;
+pub mod range;

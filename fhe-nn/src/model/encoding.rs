@@ -1,0 +1,132 @@
+//! How a lookup reads an accumulator (encoding, rounding, margins) and the tables it reads.
+
+use crate::arch::analysis::IntRange;
+
+/// How a lookup reads an accumulator. The accumulator, shifted by `offset` to be
+/// non-negative, is encoded on `bits` bits (Δ = 2^(63 - bits)); the table has
+/// `2^precision()` positions and position `index(acc) = (acc + offset) · 2^-shift`
+/// (rounded to nearest when `shift > 0`: the low bits are dropped; when `shift < 0` each
+/// accumulator value spans `2^-shift` positions, so noise must move further to change it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccumulatorEncoding {
+    /// Width of the encoded accumulator.
+    pub bits: u32,
+    /// Added so that every accumulator is non-negative, with the margins.
+    pub offset: i64,
+    /// Low bits dropped (> 0) or spread factor (< 0) between accumulator and position.
+    pub shift: i32,
+    /// Each value has a whole box of the parameter set: reading it fails only with
+    /// probability `p_error`.
+    pub exact: bool,
+}
+
+impl AccumulatorEncoding {
+    /// For accumulators in `range`, read by a lookup with `precision`-bit parameters whose
+    /// table has `2^resolution` positions (`log2 N`).
+    ///
+    /// An accumulator that fits `precision` bits is read exactly: one box of the parameter
+    /// set per value. A wider one is spread over (or rounded to) the table's full resolution,
+    /// with a margin of half a box of the parameter set at both ends so that noise never
+    /// wraps around the negacyclic table; noise then moves the reading by a few positions
+    /// near a table step (approximate rounding, predicted by Simulate).
+    /// `precision == u32::MAX` reads every accumulator exactly at its own width (Clear only).
+    pub fn new(range: IntRange, precision: u32, resolution: u32) -> AccumulatorEncoding {
+        let offset = if range.min < 0 { -range.min } else { 0 };
+        let span = range.max + offset;
+        let needed = crate::arch::analysis::unsigned_bits(span as u64);
+        if needed <= precision {
+            let bits = if precision == u32::MAX {
+                needed
+            } else {
+                precision
+            };
+            return AccumulatorEncoding {
+                bits,
+                offset,
+                shift: 0,
+                exact: true,
+            };
+        }
+        let resolution = resolution.clamp(precision, 62) as i32;
+        let margin = 1i64 << (resolution - precision as i32 - 1).max(0);
+        let top = (1i64 << resolution) - 1 - margin;
+        // Spread each value over as many positions as fit (shift <= 0), else round.
+        let fits = |shift: i32| {
+            let e = AccumulatorEncoding {
+                bits: (resolution + shift) as u32,
+                offset: offset + margin_units(margin, shift),
+                shift,
+                exact: false,
+            };
+            (e.index(range.max) <= top).then_some(e)
+        };
+        let mut shift = 0;
+        if fits(0).is_some() {
+            while fits(shift - 1).is_some() && resolution + shift > 1 {
+                shift -= 1;
+            }
+        } else {
+            while fits(shift).is_none() {
+                shift += 1;
+            }
+        }
+        fits(shift).expect("a fitting shift was found")
+    }
+
+    /// Bits of the lookup index (log2 of the table positions).
+    pub fn precision(&self) -> u32 {
+        (self.bits as i32 - self.shift) as u32
+    }
+
+    /// The table position of an accumulator value.
+    pub fn index(&self, acc: i64) -> i64 {
+        let v = acc + self.offset;
+        if self.shift >= 0 {
+            (v + half(self.shift)) >> self.shift
+        } else {
+            v << -self.shift
+        }
+    }
+
+    /// The accumulator value a table position stands for (the nearest one).
+    pub fn value(&self, index: i64) -> i64 {
+        if self.shift >= 0 {
+            (index << self.shift) - self.offset
+        } else {
+            ((index + half(-self.shift)) >> -self.shift) - self.offset
+        }
+    }
+}
+
+/// The margin of `margin` positions in accumulator units (rounded up).
+fn margin_units(margin: i64, shift: i32) -> i64 {
+    if shift >= 0 {
+        margin << shift
+    } else {
+        (margin + (1i64 << -shift) - 1) >> -shift
+    }
+}
+
+/// Half of `2^shift` (0 for no shift): rounding to nearest.
+fn half(shift: i32) -> i64 {
+    if shift <= 0 {
+        0
+    } else {
+        1i64 << (shift - 1)
+    }
+}
+
+/// A neuron's table: `values[k - first]` for lookup index `k`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    pub first: i64,
+    pub values: Vec<i64>,
+}
+
+impl Table {
+    /// The table entry of lookup index `k` (clamped to the table's span).
+    pub fn get(&self, k: i64) -> i64 {
+        let i = (k - self.first).clamp(0, self.values.len() as i64 - 1);
+        self.values[i as usize]
+    }
+}

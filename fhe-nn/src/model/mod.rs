@@ -1,0 +1,404 @@
+//! Architecture + weights → an integer model: quantized input, integer weighted sums, and
+//! one lookup table per neuron (per channel for convolutions) that folds bias, scales,
+//! activations and the next quantizer.
+
+mod encoding;
+mod reader;
+
+use reader::Reader;
+mod stage;
+
+pub use encoding::{AccumulatorEncoding, Table};
+pub use stage::{Connectivity, LookupStage, WeightedStage};
+
+use crate::arch::activation::Activation;
+use crate::arch::analysis::{quantizer_range, IntRange, Rounding, Shape};
+use crate::arch::layer::Layer;
+use crate::error::LoadError;
+use crate::tensors::TensorFile;
+use crate::Architecture;
+
+/// Metadata key holding the architecture a weight file was exported for.
+pub const ARCHITECTURE_KEY: &str = "fhe_nn.architecture";
+
+/// A quantizer `q = clamp(round_half_even(x / scale), min, max)` (zero point 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantizer {
+    pub scale: f64,
+    pub bits: u32,
+    pub signed: bool,
+}
+
+impl Quantizer {
+    /// The integer range the quantizer can produce.
+    pub fn range(&self) -> IntRange {
+        quantizer_range(self.bits, self.signed, false)
+    }
+
+    /// Quantizes one real value.
+    pub fn quantize(&self, x: f64) -> i64 {
+        let r = self.range();
+        let q = (x / self.scale).round_ties_even();
+        q.clamp(r.min as f64, r.max as f64) as i64
+    }
+}
+
+/// The client-side input stage: real activations, then the first quantizer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputStage {
+    pub activations: Vec<Activation>,
+    pub quantizer: Quantizer,
+    pub features: usize,
+}
+
+/// A quantized network ready for Clear, Simulate and FHE inference.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantModel {
+    pub(crate) arch: Architecture,
+    pub(crate) input: InputStage,
+    pub(crate) layers: Vec<WeightedStage>,
+    /// Real activations applied to the de-quantized output, on the client.
+    pub(crate) output_activations: Vec<Activation>,
+}
+
+/// Segment of declared layers between two weighted layers, as the runtime executes it.
+pub(super) struct Segment {
+    activations: Vec<Activation>,
+    quantizer: Option<(usize, Quantizer)>,
+}
+
+impl QuantModel {
+    /// Loads integer (QAT) weights from a `.safetensors` or `.npz` file.
+    pub fn load(
+        arch: &Architecture,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<QuantModel, LoadError> {
+        Self::from_tensors(arch, &TensorFile::read(path.as_ref())?)
+    }
+
+    /// Builds the model from named tensors, checking every tensor against the architecture.
+    ///
+    /// Tensor names, for declared layer `i` (0-based): `layers.i.scale` (quantizer scale),
+    /// `layers.i.weight` (integers, `[out, in]`), `layers.i.weight_scale` (`[]`, `[1]` or
+    /// `[out]`), `layers.i.bias` (`[out]`).
+    pub fn from_tensors(arch: &Architecture, file: &TensorFile) -> Result<QuantModel, LoadError> {
+        if let Some(found) = file.metadata.get(ARCHITECTURE_KEY) {
+            let expected = architecture_signature(arch);
+            if *found != expected {
+                return Err(LoadError::ArchitectureMismatch {
+                    expected,
+                    found: found.clone(),
+                });
+            }
+        }
+        let mut reader = Reader::new(arch, file);
+        let layers = arch.layers();
+
+        // Client-side prefix up to the first weighted layer.
+        let first_weighted = layers
+            .iter()
+            .position(is_stage)
+            .expect("the analysis requires a weighted layer");
+        let prefix = reader.segment(0, first_weighted)?;
+        let Some((_, input_quantizer)) = prefix.quantizer else {
+            unreachable!("the analysis requires a quantizer before the first weighted layer")
+        };
+        let features = stage_input_features(arch, first_weighted);
+        let input = InputStage {
+            activations: prefix.activations,
+            quantizer: input_quantizer.clone(),
+            features,
+        };
+
+        let mut stages = Vec::new();
+        let mut quantizer = input_quantizer;
+        let mut input_range = arch.analysis()[first_weighted - 1]
+            .range
+            .expect("quantized input");
+        let mut i = first_weighted;
+        let output_activations;
+        loop {
+            let mut stage = reader.weighted_stage(i, input_range, quantizer.scale)?;
+            let exact = stage.exact_range();
+            if exact.min < stage.worst_case.min || exact.max > stage.worst_case.max {
+                return Err(LoadError::RangeEscapesBound {
+                    layer: i + 1,
+                    exact: exact.to_string(),
+                    bound: stage.worst_case.to_string(),
+                });
+            }
+            // The layers up to the next weighted layer (or the end).
+            let next = layers[i + 1..].iter().position(is_stage).map(|p| p + i + 1);
+            let end = next.unwrap_or(layers.len());
+            let segment = reader.segment(i + 1, end)?;
+            match (next, segment.quantizer) {
+                (Some(n), Some((qlayer, q))) => {
+                    let lookup = arch.analysis()[qlayer]
+                        .lookup
+                        .expect("the analysis forms a lookup at this quantizer");
+                    // Exact until `plan` (or `set_lookup_precision`) fixes the parameters.
+                    let declared = (lookup.rounding, lookup.precision);
+                    stage.lookup = Some(build_lookup(
+                        &stage,
+                        qlayer,
+                        declared,
+                        (u32::MAX, u32::MAX),
+                        segment.activations,
+                        q.clone(),
+                    ));
+                    input_range = arch.analysis()[n - 1].range.expect("quantized input");
+                    quantizer = q;
+                    stages.push(stage);
+                    i = n;
+                }
+                (None, None) => {
+                    output_activations = segment.activations;
+                    stages.push(stage);
+                    break;
+                }
+                (None, Some((qlayer, _))) => {
+                    return Err(reader
+                        .unsupported(qlayer, "a quantizer after the last weighted layer".into()));
+                }
+                (Some(n), None) => {
+                    // Only pooling may directly follow a weighted layer (the analysis
+                    // requires a quantizer before any other).
+                    return Err(reader.unsupported(
+                        n,
+                        "pooling an accumulator (quantize before pooling)".into(),
+                    ));
+                }
+            }
+        }
+        reader.check_unused()?;
+        Ok(QuantModel {
+            arch: arch.clone(),
+            input,
+            layers: stages,
+            output_activations,
+        })
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// The client-side input stage.
+    pub fn input_stage(&self) -> &InputStage {
+        &self.input
+    }
+
+    /// The weighted layers in order.
+    pub fn layers(&self) -> &[WeightedStage] {
+        &self.layers
+    }
+
+    /// Activations applied to the de-quantized output on the client.
+    pub fn output_activations(&self) -> &[Activation] {
+        &self.output_activations
+    }
+
+    /// Prepares every lookup for the parameter set of `precision` bits, rebuilding the
+    /// tables: accumulators that fit are read exactly, wider ones at the full resolution of
+    /// that set's table (see [`AccumulatorEncoding::new`]). Clear, Simulate and FHE all
+    /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen set.
+    pub fn set_lookup_precision(&mut self, precision: u32) {
+        let resolution = crate::fhe::vetted(precision)
+            .map(|s| s.params.polynomial_size.0.trailing_zeros())
+            .unwrap_or(precision);
+        for i in 0..self.layers.len() {
+            let Some(old) = self.layers[i].lookup.take() else {
+                continue;
+            };
+            let declared = (old.declared, old.declared_precision);
+            let rebuilt = build_lookup(
+                &self.layers[i],
+                old.layer,
+                declared,
+                (precision, resolution),
+                old.activations,
+                old.quantizer,
+            );
+            self.layers[i].lookup = Some(rebuilt);
+        }
+    }
+
+    /// Removes all rounding: every lookup reads its whole accumulator (the reference for
+    /// rounding's accuracy cost; FHE cannot run lookups over 8 bits).
+    pub fn set_exact_lookups(&mut self) {
+        self.set_lookup_precision(u32::MAX);
+    }
+
+    /// Bits of the widest lookup index in use (the table resolution of rounded lookups).
+    pub fn lookup_precision(&self) -> u32 {
+        self.layers
+            .iter()
+            .filter_map(|s| s.lookup.as_ref())
+            .map(|l| l.encoding.precision())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Signed width of the output accumulators, as the client decodes them.
+    pub fn output_encoding_bits(&self) -> u32 {
+        let r = self
+            .layers
+            .last()
+            .expect("a model has a weighted layer")
+            .exact_range();
+        IntRange::new(r.min.min(-1), r.max.max(0)).bits()
+    }
+
+    /// log2 of the scaling factor Δ of the ciphertexts entering weighted layer `k`: the
+    /// accumulator they sum into is encoded on the top bits below the padding bit.
+    pub fn input_delta_log2(&self, k: usize) -> u32 {
+        let bits = match &self.layers[k].lookup {
+            Some(l) => l.encoding.bits,
+            None => self.output_encoding_bits(),
+        };
+        63 - bits
+    }
+
+    /// Per-layer exact ranges next to the compile-time bounds, and the lookup encodings.
+    pub fn range_report(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",
+            "#",
+            "weighted layer",
+            "compile-time bound",
+            "bits",
+            "exact (real weights)",
+            "bits",
+            "lookup after it"
+        ));
+        for s in &self.layers {
+            let exact = s.exact_range();
+            let lookup = match &s.lookup {
+                None => "output (decrypted)".to_string(),
+                Some(l) => format!(
+                    "{} × {}-bit encoding, {} bits read{}",
+                    s.out_features,
+                    l.encoding.bits,
+                    l.encoding.precision(),
+                    match (l.encoding.exact, l.encoding.shift) {
+                        (true, _) => ", exact".to_string(),
+                        (false, s) if s > 0 => format!(", {s} low bits rounded off"),
+                        (false, s) => format!(", approximate, {} positions per value", 1i64 << -s),
+                    }
+                ),
+            };
+            out.push_str(&format!(
+                "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",
+                s.layer + 1,
+                self.arch.layers()[s.layer].to_string(),
+                s.worst_case.to_string(),
+                s.worst_case.bits(),
+                exact.to_string(),
+                exact.bits(),
+                lookup
+            ));
+        }
+        out
+    }
+}
+
+/// Whether a declared layer starts a weighted stage of the runtime.
+fn is_stage(layer: &Layer) -> bool {
+    layer.weight_options().is_some() || matches!(layer, Layer::AvgPool2d { .. })
+}
+
+/// Image `(channels, height, width)` entering declared layer `i`.
+pub(super) fn input_image(arch: &Architecture, i: usize) -> Option<(usize, usize, usize)> {
+    match (
+        i.checked_sub(1).map(|p| arch.analysis()[p].shape),
+        arch.layers()[i],
+    ) {
+        (
+            Some(Shape::Image {
+                channels,
+                height,
+                width,
+            }),
+            _,
+        ) => Some((channels, height, width)),
+        (
+            _,
+            Layer::QuantConv2d {
+                in_channels,
+                input: Some((h, w)),
+                ..
+            },
+        ) => Some((in_channels, h, w)),
+        _ => None,
+    }
+}
+
+/// Number of values entering the weighted layer `i`.
+pub(super) fn stage_input_features(arch: &Architecture, i: usize) -> usize {
+    match arch.layers()[i] {
+        Layer::QuantLinear { in_features, .. } => in_features,
+        _ => input_image(arch, i).map(|(c, h, w)| c * h * w).unwrap_or(0),
+    }
+}
+
+/// Builds the per-group tables of the lookup after `stage`.
+fn build_lookup(
+    stage: &WeightedStage,
+    layer: usize,
+    declared: (Rounding, u32),
+    (precision, resolution): (u32, u32),
+    activations: Vec<Activation>,
+    quantizer: Quantizer,
+) -> LookupStage {
+    let encoding = AccumulatorEncoding::new(stage.exact_range(), precision, resolution);
+    let rounding = match (encoding.exact, declared.0) {
+        (true, _) => Rounding::Exact,
+        (_, Rounding::Declared) => Rounding::Declared,
+        _ => Rounding::Runtime,
+    };
+    let tables = (0..stage.groups)
+        .map(|j| {
+            let r = stage.exact_ranges[j];
+            let (first, last) = (encoding.index(r.min), encoding.index(r.max));
+            let values = (first..=last)
+                .map(|k| {
+                    let y = activations
+                        .iter()
+                        .fold(stage.dequantize_group(j, encoding.value(k)), |y, a| {
+                            a.apply(y)
+                        });
+                    quantizer.quantize(y)
+                })
+                .collect();
+            Table { first, values }
+        })
+        .collect::<Vec<_>>();
+    let output_range = tables
+        .iter()
+        .flat_map(|t| t.values.iter())
+        .fold(IntRange::new(i64::MAX, i64::MIN), |a, &v| {
+            IntRange::new(a.min.min(v), a.max.max(v))
+        });
+    LookupStage {
+        layer,
+        encoding,
+        rounding,
+        declared: declared.0,
+        declared_precision: declared.1,
+        tables,
+        output_range,
+        activations,
+        quantizer,
+    }
+}
+
+/// The architecture as recorded in weight files: its layers in DSL spelling.
+pub fn architecture_signature(arch: &Architecture) -> String {
+    arch.layers()
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

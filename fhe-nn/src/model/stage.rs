@@ -1,0 +1,235 @@
+//! Weighted stages: fully connected, convolution and pooling layers as integer weighted sums
+//! with their connectivity, exact ranges, scales and lookup.
+
+use super::encoding::{AccumulatorEncoding, Table};
+use super::Quantizer;
+use crate::arch::activation::Activation;
+use crate::arch::analysis::{exact_accumulator, IntRange, Rounding};
+
+/// The lookup after a weighted layer: one table per neuron, into the next quantizer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookupStage {
+    /// Declared layer where the lookup forms (its quantizer).
+    pub layer: usize,
+    pub encoding: AccumulatorEncoding,
+    /// How the table reads the accumulator with the current precision.
+    pub rounding: Rounding,
+    /// What the declaration asked for (compile-time analysis).
+    pub declared: Rounding,
+    /// The declared `round = r`, or the compile-time precision.
+    pub declared_precision: u32,
+    pub tables: Vec<Table>,
+    /// Range of the produced integers.
+    pub output_range: IntRange,
+    /// Real functions folded into the table (activations, then the quantizer).
+    pub activations: Vec<Activation>,
+    pub quantizer: Quantizer,
+}
+
+/// How the outputs of a weighted layer connect to its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connectivity {
+    /// Every output reads every input; each output is its own group.
+    Dense,
+    /// A 2-d convolution over `(channels, height, width)` inputs; each output channel is a
+    /// group (one kernel, one scale, one bias, one table).
+    Conv {
+        in_channels: usize,
+        in_size: (usize, usize),
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        out_size: (usize, usize),
+    },
+    /// Sum pooling (the average's division folds into the next table); each channel is a group.
+    Pool {
+        in_size: (usize, usize),
+        kernel: usize,
+        out_size: (usize, usize),
+    },
+}
+
+/// A weighted layer (fully connected, convolution, or pooling): integer weighted sums.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightedStage {
+    /// Declared layer index.
+    pub layer: usize,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub connectivity: Connectivity,
+    /// Outputs sharing weights, scales, ranges and tables (see [`Connectivity`]).
+    pub groups: usize,
+    /// Weights of each group, `[group][fan_in]`.
+    pub weights: Vec<i64>,
+    /// Non-zero `(input index, weight)` of each output.
+    pub links: Vec<Vec<(usize, i64)>>,
+    /// Range of the quantized input.
+    pub input_range: IntRange,
+    /// Exact accumulator range of each group.
+    pub exact_ranges: Vec<IntRange>,
+    /// The compile-time worst case.
+    pub worst_case: IntRange,
+    /// Real value of one accumulator unit per group: input scale × weight scale.
+    pub unit: Vec<f64>,
+    pub bias: Vec<f64>,
+    /// The lookup into the next layer (tables per group); `None` for the output layer.
+    pub lookup: Option<LookupStage>,
+}
+
+impl WeightedStage {
+    pub(super) fn new(
+        layer: usize,
+        in_features: usize,
+        connectivity: Connectivity,
+        groups: usize,
+        weights: Vec<i64>,
+        input_range: IntRange,
+    ) -> WeightedStage {
+        let fan_in = weights.len() / groups.max(1);
+        let (links, out_features) = links(connectivity, in_features, groups, fan_in, &weights);
+        let padded = match connectivity {
+            Connectivity::Conv { padding, .. } if padding > 0 => input_range.with_zero(),
+            _ => input_range,
+        };
+        let exact_ranges = weights
+            .chunks(fan_in.max(1))
+            .map(|row| exact_accumulator(row.iter().copied(), padded))
+            .collect();
+        WeightedStage {
+            layer,
+            in_features,
+            out_features,
+            connectivity,
+            groups,
+            weights,
+            links,
+            input_range,
+            exact_ranges,
+            worst_case: IntRange::new(0, 0),
+            unit: Vec::new(),
+            bias: Vec::new(),
+            lookup: None,
+        }
+    }
+
+    /// The group of an output.
+    pub fn group(&self, neuron: usize) -> usize {
+        match self.connectivity {
+            Connectivity::Dense => neuron,
+            _ => neuron / (self.out_features / self.groups),
+        }
+    }
+
+    /// Sum of squared weights of an output (its weight 2-norm squared), what scales the noise.
+    pub fn norm2_squared(&self, neuron: usize) -> f64 {
+        self.links[neuron]
+            .iter()
+            .map(|&(_, w)| (w * w) as f64)
+            .sum()
+    }
+
+    /// The accumulator of one output for the inputs `x`.
+    pub fn accumulate_one(&self, neuron: usize, x: &[i64]) -> i64 {
+        self.links[neuron].iter().map(|&(i, w)| w * x[i]).sum()
+    }
+
+    /// Union of the exact ranges of all groups.
+    pub fn exact_range(&self) -> IntRange {
+        self.exact_ranges.iter().fold(IntRange::new(0, 0), |a, r| {
+            IntRange::new(a.min.min(r.min), a.max.max(r.max))
+        })
+    }
+
+    /// Real output of neuron `j` for accumulator `acc` (before activations).
+    pub fn dequantize(&self, neuron: usize, acc: i64) -> f64 {
+        self.dequantize_group(self.group(neuron), acc)
+    }
+
+    /// Real output of any neuron of group `g` for accumulator `acc` (before activations).
+    pub fn dequantize_group(&self, group: usize, acc: i64) -> f64 {
+        self.unit[group] * acc as f64 + self.bias[group]
+    }
+}
+
+/// The non-zero links of every output, and the number of outputs.
+fn links(
+    connectivity: Connectivity,
+    in_features: usize,
+    groups: usize,
+    fan_in: usize,
+    weights: &[i64],
+) -> (Vec<Vec<(usize, i64)>>, usize) {
+    let nonzero = |v: Vec<(usize, i64)>| v.into_iter().filter(|&(_, w)| w != 0).collect::<Vec<_>>();
+    match connectivity {
+        Connectivity::Dense => {
+            let rows = (0..groups)
+                .map(|j| {
+                    nonzero(
+                        weights[j * fan_in..(j + 1) * fan_in]
+                            .iter()
+                            .copied()
+                            .enumerate()
+                            .collect(),
+                    )
+                })
+                .collect();
+            (rows, groups)
+        }
+        Connectivity::Conv {
+            in_channels,
+            in_size: (h, w),
+            kernel: k,
+            stride,
+            padding,
+            out_size: (oh, ow),
+        } => {
+            let mut rows = Vec::with_capacity(groups * oh * ow);
+            for oc in 0..groups {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut row = Vec::with_capacity(fan_in);
+                        for ic in 0..in_channels {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = (
+                                        (oy * stride + ky) as isize - padding as isize,
+                                        (ox * stride + kx) as isize - padding as isize,
+                                    );
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        row.push((
+                                            (ic * h + iy as usize) * w + ix as usize,
+                                            weights[oc * fan_in + (ic * k + ky) * k + kx],
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                        rows.push(nonzero(row));
+                    }
+                }
+            }
+            debug_assert_eq!(in_features, in_channels * h * w);
+            (rows, groups * oh * ow)
+        }
+        Connectivity::Pool {
+            in_size: (h, w),
+            kernel: k,
+            out_size: (oh, ow),
+        } => {
+            let mut rows = Vec::with_capacity(groups * oh * ow);
+            for c in 0..groups {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        rows.push(
+                            (0..k * k)
+                                .map(|t| ((c * h + oy * k + t / k) * w + ox * k + t % k, 1))
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            (rows, groups * oh * ow)
+        }
+    }
+}
