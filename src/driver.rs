@@ -254,7 +254,14 @@ pub fn run(
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     let fhe_acc = fhe_correct as f64 / samples.max(1) as f64;
     let agreement = agree as f64 / samples.max(1) as f64;
-    println!("fhe:      accuracy {fhe_acc:.4} on {samples} samples, agreement with clear {agreement:.4}, {median:.3} s per inference (median), {} lookups", server.lookups());
+    if samples == 0 {
+        println!(
+            "fhe:      no encrypted inference (--samples 0); {} lookups per inference",
+            server.lookups()
+        );
+    } else {
+        println!("fhe:      accuracy {fhe_acc:.4} on {samples} samples, agreement with clear {agreement:.4}, {median:.3} s per inference (median), {} lookups", server.lookups());
+    }
 
     let p = &plan.set.params;
     let json = json!({
