@@ -138,7 +138,7 @@ fn main() -> Result<(), Error> {
             .enumerate()
             .fold(0, |b, (j, &v)| if v > scores[b] { j } else { b });
         let clear =
-            model.dequantize_outputs(&model.clear_int(&client.quantize(test.images.row(i))?));
+            model.dequantize_outputs(&model.clear_int(&client.quantize(test.images.row(i))?)?)?;
         let clear_predicted = clear
             .iter()
             .enumerate()

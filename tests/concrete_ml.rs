@@ -45,6 +45,7 @@ fn clear_matches_concrete_ml_disable_mode() {
 
     // Input quantization is bit-exact.
     let q = model.quantize_inputs(inputs.view()).unwrap();
+    assert_eq!(q.len(), q_expected.len());
     let q_mismatch = q
         .iter()
         .zip(&q_expected)
@@ -78,6 +79,7 @@ fn clear_matches_concrete_ml_disable_mode() {
     );
 
     let (_, labels) = array(&fixture, "labels");
+    assert_eq!(labels.len(), 360);
     let acc = ours
         .iter()
         .zip(&labels)

@@ -176,6 +176,9 @@ fn fhe_equals_clear_on_a_convolutional_network() {
     for row in x.axis_iter(Axis(0)).take(3) {
         let q = client.quantize(row).unwrap();
         let out = server.run(&client.encrypt(row).unwrap()).unwrap();
-        assert_eq!(client.decrypt_int(&out).unwrap(), model.clear_int(&q));
+        assert_eq!(
+            client.decrypt_int(&out).unwrap(),
+            model.clear_int(&q).unwrap()
+        );
     }
 }

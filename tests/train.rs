@@ -22,7 +22,7 @@ fn accuracy(model: &QuantModel, data: &fhe_nn_suite::data::Split) -> f64 {
 }
 
 #[test]
-fn trainer_reproduces_the_shipped_model() {
+fn trainer_reproduces_the_shipped_models_accuracy_deterministically() {
     let data = digits().unwrap();
     let labels = data.train.labels.to_vec();
     let start = std::time::Instant::now();

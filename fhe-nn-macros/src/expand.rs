@@ -73,17 +73,10 @@ pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    let static_name = format_ident!(
-        "__FHE_NN_ARCHITECTURE_OF_{}",
-        ident.to_string().to_uppercase()
-    );
     quote! {
         #(#attrs)*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         #vis struct #ident;
-
-        #[allow(non_upper_case_globals)]
-        static #static_name: ::fhe_nn::Architecture = #arch;
 
         impl #ident {
             /// Table lookups (programmable bootstraps) per inference.
@@ -101,18 +94,19 @@ pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -
 
             /// The checked architecture.
             pub fn architecture() -> &'static ::fhe_nn::Architecture {
-                &#static_name
+                static ARCHITECTURE: ::fhe_nn::Architecture = #arch;
+                &ARCHITECTURE
             }
 
             /// The bit-width and range report (printable).
             pub fn report() -> ::fhe_nn::Report<'static> {
-                #static_name.report()
+                Self::architecture().report()
             }
         }
 
         impl ::fhe_nn::Network for #ident {
             fn architecture() -> &'static ::fhe_nn::Architecture {
-                &#static_name
+                #ident::architecture()
             }
         }
     }

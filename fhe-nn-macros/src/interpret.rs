@@ -387,6 +387,14 @@ impl Args {
     fn int(&mut self, name: &str, required: bool, max: i128) -> Option<i128> {
         match self.take(name) {
             Some(Value::Int(v, _)) if (0..=max).contains(&v) => Some(v),
+            Some(Value::Int(v, span)) if v > max => {
+                let msg = format!(
+                    "`{name}` of `{}` must be at most {max}, found {v}",
+                    self.layer
+                );
+                self.errors.push(syn::Error::new(span, msg));
+                None
+            }
             Some(v) => {
                 self.type_error(&v, name, "a non-negative integer");
                 None

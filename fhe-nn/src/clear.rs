@@ -52,7 +52,7 @@ impl QuantModel {
                 found: cols,
             });
         }
-        let r = self.input.quantizer.range();
+        let r = self.input.range;
         match inputs.indexed_iter().find(|(_, &v)| v < r.min || v > r.max) {
             Some(((sample, feature), &value)) => Err(InputError::OutOfRange {
                 sample,
@@ -65,10 +65,23 @@ impl QuantModel {
         }
     }
 
+    /// Checks one quantized sample: its width, and that its values are those the tables
+    /// were built for.
+    pub fn check_quantized_sample(&self, input: &[i64]) -> Result<(), InputError> {
+        self.check_quantized_inputs(
+            ArrayView2::from_shape((1, input.len()), input).expect("one row"),
+        )
+    }
+
     /// Integer inference of one quantized sample, recording every weighted layer's
     /// accumulators and every lookup's outputs: `trace[2k]` holds layer k's accumulators,
     /// `trace[2k+1]` the integers its lookup produces.
-    pub fn clear_trace(&self, input: &[i64]) -> Vec<Vec<i64>> {
+    pub fn clear_trace(&self, input: &[i64]) -> Result<Vec<Vec<i64>>, InputError> {
+        self.check_quantized_sample(input)?;
+        Ok(self.clear_trace_unchecked(input))
+    }
+
+    fn clear_trace_unchecked(&self, input: &[i64]) -> Vec<Vec<i64>> {
         let mut trace = Vec::with_capacity(2 * self.layers.len());
         let mut x = input.to_vec();
         for stage in &self.layers {
@@ -89,12 +102,27 @@ impl QuantModel {
     }
 
     /// Integer inference of one quantized sample: the output layer's accumulators.
-    pub fn clear_int(&self, input: &[i64]) -> Vec<i64> {
-        self.clear_trace(input).pop().unwrap_or_default()
+    pub fn clear_int(&self, input: &[i64]) -> Result<Vec<i64>, InputError> {
+        self.check_quantized_sample(input)?;
+        Ok(self.clear_int_unchecked(input))
+    }
+
+    fn clear_int_unchecked(&self, input: &[i64]) -> Vec<i64> {
+        self.clear_trace_unchecked(input).pop().unwrap_or_default()
     }
 
     /// De-quantizes output accumulators and applies the trailing activations.
-    pub fn dequantize_outputs(&self, accumulators: &[i64]) -> Vec<f64> {
+    pub fn dequantize_outputs(&self, accumulators: &[i64]) -> Result<Vec<f64>, InputError> {
+        if accumulators.len() != self.output_features() {
+            return Err(InputError::Width {
+                expected: self.output_features(),
+                found: accumulators.len(),
+            });
+        }
+        Ok(self.dequantize_unchecked(accumulators))
+    }
+
+    pub(crate) fn dequantize_unchecked(&self, accumulators: &[i64]) -> Vec<f64> {
         let last = self.layers.last().expect("a model has a weighted layer");
         accumulators
             .iter()
@@ -108,12 +136,21 @@ impl QuantModel {
     }
 
     /// De-quantizes a batch of output accumulators (rows), with the trailing activations.
-    pub fn dequantize_batch(&self, accumulators: ArrayView2<i64>) -> Array2<f64> {
+    pub fn dequantize_batch(
+        &self,
+        accumulators: ArrayView2<i64>,
+    ) -> Result<Array2<f64>, InputError> {
+        if accumulators.ncols() != self.output_features() {
+            return Err(InputError::Width {
+                expected: self.output_features(),
+                found: accumulators.ncols(),
+            });
+        }
         let rows: Vec<Vec<f64>> = accumulators
             .axis_iter(Axis(0))
-            .map(|r| self.dequantize_outputs(&r.to_vec()))
+            .map(|r| self.dequantize_unchecked(&r.to_vec()))
             .collect();
-        rows_to_array(rows, self.output_features())
+        Ok(rows_to_array(rows, self.output_features()))
     }
 
     /// Clear inference of a batch of quantized inputs (rows), in parallel: output accumulators.
@@ -121,7 +158,7 @@ impl QuantModel {
         self.check_quantized_inputs(inputs)?;
         let rows: Vec<Vec<i64>> = (0..inputs.nrows())
             .into_par_iter()
-            .map(|i| self.clear_int(&inputs.row(i).to_vec()))
+            .map(|i| self.clear_int_unchecked(&inputs.row(i).to_vec()))
             .collect();
         Ok(rows_to_array(rows, self.output_features()))
     }
@@ -131,7 +168,7 @@ impl QuantModel {
         let q = self.quantize_inputs(inputs)?;
         let rows: Vec<Vec<f64>> = (0..q.nrows())
             .into_par_iter()
-            .map(|i| self.dequantize_outputs(&self.clear_int(&q.row(i).to_vec())))
+            .map(|i| self.dequantize_unchecked(&self.clear_int_unchecked(&q.row(i).to_vec())))
             .collect();
         Ok(rows_to_array(rows, self.output_features()))
     }

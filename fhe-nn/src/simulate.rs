@@ -120,8 +120,9 @@ impl QuantModel {
         plan: &FhePlan,
         input: &[i64],
         rng: &mut SplitMix64,
-    ) -> Vec<Vec<i64>> {
-        self.simulate_with(&self.noise_scales(plan), input, rng, |_, _| {})
+    ) -> Result<Vec<Vec<i64>>, InputError> {
+        self.check_quantized_sample(input)?;
+        Ok(self.simulate_with(&self.noise_scales(plan), input, rng, |_, _| {}))
     }
 
     /// The overflow detector: simulates a batch of quantized inputs and reports every lookup
@@ -189,7 +190,7 @@ impl QuantModel {
     ) -> Result<Array2<f64>, InputError> {
         let q = self.quantize_inputs(inputs)?;
         let ints = self.simulate_int_batch(plan, q.view(), seed)?;
-        Ok(self.dequantize_batch(ints.view()))
+        self.dequantize_batch(ints.view())
     }
 }
 

@@ -124,8 +124,9 @@ impl TensorFile {
         Ok(TensorFile { tensors, metadata })
     }
 
-    /// Parses `.npz` bytes (compressed or not). Metadata is stored as a `__metadata__` array
-    /// of `key=value` strings is not supported by npz; an optional `__architecture__` is.
+    /// Parses `.npz` bytes (compressed or not). An npz file has no metadata, so the
+    /// architecture check of [`ARCHITECTURE_KEY`](crate::model::ARCHITECTURE_KEY) applies to
+    /// safetensors files only.
     pub fn from_npz(bytes: &[u8]) -> Result<TensorFile, LoadError> {
         use ndarray::{ArrayD, IxDyn, OwnedRepr};
         use ndarray_npy::NpzReader;

@@ -256,9 +256,12 @@ impl Activation {
             Activation::ReLU
             | Activation::ReLU6
             | Activation::Sigmoid
-            | Activation::HardSigmoid
-            | Activation::Softplus { .. } => true,
-            Activation::HardTanh { min, .. } => min >= 0.0 || input_nonnegative,
+            | Activation::HardSigmoid => true,
+            // log(1 + e^(βx))/β has the sign of β.
+            Activation::Softplus { beta, .. } => beta > 0.0,
+            // Clamped to [min, max]: non-negative when min >= 0, or when a non-negative
+            // input is clamped to a non-negative max.
+            Activation::HardTanh { min, max } => min >= 0.0 || (input_nonnegative && max >= 0.0),
             Activation::Threshold { threshold, value } => {
                 value >= 0.0 && (threshold >= 0.0 || input_nonnegative)
             }

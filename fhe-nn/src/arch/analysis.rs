@@ -269,12 +269,14 @@ impl Analyzer<'_> {
         {
             fixes.push(format!("lower w to {w}"));
         }
-        if let Some(k) = (1..terms)
-            .rev()
-            .find(|&k| worst_case_accumulator(input, options.weight_bits, k).bits() <= target)
-        {
-            // Binary search would be faster; fan-ins are small enough for a scan at compile time.
-            fixes.push(format!("set active = {k}"));
+        // The worst case is ±k·t with t = max|w|·max|x|: k·t <= 2^(target-1) - 1.
+        let t = weight_max(options.weight_bits) as i128
+            * (input.min as i128).abs().max((input.max as i128).abs());
+        if t > 0 {
+            let k = ((1i128 << (target - 1)) - 1) / t;
+            if k >= 1 && k < terms as i128 {
+                fixes.push(format!("set active = {k}"));
+            }
         }
         fixes
     }
@@ -487,7 +489,8 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                     & a.check_nonzero(i, "out_channels", out_channels)
                     & a.check_nonzero(i, "kernel", kernel)
                     & a.check_nonzero(i, "stride", stride);
-                let weights_ok = a.check_weight_options(i, options, in_channels * kernel * kernel);
+                let fan_in = in_channels.saturating_mul(kernel).saturating_mul(kernel);
+                let weights_ok = a.check_weight_options(i, options, fan_in);
                 let size = match (shape, input) {
                     (
                         Shape::Image {
@@ -538,7 +541,11 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 };
                 shape = match size {
                     Some((h, w)) if sizes_ok => {
-                        if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                        let (ph, pw) = (
+                            h.saturating_add(padding.saturating_mul(2)),
+                            w.saturating_add(padding.saturating_mul(2)),
+                        );
+                        if ph < kernel || pw < kernel {
                             a.error(
                                 i,
                                 None,
@@ -552,8 +559,8 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                         } else {
                             Shape::Image {
                                 channels: out_channels,
-                                height: (h + 2 * padding - kernel) / stride + 1,
-                                width: (w + 2 * padding - kernel) / stride + 1,
+                                height: (ph - kernel) / stride + 1,
+                                width: (pw - kernel) / stride + 1,
                             }
                         }
                     }
@@ -645,7 +652,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                     width,
                 } = shape
                 {
-                    shape = Shape::Features(channels * height * width);
+                    shape = Shape::Features(channels.saturating_mul(height).saturating_mul(width));
                 }
             }
         }
@@ -696,14 +703,15 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         .max()
         .unwrap_or(0);
     let summary = Summary {
-        lookups: lookups.iter().map(|l| l.count).sum(),
+        lookups: lookups
+            .iter()
+            .fold(0usize, |n, l| n.saturating_add(l.count)),
         max_lookup_bits: lookups.iter().map(|l| l.precision).max().unwrap_or(0),
         max_integer_bits,
         rounded_lookups: lookups
             .iter()
             .filter(|l| l.rounding != Rounding::Exact)
-            .map(|l| l.count)
-            .sum(),
+            .fold(0usize, |n, l| n.saturating_add(l.count)),
         outputs: shape.elements().unwrap_or(0),
     };
     Ok(Analysis {

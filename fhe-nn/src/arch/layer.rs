@@ -80,7 +80,7 @@ impl Layer {
                 in_channels,
                 kernel,
                 ..
-            } => Some(in_channels * kernel * kernel),
+            } => Some(in_channels.saturating_mul(kernel).saturating_mul(kernel)),
             _ => None,
         }
     }

@@ -126,7 +126,7 @@ impl Shape {
                 channels,
                 height,
                 width,
-            } => Some(channels * height * width),
+            } => Some(channels.saturating_mul(height).saturating_mul(width)),
         }
     }
 }

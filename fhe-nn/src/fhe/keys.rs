@@ -30,6 +30,9 @@ pub struct ClientSpec {
     pub input_scale: f64,
     pub input_bits: u32,
     pub input_signed: bool,
+    /// The quantized input values the model's tables were built for.
+    pub input_min: i64,
+    pub input_max: i64,
     /// log2 of the scaling factor of encrypted inputs.
     pub input_delta_log2: u32,
     /// log2 of the scaling factor of encrypted outputs.
@@ -57,6 +60,8 @@ impl ClientSpec {
             input_scale: input.quantizer.scale,
             input_bits: input.quantizer.bits,
             input_signed: input.quantizer.signed,
+            input_min: input.range.min,
+            input_max: input.range.max,
             input_delta_log2: model.input_delta_log2(0),
             output_delta_log2: 63 - model.output_encoding_bits(),
             output_unit: (0..last.out_features)
@@ -80,8 +85,9 @@ impl ClientSpec {
             && (1..=16).contains(&self.input_bits)
             && self.input_scale.is_finite()
             && self.input_scale > 0.0
-            && self.input_delta_log2 < 63
-            && self.output_delta_log2 < 63
+            && (1..=62).contains(&self.input_delta_log2)
+            && (1..=62).contains(&self.output_delta_log2)
+            && self.input_min <= self.input_max
             && self.output_unit.len() == self.output_bias.len()
             && self
                 .output_unit
@@ -105,6 +111,11 @@ pub struct ClientKey {
     key_id: u64,
     spec: ClientSpec,
     key: shortint::ClientKey,
+    /// The spec's activations, parsed once.
+    #[serde(skip)]
+    input_activations: Vec<Activation>,
+    #[serde(skip)]
+    output_activations: Vec<Activation>,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -145,9 +156,12 @@ pub fn generate_keys(model: &QuantModel, plan: &FhePlan) -> (ClientKey, Evaluati
         let mut seeder = new_seeder();
         (seeder.seed().0 as u64) | 1
     };
+    let spec = ClientSpec::new(model, plan);
     let client = ClientKey {
         key_id,
-        spec: ClientSpec::new(model, plan),
+        input_activations: model.input_stage().activations.clone(),
+        output_activations: model.output_activations().to_vec(),
+        spec,
         key,
     };
     let eval = EvaluationKey {
@@ -185,7 +199,7 @@ impl ClientKey {
                 found: sample.len(),
             });
         }
-        let acts = ClientSpec::activations(&self.spec.input_activations).unwrap_or_default();
+        let acts = &self.input_activations;
         let q = self.input_quantizer();
         sample
             .iter()
@@ -217,18 +231,16 @@ impl ClientKey {
                 found: values.len(),
             });
         }
-        let r = self.input_quantizer().range();
-        if let Some((feature, &value)) = values
-            .iter()
-            .enumerate()
-            .find(|(_, &v)| v < r.min || v > r.max)
+        let (min, max) = (self.spec.input_min, self.spec.input_max);
+        if let Some((feature, &value)) =
+            values.iter().enumerate().find(|(_, &v)| v < min || v > max)
         {
             return Err(crate::InputError::OutOfRange {
                 sample: 0,
                 feature,
                 value,
-                min: r.min,
-                max: r.max,
+                min,
+                max,
             });
         }
         let (secret, noise) = self.key.encryption_key_and_noise();
@@ -256,8 +268,35 @@ impl ClientKey {
         })
     }
 
-    /// Decrypts one ciphertext encoding a signed integer times `2^delta_log2`.
-    pub fn decrypt_value(&self, ct: &LweCiphertextOwned<u64>, delta_log2: u32) -> i64 {
+    /// Decrypts one ciphertext encoding a signed integer times `2^delta_log2` (for
+    /// inspecting intermediate values; `decrypt_int` reads the outputs).
+    pub fn decrypt_value(
+        &self,
+        ct: &LweCiphertextOwned<u64>,
+        delta_log2: u32,
+    ) -> Result<i64, FheError> {
+        if !(1..=62).contains(&delta_log2) {
+            return Err(FheError::Shape(format!(
+                "scaling factor 2^{delta_log2} is not in 2^1..2^62"
+            )));
+        }
+        let size = self
+            .key
+            .encryption_key_and_noise()
+            .0
+            .lwe_dimension()
+            .to_lwe_size();
+        if ct.lwe_size() != size {
+            return Err(FheError::Shape(format!(
+                "ciphertext of LWE size {}, expected {}",
+                ct.lwe_size().0,
+                size.0
+            )));
+        }
+        Ok(self.decode(ct, delta_log2))
+    }
+
+    fn decode(&self, ct: &LweCiphertextOwned<u64>, delta_log2: u32) -> i64 {
         let (secret, _) = self.key.encryption_key_and_noise();
         let plain = decrypt_lwe_ciphertext(&secret, ct).0;
         let rounded = plain.wrapping_add(1u64 << (delta_log2 - 1));
@@ -300,14 +339,14 @@ impl ClientKey {
         Ok(output
             .cts
             .iter()
-            .map(|c| self.decrypt_value(c, self.spec.output_delta_log2))
+            .map(|c| self.decode(c, self.spec.output_delta_log2))
             .collect())
     }
 
     /// Decrypts and de-quantizes the server's output.
     pub fn decrypt(&self, output: &EncryptedSample) -> Result<Vec<f64>, FheError> {
         let ints = self.decrypt_int(output)?;
-        let acts = ClientSpec::activations(&self.spec.output_activations)?;
+        let acts = &self.output_activations;
         Ok(ints
             .iter()
             .enumerate()
@@ -327,7 +366,8 @@ impl ClientKey {
 
     /// Reads a serialized client key, checking its envelope and its parameters.
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
-        let (key_id, key): (u64, ClientKey) = wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
+        let (key_id, mut key): (u64, ClientKey) =
+            wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
         if key.key_id != key_id {
             return Err(FheError::Decode(
                 "key id of the envelope and of the key differ".into(),
@@ -340,6 +380,8 @@ impl ClientKey {
                 "client key parameters are not the vetted set of its precision".into(),
             ));
         }
+        key.input_activations = ClientSpec::activations(&key.spec.input_activations)?;
+        key.output_activations = ClientSpec::activations(&key.spec.output_activations)?;
         Ok(key)
     }
 }

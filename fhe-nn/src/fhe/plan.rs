@@ -54,12 +54,13 @@ pub enum PlanError {
     ForcedTooLow { needed: u32, forced: u32 },
     #[error("calibration data: {0}")]
     Calibration(String),
-    #[error("no vetted parameter set meets p_error = {p_error:e}: the best, {best_set}, gives {best:e} at layer {layer}; lower the weights' 2-norm or raise p_error")]
+    #[error("no vetted parameter set meets p_error = {p_error:e}: the best, {best_set}, gives {best:e} {}; lower the weights' 2-norm or raise p_error", match .layer { Some(l) => format!("at the lookups after layer {l}"), None => "when decrypting the outputs".to_string() })]
     TooNoisy {
         p_error: f64,
         best_set: &'static str,
         best: f64,
-        layer: usize,
+        /// The declared layer (1-based) whose lookups fail; `None`: the outputs.
+        layer: Option<usize>,
     },
 }
 
@@ -88,6 +89,9 @@ pub struct FhePlan {
     /// Probability that anything fails in one inference (union bound).
     pub global_p_error: f64,
     pub options: FheOptions,
+    /// With [`plan_for_accuracy`](QuantModel::plan_for_accuracy): the fraction of
+    /// calibration samples whose simulated prediction differs from exact Clear's.
+    pub calibration_disagreement: Option<f64>,
 }
 
 /// Noise variances of a parameter set (torus units).
@@ -220,7 +224,7 @@ impl QuantModel {
             None if needed > *PRECISIONS.end() => return Err(PlanError::NoSet(needed)),
             None => (needed..=*PRECISIONS.end()).collect(),
         };
-        let mut best: Option<(f64, &'static str, usize)> = None;
+        let mut best: Option<(f64, &'static str, Option<usize>)> = None;
         for precision in candidates {
             let set = vetted(precision).ok_or(PlanError::NoSet(precision))?;
             self.set_lookup_precision(precision);
@@ -228,9 +232,9 @@ impl QuantModel {
             let worst = plan
                 .lookups
                 .iter()
-                .map(|l| (l.p_error, l.layer))
-                .chain([(plan.output_p_error, usize::MAX)])
-                .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+                .map(|l| (l.p_error, Some(l.layer + 1)))
+                .chain([(plan.output_p_error, None)])
+                .fold((0.0, None), |a, b| if b.0 > a.0 { b } else { a });
             let ok = worst.0 <= options.p_error
                 && options
                     .global_p_error
@@ -247,14 +251,16 @@ impl QuantModel {
             p_error: options.p_error,
             best_set,
             best,
-            layer: layer.wrapping_add(1),
+            layer,
         })
     }
 
     /// Like [`plan`](Self::plan), but also requires that Simulate's predictions on
     /// `calibration` inputs (rows) differ from exact Clear's on at most `max_disagreement`
     /// of them: the cheapest set that keeps approximate lookups accurate. The inputs should
-    /// not be the test data.
+    /// not be the test data. When no set reaches it, the most precise plan is returned: its
+    /// [`calibration_disagreement`](FhePlan::calibration_disagreement) says by how much it
+    /// misses.
     pub fn plan_for_accuracy(
         &mut self,
         options: &FheOptions,
@@ -271,7 +277,11 @@ impl QuantModel {
         let exact = self
             .clear_int_batch(quantized.view())
             .map_err(|e| PlanError::Calibration(e.to_string()))?;
-        let reference = crate::argmax_rows(self.dequantize_batch(exact.view()).view());
+        let reference = crate::argmax_rows(
+            self.dequantize_batch(exact.view())
+                .map_err(|e| PlanError::Calibration(e.to_string()))?
+                .view(),
+        );
         let mut last = Err(PlanError::NoSet(*PRECISIONS.end() + 1));
         let start = self.required_precision(options.rounded_precision);
         for precision in start..=*PRECISIONS.end() {
@@ -289,23 +299,26 @@ impl QuantModel {
             let simulated = self
                 .simulate_int_batch(&plan, quantized.view(), 0x5eed)
                 .map_err(|e| PlanError::Calibration(e.to_string()))?;
-            let predicted = crate::argmax_rows(self.dequantize_batch(simulated.view()).view());
+            let predicted = crate::argmax_rows(
+                self.dequantize_batch(simulated.view())
+                    .map_err(|e| PlanError::Calibration(e.to_string()))?
+                    .view(),
+            );
             let differ = predicted
                 .iter()
                 .zip(&reference)
                 .filter(|(a, b)| a != b)
                 .count() as f64
                 / reference.len().max(1) as f64;
-            if differ <= max_disagreement {
-                return Ok(FhePlan {
-                    options: options.clone(),
-                    ..plan
-                });
-            }
-            last = Ok(FhePlan {
+            let plan = FhePlan {
                 options: options.clone(),
+                calibration_disagreement: Some(differ),
                 ..plan
-            });
+            };
+            if differ <= max_disagreement {
+                return Ok(plan);
+            }
+            last = Ok(plan);
         }
         last
     }
@@ -368,6 +381,7 @@ impl QuantModel {
             output_p_error,
             global_p_error,
             options,
+            calibration_disagreement: None,
         }
     }
 }
@@ -400,6 +414,9 @@ impl FhePlan {
             log2(self.global_p_error),
             log2(self.options.p_error)
         ));
+        if let Some(d) = self.calibration_disagreement {
+            s.push_str(&format!("  simulated predictions differ from exact Clear on {:.2}% of the calibration samples\n", 100.0 * d));
+        }
         s
     }
 }

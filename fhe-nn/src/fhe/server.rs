@@ -101,7 +101,10 @@ impl FheServer {
             .expect("keys exist only for vetted precisions")
             .params;
         let resolution = params.polynomial_size.0.trailing_zeros();
-        if key.precision != plan.set.precision || model.lookup_precision() > resolution {
+        if key.precision != plan.set.precision
+            || model.planned_precision() != Some(plan.set.precision)
+            || model.lookup_precision() > resolution
+        {
             return Err(FheError::PrecisionMismatch {
                 key: key.precision,
                 model: plan.set.precision,
@@ -135,15 +138,37 @@ impl FheServer {
 
     /// Runs the network on one encrypted sample.
     pub fn run(&self, input: &EncryptedSample) -> Result<EncryptedSample, FheError> {
-        Ok(self
-            .run_traced(input)?
-            .pop()
-            .expect("at least the output layer"))
+        let cts = self.evaluate(input, |_| {})?;
+        Ok(EncryptedSample {
+            key_id: input.key_id,
+            cts,
+        })
     }
 
     /// Runs the network and returns the ciphertexts after every weighted layer's lookup
     /// (and the output layer's accumulators last), for tests and debugging.
     pub fn run_traced(&self, input: &EncryptedSample) -> Result<Vec<EncryptedSample>, FheError> {
+        let mut trace = Vec::with_capacity(self.layers.len());
+        let last = self.evaluate(input, |cts| {
+            trace.push(EncryptedSample {
+                key_id: input.key_id,
+                cts: cts.to_vec(),
+            })
+        })?;
+        trace.push(EncryptedSample {
+            key_id: input.key_id,
+            cts: last,
+        });
+        Ok(trace)
+    }
+
+    /// Checks the input, runs every layer, shows each hidden layer's outputs to `visit`, and
+    /// returns the output layer's.
+    fn evaluate(
+        &self,
+        input: &EncryptedSample,
+        mut visit: impl FnMut(&[LweCiphertextOwned<u64>]),
+    ) -> Result<Vec<LweCiphertextOwned<u64>>, FheError> {
         if input.key_id != self.key_id {
             return Err(FheError::WrongKey {
                 expected: self.key_id,
@@ -164,19 +189,19 @@ impl FheServer {
                 self.lwe_size.0
             )));
         }
-        let mut trace = Vec::with_capacity(self.layers.len());
-        let mut x = input.cts.clone();
-        for layer in &self.layers {
-            x = (0..layer.out_features)
+        let mut x: Vec<LweCiphertextOwned<u64>> = Vec::new();
+        for (k, layer) in self.layers.iter().enumerate() {
+            let inputs = if k == 0 { &input.cts } else { &x };
+            let outputs: Vec<_> = (0..layer.out_features)
                 .into_par_iter()
-                .map(|j| self.neuron(layer, j, &x))
+                .map(|j| self.neuron(layer, j, inputs))
                 .collect();
-            trace.push(EncryptedSample {
-                key_id: input.key_id,
-                cts: x.clone(),
-            });
+            if k + 1 < self.layers.len() {
+                visit(&outputs);
+            }
+            x = outputs;
         }
-        Ok(trace)
+        Ok(x)
     }
 
     fn neuron(

@@ -49,6 +49,9 @@ pub struct InputStage {
     pub activations: Vec<Activation>,
     pub quantizer: Quantizer,
     pub features: usize,
+    /// The quantized values the tables are built for (the analysis's range: `[0, max]` when
+    /// the activations before the quantizer are non-negative).
+    pub range: IntRange,
 }
 
 /// A quantized network ready for Clear, Simulate and FHE inference.
@@ -59,6 +62,8 @@ pub struct QuantModel {
     pub(crate) layers: Vec<WeightedStage>,
     /// Real activations applied to the de-quantized output, on the client.
     pub(crate) output_activations: Vec<Activation>,
+    /// The parameter-set precision the tables were last built for (`None`: exact).
+    pub(crate) planned_precision: Option<u32>,
 }
 
 /// Segment of declared layers between two weighted layers, as the runtime executes it.
@@ -104,17 +109,18 @@ impl QuantModel {
             unreachable!("the analysis requires a quantizer before the first weighted layer")
         };
         let features = stage_input_features(arch, first_weighted);
+        let mut input_range = arch.analysis()[first_weighted - 1]
+            .range
+            .expect("quantized input");
         let input = InputStage {
             activations: prefix.activations,
             quantizer: input_quantizer.clone(),
             features,
+            range: input_range,
         };
 
         let mut stages = Vec::new();
         let mut quantizer = input_quantizer;
-        let mut input_range = arch.analysis()[first_weighted - 1]
-            .range
-            .expect("quantized input");
         let mut i = first_weighted;
         let output_activations;
         loop {
@@ -176,6 +182,7 @@ impl QuantModel {
             input,
             layers: stages,
             output_activations,
+            planned_precision: None,
         })
     }
 
@@ -204,6 +211,9 @@ impl QuantModel {
     /// that set's table (see [`AccumulatorEncoding::new`]). Clear, Simulate and FHE all
     /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen set.
     pub fn set_lookup_precision(&mut self, precision: u32) {
+        // Below 2 bits no set exists and no table could keep its margins.
+        let precision = precision.max(*crate::fhe::PRECISIONS.start());
+        self.planned_precision = (precision != u32::MAX).then_some(precision);
         let resolution = crate::fhe::vetted(precision)
             .map(|s| s.params.polynomial_size.0.trailing_zeros())
             .unwrap_or(precision);
@@ -222,6 +232,11 @@ impl QuantModel {
             );
             self.layers[i].lookup = Some(rebuilt);
         }
+    }
+
+    /// The parameter-set precision the tables were last prepared for (`None`: exact).
+    pub fn planned_precision(&self) -> Option<u32> {
+        self.planned_precision
     }
 
     /// Removes all rounding: every lookup reads its whole accumulator (the reference for

@@ -43,6 +43,13 @@ impl<'a> Reader<'a> {
     ) -> Result<(String, &Tensor), LoadError> {
         let name = format!("layers.{layer}.{suffix}");
         match self.file.tensors.get(&name) {
+            Some(t) if t.len() != t.shape.iter().product::<usize>() => {
+                Err(LoadError::ShapeMismatch {
+                    expected: format!("{} values for its shape", t.shape.iter().product::<usize>()),
+                    found: t.shape.clone(),
+                    tensor: name,
+                })
+            }
             Some(t) => {
                 self.used.push(name.clone());
                 Ok((name, t))
@@ -137,7 +144,11 @@ impl<'a> Reader<'a> {
         };
         if let Some(bits) = bits {
             let max = crate::arch::analysis::weight_max(bits);
-            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| v.abs() > max) {
+            if let Some((index, &value)) = values
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.unsigned_abs() > max as u64)
+            {
                 return Err(LoadError::WeightOutOfRange {
                     tensor: name,
                     bits,
