@@ -2,6 +2,43 @@
 //!
 //! Neural-network inference on encrypted data with TFHE, declared with a compile-time
 //! checked DSL. See the repository README for the grammar, the modes and the examples.
+//!
+//! ```
+//! use fhe_nn::fhe::{generate_keys, FheOptions, FheServer};
+//! use fhe_nn::tensors::{Tensor, TensorFile};
+//! use fhe_nn::{fhe_net, QuantModel};
+//!
+//! // Checked at compile time: 4 unsigned 2-bit inputs × 2-bit weights: ±12, 5 bits.
+//! fhe_net! {
+//!     struct Tiny<QuantIdentity(2, unsigned), QuantLinear(4, 2, w = 2), ReLU,
+//!                 QuantIdentity(2, unsigned), QuantLinear(2, 2, w = 2)>
+//! }
+//! assert_eq!(Tiny::LOOKUPS, 2);
+//! assert_eq!(Tiny::ACCUMULATOR_BITS[1], Some(5));
+//!
+//! // Integer weights and scales, as a QAT exporter writes them.
+//! let mut weights = TensorFile::default();
+//! let scalar = |v: f64| Tensor::float(vec![], vec![v]);
+//! weights.tensors.insert("layers.0.scale".into(), scalar(1.0));
+//! weights.tensors.insert("layers.1.weight".into(), Tensor::int(vec![2, 4], vec![1, 1, 0, -1, 0, 1, -1, 1]));
+//! weights.tensors.insert("layers.1.weight_scale".into(), scalar(1.0));
+//! weights.tensors.insert("layers.1.bias".into(), Tensor::float(vec![2], vec![0.0, 0.5]));
+//! weights.tensors.insert("layers.3.scale".into(), scalar(1.0));
+//! weights.tensors.insert("layers.4.weight".into(), Tensor::int(vec![2, 2], vec![1, -1, -1, 1]));
+//! weights.tensors.insert("layers.4.weight_scale".into(), scalar(0.5));
+//! weights.tensors.insert("layers.4.bias".into(), Tensor::float(vec![2], vec![0.0, 0.0]));
+//! let mut model = QuantModel::from_tensors(Tiny::architecture(), &weights)?;
+//!
+//! // Clear, then Fhe with the cheapest parameters meeting p_error = 2^-40.
+//! let input = [3, 1, 0, 2];
+//! let clear = model.clear_int(&input)?;
+//! let plan = model.plan(&FheOptions::default())?;
+//! let (client, evaluation_key) = generate_keys(&model, &plan);
+//! let server = FheServer::new(&model, &plan, evaluation_key)?;
+//! let output = server.run(&client.encrypt_quantized(&input)?)?;
+//! assert_eq!(client.decrypt_int(&output)?, clear);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod arch;
 mod architecture;
