@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fhe_nn::fhe::{
-    generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheOptions, FhePlan, FheServer,
+    generate_keys, ClientKey, CompressedSample, EncryptedSample, EvaluationKey, FheOptions,
+    FhePlan, FheServer,
 };
 use fhe_nn::{fhe_net, QuantModel};
 use fhe_nn_suite::data;
@@ -46,13 +47,13 @@ fn client_setup(dir: &Path, p_error: f64) -> Result<ClientKey, Error> {
     Ok(client)
 }
 
-/// Client, step 2: encrypt one sample for the server.
+/// Client, step 2: encrypt one sample for the server (compressed: the masks travel as a seed).
 fn client_encrypt(
     client: &ClientKey,
     sample: ndarray::ArrayView1<f64>,
     path: &Path,
 ) -> Result<(), Error> {
-    std::fs::write(path, client.encrypt(sample)?.to_bytes()?)?;
+    std::fs::write(path, client.encrypt_compressed(sample)?.to_bytes()?)?;
     Ok(())
 }
 
@@ -69,7 +70,7 @@ fn server(
     let mut responses = Vec::new();
     let mut seconds = Vec::new();
     for request in requests {
-        let input = EncryptedSample::from_bytes(&std::fs::read(request)?)?;
+        let input = server.decompress(&CompressedSample::from_bytes(&std::fs::read(request)?)?)?;
         let start = Instant::now();
         let output = server.run(&input)?;
         let path = request.with_extension("out");
@@ -118,7 +119,7 @@ fn main() -> Result<(), Error> {
         requests.push(path);
     }
     println!(
-        "client: {} encrypted samples written ({:.1} kB each)",
+        "client: {} encrypted samples written ({:.1} kB each, compressed)",
         requests.len(),
         std::fs::metadata(&requests[0])?.len() as f64 / 1e3
     );

@@ -7,7 +7,8 @@ mod common;
 
 use common::tiny_model;
 use fhe_nn::fhe::{
-    generate_keys, ClientKey, EncryptedSample, EvaluationKey, FheError, FheOptions, FheServer,
+    generate_keys, ClientKey, CompressedSample, EncryptedSample, EvaluationKey, FheError,
+    FheOptions, FheServer,
 };
 use fhe_nn::{fhe_net, QuantModel};
 use fhe_nn_suite::data::digits;
@@ -171,6 +172,32 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
         client.decrypt_int(&output).unwrap(),
         model.clear_int(&client.quantize(row).unwrap()).unwrap()
     );
+
+    // The compressed upload: the same result from a fraction of the bytes.
+    let compressed = client.encrypt_compressed(row).unwrap().to_bytes().unwrap();
+    let full = input.to_bytes().unwrap();
+    assert!(
+        compressed.len() * 100 < full.len(),
+        "{} vs {} bytes",
+        compressed.len(),
+        full.len()
+    );
+    let decompressed = server
+        .decompress(&CompressedSample::from_bytes(&compressed).unwrap())
+        .unwrap();
+    assert_eq!(
+        client
+            .decrypt_int(&server.run(&decompressed).unwrap())
+            .unwrap(),
+        model.clear_int(&client.quantize(row).unwrap()).unwrap()
+    );
+    let mut damaged = compressed.clone();
+    let at = damaged.len() - 5;
+    damaged[at] ^= 4;
+    assert!(matches!(
+        CompressedSample::from_bytes(&damaged),
+        Err(FheError::Checksum)
+    ));
 
     // Damaged bytes.
     let ct_bytes = input.to_bytes().unwrap();

@@ -11,7 +11,7 @@ use tfhe::shortint::parameters::AtomicPatternParameters;
 use super::params::{vetted, ParameterSet};
 use super::plan::FhePlan;
 use super::wire::{self, Kind};
-use super::{EncryptedSample, FheError};
+use super::{CompressedSample, EncryptedSample, FheError};
 use crate::arch::activation::Activation;
 use crate::model::{QuantModel, Quantizer};
 
@@ -225,24 +225,7 @@ impl ClientKey {
 
     /// Encrypts one quantized sample, each value times Δ under the big LWE key.
     pub fn encrypt_quantized(&self, values: &[i64]) -> Result<EncryptedSample, crate::InputError> {
-        if values.len() != self.spec.features {
-            return Err(crate::InputError::Width {
-                expected: self.spec.features,
-                found: values.len(),
-            });
-        }
-        let (min, max) = (self.spec.input_min, self.spec.input_max);
-        if let Some((feature, &value)) =
-            values.iter().enumerate().find(|(_, &v)| v < min || v > max)
-        {
-            return Err(crate::InputError::OutOfRange {
-                sample: 0,
-                feature,
-                value,
-                min,
-                max,
-            });
-        }
+        self.check_quantized(values)?;
         let (secret, noise) = self.key.encryption_key_and_noise();
         let mut seeder = new_seeder();
         let mut generator = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(
@@ -265,6 +248,67 @@ impl ClientKey {
         Ok(EncryptedSample {
             key_id: self.key_id,
             cts,
+        })
+    }
+
+    /// Checks a quantized sample's width and range.
+    fn check_quantized(&self, values: &[i64]) -> Result<(), crate::InputError> {
+        if values.len() != self.spec.features {
+            return Err(crate::InputError::Width {
+                expected: self.spec.features,
+                found: values.len(),
+            });
+        }
+        let (min, max) = (self.spec.input_min, self.spec.input_max);
+        if let Some((feature, &value)) =
+            values.iter().enumerate().find(|(_, &v)| v < min || v > max)
+        {
+            return Err(crate::InputError::OutOfRange {
+                sample: 0,
+                feature,
+                value,
+                min,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Quantizes and encrypts one real sample into the compact upload form.
+    pub fn encrypt_compressed(
+        &self,
+        sample: ArrayView1<f64>,
+    ) -> Result<CompressedSample, crate::InputError> {
+        let q = self.quantize(sample)?;
+        self.encrypt_quantized_compressed(&q)
+    }
+
+    /// Encrypts one quantized sample into the compact upload form: the masks are derived
+    /// from one public seed, so only the bodies and the seed travel.
+    pub fn encrypt_quantized_compressed(
+        &self,
+        values: &[i64],
+    ) -> Result<CompressedSample, crate::InputError> {
+        self.check_quantized(values)?;
+        let (secret, noise) = self.key.encryption_key_and_noise();
+        let mut seeder = new_seeder();
+        let plaintexts = PlaintextList::from_container(
+            values
+                .iter()
+                .map(|&v| (v as u64).wrapping_shl(self.spec.input_delta_log2))
+                .collect::<Vec<_>>(),
+        );
+        let mut list = SeededLweCiphertextList::new(
+            0u64,
+            secret.lwe_dimension().to_lwe_size(),
+            LweCiphertextCount(values.len()),
+            seeder.seed().into(),
+            CiphertextModulus::new_native(),
+        );
+        encrypt_seeded_lwe_ciphertext_list(&secret, &mut list, &plaintexts, noise, seeder.as_mut());
+        Ok(CompressedSample {
+            key_id: self.key_id,
+            list,
         })
     }
 

@@ -13,7 +13,7 @@ pub use plan::{
     failure_probability, half_box, log2, FheOptions, FhePlan, LookupNoise, NoiseModel, PlanError,
     DEFAULT_P_ERROR, DEFAULT_ROUNDED_PRECISION,
 };
-pub use server::{EncryptedSample, FheServer};
+pub use server::{CompressedSample, EncryptedSample, FheServer};
 pub use wire::FORMAT_VERSION;
 
 /// Errors of keys, ciphertexts and encrypted inference.

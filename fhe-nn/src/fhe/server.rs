@@ -65,6 +65,43 @@ impl EncryptedSample {
     }
 }
 
+/// The encrypted inputs of one sample, compressed for the upload: one body per value and a
+/// single seed from which the server regenerates every mask (about `n + 1` times smaller).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompressedSample {
+    pub(crate) key_id: u64,
+    pub(crate) list: SeededLweCiphertextListOwned<u64>,
+}
+
+impl CompressedSample {
+    /// Number of encrypted values.
+    pub fn len(&self) -> usize {
+        self.list.lwe_ciphertext_count().0
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Serializes the compressed ciphertexts.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        wire::seal(Kind::CompressedCiphertexts, self.key_id, &self.list)
+    }
+
+    /// Reads serialized compressed ciphertexts, checking the envelope.
+    pub fn from_bytes(bytes: &[u8]) -> Result<CompressedSample, FheError> {
+        let (key_id, list): (u64, SeededLweCiphertextListOwned<u64>) =
+            wire::open(bytes, Kind::CompressedCiphertexts, CIPHERTEXT_LIMIT)?;
+        if list.ciphertext_modulus() != CiphertextModulus::new_native() {
+            return Err(FheError::Shape(
+                "compressed ciphertexts with a foreign modulus".into(),
+            ));
+        }
+        Ok(CompressedSample { key_id, list })
+    }
+}
+
 /// One weighted layer as the server runs it.
 struct ServerLayer {
     out_features: usize,
@@ -134,6 +171,34 @@ impl FheServer {
             .filter(|l| l.tables.is_some())
             .map(|l| l.out_features)
             .sum()
+    }
+
+    /// Decompresses uploaded inputs after checking they fit this server's key.
+    pub fn decompress(&self, input: &CompressedSample) -> Result<EncryptedSample, FheError> {
+        if input.key_id != self.key_id {
+            return Err(FheError::WrongKey {
+                expected: self.key_id,
+                found: input.key_id,
+            });
+        }
+        if input.list.lwe_size() != self.lwe_size {
+            return Err(FheError::Shape(format!(
+                "compressed ciphertexts of LWE size {}, the key expects {}",
+                input.list.lwe_size().0,
+                self.lwe_size.0
+            )));
+        }
+        let list = input.list.clone().decompress_into_lwe_ciphertext_list();
+        let cts = list
+            .iter()
+            .map(|ct| {
+                LweCiphertext::from_container(ct.as_ref().to_vec(), CiphertextModulus::new_native())
+            })
+            .collect();
+        Ok(EncryptedSample {
+            key_id: input.key_id,
+            cts,
+        })
     }
 
     /// Runs the network on one encrypted sample.

@@ -18,6 +18,7 @@ pub enum Kind {
     ClientKey = 1,
     EvaluationKey = 2,
     Ciphertexts = 3,
+    CompressedCiphertexts = 4,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
             1 => "client key",
             2 => "evaluation key",
             3 => "ciphertexts",
+            4 => "compressed ciphertexts",
             _ => "unknown",
         }
     }
