@@ -1,16 +1,12 @@
 //! Clear mode against an independent implementation: Concrete ML 1.9's `fhe="disable"` on a
 //! Brevitas-trained seed network (tools/concrete_fixture.py made the model and fixture).
 
-use fhe_nn::tensors::{TensorFile, Values};
-use fhe_nn::{argmax_rows, fhe_net, QuantModel};
-use ndarray::Array2;
+mod common;
 
-fhe_net! {
-    /// Concrete ML's seed network.
-    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
+use common::Seed;
+use fhe_nn::tensors::{TensorFile, Values};
+use fhe_nn::{argmax_rows, QuantModel};
+use ndarray::Array2;
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()

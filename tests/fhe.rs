@@ -6,19 +6,14 @@
 mod common;
 
 use common::tiny_model;
+use common::Seed;
 use fhe_nn::fhe::{
     generate_keys, ClientKey, CompressedSample, EncryptedSample, EvaluationKey, FheError,
     FheOptions, FheServer,
 };
-use fhe_nn::{fhe_net, QuantModel};
+use fhe_nn::QuantModel;
 use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
-
-fhe_net! {
-    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
 
 const SAMPLES: usize = 20;
 const SIMULATIONS: usize = 200;

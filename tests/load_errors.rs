@@ -1,14 +1,11 @@
 //! Every kind of bad weights is refused with a named error, never a panic.
 
+mod common;
+
+use common::Seed;
 use fhe_nn::model::ARCHITECTURE_KEY;
 use fhe_nn::tensors::{Tensor, TensorFile, Values};
-use fhe_nn::{fhe_net, LoadError, QuantModel};
-
-fhe_net! {
-    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
+use fhe_nn::{LoadError, QuantModel};
 
 fn seed_file() -> TensorFile {
     let path =

@@ -4,17 +4,12 @@
 
 mod common;
 
+use common::Seed;
 use fhe_nn::fhe::{generate_keys, FheOptions, FheServer};
 use fhe_nn::rng::SplitMix64;
-use fhe_nn::{fhe_net, QuantModel};
+use fhe_nn::QuantModel;
 use fhe_nn_suite::data::{digits, models_dir};
 use ndarray::Axis;
-
-fhe_net! {
-    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
 
 const FHE_SAMPLES: usize = 30;
 const SIMULATIONS_PER_SAMPLE: usize = 40;

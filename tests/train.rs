@@ -1,16 +1,13 @@
 //! The pure-Rust QAT trainer: reproduces the shipped model, deterministic, clear errors.
 
+mod common;
+
+use common::Seed;
 use fhe_nn::tensors::TensorFile;
 use fhe_nn::train::{train, TrainConfig, TrainError};
 use fhe_nn::{argmax_rows, fhe_net, QuantModel};
 use fhe_nn_suite::data::{digits, models_dir};
 use fhe_nn_suite::driver::DIGITS_TRAINING;
-
-fhe_net! {
-    struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
 
 fn accuracy(model: &QuantModel, data: &fhe_nn_suite::data::Split) -> f64 {
     let pred = argmax_rows(model.predict_clear(data.images.view()).unwrap().view());

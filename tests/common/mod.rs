@@ -1,9 +1,17 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test binary uses some of them).
+#![allow(dead_code)]
 
 use fhe_nn::train::{train, TrainConfig};
 use fhe_nn::{fhe_net, QuantModel};
 use fhe_nn_suite::data::digits;
 use ndarray::Array2;
+
+fhe_net! {
+    /// Concrete ML's seed network.
+    pub struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
+                    QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
+                    QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+}
 
 fhe_net! {
     /// A tiny network on 2×2-pooled, binarized digits: every lookup fits an exact table.
