@@ -1,5 +1,6 @@
 //! Encrypted inference on the server: leveled weighted sums on LWE ciphertexts, then one
-//! keyswitch + programmable bootstrap per neuron with that neuron's own table.
+//! keyswitch + programmable bootstrap per neuron with its own table (per channel for
+//! convolutions).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
