@@ -59,6 +59,7 @@ fn approximate_lookups_stay_close_to_clear() {
     let (mut lookups, mut off_by_one, mut agree) = (0, 0, 0);
     let (mut expected_flips, mut flip_variance) = (0.0, 0.0);
     let mut rng = fhe_nn::rng::SplitMix64::new(31);
+    let noise = model.simulation_noise(&plan);
     for row in test.axis_iter(Axis(0)).take(SAMPLES) {
         let q = client.quantize(row).unwrap();
         let clear = model.clear_trace(&q).unwrap();
@@ -105,7 +106,7 @@ fn approximate_lookups_stay_close_to_clear() {
         // How often Simulate flips this very sample's prediction.
         let flips = (0..SIMULATIONS)
             .filter(|_| {
-                let sim = model.simulate_trace(&plan, &q, &mut rng).unwrap();
+                let sim = model.simulate_trace(&noise, &q, &mut rng).unwrap();
                 argmax(&model.dequantize_outputs(sim.last().unwrap()).unwrap()) != clear_class
             })
             .count() as f64;

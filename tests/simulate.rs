@@ -49,6 +49,7 @@ fn simulate_predicts_fhe_error_rates() {
     let (mut fhe_total, mut sim_mean, mut sim_var) =
         (vec![0.0; layers], vec![0.0; layers], vec![0.0; layers]);
     let mut rng = SplitMix64::new(2024);
+    let noise = model.simulation_noise(&plan);
     let points = |trace: &[Vec<i64>]| -> Vec<Vec<i64>> {
         (0..layers)
             .map(|k| trace[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone())
@@ -87,7 +88,7 @@ fn simulate_predicts_fhe_error_rates() {
             .map(|_| {
                 mismatches(
                     &clear_points,
-                    &points(&model.simulate_trace(&plan, &q, &mut rng).unwrap()),
+                    &points(&model.simulate_trace(&noise, &q, &mut rng).unwrap()),
                 )
             })
             .collect();

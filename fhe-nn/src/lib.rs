@@ -56,4 +56,4 @@ pub use clear::argmax_rows;
 pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;
 pub use model::QuantModel;
-pub use simulate::Overflow;
+pub use simulate::{Overflow, SimulationNoise};

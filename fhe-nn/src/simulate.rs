@@ -14,8 +14,9 @@ use crate::model::QuantModel;
 use crate::rng::SplitMix64;
 
 /// The noise standard deviation before every lookup (in table positions) and on every
-/// output (in output units), per neuron, for one plan: computed once per batch.
-struct NoiseScales {
+/// output (in output units), per neuron, for one plan: computed once
+/// ([`QuantModel::simulation_noise`]) and reused for every simulated sample.
+pub struct SimulationNoise {
     layers: Vec<Vec<f64>>,
 }
 
@@ -32,7 +33,8 @@ pub struct Overflow {
 }
 
 impl QuantModel {
-    fn noise_scales(&self, plan: &FhePlan) -> NoiseScales {
+    /// The noise Simulate injects under `plan`, for [`simulate_trace`](Self::simulate_trace).
+    pub fn simulation_noise(&self, plan: &FhePlan) -> SimulationNoise {
         let noise = NoiseModel::new(&plan.set);
         let layers = self
             .layers
@@ -56,14 +58,14 @@ impl QuantModel {
                     .collect()
             })
             .collect();
-        NoiseScales { layers }
+        SimulationNoise { layers }
     }
 
     /// Simulated inference of one sample; `on_overflow(layer, neuron)` hears of every
     /// reading that wrapped around its table.
     fn simulate_with(
         &self,
-        scales: &NoiseScales,
+        scales: &SimulationNoise,
         input: &[i64],
         rng: &mut SplitMix64,
         mut on_overflow: impl FnMut(usize, usize),
@@ -113,16 +115,17 @@ impl QuantModel {
         trace
     }
 
-    /// Simulated inference of one quantized sample under `plan`'s noise; the trace has the
-    /// layout of [`clear_trace`](Self::clear_trace).
+    /// Simulated inference of one quantized sample under `noise` (from
+    /// [`simulation_noise`](Self::simulation_noise)); the trace has the layout of
+    /// [`clear_trace`](Self::clear_trace).
     pub fn simulate_trace(
         &self,
-        plan: &FhePlan,
+        noise: &SimulationNoise,
         input: &[i64],
         rng: &mut SplitMix64,
     ) -> Result<Vec<Vec<i64>>, InputError> {
         self.check_quantized_sample(input)?;
-        Ok(self.simulate_with(&self.noise_scales(plan), input, rng, |_, _| {}))
+        Ok(self.simulate_with(noise, input, rng, |_, _| {}))
     }
 
     /// The overflow detector: simulates a batch of quantized inputs and reports every lookup
@@ -134,7 +137,7 @@ impl QuantModel {
         seed: u64,
     ) -> Result<Vec<Overflow>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let scales = self.noise_scales(plan);
+        let scales = self.simulation_noise(plan);
         let mut found: Vec<Overflow> = Vec::new();
         for i in 0..inputs.nrows() {
             let mut rng = sample_rng(seed, i);
@@ -168,7 +171,7 @@ impl QuantModel {
         seed: u64,
     ) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let scales = self.noise_scales(plan);
+        let scales = self.simulation_noise(plan);
         let rows: Vec<Vec<i64>> = (0..inputs.nrows())
             .into_par_iter()
             .map(|i| {

@@ -189,9 +189,7 @@ impl QuantModel {
             .iter()
             .filter_map(|s| s.lookup.as_ref().map(|l| (s, l)))
             .map(|(s, l)| {
-                let exact_bits =
-                    crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX)
-                        .bits;
+                let exact_bits = s.exact_bits();
                 match l.declared {
                     Rounding::Exact => exact_bits,
                     Rounding::Declared | Rounding::Runtime => rounded_precision.min(exact_bits),
@@ -327,12 +325,7 @@ impl QuantModel {
         self.layers
             .iter()
             .filter_map(|s| s.lookup.as_ref().map(|l| (s, l)))
-            .any(|(s, l)| {
-                l.declared == Rounding::Exact
-                    && crate::model::AccumulatorEncoding::new(s.exact_range(), u32::MAX, u32::MAX)
-                        .bits
-                        > precision
-            })
+            .any(|(s, l)| l.declared == Rounding::Exact && s.exact_bits() > precision)
     }
 
     /// Error figures of the current tables under `set`.

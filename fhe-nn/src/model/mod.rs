@@ -143,11 +143,10 @@ impl QuantModel {
                         .lookup
                         .expect("the analysis forms a lookup at this quantizer");
                     // Exact until `plan` (or `set_lookup_precision`) fixes the parameters.
-                    let declared = (lookup.rounding, lookup.precision);
                     stage.lookup = Some(build_lookup(
                         &stage,
                         qlayer,
-                        declared,
+                        lookup.rounding,
                         (u32::MAX, u32::MAX),
                         segment.activations,
                         q.clone(),
@@ -221,11 +220,10 @@ impl QuantModel {
             let Some(old) = self.layers[i].lookup.take() else {
                 continue;
             };
-            let declared = (old.declared, old.declared_precision);
             let rebuilt = build_lookup(
                 &self.layers[i],
                 old.layer,
-                declared,
+                old.declared,
                 (precision, resolution),
                 old.activations,
                 old.quantizer,
@@ -362,13 +360,13 @@ pub(super) fn stage_input_features(arch: &Architecture, i: usize) -> usize {
 fn build_lookup(
     stage: &WeightedStage,
     layer: usize,
-    declared: (Rounding, u32),
+    declared: Rounding,
     (precision, resolution): (u32, u32),
     activations: Vec<Activation>,
     quantizer: Quantizer,
 ) -> LookupStage {
     let encoding = AccumulatorEncoding::new(stage.exact_range(), precision, resolution);
-    let rounding = match (encoding.exact, declared.0) {
+    let rounding = match (encoding.exact, declared) {
         (true, _) => Rounding::Exact,
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
@@ -390,20 +388,12 @@ fn build_lookup(
             Table { first, values }
         })
         .collect::<Vec<_>>();
-    let output_range = tables
-        .iter()
-        .flat_map(|t| t.values.iter())
-        .fold(IntRange::new(i64::MAX, i64::MIN), |a, &v| {
-            IntRange::new(a.min.min(v), a.max.max(v))
-        });
     LookupStage {
         layer,
         encoding,
         rounding,
-        declared: declared.0,
-        declared_precision: declared.1,
+        declared,
         tables,
-        output_range,
         activations,
         quantizer,
     }

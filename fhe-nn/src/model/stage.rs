@@ -16,11 +16,7 @@ pub struct LookupStage {
     pub rounding: Rounding,
     /// What the declaration asked for (compile-time analysis).
     pub declared: Rounding,
-    /// The declared `round = r`, or the compile-time precision.
-    pub declared_precision: u32,
     pub tables: Vec<Table>,
-    /// Range of the produced integers.
-    pub output_range: IntRange,
     /// Real functions folded into the table (activations, then the quantizer).
     pub activations: Vec<Activation>,
     pub quantizer: Quantizer,
@@ -131,6 +127,11 @@ impl WeightedStage {
     /// The accumulator of one output for the inputs `x`.
     pub fn accumulate_one(&self, neuron: usize, x: &[i64]) -> i64 {
         self.links[neuron].iter().map(|&(i, w)| w * x[i]).sum()
+    }
+
+    /// Bits the accumulators need to be read exactly (their span above the minimum).
+    pub fn exact_bits(&self) -> u32 {
+        AccumulatorEncoding::new(self.exact_range(), u32::MAX, u32::MAX).bits
     }
 
     /// Union of the exact ranges of all groups.
