@@ -107,7 +107,7 @@ impl QuantModel {
         Ok(self.clear_int_unchecked(input))
     }
 
-    fn clear_int_unchecked(&self, input: &[i64]) -> Vec<i64> {
+    pub(crate) fn clear_int_unchecked(&self, input: &[i64]) -> Vec<i64> {
         self.clear_trace_unchecked(input).pop().unwrap_or_default()
     }
 

@@ -43,9 +43,11 @@
 pub mod arch;
 mod architecture;
 mod clear;
+pub mod compile;
 mod error;
 pub mod fhe;
 pub mod model;
+pub mod noise;
 pub mod rng;
 mod simulate;
 pub mod tensors;
@@ -53,6 +55,10 @@ pub mod train;
 
 pub use architecture::{ArchErrors, Architecture, Network, Report};
 pub use clear::argmax_rows;
+pub use compile::{
+    CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode,
+    ParameterChoice, DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
+};
 pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;
 pub use model::QuantModel;

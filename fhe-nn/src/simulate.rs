@@ -9,13 +9,15 @@ use rayon::prelude::*;
 
 use crate::clear::{accumulate, rows_to_array};
 use crate::error::InputError;
-use crate::fhe::{FhePlan, NoiseModel};
 use crate::model::QuantModel;
+use crate::noise::NoiseModel;
 use crate::rng::SplitMix64;
 
 /// The noise standard deviation before every lookup (in table positions) and on every
-/// output (in output units), per neuron, for one plan: computed once
-/// ([`QuantModel::simulation_noise`]) and reused for every simulated sample.
+/// output (in output units), per neuron, for one compiled model: computed once
+/// ([`CompiledModel::simulation_noise`](crate::CompiledModel::simulation_noise)) and reused
+/// for every simulated sample.
+#[derive(Clone, Debug)]
 pub struct SimulationNoise {
     layers: Vec<Vec<f64>>,
 }
@@ -33,9 +35,9 @@ pub struct Overflow {
 }
 
 impl QuantModel {
-    /// The noise Simulate injects under `plan`, for [`simulate_trace`](Self::simulate_trace).
-    pub fn simulation_noise(&self, plan: &FhePlan) -> SimulationNoise {
-        let noise = NoiseModel::new(&plan.set);
+    /// The noise Simulate injects under `noise`.
+    pub(crate) fn simulation_noise(&self, noise: &NoiseModel) -> SimulationNoise {
+        let noise = *noise;
         let layers = self
             .layers
             .iter()
@@ -62,23 +64,26 @@ impl QuantModel {
     }
 
     /// Simulated inference of one sample; `on_overflow(layer, neuron)` hears of every
-    /// reading that wrapped around its table.
-    fn simulate_with(
+    /// reading that wrapped around its table, `on_lookup(stage, differs)` of every lookup and
+    /// whether its output differs from the noise-free table's on the same accumulator.
+    pub(crate) fn simulate_with(
         &self,
         scales: &SimulationNoise,
         input: &[i64],
         rng: &mut SplitMix64,
         mut on_overflow: impl FnMut(usize, usize),
+        mut on_lookup: impl FnMut(usize, bool),
     ) -> Vec<Vec<i64>> {
         let mut trace = Vec::with_capacity(2 * self.layers.len());
         let mut x = input.to_vec();
-        for (stage, sigmas) in self.layers.iter().zip(&scales.layers) {
+        for (k, (stage, sigmas)) in self.layers.iter().zip(&scales.layers).enumerate() {
             let acc = accumulate(stage, &x);
             match &stage.lookup {
                 Some(lookup) => {
                     let e = lookup.encoding;
                     let positions = 1i64 << e.precision();
                     let unit = 2f64.powi(e.shift);
+                    let stage_index = k;
                     x = acc
                         .iter()
                         .zip(sigmas)
@@ -92,11 +97,13 @@ impl QuantModel {
                             // The blind rotation reads position k of a negacyclic table.
                             let k = k.rem_euclid(2 * positions);
                             let table = &lookup.tables[stage.group(j)];
-                            if k < positions {
+                            let out = if k < positions {
                                 table.get(k)
                             } else {
                                 -table.get(k - positions)
-                            }
+                            };
+                            on_lookup(stage_index, out != table.get(e.index(a)));
+                            out
                         })
                         .collect();
                     trace.push(acc);
@@ -115,34 +122,32 @@ impl QuantModel {
         trace
     }
 
-    /// Simulated inference of one quantized sample under `noise` (from
-    /// [`simulation_noise`](Self::simulation_noise)); the trace has the layout of
-    /// [`clear_trace`](Self::clear_trace).
-    pub fn simulate_trace(
+    /// Simulated inference of one quantized sample under `noise`; the trace has the layout
+    /// of [`clear_trace`](Self::clear_trace).
+    pub(crate) fn simulate_trace(
         &self,
         noise: &SimulationNoise,
         input: &[i64],
         rng: &mut SplitMix64,
     ) -> Result<Vec<Vec<i64>>, InputError> {
         self.check_quantized_sample(input)?;
-        Ok(self.simulate_with(noise, input, rng, |_, _| {}))
+        Ok(self.simulate_with(noise, input, rng, |_, _| {}, |_, _| {}))
     }
 
     /// The overflow detector: simulates a batch of quantized inputs and reports every lookup
     /// whose noisy reading left its table's range, with how often.
-    pub fn simulate_overflows(
+    pub(crate) fn simulate_overflows(
         &self,
-        plan: &FhePlan,
+        scales: &SimulationNoise,
         inputs: ArrayView2<i64>,
         seed: u64,
     ) -> Result<Vec<Overflow>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let scales = self.simulation_noise(plan);
         let mut found: Vec<Overflow> = Vec::new();
         for i in 0..inputs.nrows() {
             let mut rng = sample_rng(seed, i);
             self.simulate_with(
-                &scales,
+                scales,
                 &inputs.row(i).to_vec(),
                 &mut rng,
                 |layer, neuron| match found
@@ -156,6 +161,7 @@ impl QuantModel {
                         count: 1,
                     }),
                 },
+                |_, _| {},
             );
         }
         found.sort_by_key(|o| (o.layer, o.neuron));
@@ -164,40 +170,27 @@ impl QuantModel {
 
     /// Simulated integer inference of a batch (rows), in parallel; sample `i` draws its noise
     /// from a generator seeded with `seed` and `i`, so results do not depend on threads.
-    pub fn simulate_int_batch(
+    pub(crate) fn simulate_int_batch(
         &self,
-        plan: &FhePlan,
+        scales: &SimulationNoise,
         inputs: ArrayView2<i64>,
         seed: u64,
     ) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
-        let scales = self.simulation_noise(plan);
         let rows: Vec<Vec<i64>> = (0..inputs.nrows())
             .into_par_iter()
             .map(|i| {
                 let mut rng = sample_rng(seed, i);
-                self.simulate_with(&scales, &inputs.row(i).to_vec(), &mut rng, |_, _| {})
+                self.simulate_with(scales, &inputs.row(i).to_vec(), &mut rng, |_, _| {}, |_, _| {})
                     .pop()
                     .unwrap_or_default()
             })
             .collect();
         Ok(rows_to_array(rows, self.output_features()))
     }
-
-    /// Simulated inference of real inputs: de-quantized outputs.
-    pub fn predict_simulate(
-        &self,
-        plan: &FhePlan,
-        inputs: ArrayView2<f64>,
-        seed: u64,
-    ) -> Result<Array2<f64>, InputError> {
-        let q = self.quantize_inputs(inputs)?;
-        let ints = self.simulate_int_batch(plan, q.view(), seed)?;
-        self.dequantize_batch(ints.view())
-    }
 }
 
 /// The generator of sample `i` of a batch seeded with `seed`.
-fn sample_rng(seed: u64, i: usize) -> SplitMix64 {
+pub(crate) fn sample_rng(seed: u64, i: usize) -> SplitMix64 {
     SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }

@@ -8,23 +8,27 @@ use tfhe::shortint;
 use tfhe::shortint::ciphertext::MaxDegree;
 use tfhe::shortint::parameters::AtomicPatternParameters;
 
-use super::params::{vetted, ParameterSet};
-use super::plan::FhePlan;
+use super::params::ParameterSet;
 use super::wire::{self, Kind};
-use super::{CompressedSample, EncryptedSample, FheError};
+use super::{security, CompressedSample, EncryptedSample, FheError};
 use crate::arch::activation::Activation;
-use crate::model::{QuantModel, Quantizer};
+use crate::model::Quantizer;
+use crate::{CompiledModel, Fingerprint};
 
 /// Largest serialized evaluation key accepted (bytes).
 pub const EVALUATION_KEY_LIMIT: u64 = 8 << 30;
 /// Largest serialized client key accepted (bytes).
 pub const CLIENT_KEY_LIMIT: u64 = 1 << 30;
+/// Largest serialized client spec accepted (bytes).
+pub const CLIENT_SPEC_LIMIT: u64 = 16 << 20;
 
-/// What the client needs of the model: the input quantizer, the encodings, and the output
-/// de-quantization. No hidden-layer weight is in it.
+/// What the client needs of a compiled model: the parameter set, the fingerprint, the input
+/// quantizer, the encodings, and the output de-quantization. No weight is in it: a client
+/// generates keys, encrypts and decrypts from this alone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientSpec {
-    pub precision: u32,
+    pub set: ParameterSet,
+    pub fingerprint: Fingerprint,
     pub features: usize,
     pub input_activations: Vec<(String, Vec<f64>)>,
     pub input_scale: f64,
@@ -44,8 +48,9 @@ pub struct ClientSpec {
 }
 
 impl ClientSpec {
-    /// The client's view of a planned model.
-    pub fn new(model: &QuantModel, plan: &FhePlan) -> ClientSpec {
+    /// The client's view of a compiled model.
+    pub fn new(compiled: &CompiledModel) -> ClientSpec {
+        let model = compiled.tables();
         let input = model.input_stage();
         let last = model.layers().last().expect("a model has a weighted layer");
         let spell = |acts: &[Activation]| {
@@ -54,7 +59,8 @@ impl ClientSpec {
                 .collect()
         };
         ClientSpec {
-            precision: plan.set.precision,
+            set: compiled.parameters().clone(),
+            fingerprint: compiled.fingerprint(),
             features: input.features,
             input_activations: spell(&input.activations),
             input_scale: input.quantizer.scale,
@@ -81,7 +87,8 @@ impl ClientSpec {
     }
 
     fn check(&self) -> Result<(), FheError> {
-        let ok = vetted(self.precision).is_some()
+        security::check(&self.set.params)?;
+        let ok = (2..=16).contains(&self.set.precision)
             && (1..=16).contains(&self.input_bits)
             && self.input_scale.is_finite()
             && self.input_scale > 0.0
@@ -102,6 +109,51 @@ impl ClientSpec {
         Self::activations(&self.input_activations)?;
         Self::activations(&self.output_activations)?;
         Ok(())
+    }
+
+    /// Generates a fresh key pair for the compiled model this spec describes (client side:
+    /// the evaluation key is made compressed, as it is sent).
+    pub fn keygen(&self) -> Result<(ClientKey, EvaluationKey), FheError> {
+        self.check()?;
+        let key = shortint::ClientKey::new(self.set.params);
+        let compressed = shortint::CompressedServerKey::new(&key);
+        let key_id = {
+            let mut seeder = new_seeder();
+            (seeder.seed().0 as u64) | 1
+        };
+        let client = ClientKey {
+            key_id,
+            input_activations: Self::activations(&self.input_activations)?,
+            output_activations: Self::activations(&self.output_activations)?,
+            spec: self.clone(),
+            key,
+        };
+        let eval = EvaluationKey {
+            key_id,
+            fingerprint: self.fingerprint,
+            set: self.set.clone(),
+            compressed,
+        };
+        Ok((client, eval))
+    }
+
+    /// Serializes the spec (public: it holds no secret and no weight).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        wire::seal(Kind::ClientSpec, 0, self.fingerprint, self)
+    }
+
+    /// Reads a serialized spec, checking its envelope, its parameters' security and its
+    /// consistency.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ClientSpec, FheError> {
+        let (_, fingerprint, spec): (u64, Fingerprint, ClientSpec) =
+            wire::open(bytes, Kind::ClientSpec, CLIENT_SPEC_LIMIT)?;
+        if spec.fingerprint != fingerprint {
+            return Err(FheError::Decode(
+                "fingerprints of the envelope and of the spec differ".into(),
+            ));
+        }
+        spec.check()?;
+        Ok(spec)
     }
 }
 
@@ -128,48 +180,19 @@ impl std::fmt::Debug for ClientKey {
 }
 
 /// The server's key: keyswitching and bootstrapping keys, no secret, kept compressed (the
-/// masks as seeds) until the server decompresses it.
+/// masks as seeds) until the server decompresses it. Bound to one compiled model.
 #[derive(Clone)]
 pub struct EvaluationKey {
     pub(crate) key_id: u64,
-    pub(crate) precision: u32,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) set: ParameterSet,
     pub(crate) compressed: shortint::CompressedServerKey,
 }
 
 #[derive(Serialize, Deserialize)]
 struct EvaluationKeyWire {
-    precision: u32,
+    set: ParameterSet,
     compressed: shortint::CompressedServerKey,
-}
-
-fn set_of(precision: u32) -> Result<ParameterSet, FheError> {
-    vetted(precision)
-        .ok_or_else(|| FheError::Decode(format!("no parameter set of precision {precision}")))
-}
-
-/// Generates a fresh key pair for a planned model (client side: the evaluation key is made
-/// compressed, as it is sent).
-pub fn generate_keys(model: &QuantModel, plan: &FhePlan) -> (ClientKey, EvaluationKey) {
-    let key = shortint::ClientKey::new(plan.set.params);
-    let compressed = shortint::CompressedServerKey::new(&key);
-    let key_id = {
-        let mut seeder = new_seeder();
-        (seeder.seed().0 as u64) | 1
-    };
-    let spec = ClientSpec::new(model, plan);
-    let client = ClientKey {
-        key_id,
-        input_activations: model.input_stage().activations.clone(),
-        output_activations: model.output_activations().to_vec(),
-        spec,
-        key,
-    };
-    let eval = EvaluationKey {
-        key_id,
-        precision: plan.set.precision,
-        compressed,
-    };
-    (client, eval)
 }
 
 impl ClientKey {
@@ -247,6 +270,7 @@ impl ClientKey {
             .collect();
         Ok(EncryptedSample {
             key_id: self.key_id,
+            fingerprint: self.spec.fingerprint,
             cts,
         })
     }
@@ -308,6 +332,7 @@ impl ClientKey {
         encrypt_seeded_lwe_ciphertext_list(&secret, &mut list, &plaintexts, noise, seeder.as_mut());
         Ok(CompressedSample {
             key_id: self.key_id,
+            fingerprint: self.spec.fingerprint,
             list,
         })
     }
@@ -348,6 +373,12 @@ impl ClientKey {
     }
 
     fn check_sample(&self, sample: &EncryptedSample) -> Result<(), FheError> {
+        if sample.fingerprint != self.spec.fingerprint {
+            return Err(FheError::WrongModel {
+                expected: self.spec.fingerprint,
+                found: sample.fingerprint,
+            });
+        }
         if sample.key_id != self.key_id {
             return Err(FheError::WrongKey {
                 expected: self.key_id,
@@ -405,23 +436,22 @@ impl ClientKey {
 
     /// Serializes the key (keep it secret).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        wire::seal(Kind::ClientKey, self.key_id, self)
+        wire::seal(Kind::ClientKey, self.key_id, self.spec.fingerprint, self)
     }
 
     /// Reads a serialized client key, checking its envelope and its parameters.
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
-        let (key_id, mut key): (u64, ClientKey) =
+        let (key_id, fingerprint, mut key): (u64, Fingerprint, ClientKey) =
             wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
-        if key.key_id != key_id {
+        if key.key_id != key_id || key.spec.fingerprint != fingerprint {
             return Err(FheError::Decode(
-                "key id of the envelope and of the key differ".into(),
+                "key id or fingerprint of the envelope and of the key differ".into(),
             ));
         }
         key.spec.check()?;
-        let set = set_of(key.spec.precision)?;
-        if key.key.parameters() != set.params.into() {
+        if key.key.parameters() != key.spec.set.params.into() {
             return Err(FheError::Decode(
-                "client key parameters are not the vetted set of its precision".into(),
+                "client key parameters differ from its spec's".into(),
             ));
         }
         key.input_activations = ClientSpec::activations(&key.spec.input_activations)?;
@@ -436,27 +466,33 @@ impl EvaluationKey {
         self.key_id
     }
 
-    /// Lookup precision of the parameter set.
-    pub fn precision(&self) -> u32 {
-        self.precision
+    /// The fingerprint of the compiled model the key was made for.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The parameter set.
+    pub fn parameters(&self) -> &ParameterSet {
+        &self.set
     }
 
     /// Serializes the compressed evaluation key (what the client sends the server).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
         let wire = EvaluationKeyWire {
-            precision: self.precision,
+            set: self.set.clone(),
             compressed: self.compressed.clone(),
         };
-        wire::seal(Kind::EvaluationKey, self.key_id, &wire)
+        wire::seal(Kind::EvaluationKey, self.key_id, self.fingerprint, &wire)
     }
 
-    /// Reads a serialized evaluation key and checks it conforms to the vetted parameter set
-    /// of its precision ([`FheServer::new`](super::FheServer::new) decompresses it).
+    /// Reads a serialized evaluation key and checks that its parameter set is secure and that
+    /// the key conforms to it ([`FheServer::new`](super::FheServer::new) decompresses it).
     pub fn from_bytes(bytes: &[u8]) -> Result<EvaluationKey, FheError> {
         use tfhe::conformance::ParameterSetConformant;
-        let (key_id, wire): (u64, EvaluationKeyWire) =
+        let (key_id, fingerprint, wire): (u64, Fingerprint, EvaluationKeyWire) =
             wire::open(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
-        let set = set_of(wire.precision)?;
+        let set = wire.set;
+        security::check(&set.params)?;
         let p = set.params;
         let max_degree = MaxDegree::new(p.message_modulus.0 * p.carry_modulus.0 - 1);
         if !wire
@@ -470,7 +506,8 @@ impl EvaluationKey {
         }
         Ok(EvaluationKey {
             key_id,
-            precision: wire.precision,
+            fingerprint,
+            set,
             compressed: wire.compressed,
         })
     }

@@ -1,26 +1,28 @@
 //! Fhe mode on TFHE-rs: parameter choice from noise, keys, encrypted inference, and the
 //! checked serialized formats that let client and server be separate processes.
 
+pub mod cost;
 mod keys;
+pub mod optimizer;
 mod params;
-mod plan;
+pub mod security;
 mod server;
 mod wire;
 
-pub use keys::{generate_keys, ClientKey, ClientSpec, EvaluationKey};
-pub use params::{vetted, ParameterSet, PRECISIONS};
-pub use plan::{
-    failure_probability, half_box, log2, FheOptions, FhePlan, LookupNoise, NoiseModel, PlanError,
-    DEFAULT_P_ERROR, DEFAULT_ROUNDED_PRECISION,
-};
+pub use keys::{ClientKey, ClientSpec, EvaluationKey};
+pub use params::{vetted, ParameterSet, Shape, PRECISIONS};
 pub use server::{CompressedSample, EncryptedSample, FheServer};
 pub use wire::FORMAT_VERSION;
+
+use crate::Fingerprint;
 
 /// Errors of keys, ciphertexts and encrypted inference.
 #[derive(Debug, thiserror::Error)]
 pub enum FheError {
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Compile(#[from] crate::CompileError),
+    #[error("parameter set: {0}")]
+    Insecure(#[from] security::SecurityError),
     #[error(transparent)]
     Input(#[from] crate::InputError),
     #[error("not an fhe-nn serialized object (bad magic bytes)")]
@@ -44,6 +46,11 @@ pub enum FheError {
     WrongKey { expected: u64, found: u64 },
     #[error("wrong ciphertext shape: {0}")]
     Shape(String),
-    #[error("the evaluation key is for {key}-bit lookups but the model needs {model}-bit ones; plan the model and generate keys from that plan")]
-    PrecisionMismatch { key: u32, model: u32 },
+    #[error("made for compiled model {found}, not for this one ({expected}): generate keys from this compiled model's client spec")]
+    WrongModel {
+        expected: Fingerprint,
+        found: Fingerprint,
+    },
+    #[error("the evaluation key uses parameters `{key}`, the compiled model `{model}`")]
+    ParameterMismatch { key: String, model: String },
 }

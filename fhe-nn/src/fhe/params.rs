@@ -1,7 +1,8 @@
 //! The 128-bit-secure parameter sets the runtime uses: TFHE-rs's vetted classic KS-PBS sets
 //! with one message bit and `precision - 1` carry bits (so `2^precision` boxes), copied from
-//! `tfhe::shortint::parameters::v1_4` (`V1_4_PARAM_MESSAGE_1_CARRY_k_KS_PBS_GAUSSIAN_2M128`),
-//! because upstream prunes rarely used sets.
+//! `tfhe::shortint::parameters::v1_4` (`V1_4_PARAM_MESSAGE_1_CARRY_k_KS_PBS_GAUSSIAN_2M128`)
+//! because upstream prunes rarely used sets, and custom sets of the same shape built by the
+//! optimizer with the minimal secure noise of TFHE-rs's security curve.
 
 use tfhe::core_crypto::commons::parameters::{
     DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, GlweDimension,
@@ -12,14 +13,74 @@ use tfhe::shortint::parameters::{
     MessageModulus, ModulusSwitchType,
 };
 
-/// A vetted parameter set and the lookup precision it gives.
-#[derive(Clone, Copy, Debug)]
+/// A parameter set and the lookup precision it gives.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ParameterSet {
-    /// TFHE-rs's name of the set.
-    pub name: &'static str,
+    /// TFHE-rs's name of a vetted set, or a description of a custom one.
+    pub name: String,
     /// Bits a lookup is indexed by (`2^precision` boxes, plus the padding bit).
     pub precision: u32,
     pub params: ClassicPBSParameters,
+}
+
+/// The shape of a classic KS-PBS set: what the optimizer searches over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// LWE dimension `n` (the keyswitch's output, the blind rotation's length).
+    pub lwe_dimension: usize,
+    /// GLWE dimension `k`.
+    pub glwe_dimension: usize,
+    /// Polynomial size `N`.
+    pub polynomial_size: usize,
+    /// Bootstrap decomposition: `(base_log, levels)`.
+    pub pbs: (usize, usize),
+    /// Keyswitch decomposition: `(base_log, levels)`.
+    pub ks: (usize, usize),
+}
+
+impl ParameterSet {
+    /// A custom set of `shape` whose secret keys carry the minimal Gaussian noise that
+    /// TFHE-rs's security curve allows for their dimensions (see [`super::security`]), with
+    /// `2^precision` boxes.
+    pub fn custom(shape: Shape, precision: u32) -> ParameterSet {
+        let Shape {
+            lwe_dimension: n,
+            glwe_dimension: k,
+            polynomial_size: big_n,
+            pbs,
+            ks,
+        } = shape;
+        ParameterSet {
+            name: format!(
+                "fhe-nn n={n} k={k} N={big_n} pbs 2^{}x{} ks 2^{}x{}",
+                pbs.0, pbs.1, ks.0, ks.1
+            ),
+            precision,
+            params: classic_custom(&shape, precision),
+        }
+    }
+
+    /// The set's shape.
+    pub fn shape(&self) -> Shape {
+        let p = &self.params;
+        Shape {
+            lwe_dimension: p.lwe_dimension.0,
+            glwe_dimension: p.glwe_dimension.0,
+            polynomial_size: p.polynomial_size.0,
+            pbs: (p.pbs_base_log.0, p.pbs_level.0),
+            ks: (p.ks_base_log.0, p.ks_level.0),
+        }
+    }
+
+    /// log2 of the table resolution (`N` positions on the half torus the padding bit leaves).
+    pub fn resolution(&self) -> u32 {
+        self.params.polynomial_size.0.trailing_zeros()
+    }
+
+    /// Whether this is one of TFHE-rs's vetted sets, unchanged.
+    pub fn is_vetted(&self) -> bool {
+        vetted(self.precision).is_some_and(|v| v.params == self.params)
+    }
 }
 
 /// Lookup precisions with a vetted set.
@@ -29,7 +90,7 @@ pub const PRECISIONS: std::ops::RangeInclusive<u32> = 2..=8;
 pub fn vetted(precision: u32) -> Option<ParameterSet> {
     let set = match precision {
         2 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 2,
             params: classic(
                 837,
@@ -45,7 +106,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
             ),
         },
         3 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 3,
             params: classic(
                 885,
@@ -61,7 +122,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
             ),
         },
         4 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 4,
             params: classic(
                 904,
@@ -77,7 +138,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
             ),
         },
         5 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 5,
             params: classic(
                 930,
@@ -93,7 +154,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
             ),
         },
         6 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 6,
             params: classic(
                 1011,
@@ -109,7 +170,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
             ),
         },
         7 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_6_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_6_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 7,
             params: classic(
                 1060,
@@ -125,7 +186,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
             ),
         },
         8 => ParameterSet {
-            name: "V1_4_PARAM_MESSAGE_1_CARRY_7_KS_PBS_GAUSSIAN_2M128",
+            name: "V1_4_PARAM_MESSAGE_1_CARRY_7_KS_PBS_GAUSSIAN_2M128".into(),
             precision: 8,
             params: classic(
                 1104,
@@ -143,6 +204,28 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
         _ => return None,
     };
     Some(set)
+}
+
+/// The TFHE-rs parameters of a custom set: minimal secure noise for both keys.
+pub(super) fn classic_custom(shape: &Shape, precision: u32) -> ClassicPBSParameters {
+    use super::security::minimal_secure_std;
+    let (n, k, big_n) = (
+        shape.lwe_dimension,
+        shape.glwe_dimension,
+        shape.polynomial_size,
+    );
+    classic(
+        n,
+        k,
+        big_n,
+        minimal_secure_std(n),
+        minimal_secure_std(k * big_n),
+        shape.pbs,
+        shape.ks,
+        precision,
+        (1u64 << precision) - 1,
+        -40.0,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -201,6 +284,41 @@ mod tests {
         for (p, up) in PRECISIONS.zip(upstream) {
             assert_eq!(vetted(p).unwrap().params, up, "precision {p}");
         }
+        assert!(PRECISIONS.all(|p| vetted(p).unwrap().is_vetted()));
         assert!(vetted(1).is_none() && vetted(9).is_none());
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+    use crate::fhe::security::{check, minimal_secure_std, SecurityError};
+
+    #[test]
+    fn the_formula_finds_every_vetted_set_secure() {
+        for p in PRECISIONS {
+            let set = vetted(p).unwrap();
+            check(&set.params).unwrap_or_else(|e| panic!("{}: {e}", set.name));
+            // TFHE-rs's vetted noise is the formula's minimum, to the digits it prints.
+            let lwe = minimal_secure_std(set.params.lwe_dimension.0);
+            let DynamicDistribution::Gaussian(g) = set.params.lwe_noise_distribution else {
+                panic!("Gaussian")
+            };
+            assert!((g.std / lwe - 1.0).abs() < 1e-6, "{}", set.name);
+        }
+    }
+
+    #[test]
+    fn less_noise_than_the_curve_allows_is_refused() {
+        let mut params = vetted(4).unwrap().params;
+        params.lwe_noise_distribution =
+            DynamicDistribution::new_gaussian_from_std_dev(StandardDev(0.9 * 1.0621869847945622e-06));
+        assert!(matches!(
+            check(&params),
+            Err(SecurityError::TooLittleNoise { key: "LWE key", dimension: 904, .. })
+        ));
+        let mut params = vetted(4).unwrap().params;
+        params.lwe_dimension = LweDimension(700);
+        assert!(check(&params).is_err(), "a smaller key needs more noise");
     }
 }

@@ -11,11 +11,10 @@ use tfhe::shortint::server_key::LookupTableOwned;
 use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder};
 
 use super::keys::EvaluationKey;
-use super::params::vetted;
-use super::plan::FhePlan;
 use super::wire::{self, Kind};
 use super::FheError;
 use crate::model::{QuantModel, WeightedStage};
+use crate::{CompiledModel, Fingerprint};
 
 /// Largest serialized ciphertext batch accepted (bytes).
 pub const CIPHERTEXT_LIMIT: u64 = 1 << 30;
@@ -24,6 +23,7 @@ pub const CIPHERTEXT_LIMIT: u64 = 1 << 30;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EncryptedSample {
     pub(crate) key_id: u64,
+    pub(crate) fingerprint: Fingerprint,
     pub(crate) cts: Vec<LweCiphertextOwned<u64>>,
 }
 
@@ -45,12 +45,12 @@ impl EncryptedSample {
 
     /// Serializes the ciphertexts.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        wire::seal(Kind::Ciphertexts, self.key_id, &self.cts)
+        wire::seal(Kind::Ciphertexts, self.key_id, self.fingerprint, &self.cts)
     }
 
     /// Reads serialized ciphertexts, checking the envelope and that all have one LWE size.
     pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedSample, FheError> {
-        let (key_id, cts): (u64, Vec<LweCiphertextOwned<u64>>) =
+        let (key_id, fingerprint, cts): (u64, Fingerprint, Vec<LweCiphertextOwned<u64>>) =
             wire::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
         if let Some(first) = cts.first() {
             if cts.iter().any(|c| {
@@ -62,7 +62,11 @@ impl EncryptedSample {
                 ));
             }
         }
-        Ok(EncryptedSample { key_id, cts })
+        Ok(EncryptedSample {
+            key_id,
+            fingerprint,
+            cts,
+        })
     }
 }
 
@@ -71,6 +75,7 @@ impl EncryptedSample {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompressedSample {
     pub(crate) key_id: u64,
+    pub(crate) fingerprint: Fingerprint,
     pub(crate) list: SeededLweCiphertextListOwned<u64>,
 }
 
@@ -87,19 +92,28 @@ impl CompressedSample {
 
     /// Serializes the compressed ciphertexts.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        wire::seal(Kind::CompressedCiphertexts, self.key_id, &self.list)
+        wire::seal(
+            Kind::CompressedCiphertexts,
+            self.key_id,
+            self.fingerprint,
+            &self.list,
+        )
     }
 
     /// Reads serialized compressed ciphertexts, checking the envelope.
     pub fn from_bytes(bytes: &[u8]) -> Result<CompressedSample, FheError> {
-        let (key_id, list): (u64, SeededLweCiphertextListOwned<u64>) =
+        let (key_id, fingerprint, list): (u64, Fingerprint, SeededLweCiphertextListOwned<u64>) =
             wire::open(bytes, Kind::CompressedCiphertexts, CIPHERTEXT_LIMIT)?;
         if list.ciphertext_modulus() != CiphertextModulus::new_native() {
             return Err(FheError::Shape(
                 "compressed ciphertexts with a foreign modulus".into(),
             ));
         }
-        Ok(CompressedSample { key_id, list })
+        Ok(CompressedSample {
+            key_id,
+            fingerprint,
+            list,
+        })
     }
 }
 
@@ -117,9 +131,10 @@ struct ServerLayer {
     tables: Option<Vec<LookupTableOwned>>,
 }
 
-/// The server: a planned model and an evaluation key. It holds no secret.
+/// The server: a compiled model and an evaluation key made for it. It holds no secret.
 pub struct FheServer {
     key_id: u64,
+    fingerprint: Fingerprint,
     /// The decompressed evaluation key.
     server_key: tfhe::shortint::ServerKey,
     layers: Vec<ServerLayer>,
@@ -128,26 +143,23 @@ pub struct FheServer {
 }
 
 impl FheServer {
-    /// Prepares encrypted inference of a planned model (its tables set to the plan's
-    /// precision) with `key`: decompresses the key and builds every table, once.
-    pub fn new(
-        model: &QuantModel,
-        plan: &FhePlan,
-        key: EvaluationKey,
-    ) -> Result<FheServer, FheError> {
-        let params = vetted(key.precision)
-            .expect("keys exist only for vetted precisions")
-            .params;
-        let resolution = params.polynomial_size.0.trailing_zeros();
-        if key.precision != plan.set.precision
-            || model.planned_precision() != Some(plan.set.precision)
-            || model.lookup_precision() > resolution
-        {
-            return Err(FheError::PrecisionMismatch {
-                key: key.precision,
-                model: plan.set.precision,
+    /// Prepares encrypted inference of a compiled model with `key`, which must have been
+    /// generated for it: decompresses the key and builds every table, once.
+    pub fn new(compiled: &CompiledModel, key: EvaluationKey) -> Result<FheServer, FheError> {
+        if key.fingerprint != compiled.fingerprint() {
+            return Err(FheError::WrongModel {
+                expected: compiled.fingerprint(),
+                found: key.fingerprint,
             });
         }
+        if key.set != *compiled.parameters() {
+            return Err(FheError::ParameterMismatch {
+                key: key.set.name.clone(),
+                model: compiled.parameters().name.clone(),
+            });
+        }
+        let params = key.set.params;
+        let model = compiled.tables();
         let lwe_size =
             LweDimension(params.glwe_dimension.0 * params.polynomial_size.0).to_lwe_size();
         let layers = model
@@ -158,11 +170,34 @@ impl FheServer {
             .collect();
         Ok(FheServer {
             key_id: key.key_id,
+            fingerprint: key.fingerprint,
             server_key: key.compressed.decompress(),
             layers,
             lwe_size,
             params,
         })
+    }
+
+    /// Checks that ciphertexts were made for this server's model and key.
+    fn check_origin(&self, key_id: u64, fingerprint: Fingerprint) -> Result<(), FheError> {
+        if fingerprint != self.fingerprint {
+            return Err(FheError::WrongModel {
+                expected: self.fingerprint,
+                found: fingerprint,
+            });
+        }
+        if key_id != self.key_id {
+            return Err(FheError::WrongKey {
+                expected: self.key_id,
+                found: key_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of encrypted values a sample must hold.
+    fn input_count(&self) -> usize {
+        self.layers.first().map(|l| l.in_features).unwrap_or(0)
     }
 
     /// Lookups per inference.
@@ -176,11 +211,14 @@ impl FheServer {
 
     /// Decompresses uploaded inputs after checking they fit this server's key.
     pub fn decompress(&self, input: &CompressedSample) -> Result<EncryptedSample, FheError> {
-        if input.key_id != self.key_id {
-            return Err(FheError::WrongKey {
-                expected: self.key_id,
-                found: input.key_id,
-            });
+        self.check_origin(input.key_id, input.fingerprint)?;
+        // Checked before the masks are expanded: each value becomes `n + 1` words.
+        if input.len() != self.input_count() {
+            return Err(FheError::Shape(format!(
+                "{} compressed input values, the model takes {}",
+                input.len(),
+                self.input_count()
+            )));
         }
         if input.list.lwe_size() != self.lwe_size {
             return Err(FheError::Shape(format!(
@@ -198,6 +236,7 @@ impl FheServer {
             .collect();
         Ok(EncryptedSample {
             key_id: input.key_id,
+            fingerprint: input.fingerprint,
             cts,
         })
     }
@@ -207,6 +246,7 @@ impl FheServer {
         let cts = self.evaluate(input, |_| {})?;
         Ok(EncryptedSample {
             key_id: input.key_id,
+            fingerprint: input.fingerprint,
             cts,
         })
     }
@@ -218,11 +258,13 @@ impl FheServer {
         let last = self.evaluate(input, |cts| {
             trace.push(EncryptedSample {
                 key_id: input.key_id,
+                fingerprint: input.fingerprint,
                 cts: cts.to_vec(),
             })
         })?;
         trace.push(EncryptedSample {
             key_id: input.key_id,
+            fingerprint: input.fingerprint,
             cts: last,
         });
         Ok(trace)
@@ -235,13 +277,8 @@ impl FheServer {
         input: &EncryptedSample,
         mut visit: impl FnMut(&[LweCiphertextOwned<u64>]),
     ) -> Result<Vec<LweCiphertextOwned<u64>>, FheError> {
-        if input.key_id != self.key_id {
-            return Err(FheError::WrongKey {
-                expected: self.key_id,
-                found: input.key_id,
-            });
-        }
-        let expected = self.layers.first().map(|l| l.in_features).unwrap_or(0);
+        self.check_origin(input.key_id, input.fingerprint)?;
+        let expected = self.input_count();
         if input.cts.len() != expected {
             return Err(FheError::Shape(format!(
                 "{} input ciphertexts, the model takes {expected}",

@@ -1,15 +1,17 @@
 //! The checked envelope around every serialized key and ciphertext: magic, format version,
-//! payload kind, key id, length and checksum, then a bincode payload read with a size limit.
+//! payload kind, key id, model fingerprint, length and checksum, then a bincode payload read
+//! with a size limit.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::FheError;
+use crate::Fingerprint;
 
 const MAGIC: &[u8; 5] = b"FHENN";
 /// Version of the serialized formats.
-pub const FORMAT_VERSION: u16 = 1;
-const HEADER: usize = 5 + 2 + 1 + 8 + 8 + 8;
+pub const FORMAT_VERSION: u16 = 2;
+const HEADER: usize = 5 + 2 + 1 + 8 + 32 + 8 + 8;
 
 /// What a serialized blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +21,7 @@ pub enum Kind {
     EvaluationKey = 2,
     Ciphertexts = 3,
     CompressedCiphertexts = 4,
+    ClientSpec = 5,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
             2 => "evaluation key",
             3 => "ciphertexts",
             4 => "compressed ciphertexts",
+            5 => "client spec",
             _ => "unknown",
         }
     }
@@ -41,25 +45,32 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Serializes `value` into an envelope.
-pub fn seal<T: Serialize>(kind: Kind, key_id: u64, value: &T) -> Result<Vec<u8>, FheError> {
+pub fn seal<T: Serialize>(
+    kind: Kind,
+    key_id: u64,
+    fingerprint: Fingerprint,
+    value: &T,
+) -> Result<Vec<u8>, FheError> {
     let payload = bincode::serialize(value).map_err(|e| FheError::Decode(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.push(kind as u8);
     out.extend_from_slice(&key_id.to_le_bytes());
+    out.extend_from_slice(&fingerprint.0);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&checksum(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     Ok(out)
 }
 
-/// Checks an envelope and deserializes its payload (at most `limit` bytes); returns the key id.
+/// Checks an envelope and deserializes its payload (at most `limit` bytes); returns the key id
+/// and the model fingerprint with it.
 pub fn open<T: DeserializeOwned>(
     bytes: &[u8],
     kind: Kind,
     limit: u64,
-) -> Result<(u64, T), FheError> {
+) -> Result<(u64, Fingerprint, T), FheError> {
     use bincode::Options;
     if bytes.len() < HEADER {
         return Err(FheError::Truncated {
@@ -85,8 +96,9 @@ pub fn open<T: DeserializeOwned>(
         });
     }
     let key_id = u64_at(8);
-    let len = u64_at(16);
-    let sum = u64_at(24);
+    let fingerprint = Fingerprint(bytes[16..48].try_into().expect("32 bytes"));
+    let len = u64_at(48);
+    let sum = u64_at(56);
     let payload = &bytes[HEADER..];
     if len > limit {
         return Err(FheError::TooLarge { size: len, limit });
@@ -105,5 +117,5 @@ pub fn open<T: DeserializeOwned>(
         .with_limit(limit)
         .deserialize(payload)
         .map_err(|e| FheError::Decode(e.to_string()))?;
-    Ok((key_id, value))
+    Ok((key_id, fingerprint, value))
 }

@@ -2,6 +2,17 @@
 
 use crate::arch::analysis::IntRange;
 
+/// How the lookups of a model read their accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Every accumulator read whole at its own width: the unrounded reference (Clear only;
+    /// FHE cannot run lookups wider than its parameter sets).
+    Exact,
+    /// Read by a parameter set with `2^precision` boxes whose table has `2^resolution`
+    /// positions (`N`).
+    Table { precision: u32, resolution: u32 },
+}
+
 /// How a lookup reads an accumulator. The accumulator, shifted by `offset` to be
 /// non-negative, is encoded on `bits` bits (Δ = 2^(63 - bits)); the table has
 /// `2^precision()` positions and position `index(acc) = (acc + offset) · 2^-shift`
@@ -21,27 +32,28 @@ pub struct AccumulatorEncoding {
 }
 
 impl AccumulatorEncoding {
-    /// For accumulators in `range`, read by a lookup with `precision`-bit parameters whose
-    /// table has `2^resolution` positions (`log2 N`).
+    /// For accumulators in `range`, read as `reading` says: exactly, or by a lookup with
+    /// `precision`-bit parameters whose table has `2^resolution` positions (`log2 N`).
     ///
     /// An accumulator that fits `precision` bits is read exactly: one box of the parameter
     /// set per value. A wider one is spread over (or rounded to) the table's full resolution,
     /// with a margin of half a box of the parameter set at both ends so that noise never
     /// wraps around the negacyclic table; noise then moves the reading by a few positions
     /// near a table step (approximate rounding, predicted by Simulate).
-    /// `precision == u32::MAX` reads every accumulator exactly at its own width (Clear only).
-    pub fn new(range: IntRange, precision: u32, resolution: u32) -> AccumulatorEncoding {
+    pub fn new(range: IntRange, reading: Reading) -> AccumulatorEncoding {
         let offset = if range.min < 0 { -range.min } else { 0 };
         let span = range.max + offset;
         let needed = crate::arch::analysis::unsigned_bits(span as u64);
+        let (precision, resolution) = match reading {
+            Reading::Exact => (needed, needed),
+            Reading::Table {
+                precision,
+                resolution,
+            } => (precision, resolution),
+        };
         if needed <= precision {
-            let bits = if precision == u32::MAX {
-                needed
-            } else {
-                precision
-            };
             return AccumulatorEncoding {
-                bits,
+                bits: precision,
                 offset,
                 shift: 0,
                 exact: true,

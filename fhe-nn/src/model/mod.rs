@@ -8,7 +8,7 @@ mod reader;
 use reader::Reader;
 mod stage;
 
-pub use encoding::{AccumulatorEncoding, Table};
+pub use encoding::{AccumulatorEncoding, Reading, Table};
 pub use stage::{Connectivity, LookupStage, WeightedStage};
 
 use crate::arch::activation::Activation;
@@ -62,8 +62,8 @@ pub struct QuantModel {
     pub(crate) layers: Vec<WeightedStage>,
     /// Real activations applied to the de-quantized output, on the client.
     pub(crate) output_activations: Vec<Activation>,
-    /// The parameter-set precision the tables were last built for (`None`: exact).
-    pub(crate) planned_precision: Option<u32>,
+    /// How the tables read the accumulators.
+    pub(crate) reading: Reading,
 }
 
 /// Segment of declared layers between two weighted layers, as the runtime executes it.
@@ -142,12 +142,12 @@ impl QuantModel {
                     let lookup = arch.analysis()[qlayer]
                         .lookup
                         .expect("the analysis forms a lookup at this quantizer");
-                    // Exact until `plan` (or `set_lookup_precision`) fixes the parameters.
+                    // Exact: compiling builds the tables a parameter set can read.
                     stage.lookup = Some(build_lookup(
                         &stage,
                         qlayer,
                         lookup.rounding,
-                        (u32::MAX, u32::MAX),
+                        Reading::Exact,
                         segment.activations,
                         q.clone(),
                     ));
@@ -181,7 +181,7 @@ impl QuantModel {
             input,
             layers: stages,
             output_activations,
-            planned_precision: None,
+            reading: Reading::Exact,
         })
     }
 
@@ -205,42 +205,43 @@ impl QuantModel {
         &self.output_activations
     }
 
-    /// Prepares every lookup for the parameter set of `precision` bits, rebuilding the
-    /// tables: accumulators that fit are read exactly, wider ones at the full resolution of
-    /// that set's table (see [`AccumulatorEncoding::new`]). Clear, Simulate and FHE all
-    /// evaluate these tables. [`plan`](Self::plan) calls this with the chosen set.
-    pub fn set_lookup_precision(&mut self, precision: u32) {
+    /// A copy whose tables read the accumulators as `reading` says: accumulators that fit
+    /// are read exactly, wider ones at the full resolution of the set's table (see
+    /// [`AccumulatorEncoding::new`]). Clear, Simulate and FHE all evaluate these tables.
+    pub(crate) fn with_reading(&self, reading: Reading) -> QuantModel {
         // Below 2 bits no set exists and no table could keep its margins.
-        let precision = precision.max(*crate::fhe::PRECISIONS.start());
-        self.planned_precision = (precision != u32::MAX).then_some(precision);
-        let resolution = crate::fhe::vetted(precision)
-            .map(|s| s.params.polynomial_size.0.trailing_zeros())
-            .unwrap_or(precision);
-        for i in 0..self.layers.len() {
-            let Some(old) = self.layers[i].lookup.take() else {
+        let reading = match reading {
+            Reading::Table {
+                precision,
+                resolution,
+            } => Reading::Table {
+                precision: precision.max(2),
+                resolution,
+            },
+            exact => exact,
+        };
+        let mut model = self.clone();
+        model.reading = reading;
+        for i in 0..model.layers.len() {
+            let Some(old) = model.layers[i].lookup.take() else {
                 continue;
             };
             let rebuilt = build_lookup(
-                &self.layers[i],
+                &model.layers[i],
                 old.layer,
                 old.declared,
-                (precision, resolution),
+                reading,
                 old.activations,
                 old.quantizer,
             );
-            self.layers[i].lookup = Some(rebuilt);
+            model.layers[i].lookup = Some(rebuilt);
         }
+        model
     }
 
-    /// The parameter-set precision the tables were last prepared for (`None`: exact).
-    pub fn planned_precision(&self) -> Option<u32> {
-        self.planned_precision
-    }
-
-    /// Removes all rounding: every lookup reads its whole accumulator (the reference for
-    /// rounding's accuracy cost; FHE cannot run lookups over 8 bits).
-    pub fn set_exact_lookups(&mut self) {
-        self.set_lookup_precision(u32::MAX);
+    /// How the tables read the accumulators.
+    pub fn reading(&self) -> Reading {
+        self.reading
     }
 
     /// Bits of the widest lookup index in use (the table resolution of rounded lookups).
@@ -361,11 +362,11 @@ fn build_lookup(
     stage: &WeightedStage,
     layer: usize,
     declared: Rounding,
-    (precision, resolution): (u32, u32),
+    reading: Reading,
     activations: Vec<Activation>,
     quantizer: Quantizer,
 ) -> LookupStage {
-    let encoding = AccumulatorEncoding::new(stage.exact_range(), precision, resolution);
+    let encoding = AccumulatorEncoding::new(stage.exact_range(), reading);
     let rounding = match (encoding.exact, declared) {
         (true, _) => Rounding::Exact,
         (_, Rounding::Declared) => Rounding::Declared,

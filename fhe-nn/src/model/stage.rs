@@ -1,7 +1,7 @@
 //! Weighted stages: fully connected, convolution and pooling layers as integer weighted sums
 //! with their connectivity, exact ranges, scales and lookup.
 
-use super::encoding::{AccumulatorEncoding, Table};
+use super::encoding::{AccumulatorEncoding, Reading, Table};
 use super::Quantizer;
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{exact_accumulator, IntRange, Rounding};
@@ -131,7 +131,7 @@ impl WeightedStage {
 
     /// Bits the accumulators need to be read exactly (their span above the minimum).
     pub fn exact_bits(&self) -> u32 {
-        AccumulatorEncoding::new(self.exact_range(), u32::MAX, u32::MAX).bits
+        AccumulatorEncoding::new(self.exact_range(), Reading::Exact).bits
     }
 
     /// Union of the exact ranges of all groups.

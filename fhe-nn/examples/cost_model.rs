@@ -1,0 +1,131 @@
+//! Times one keyswitch + programmable bootstrap (one thread) for a spread of parameter-set
+//! shapes and one leveled multiply-add, fits the optimizer's cost model to them, and prints
+//! the fit next to the committed one (`fhe_nn::fhe::cost::FITTED`).
+//!
+//!     cargo run --release -p fhe-nn --example cost_model -- [--repeats N] [--json FILE]
+
+use std::time::Instant;
+
+use fhe_nn::fhe::cost::{fit_lookups, FITTED};
+use fhe_nn::fhe::{vetted, ParameterSet, Shape};
+use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
+use tfhe::shortint::{self, ciphertext::Degree, server_key::LookupTableOwned};
+
+fn shape(n: usize, k: usize, big_n: usize, pbs: (usize, usize), ks: (usize, usize)) -> Shape {
+    Shape {
+        lwe_dimension: n,
+        glwe_dimension: k,
+        polynomial_size: big_n,
+        pbs,
+        ks,
+    }
+}
+
+/// Median seconds of one KS+PBS with `set`, over `repeats` runs.
+fn time_lookup(set: &ParameterSet, repeats: usize) -> f64 {
+    let client = shortint::ClientKey::new(set.params);
+    let server = shortint::ServerKey::new(&client);
+    let ct = client.encrypt(1);
+    let lut: LookupTableOwned = server.generate_lookup_table(|x| x);
+    let _ = server.apply_lookup_table(&ct, &lut);
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            let out = server.apply_lookup_table(&ct, &lut);
+            let t = start.elapsed().as_secs_f64();
+            assert_eq!(out.degree, Degree::new(out.degree.get()));
+            t
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+/// Seconds per word of a leveled multiply-add.
+fn time_multiply_add() -> f64 {
+    let words = 2049;
+    let x: Vec<u64> = (0..words as u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    let mut acc = vec![0u64; words];
+    let reps = 200_000;
+    let start = Instant::now();
+    for r in 0..reps {
+        slice_wrapping_add_scalar_mul_assign(&mut acc, &x, r as u64);
+    }
+    let t = start.elapsed().as_secs_f64();
+    std::hint::black_box(&acc);
+    t / (reps * words) as f64
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut repeats = 15;
+    let mut json = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--repeats" => repeats = args.next().ok_or("--repeats N")?.parse()?,
+            "--json" => json = Some(args.next().ok_or("--json FILE")?),
+            "-h" | "--help" => {
+                println!("usage: cost_model [--repeats N] [--json FILE]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(1).build_global()?;
+    let mut sets: Vec<ParameterSet> = [2, 3, 4, 5, 6].into_iter().filter_map(vetted).collect();
+    for s in [
+        shape(640, 1, 1024, (23, 1), (2, 7)),
+        shape(720, 1, 2048, (23, 1), (3, 4)),
+        shape(800, 1, 2048, (23, 1), (4, 4)),
+        shape(760, 1, 2048, (15, 2), (2, 8)),
+        shape(880, 2, 1024, (23, 1), (5, 3)),
+        shape(850, 1, 4096, (23, 1), (3, 5)),
+    ] {
+        sets.push(ParameterSet::custom(s, 4));
+    }
+    let mut samples = Vec::new();
+    println!("| set | n | k | N | pbs | ks | measured ms | committed model ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for set in &sets {
+        let t = time_lookup(set, repeats);
+        let s = set.shape();
+        println!(
+            "| {} | {} | {} | {} | 2^{}×{} | 2^{}×{} | {:.2} | {:.2} |",
+            set.name,
+            s.lwe_dimension,
+            s.glwe_dimension,
+            s.polynomial_size,
+            s.pbs.0,
+            s.pbs.1,
+            s.ks.0,
+            s.ks.1,
+            1e3 * t,
+            1e3 * FITTED.lookup_seconds(&s)
+        );
+        samples.push((s, t));
+    }
+    let mac = time_multiply_add();
+    let fit = fit_lookups(&samples, mac);
+    println!("\nfit: {fit:?}\ncommitted: {FITTED:?}");
+    for (s, t) in &samples {
+        println!(
+            "  {s:?}: measured {:.2} ms, fit {:.2} ms",
+            1e3 * t,
+            1e3 * fit.lookup_seconds(s)
+        );
+    }
+    if let Some(path) = json {
+        let rows: Vec<String> = samples
+            .iter()
+            .map(|(s, t)| format!("{{\"shape\": \"{s:?}\", \"seconds\": {t}}}"))
+            .collect();
+        std::fs::write(
+            path,
+            format!(
+                "{{\"keyswitch\": {}, \"rotation\": {}, \"transform\": {}, \"multiply_add\": {}, \"samples\": [{}]}}\n",
+                fit.keyswitch, fit.rotation, fit.transform, fit.multiply_add, rows.join(", ")
+            ),
+        )?;
+    }
+    Ok(())
+}

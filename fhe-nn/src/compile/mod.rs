@@ -1,0 +1,264 @@
+//! The compile step (Concrete ML's `compile`): a loaded [`QuantModel`] and options become an
+//! immutable [`CompiledModel`] that owns its tables at the chosen resolution, its parameter
+//! set, its error figures and its fingerprint. Compiling never changes the model it starts
+//! from, and a failed compile leaves nothing behind.
+
+mod figures;
+mod fingerprint;
+mod predict;
+mod search;
+
+pub use figures::{Estimate, FhePlan, LookupFigures};
+pub use fingerprint::Fingerprint;
+pub use predict::Mode;
+
+use ndarray::ArrayView2;
+
+use crate::arch::analysis::Rounding;
+use crate::fhe::optimizer::{Demand, LayerDemand};
+use crate::fhe::{security, ParameterSet};
+use crate::model::{QuantModel, Reading, WeightedStage};
+use crate::noise::NoiseModel;
+use crate::simulate::SimulationNoise;
+
+/// Default failure probability of one lookup, as Concrete ML.
+pub const DEFAULT_P_ERROR: f64 = 9.094_947_017_729_282e-13; // 2^-40
+
+/// Default largest fraction of calibration predictions that Simulate may see differ from
+/// exact Clear.
+pub const DEFAULT_MAX_DISAGREEMENT: f64 = 0.01;
+
+/// Where the parameter set comes from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ParameterChoice {
+    /// The cheapest set by the optimizer: custom sets of TFHE-rs's shape and the vetted sets.
+    #[default]
+    Optimized,
+    /// The cheapest of TFHE-rs's vetted sets only.
+    VettedOnly,
+    /// TFHE-rs's vetted set of this lookup precision (bits), whatever it costs.
+    Vetted(u32),
+    /// Exactly this set (checked for security).
+    Fixed(ParameterSet),
+}
+
+/// What the user may ask of compilation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FheOptions {
+    /// Largest failure probability of any single lookup (its noisy input leaves its table or
+    /// wraps around) and of any decrypted output.
+    pub p_error: f64,
+    /// Largest probability that anything fails in one inference (union bound), if set.
+    pub global_p_error: Option<f64>,
+    /// Largest fraction of the calibration inputs whose simulated prediction (argmax) may
+    /// differ from exact Clear's.
+    pub max_disagreement: f64,
+    /// Where the parameters come from.
+    pub parameters: ParameterChoice,
+}
+
+impl Default for FheOptions {
+    fn default() -> Self {
+        FheOptions {
+            p_error: DEFAULT_P_ERROR,
+            global_p_error: None,
+            max_disagreement: DEFAULT_MAX_DISAGREEMENT,
+            parameters: ParameterChoice::Optimized,
+        }
+    }
+}
+
+/// Why a model could not be compiled.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum CompileError {
+    #[error("{name} must be in (0, 1), got {value}")]
+    BadProbability { name: &'static str, value: f64 },
+    #[error("max_disagreement must be in [0, 1], got {0}")]
+    BadDisagreement(f64),
+    #[error("precision {0} has no vetted 128-bit parameter set (2 to 8 bits)")]
+    NoVettedSet(u32),
+    #[error("the lookups after layer {layer} must be read exactly on {needed} bits, but the {set} set reads {precision}")]
+    PrecisionTooLow {
+        layer: usize,
+        needed: u32,
+        set: String,
+        precision: u32,
+    },
+    #[error("no parameter set keeps simulated predictions within {:.2}% of exact Clear's on the calibration data: the closest, {set}, differs on {:.2}%; raise max_disagreement, or use fewer lookups or a wider rounding", 100.0 * .max, 100.0 * .best)]
+    Inaccurate { max: f64, best: f64, set: String },
+    #[error("the parameter set is not 128-bit secure: {0}")]
+    Insecure(#[from] security::SecurityError),
+    #[error("calibration data: {0}")]
+    Calibration(#[from] crate::InputError),
+    #[error("no parameter set meets p_error = {p_error:e}{}: the best, {best_set}, fails with probability {best:e} {}; lower the weights' 2-norm or raise p_error", match .global { Some(g) => format!(" and global_p_error = {g:e}"), None => String::new() }, match .layer { Some(l) => format!("at the lookups after layer {l}"), None => "when decrypting the outputs".to_string() })]
+    TooNoisy {
+        p_error: f64,
+        global: Option<f64>,
+        best_set: String,
+        best: f64,
+        /// The declared layer (1-based) whose lookups fail; `None`: the outputs.
+        layer: Option<usize>,
+    },
+}
+
+/// A model compiled for FHE: tables at the chosen resolution, parameters, error figures and a
+/// fingerprint that binds keys and ciphertexts to it. Immutable.
+#[derive(Clone, Debug)]
+pub struct CompiledModel {
+    model: QuantModel,
+    plan: FhePlan,
+    noise: SimulationNoise,
+    fingerprint: Fingerprint,
+}
+
+impl QuantModel {
+    /// Compiles the model: chooses the cheapest parameters meeting `options` (failure
+    /// probabilities from TFHE-rs's noise formulas; accuracy from Simulate on the
+    /// `calibration` inputs, one real sample per row, which should look like the data the
+    /// model will see), builds the tables they read, and computes the error figures.
+    pub fn compile(
+        &self,
+        calibration: ArrayView2<f64>,
+        options: &FheOptions,
+    ) -> Result<CompiledModel, CompileError> {
+        for (name, value) in [("p_error", Some(options.p_error)), ("global_p_error", options.global_p_error)] {
+            if let Some(value) = value {
+                if !(value > 0.0 && value < 1.0) {
+                    return Err(CompileError::BadProbability { name, value });
+                }
+            }
+        }
+        if !(0.0..=1.0).contains(&options.max_disagreement) {
+            return Err(CompileError::BadDisagreement(options.max_disagreement));
+        }
+        let calibration = self.quantize_inputs(calibration)?;
+        let set = search::choose(self, calibration.view(), options)?;
+        Ok(CompiledModel::build(self, set, calibration.view(), options))
+    }
+
+    /// What this model asks of a parameter set.
+    pub(crate) fn demand(&self) -> Demand {
+        let lookups = self
+            .layers
+            .iter()
+            .enumerate()
+            .filter_map(|(k, s)| s.lookup.as_ref().map(|l| (k, s, l)))
+            .map(|(k, s, l)| LayerDemand {
+                layer: s.layer,
+                count: s.out_features,
+                norm2_squared: worst_norm(s),
+                fresh: k == 0,
+                exact_bits: s.exact_bits(),
+                must_be_exact: l.declared == Rounding::Exact,
+            })
+            .collect();
+        let last = self.layers.last().expect("a model has a weighted layer");
+        Demand {
+            lookups,
+            outputs: (
+                last.out_features,
+                worst_norm(last),
+                self.layers.len() == 1,
+                self.output_encoding_bits(),
+            ),
+            multiply_adds: self
+                .layers
+                .iter()
+                .map(|s| s.links.iter().map(Vec::len).sum::<usize>())
+                .sum(),
+        }
+    }
+}
+
+/// The largest squared weight 2-norm of a layer's neurons.
+fn worst_norm(stage: &WeightedStage) -> f64 {
+    (0..stage.out_features)
+        .map(|j| stage.norm2_squared(j))
+        .fold(0.0, f64::max)
+}
+
+impl CompiledModel {
+    /// The compiled model of `model` under `set`, with its error figures on `calibration`
+    /// (quantized inputs).
+    fn build(
+        model: &QuantModel,
+        set: ParameterSet,
+        calibration: ArrayView2<i64>,
+        options: &FheOptions,
+    ) -> CompiledModel {
+        let tables = model.with_reading(Reading::Table {
+            precision: set.precision,
+            resolution: set.resolution(),
+        });
+        let noise_model = NoiseModel::new(&set.params);
+        let noise = tables.simulation_noise(&noise_model);
+        let plan = figures::evaluate(model, &tables, &noise, set, calibration, options);
+        let fingerprint = Fingerprint::of(&tables, &plan.set);
+        CompiledModel {
+            model: tables,
+            plan,
+            noise,
+            fingerprint,
+        }
+    }
+
+    /// The parameters and error figures.
+    pub fn plan(&self) -> &FhePlan {
+        &self.plan
+    }
+
+    /// The parameter set.
+    pub fn parameters(&self) -> &ParameterSet {
+        &self.plan.set
+    }
+
+    /// What binds keys and ciphertexts to this compiled model.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> &crate::Architecture {
+        self.model.architecture()
+    }
+
+    /// The weighted layers with their compiled tables.
+    pub fn layers(&self) -> &[WeightedStage] {
+        self.model.layers()
+    }
+
+    /// Lookups (programmable bootstraps) per inference.
+    pub fn lookups(&self) -> usize {
+        self.plan.lookups_per_inference()
+    }
+
+    /// Number of input features per sample.
+    pub fn input_features(&self) -> usize {
+        self.model.input_features()
+    }
+
+    /// Number of outputs per sample.
+    pub fn output_features(&self) -> usize {
+        self.model.output_features()
+    }
+
+    /// log2 of the scaling factor of the ciphertexts entering weighted layer `k` (for
+    /// decrypting traced intermediate values).
+    pub fn input_delta_log2(&self, k: usize) -> u32 {
+        self.model.input_delta_log2(k)
+    }
+
+    /// Per-layer exact ranges next to the compile-time bounds, and the lookup encodings.
+    pub fn range_report(&self) -> String {
+        self.model.range_report()
+    }
+
+    /// The noise Simulate injects, for [`simulate_trace`](Self::simulate_trace).
+    pub fn simulation_noise(&self) -> &SimulationNoise {
+        &self.noise
+    }
+
+    pub(crate) fn tables(&self) -> &QuantModel {
+        &self.model
+    }
+}

@@ -1,0 +1,140 @@
+//! The three modes side by side on a compiled model: same inputs, same outputs.
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use super::CompiledModel;
+use crate::clear::rows_to_array;
+use crate::fhe::{ClientKey, ClientSpec, EvaluationKey, FheError, FheServer};
+use crate::rng::SplitMix64;
+use crate::simulate::{Overflow, SimulationNoise};
+use crate::InputError;
+
+/// How [`CompiledModel::predict`] runs the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Integer inference with the compiled tables, without noise (Concrete ML's `disable`).
+    Clear,
+    /// Clear with the noise of the chosen parameters before every lookup, reproducible from
+    /// `seed` (Concrete ML's `simulate`).
+    Simulate { seed: u64 },
+    /// Real encrypted inference in this process: fresh keys, encrypt, run, decrypt (Concrete
+    /// ML's `execute`; for tests and demos: a service separates the client from the server,
+    /// see [`CompiledModel::keygen`]).
+    Fhe,
+}
+
+impl CompiledModel {
+    /// Runs a batch of real inputs (one sample per row): de-quantized outputs.
+    pub fn predict(&self, inputs: ArrayView2<f64>, mode: Mode) -> Result<Array2<f64>, FheError> {
+        let q = self.quantize(inputs)?;
+        let out = self.predict_int(q.view(), mode)?;
+        Ok(self.tables().dequantize_batch(out.view())?)
+    }
+
+    /// Runs a batch of quantized inputs: the output layer's integer accumulators.
+    pub fn predict_int(&self, inputs: ArrayView2<i64>, mode: Mode) -> Result<Array2<i64>, FheError> {
+        let model = self.tables();
+        match mode {
+            Mode::Clear => Ok(model.clear_int_batch(inputs)?),
+            Mode::Simulate { seed } => Ok(model.simulate_int_batch(&self.noise, inputs, seed)?),
+            Mode::Fhe => {
+                model.check_quantized_inputs(inputs)?;
+                let (client, key) = self.keygen()?;
+                let server = self.server(key)?;
+                let rows = inputs
+                    .axis_iter(Axis(0))
+                    .map(|row| {
+                        let sample = client.encrypt_quantized(&row.to_vec())?;
+                        client.decrypt_int(&server.run(&sample)?)
+                    })
+                    .collect::<Result<Vec<_>, FheError>>()?;
+                Ok(rows_to_array(rows, self.output_features()))
+            }
+        }
+    }
+
+    /// Predicted class (argmax of the outputs) of each sample.
+    pub fn classify(&self, inputs: ArrayView2<f64>, mode: Mode) -> Result<Vec<usize>, FheError> {
+        Ok(crate::argmax_rows(self.predict(inputs, mode)?.view()))
+    }
+
+    /// Quantizes a batch of real inputs with the input quantizer.
+    pub fn quantize(&self, inputs: ArrayView2<f64>) -> Result<Array2<i64>, InputError> {
+        self.tables().quantize_inputs(inputs)
+    }
+
+    /// De-quantizes a batch of output accumulators (with the trailing activations).
+    pub fn dequantize(&self, outputs: ArrayView2<i64>) -> Result<Array2<f64>, InputError> {
+        self.tables().dequantize_batch(outputs)
+    }
+
+    /// Clear inference of one quantized sample with every layer's values: `trace[2k]` holds
+    /// layer k's accumulators, `trace[2k+1]` the integers its lookup produces.
+    pub fn clear_trace(&self, input: &[i64]) -> Result<Vec<Vec<i64>>, InputError> {
+        self.tables().clear_trace(input)
+    }
+
+    /// Simulated inference of one quantized sample, laid out as [`clear_trace`](Self::clear_trace).
+    pub fn simulate_trace(
+        &self,
+        noise: &SimulationNoise,
+        input: &[i64],
+        rng: &mut SplitMix64,
+    ) -> Result<Vec<Vec<i64>>, InputError> {
+        self.tables().simulate_trace(noise, input, rng)
+    }
+
+    /// The overflow detector: simulates a batch of quantized inputs and reports every lookup
+    /// whose noisy reading left its table's range, with how often.
+    pub fn simulate_overflows(
+        &self,
+        inputs: ArrayView2<i64>,
+        seed: u64,
+    ) -> Result<Vec<Overflow>, InputError> {
+        self.tables().simulate_overflows(&self.noise, inputs, seed)
+    }
+
+    /// Simulated per-sample disagreement with Clear: for each quantized input, the fraction
+    /// of `runs` simulations whose prediction differs from Clear's, and per lookup layer the
+    /// fraction of lookups whose output differs from Clear's table on the same accumulator.
+    pub fn simulate_disagreement(
+        &self,
+        inputs: ArrayView2<i64>,
+        runs: usize,
+        seed: u64,
+    ) -> Result<Vec<(f64, Vec<f64>)>, InputError> {
+        let model = self.tables();
+        model.check_quantized_inputs(inputs)?;
+        let clear = super::figures::clear_predictions(model, inputs);
+        let sim = super::figures::simulate(model, &self.noise, inputs, &[&clear], runs, seed);
+        let lookup_layers: Vec<usize> = model
+            .layers()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.lookup.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        Ok(sim
+            .flips
+            .into_par_iter()
+            .zip(sim.lookups)
+            .map(|(f, l)| (f[0], lookup_layers.iter().map(|&k| l[k]).collect()))
+            .collect())
+    }
+
+    /// What a client needs to generate keys, encrypt and decrypt: no weights.
+    pub fn client_spec(&self) -> ClientSpec {
+        ClientSpec::new(self)
+    }
+
+    /// Generates a fresh key pair (client side; the evaluation key goes to the server).
+    pub fn keygen(&self) -> Result<(ClientKey, EvaluationKey), FheError> {
+        self.client_spec().keygen()
+    }
+
+    /// The server for this compiled model and an evaluation key made for it.
+    pub fn server(&self, key: EvaluationKey) -> Result<FheServer, FheError> {
+        FheServer::new(self, key)
+    }
+}

@@ -1,0 +1,220 @@
+//! Choosing the parameter set: the optimizer's feasible candidates (failure targets met,
+//! cheapest first), then the accuracy constraint checked with Simulate on the calibration
+//! inputs. Per ring (`k`, `N`) the candidates not dominated in cost and noise form a
+//! frontier along which accuracy improves with cost; a binary search finds its cheapest
+//! accurate point, and the cheapest over all rings wins.
+
+use std::collections::HashMap;
+
+use ndarray::ArrayView2;
+
+use super::figures::{capped, clear_predictions, simulate, FIGURES_SEED};
+use super::{CompileError, FheOptions, ParameterChoice};
+use crate::fhe::optimizer::{candidates, failure_probabilities, Candidate, Demand, Targets};
+use crate::fhe::{security, vetted, ParameterSet, PRECISIONS};
+use crate::model::{QuantModel, Reading};
+use crate::noise::NoiseModel;
+
+/// Simulations per calibration sample while searching.
+const SEARCH_RUNS: usize = 2;
+/// Calibration samples used while searching.
+const SEARCH_SAMPLES: usize = 1000;
+
+/// The parameter set `options` asks for.
+pub(super) fn choose(
+    model: &QuantModel,
+    calibration: ArrayView2<i64>,
+    options: &FheOptions,
+) -> Result<ParameterSet, CompileError> {
+    let demand = model.demand();
+    let targets = Targets {
+        p_error: options.p_error,
+        global_p_error: options.global_p_error,
+    };
+    let forced = match &options.parameters {
+        ParameterChoice::Fixed(set) => Some(set.clone()),
+        ParameterChoice::Vetted(p) => Some(vetted(*p).ok_or(CompileError::NoVettedSet(*p))?),
+        ParameterChoice::Optimized | ParameterChoice::VettedOnly => None,
+    };
+    if let Some(set) = forced {
+        security::check(&set.params)?;
+        check_exact(&demand, &set)?;
+        let noise = NoiseModel::new(&set.params);
+        let failures = failure_probabilities(&demand, &noise, set.precision);
+        return match worst(&failures) {
+            (p, layer) if p > targets.p_error => Err(too_noisy(&targets, &demand, set, p, layer)),
+            _ if targets.global_p_error.is_some_and(|g| failures.2 > g) => {
+                Err(too_noisy(&targets, &demand, set, failures.2, None))
+            }
+            _ => Ok(set),
+        };
+    }
+    let vetted_only = options.parameters == ParameterChoice::VettedOnly;
+    let found = candidates(&demand, &targets, vetted_only);
+    if found.is_empty() {
+        // Report how close the most robust vetted set comes.
+        let (set, (p, layer)) = PRECISIONS
+            .filter_map(vetted)
+            .map(|s| {
+                let noise = NoiseModel::new(&s.params);
+                let w = worst(&failure_probabilities(&demand, &noise, s.precision));
+                (s, w)
+            })
+            .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+            .expect("vetted sets exist");
+        return Err(too_noisy(&targets, &demand, set, p, layer));
+    }
+    let calibration = calibration.slice_move(ndarray::s![..calibration.nrows().min(SEARCH_SAMPLES), ..]);
+    let calibration = capped(calibration);
+    if calibration.nrows() == 0 {
+        return Ok(found[0].set.clone());
+    }
+    Accuracy::new(model, calibration, options.max_disagreement).cheapest(found)
+}
+
+/// The worst failure probability and the declared layer (1-based) where it happens.
+fn worst((layers, output, _): &(Vec<f64>, f64, f64)) -> (f64, Option<usize>) {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, Some(i)))
+        .fold((*output, None), |a, b| if b.0 > a.0 { b } else { a })
+}
+
+fn too_noisy(
+    targets: &Targets,
+    demand: &Demand,
+    set: ParameterSet,
+    best: f64,
+    lookup: Option<usize>,
+) -> CompileError {
+    CompileError::TooNoisy {
+        p_error: targets.p_error,
+        global: targets.global_p_error,
+        best_set: set.name,
+        best,
+        layer: lookup.map(|i| demand.lookups[i].layer + 1),
+    }
+}
+
+/// Every `exact` lookup must fit the set's boxes.
+fn check_exact(demand: &Demand, set: &ParameterSet) -> Result<(), CompileError> {
+    match demand
+        .lookups
+        .iter()
+        .find(|l| l.must_be_exact && l.exact_bits > set.precision)
+    {
+        Some(l) => Err(CompileError::PrecisionTooLow {
+            layer: l.layer + 1,
+            needed: l.exact_bits,
+            set: set.name.clone(),
+            precision: set.precision,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The accuracy check: Simulate's predictions on calibration inputs against exact Clear.
+struct Accuracy<'a> {
+    model: &'a QuantModel,
+    calibration: ArrayView2<'a, i64>,
+    reference: Vec<usize>,
+    max_disagreement: f64,
+    tables: HashMap<(u32, u32), QuantModel>,
+}
+
+impl<'a> Accuracy<'a> {
+    fn new(model: &'a QuantModel, calibration: ArrayView2<'a, i64>, max: f64) -> Accuracy<'a> {
+        Accuracy {
+            model,
+            calibration,
+            reference: clear_predictions(model, calibration),
+            max_disagreement: max,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// The simulated fraction of predictions that differ from exact Clear under `set`.
+    fn disagreement(&mut self, set: &ParameterSet) -> f64 {
+        let key = (set.precision, set.resolution());
+        let tables = self.tables.entry(key).or_insert_with(|| {
+            self.model.with_reading(Reading::Table {
+                precision: key.0,
+                resolution: key.1,
+            })
+        });
+        let noise = tables.simulation_noise(&NoiseModel::new(&set.params));
+        let sim = simulate(
+            tables,
+            &noise,
+            self.calibration,
+            &[&self.reference],
+            SEARCH_RUNS,
+            FIGURES_SEED,
+        );
+        sim.flips.iter().map(|f| f[0]).sum::<f64>() / sim.flips.len().max(1) as f64
+    }
+
+    /// The cheapest accurate candidate (`found` is sorted by cost).
+    fn cheapest(mut self, found: Vec<Candidate>) -> Result<ParameterSet, CompileError> {
+        let mut rings: Vec<Vec<Candidate>> = Vec::new();
+        for c in found {
+            let ring = (c.set.params.glwe_dimension.0, c.set.params.polynomial_size.0);
+            let group = match rings.iter_mut().find(|g| {
+                let p = &g[0].set.params;
+                (p.glwe_dimension.0, p.polynomial_size.0) == ring
+            }) {
+                Some(g) => g,
+                None => {
+                    rings.push(Vec::new());
+                    rings.last_mut().expect("just pushed")
+                }
+            };
+            // Keep the frontier: a candidate no cheaper one beats on every layer's noise.
+            let dominated = group.iter().any(|kept| {
+                kept.sigma_positions
+                    .iter()
+                    .zip(&c.sigma_positions)
+                    .all(|(a, b)| a <= b)
+            });
+            if !dominated {
+                group.push(c);
+            }
+        }
+        rings.sort_by(|a, b| a[0].cost.total_cmp(&b[0].cost));
+        let mut best: Option<Candidate> = None;
+        let mut closest: Option<(f64, ParameterSet)> = None;
+        for frontier in rings {
+            let limit = best.as_ref().map_or(f64::INFINITY, |b| b.cost);
+            let len = frontier.iter().take_while(|c| c.cost < limit).count();
+            // Smallest index whose candidate is accurate (accuracy grows along the frontier).
+            let (mut lo, mut hi) = (0, len);
+            let mut hit = None;
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                let d = self.disagreement(&frontier[mid].set);
+                if closest.as_ref().is_none_or(|c| d < c.0) {
+                    closest = Some((d, frontier[mid].set.clone()));
+                }
+                if d <= self.max_disagreement {
+                    hit = Some(mid);
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            if let Some(i) = hit {
+                best = Some(frontier[i].clone());
+            }
+        }
+        match (best, closest) {
+            (Some(b), _) => Ok(b.set),
+            (None, Some((d, set))) => Err(CompileError::Inaccurate {
+                max: self.max_disagreement,
+                best: d,
+                set: set.name,
+            }),
+            (None, None) => unreachable!("the frontier holds at least one candidate"),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The parameter search: every classic KS-PBS set shape in a grid (LWE dimension, GLWE
+//! dimension and polynomial size, bootstrap and keyswitch decompositions), each with the
+//! minimal secure noise of TFHE-rs's security curve, plus TFHE-rs's vetted sets; for each, the
+//! largest lookup precision whose failure probabilities meet the targets (noise from
+//! TFHE-rs's formulas), and its cost from the fitted [`CostModel`]. The feasible candidates
+//! come back cheapest first; the compile step then checks accuracy (Simulate) in that order.
+
+use super::cost::{CostModel, FITTED};
+use super::params::{classic_custom, vetted, ParameterSet, Shape, PRECISIONS};
+use crate::noise::{failure_probability, half_box, NoiseModel};
+
+/// What the lookups after one weighted layer ask of a parameter set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerDemand {
+    /// Declared index of the weighted layer feeding the lookups.
+    pub layer: usize,
+    /// Lookups (neurons).
+    pub count: usize,
+    /// Largest squared weight 2-norm over the neurons.
+    pub norm2_squared: f64,
+    /// Whether the layer reads fresh encryptions (the first layer) or bootstrap outputs.
+    pub fresh: bool,
+    /// Bits the accumulators need to be read exactly.
+    pub exact_bits: u32,
+    /// Whether the declaration requires an exact reading (`exact`).
+    pub must_be_exact: bool,
+}
+
+/// What a network asks of a parameter set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Demand {
+    /// One entry per layer followed by lookups.
+    pub lookups: Vec<LayerDemand>,
+    /// Outputs the client decrypts, their largest squared weight 2-norm, whether the output
+    /// layer reads fresh encryptions, and the width of the output encoding.
+    pub outputs: (usize, f64, bool, u32),
+    /// Non-zero weights (leveled multiply-adds) per inference.
+    pub multiply_adds: usize,
+}
+
+impl Demand {
+    /// Lookups per inference.
+    pub fn lookups(&self) -> usize {
+        self.lookups.iter().map(|l| l.count).sum()
+    }
+}
+
+/// A parameter set that meets the failure targets, with its cost and noise.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub set: ParameterSet,
+    /// Seconds of one core per inference, by the cost model.
+    pub cost: f64,
+    /// Noise standard deviation before each lookup layer's blind rotation, in positions of
+    /// the table (`2N` per torus).
+    pub sigma_positions: Vec<f64>,
+}
+
+/// Failure targets.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Targets {
+    /// Largest failure probability of one lookup (and of one decrypted output).
+    pub p_error: f64,
+    /// Largest failure probability of one inference (union bound), if set.
+    pub global_p_error: Option<f64>,
+}
+
+/// The failure probabilities of `demand` under `params` at lookup precision `precision`:
+/// per lookup layer, then per output, then for one whole inference (union bound).
+pub fn failure_probabilities(
+    demand: &Demand,
+    noise: &NoiseModel,
+    precision: u32,
+) -> (Vec<f64>, f64, f64) {
+    let per_layer: Vec<f64> = demand
+        .lookups
+        .iter()
+        .map(|l| {
+            failure_probability(
+                noise.lookup_variance(l.norm2_squared, l.fresh),
+                half_box(precision),
+            )
+        })
+        .collect();
+    let (outputs, norm2, fresh, bits) = demand.outputs;
+    let output = failure_probability(noise.output_variance(norm2, fresh), half_box(bits));
+    let global = (demand
+        .lookups
+        .iter()
+        .zip(&per_layer)
+        .map(|(l, p)| l.count as f64 * p)
+        .sum::<f64>()
+        + outputs as f64 * output)
+        .min(1.0);
+    (per_layer, output, global)
+}
+
+fn meets(targets: &Targets, (layers, output, global): &(Vec<f64>, f64, f64)) -> bool {
+    layers.iter().chain([output]).all(|&p| p <= targets.p_error)
+        && targets.global_p_error.is_none_or(|g| *global <= g)
+}
+
+/// The smallest precision every `exact` lookup allows.
+fn exact_floor(demand: &Demand) -> u32 {
+    demand
+        .lookups
+        .iter()
+        .filter(|l| l.must_be_exact)
+        .map(|l| l.exact_bits)
+        .max()
+        .unwrap_or(0)
+        .max(*PRECISIONS.start())
+}
+
+/// The largest precision at which `params`'s shape meets the targets, if any (at most
+/// `log2 N - 1`, so a box has at least two positions).
+fn best_precision(
+    demand: &Demand,
+    shape: &Shape,
+    noise: &NoiseModel,
+    targets: &Targets,
+    cap: u32,
+) -> Option<u32> {
+    let top = (shape.polynomial_size.trailing_zeros() - 1).min(cap);
+    (exact_floor(demand)..=top)
+        .rev()
+        .find(|&p| meets(targets, &failure_probabilities(demand, noise, p)))
+}
+
+fn sigma_positions(demand: &Demand, noise: &NoiseModel, polynomial_size: usize) -> Vec<f64> {
+    demand
+        .lookups
+        .iter()
+        .map(|l| noise.lookup_variance(l.norm2_squared, l.fresh).sqrt() * 2.0 * polynomial_size as f64)
+        .collect()
+}
+
+/// The grid of custom shapes searched.
+pub fn grid() -> Vec<Shape> {
+    const RINGS: [(usize, usize); 8] = [
+        (4, 512),
+        (1, 1024),
+        (2, 1024),
+        (1, 2048),
+        (2, 2048),
+        (1, 4096),
+        (1, 8192),
+        (1, 16384),
+    ];
+    const PBS: [(usize, usize); 5] = [(23, 1), (18, 1), (15, 2), (11, 3), (9, 4)];
+    let mut shapes = Vec::new();
+    for (k, big_n) in RINGS {
+        for n in (560..=1120).step_by(8) {
+            for pbs in PBS {
+                for ks_base in 1..=10usize {
+                    for ks_levels in 1..=(44 / ks_base).min(16) {
+                        shapes.push(Shape {
+                            lwe_dimension: n,
+                            glwe_dimension: k,
+                            polynomial_size: big_n,
+                            pbs,
+                            ks: (ks_base, ks_levels),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    shapes
+}
+
+/// The feasible candidates for `demand`, cheapest first: custom sets from [`grid`] (unless
+/// `vetted_only`) and the vetted sets. `max_precision` caps the lookup precision (the vetted
+/// sets stop at 8 bits).
+pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<Candidate> {
+    candidates_with(demand, targets, vetted_only, &FITTED)
+}
+
+/// [`candidates`] under another cost model.
+pub fn candidates_with(
+    demand: &Demand,
+    targets: &Targets,
+    vetted_only: bool,
+    cost: &CostModel,
+) -> Vec<Candidate> {
+    let lookups = demand.lookups();
+    let mut found = Vec::new();
+    let price = |shape: &Shape| cost.inference_seconds(shape, lookups, demand.multiply_adds);
+    for precision in PRECISIONS {
+        let set = vetted(precision).expect("a vetted set per precision");
+        let noise = NoiseModel::new(&set.params);
+        if precision >= exact_floor(demand)
+            && meets(targets, &failure_probabilities(demand, &noise, precision))
+        {
+            let shape = set.shape();
+            found.push(Candidate {
+                cost: price(&shape),
+                sigma_positions: sigma_positions(demand, &noise, shape.polynomial_size),
+                set,
+            });
+        }
+    }
+    if !vetted_only {
+        // The largest precision a custom set may use; beyond 10 bits a box is too narrow
+        // for any noise this grid produces.
+        for shape in grid() {
+            let params = classic_custom(&shape, 2);
+            let noise = NoiseModel::new(&params);
+            if let Some(precision) = best_precision(demand, &shape, &noise, targets, 10) {
+                found.push(Candidate {
+                    cost: price(&shape),
+                    sigma_positions: sigma_positions(demand, &noise, shape.polynomial_size),
+                    set: ParameterSet::custom(shape, precision),
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.cost.total_cmp(&b.cost));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhe::security;
+
+    fn card_like() -> Demand {
+        Demand {
+            lookups: vec![LayerDemand {
+                layer: 1,
+                count: 128,
+                norm2_squared: 900.0,
+                fresh: true,
+                exact_bits: 10,
+                must_be_exact: false,
+            }],
+            outputs: (10, 200.0, false, 9),
+            multiply_adds: 784 * 128 / 2 + 1280,
+        }
+    }
+
+    #[test]
+    fn every_candidate_is_secure_and_meets_the_targets() {
+        let targets = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let demand = card_like();
+        let found = candidates(&demand, &targets, false);
+        assert!(!found.is_empty());
+        for c in &found {
+            security::check(&c.set.params).unwrap();
+            let noise = NoiseModel::new(&c.set.params);
+            let (layers, output, _) = failure_probabilities(&demand, &noise, c.set.precision);
+            assert!(layers.iter().chain([&output]).all(|&p| p <= targets.p_error));
+        }
+        assert!(found.windows(2).all(|w| w[0].cost <= w[1].cost));
+    }
+
+    #[test]
+    fn every_grid_shape_is_secure() {
+        for shape in grid() {
+            security::check(&classic_custom(&shape, 4)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_looser_p_error_buys_a_cheaper_set() {
+        let strict = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let loose = Targets {
+            p_error: 0.01,
+            ..strict
+        };
+        let demand = card_like();
+        let a = &candidates(&demand, &strict, false)[0];
+        let b = &candidates(&demand, &loose, false)[0];
+        assert!(b.cost < a.cost, "{} vs {}", b.cost, a.cost);
+    }
+
+    #[test]
+    fn custom_sets_beat_the_vetted_ones() {
+        let targets = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let demand = card_like();
+        let all = candidates(&demand, &targets, false);
+        let vetted = candidates(&demand, &targets, true);
+        assert!(all[0].cost < vetted[0].cost);
+        assert!(!all[0].set.is_vetted());
+    }
+}

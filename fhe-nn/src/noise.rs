@@ -1,0 +1,136 @@
+//! Noise math shared by compilation (error figures, parameter search) and Simulate: the
+//! variances of a TFHE-rs classic KS-PBS parameter set from TFHE-rs's own formulas, and
+//! Gaussian tail probabilities.
+
+use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance;
+use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian;
+use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul;
+use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
+use tfhe::shortint::parameters::ClassicPBSParameters;
+
+pub use crate::arch::activation::erfc;
+
+/// Noise variances of a parameter set, in torus units (the torus has measure 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NoiseModel {
+    /// A fresh encryption under the big (GLWE-derived) key.
+    pub fresh: f64,
+    /// The output of a bootstrap.
+    pub bootstrap: f64,
+    /// Added by the keyswitch.
+    pub keyswitch: f64,
+    /// Added by the centered modulus switch to `2N`.
+    pub modulus_switch: f64,
+}
+
+/// Standard deviation of a Gaussian noise distribution (0 for any other kind).
+fn gaussian_std(d: DynamicDistribution<u64>) -> f64 {
+    match d {
+        DynamicDistribution::Gaussian(g) => g.std,
+        _ => 0.0,
+    }
+}
+
+impl NoiseModel {
+    /// The variances of `params`, from TFHE-rs's formulas (which assume the secret keys'
+    /// noise is the minimal secure one for their dimension, as every set fhe-nn uses has).
+    pub fn new(params: &ClassicPBSParameters) -> NoiseModel {
+        let p = params;
+        let q = 2f64.powi(64);
+        let big = LweDimension(p.glwe_dimension.0 * p.polynomial_size.0);
+        let glwe_std = gaussian_std(p.glwe_noise_distribution);
+        NoiseModel {
+            fresh: glwe_std * glwe_std,
+            bootstrap: pbs_variance_132_bits_security_gaussian_fft_mul(
+                p.lwe_dimension,
+                p.glwe_dimension,
+                p.polynomial_size,
+                p.pbs_base_log,
+                p.pbs_level,
+                53.0,
+                q,
+            )
+            .0,
+            keyswitch: keyswitch_additive_variance_132_bits_security_gaussian(
+                big,
+                p.lwe_dimension,
+                p.ks_base_log,
+                p.ks_level,
+                q,
+                q,
+            )
+            .0,
+            modulus_switch: centered_binary_shifted_modulus_switch_additive_variance(
+                p.lwe_dimension,
+                q,
+                2.0 * p.polynomial_size.0 as f64,
+            )
+            .0,
+        }
+    }
+
+    /// Variance before the blind rotation of a lookup reading a weighted sum of squared
+    /// 2-norm `norm2_squared` of fresh (first layer) or bootstrapped ciphertexts.
+    pub fn lookup_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
+        self.output_variance(norm2_squared, fresh_inputs) + self.keyswitch + self.modulus_switch
+    }
+
+    /// Variance of a weighted sum the client decrypts (no keyswitch, no modulus switch).
+    pub fn output_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
+        norm2_squared
+            * if fresh_inputs {
+                self.fresh
+            } else {
+                self.bootstrap
+            }
+    }
+}
+
+/// Probability that centered Gaussian noise of `variance` exceeds `half_width` in magnitude.
+pub fn failure_probability(variance: f64, half_width: f64) -> f64 {
+    erfc(half_width / (2.0 * variance).sqrt())
+}
+
+/// Half a box (torus units) of a lookup with `precision` bits and a padding bit.
+pub fn half_box(precision: u32) -> f64 {
+    2f64.powi(-(precision as i32 + 2))
+}
+
+/// log2 that prints the tail instead of -inf.
+pub fn log2(p: f64) -> f64 {
+    if p > 0.0 {
+        p.log2()
+    } else {
+        -1074.0
+    }
+}
+
+/// The smallest `z` with `erfc(z / sqrt 2) <= p`: how many standard deviations a margin must
+/// span for Gaussian noise to cross it with probability at most `p`.
+pub fn sigmas_for(p: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if erfc(mid / std::f64::consts::SQRT_2) > p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmas_for_inverts_the_tail() {
+        for p in [0.01, 1e-5, 2f64.powi(-40), 2f64.powi(-128)] {
+            let z = sigmas_for(p);
+            let back = erfc(z / std::f64::consts::SQRT_2);
+            assert!((back.log2() - p.log2()).abs() < 0.01, "{p}: {back}");
+        }
+        assert!((sigmas_for(0.0455) - 2.0).abs() < 0.01);
+    }
+}
