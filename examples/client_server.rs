@@ -1,20 +1,19 @@
-//! Client and server as separate roles that exchange only bytes: the client generates keys
-//! and sends the compressed evaluation key and encrypted inputs; the server, which holds the
-//! model but never the client key, computes and sends back encrypted outputs.
+//! Client and server as separate roles that exchange only bytes. The server holds the
+//! weights and compiles the model; it publishes the client spec (parameters, input
+//! quantizer, output scales, fingerprint: no weight). The client reads only that spec,
+//! generates keys, and sends the compressed evaluation key and encrypted inputs; the server,
+//! which never sees the client key, computes and sends back encrypted outputs.
 //!
 //!     cargo run --release --example client_server -- [--samples N] [--dir DIR] [--p-error P] [--json FILE]
 //!
-//! The exchanged files are written under DIR (default: a temporary folder), so the two roles
-//! could as well be two processes on two machines.
+//! The exchanged files are written under DIR (default: a temporary folder), so the roles
+//! could as well be processes on two machines.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fhe_nn::fhe::{
-    generate_keys, ClientKey, CompressedSample, EncryptedSample, EvaluationKey, FheOptions,
-    FhePlan, FheServer,
-};
-use fhe_nn::{fhe_net, QuantModel};
+use fhe_nn::fhe::{ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey};
+use fhe_nn::{fhe_net, CompiledModel, FheOptions, Mode, QuantModel};
 use fhe_nn_suite::data;
 
 fhe_net! {
@@ -26,23 +25,29 @@ fhe_net! {
 
 type Error = Box<dyn std::error::Error>;
 
-/// Both roles agree on the model and on the parameters it is planned with.
-fn planned_model(p_error: f64) -> Result<(QuantModel, FhePlan), Error> {
-    let mut model = QuantModel::load(
+/// Server, step 0: load the weights, compile, publish the client spec.
+fn server_compile(dir: &Path, p_error: f64) -> Result<CompiledModel, Error> {
+    let model = QuantModel::load(
         Seed::architecture(),
         data::models_dir().join("digits_seed.safetensors"),
     )?;
-    let plan = model.plan(&FheOptions {
-        p_error,
-        ..FheOptions::default()
-    })?;
-    Ok((model, plan))
+    let calibration = data::digits()?.train.images;
+    let compiled = model.compile(
+        calibration.view(),
+        &FheOptions {
+            p_error,
+            ..FheOptions::default()
+        },
+    )?;
+    std::fs::write(dir.join("client.spec"), compiled.client_spec().to_bytes()?)?;
+    Ok(compiled)
 }
 
-/// Client, step 1: keys. The client key stays here; the evaluation key goes to the server.
-fn client_setup(dir: &Path, p_error: f64) -> Result<ClientKey, Error> {
-    let (model, plan) = planned_model(p_error)?;
-    let (client, evaluation) = generate_keys(&model, &plan);
+/// Client, step 1: keys from the published spec alone. The client key stays here; the
+/// evaluation key goes to the server.
+fn client_setup(dir: &Path) -> Result<ClientKey, Error> {
+    let spec = ClientSpec::from_bytes(&std::fs::read(dir.join("client.spec"))?)?;
+    let (client, evaluation) = spec.keygen()?;
     std::fs::write(dir.join("evaluation.key"), evaluation.to_bytes()?)?;
     Ok(client)
 }
@@ -59,14 +64,13 @@ fn client_encrypt(
 
 /// Server: reads the evaluation key and the encrypted inputs, writes encrypted outputs.
 /// Nothing here can decrypt.
-fn server(
+fn server_run(
+    compiled: &CompiledModel,
     dir: &Path,
     requests: &[PathBuf],
-    p_error: f64,
 ) -> Result<(Vec<PathBuf>, Vec<f64>), Error> {
-    let (model, plan) = planned_model(p_error)?;
     let key = EvaluationKey::from_bytes(&std::fs::read(dir.join("evaluation.key"))?)?;
-    let server = FheServer::new(&model, &plan, key)?;
+    let server = compiled.server(key)?;
     let mut responses = Vec::new();
     let mut seconds = Vec::new();
     for request in requests {
@@ -86,9 +90,15 @@ fn server(
     Ok((responses, seconds))
 }
 
+fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(0, |b, (j, &x)| if x > v[b] { j } else { b })
+}
+
 fn main() -> Result<(), Error> {
     let mut samples = 3usize;
-    let mut p_error = fhe_nn::fhe::DEFAULT_P_ERROR;
+    let mut p_error = fhe_nn::DEFAULT_P_ERROR;
     let mut json: Option<PathBuf> = None;
     let mut dir = std::env::temp_dir().join(format!("fhe-nn-client-server-{}", std::process::id()));
     let mut args = std::env::args().skip(1);
@@ -101,15 +111,25 @@ fn main() -> Result<(), Error> {
             _ => return Err(format!("usage: client_server [--samples N] [--dir DIR] [--p-error P] [--json FILE] (got `{a}`)").into()),
         }
     }
+    if samples == 0 {
+        return Err("--samples must be at least 1".into());
+    }
     std::fs::create_dir_all(&dir)?;
     let test = data::digits()?.test;
 
+    let compiled = server_compile(&dir, p_error)?;
+    println!(
+        "server: compiled, client spec published ({} bytes, fingerprint {})",
+        std::fs::metadata(dir.join("client.spec"))?.len(),
+        compiled.fingerprint()
+    );
+
     let start = Instant::now();
-    let client = client_setup(&dir, p_error)?;
+    let client = client_setup(&dir)?;
     let keygen = start.elapsed().as_secs_f64();
     let key_bytes = std::fs::metadata(dir.join("evaluation.key"))?.len();
     println!(
-        "client: evaluation key written ({:.1} MB)",
+        "client: keys generated from the spec in {keygen:.2} s, evaluation key written ({:.1} MB)",
         key_bytes as f64 / 1e6
     );
     let mut requests = Vec::new();
@@ -124,33 +144,22 @@ fn main() -> Result<(), Error> {
         std::fs::metadata(&requests[0])?.len() as f64 / 1e3
     );
 
-    if requests.is_empty() {
-        return Err("--samples must be at least 1".into());
-    }
-    let (responses, mut seconds) = server(&dir, &requests, p_error)?;
+    let (responses, mut seconds) = server_run(&compiled, &dir, &requests)?;
 
-    let (model, plan) = planned_model(p_error)?;
+    // A check outside both roles: Clear on the plaintext images, for comparison.
+    let clear = compiled.classify(test.images.view(), Mode::Clear)?;
     let mut agree = 0;
     for (i, path) in responses.iter().enumerate() {
         let output = EncryptedSample::from_bytes(&std::fs::read(path)?)?;
-        let scores = client.decrypt(&output)?;
-        let predicted = scores
-            .iter()
-            .enumerate()
-            .fold(0, |b, (j, &v)| if v > scores[b] { j } else { b });
-        let clear =
-            model.dequantize_outputs(&model.clear_int(&client.quantize(test.images.row(i))?)?)?;
-        let clear_predicted = clear
-            .iter()
-            .enumerate()
-            .fold(0, |b, (j, &v)| if v > clear[b] { j } else { b });
-        agree += usize::from(predicted == clear_predicted);
+        let predicted = argmax(&client.decrypt(&output)?);
+        agree += usize::from(predicted == clear[i]);
         println!(
-            "client: sample {i}: predicted {predicted} (clear {clear_predicted}), label {}",
-            test.labels[i]
+            "client: sample {i}: predicted {predicted} (clear {}), label {}",
+            clear[i], test.labels[i]
         );
     }
     seconds.sort_by(|a, b| a.total_cmp(b));
+    let plan = compiled.plan();
     if let Some(path) = json {
         let figures = serde_json::json!({
             "example": "client_server",

@@ -5,9 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fhe_nn::fhe::{generate_keys, log2, FheOptions, FheServer, DEFAULT_P_ERROR};
+use fhe_nn::fhe::{ClientKey, EncryptedSample};
+use fhe_nn::noise::log2;
 use fhe_nn::train::{train, TrainConfig};
-use fhe_nn::{argmax_rows, Architecture, QuantModel};
+use fhe_nn::{
+    argmax_rows, Architecture, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel,
+    DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
+};
 use ndarray::Axis;
 use serde_json::json;
 
@@ -39,6 +43,7 @@ pub struct Options {
     pub samples: usize,
     pub p_error: f64,
     pub precision: Option<u32>,
+    pub vetted_only: bool,
     pub json: Option<PathBuf>,
     pub epochs: Option<usize>,
     pub seed: u64,
@@ -52,10 +57,12 @@ const USAGE: &str = "options:
   --seed N           training seed (default 1)
   --samples N        encrypted inferences to run (default: the example's)
   --p-error P        failure probability of one lookup (default 2^-40)
-  --precision B      force the parameter set's lookup precision in bits (2..8)
+  --precision B      use TFHE-rs's vetted set of this lookup precision in bits (2..8)
+  --vetted-only      choose among TFHE-rs's vetted sets only (no custom sets)
   --max-disagreement F
                      choose the cheapest parameters whose simulated predictions on the
-                     training data differ from exact Clear on at most this fraction (default 0.02)
+                     calibration inputs (the test images, without labels) differ from exact
+                     Clear on at most this fraction (default 0.01)
   --json FILE        write the figures to FILE";
 
 impl Options {
@@ -67,10 +74,11 @@ impl Options {
             samples: default_samples,
             p_error: DEFAULT_P_ERROR,
             precision: None,
+            vetted_only: false,
             json: None,
             epochs: None,
             seed: 1,
-            max_disagreement: 0.02,
+            max_disagreement: DEFAULT_MAX_DISAGREEMENT,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -91,6 +99,7 @@ impl Options {
                     }
                 }
                 "--precision" => o.precision = Some(parse(&value("--precision")?, "--precision")?),
+                "--vetted-only" => o.vetted_only = true,
                 "--json" => o.json = Some(value("--json")?.into()),
                 "--max-disagreement" => {
                     o.max_disagreement = parse(&value("--max-disagreement")?, "--max-disagreement")?
@@ -155,42 +164,51 @@ pub fn run(
     } else {
         fhe_nn::tensors::TensorFile::read(shipped)?
     };
-    let mut model = QuantModel::from_tensors(arch, &weights)?;
+    let model = QuantModel::from_tensors(arch, &weights)?;
+    // Pixels are never negative: the first layer needs only the non-negative part of the
+    // input quantizer's range, so its accumulators are read at a finer resolution.
+    let model = model.restrict_inputs(0, model.input_stage().range.max)?;
     let fhe_options = FheOptions {
         p_error: options.p_error,
-        precision: options.precision,
+        max_disagreement: options.max_disagreement,
+        parameters: match (options.precision, options.vetted_only) {
+            (Some(p), _) => ParameterChoice::Vetted(p),
+            (None, true) => ParameterChoice::VettedOnly,
+            (None, false) => ParameterChoice::Optimized,
+        },
         ..FheOptions::default()
     };
-    // The cheapest parameters whose simulated predictions on training data stay close to
-    // exact Clear's.
-    let plan = model.plan_for_accuracy(
-        &fhe_options,
-        data.train.images.view(),
-        options.max_disagreement,
-    )?;
-    println!("{}", model.range_report());
-    print!("{}", plan.report());
-
     let test = &data.test;
+    // Calibration: the test images without their labels (held-out data, as the model will
+    // see; training images sit farther from the decision boundaries).
+    let start = Instant::now();
+    let compiled = model.compile(test.images.view(), &fhe_options)?;
+    let compile_secs = start.elapsed().as_secs_f64();
+    println!("{}", compiled.range_report());
+    print!("{}", compiled.plan().report());
+    println!("compiled in {compile_secs:.1} s");
+    let plan = compiled.plan();
+
     let labels = test.labels.to_vec();
     let accuracy = |pred: &[usize]| {
         pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / pred.len().max(1) as f64
     };
 
     let start = Instant::now();
-    let clear_out = model.predict_clear(test.images.view())?;
+    let clear_pred = compiled.classify(test.images.view(), Mode::Clear)?;
     let clear_secs = start.elapsed().as_secs_f64();
-    let clear_pred = argmax_rows(clear_out.view());
     let clear_acc = accuracy(&clear_pred);
+    let exact_acc = accuracy(&argmax_rows(
+        model.predict_clear(test.images.view())?.view(),
+    ));
 
     let start = Instant::now();
-    let sim_out = model.predict_simulate(&plan, test.images.view(), 7)?;
+    let sim_pred = compiled.classify(test.images.view(), Mode::Simulate { seed: 7 })?;
     let sim_secs = start.elapsed().as_secs_f64();
-    let sim_pred = argmax_rows(sim_out.view());
     let sim_acc = accuracy(&sim_pred);
     let n = test.images.nrows();
     println!(
-        "clear:    accuracy {:.4} on {n} test samples ({:.0} samples/s)",
+        "clear:    accuracy {:.4} on {n} test samples ({:.0} samples/s); exact (unrounded) Clear {exact_acc:.4}",
         clear_acc,
         n as f64 / clear_secs
     );
@@ -199,8 +217,8 @@ pub fn run(
         sim_acc,
         n as f64 / sim_secs
     );
-    let quantized = model.quantize_inputs(test.images.view())?;
-    let overflows = model.simulate_overflows(&plan, quantized.view(), 7)?;
+    let quantized = compiled.quantize(test.images.view())?;
+    let overflows = compiled.simulate_overflows(quantized.view(), 7)?;
     if overflows.is_empty() {
         println!("simulate: no lookup left its table's range (overflow detector)");
     }
@@ -214,11 +232,11 @@ pub fn run(
     }
 
     let start = Instant::now();
-    let (client, eval) = generate_keys(&model, &plan);
+    let (client, eval) = compiled.keygen()?;
     let keygen = start.elapsed().as_secs_f64();
     let eval_bytes = eval.serialized_size()?;
     let start = Instant::now();
-    let server = FheServer::new(&model, &plan, eval)?;
+    let server = compiled.server(eval)?;
     let server_setup = start.elapsed().as_secs_f64();
     println!(
         "keys: generated in {keygen:.2} s by the client, evaluation key {:.1} MB (compressed, serialized); server set-up {server_setup:.2} s (decompression, tables)",
@@ -228,18 +246,31 @@ pub fn run(
     let samples = options.samples.min(n);
     let mut times = Vec::new();
     let (mut fhe_correct, mut agree) = (0, 0);
+    let lookup_layers = plan.lookups.len();
+    let (mut differing, mut lookups_seen) =
+        (vec![0usize; lookup_layers], vec![0usize; lookup_layers]);
     for (i, row) in test.images.axis_iter(Axis(0)).take(samples).enumerate() {
-        let input = client.encrypt(row)?;
+        let q = quantized.row(i).to_vec();
+        let input = client.encrypt_quantized(&q)?;
         let start = Instant::now();
-        let output = server.run(&input)?;
+        let trace = server.run_traced(&input)?;
         times.push(start.elapsed().as_secs_f64());
-        let out = client.decrypt(&output)?;
+        let output = trace.last().expect("the output layer");
+        let out = client.decrypt(output)?;
         let pred = out
             .iter()
             .enumerate()
             .fold(0, |b, (j, &v)| if v > out[b] { j } else { b });
         fhe_correct += usize::from(pred == labels[i]);
         agree += usize::from(pred == clear_pred[i]);
+        for (k, (d, c)) in lookup_differences(&compiled, &client, &q, &trace)?
+            .into_iter()
+            .enumerate()
+        {
+            differing[k] += d;
+            lookups_seen[k] += c;
+        }
+        let _ = row;
         eprint!(
             "\r  fhe: {}/{samples} samples, last {:.2} s, agreement with clear {agree}/{}   ",
             i + 1,
@@ -254,21 +285,44 @@ pub fn run(
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     let fhe_acc = fhe_correct as f64 / samples.max(1) as f64;
     let agreement = agree as f64 / samples.max(1) as f64;
+    let measured_lookups: Vec<f64> = differing
+        .iter()
+        .zip(&lookups_seen)
+        .map(|(&d, &c)| d as f64 / c.max(1) as f64)
+        .collect();
     if samples == 0 {
         println!(
             "fhe:      no encrypted inference (--samples 0); {} lookups per inference",
             server.lookups()
         );
     } else {
-        println!("fhe:      accuracy {fhe_acc:.4} on {samples} samples, agreement with clear {agreement:.4}, {median:.3} s per inference (median), {} lookups", server.lookups());
+        println!("fhe:      accuracy {fhe_acc:.4} on {samples} samples, agreement with clear {agreement:.4} (predicted {}), {median:.3} s per inference (median), {} lookups", plan.predictions, server.lookups());
+        for (l, m) in plan.lookups.iter().zip(&measured_lookups) {
+            println!(
+                "fhe:      layer {:>2} lookups differing from Clear: measured {:.3}%, predicted {}",
+                l.layer + 1,
+                100.0 * m,
+                l.disagreement
+            );
+        }
     }
 
     let p = &plan.set.params;
     let json = json!({
         "example": name,
-        "clear": { "accuracy": clear_acc, "samples": n, "samples_per_second": n as f64 / clear_secs },
+        "clear": { "accuracy": clear_acc, "exact_accuracy": exact_acc, "samples": n, "samples_per_second": n as f64 / clear_secs },
         "simulate": { "accuracy": sim_acc, "samples": n, "samples_per_second": n as f64 / sim_secs },
-        "fhe": { "accuracy": fhe_acc, "agreement_with_clear": agreement, "seconds_per_inference": median, "samples": samples },
+        "fhe": {
+            "accuracy": fhe_acc, "agreement_with_clear": agreement, "seconds_per_inference": median, "samples": samples,
+            "lookup_disagreement": measured_lookups,
+        },
+        "predicted": {
+            "prediction_disagreement": plan.predictions,
+            "prediction_disagreement_vs_exact": plan.predictions_vs_exact,
+            "lookups": plan.lookups,
+            "calibration_samples": plan.calibration_samples,
+        },
+        "compile_seconds": compile_secs,
         "keygen_seconds": keygen,
         "server_setup_seconds": server_setup,
         "evaluation_key_bytes": eval_bytes,
@@ -277,9 +331,11 @@ pub fn run(
         "max_disagreement": options.max_disagreement,
         "global_p_error": plan.global_p_error,
         "parameters": {
-            "name": plan.set.name, "precision": plan.set.precision, "lwe_dimension": p.lwe_dimension.0,
+            "name": plan.set.name, "vetted": plan.set.is_vetted(), "precision": plan.set.precision, "lwe_dimension": p.lwe_dimension.0,
             "glwe_dimension": p.glwe_dimension.0, "polynomial_size": p.polynomial_size.0,
-            "log2_worst_lookup_p_error": plan.lookups.iter().map(|l| log2(l.p_error)).fold(f64::MIN, f64::max),
+            "pbs_base_log": p.pbs_base_log.0, "pbs_level": p.pbs_level.0, "ks_base_log": p.ks_base_log.0, "ks_level": p.ks_level.0,
+            "log2_worst_lookup_p_error": log2(plan.worst_p_error()),
+            "modeled_seconds": plan.modeled_seconds,
         },
     });
     if let Some(path) = &options.json {
@@ -287,4 +343,39 @@ pub fn run(
         println!("figures written to {}", path.display());
     }
     Ok(Figures { json })
+}
+
+/// Per lookup layer of one traced encrypted inference: how many lookups gave another output
+/// than Clear's table on the accumulator of the inputs Fhe actually had, and how many there
+/// were.
+pub fn lookup_differences(
+    compiled: &CompiledModel,
+    client: &ClientKey,
+    input: &[i64],
+    trace: &[EncryptedSample],
+) -> Result<Vec<(usize, usize)>, Box<dyn std::error::Error>> {
+    let mut inputs = input.to_vec();
+    let mut found = Vec::new();
+    for (k, stage) in compiled.layers().iter().enumerate() {
+        let Some(lookup) = &stage.lookup else {
+            continue;
+        };
+        let delta = compiled.input_delta_log2(k + 1);
+        let outputs = trace[k]
+            .ciphertexts()
+            .iter()
+            .map(|c| client.decrypt_value(c, delta))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let differ = outputs
+            .iter()
+            .enumerate()
+            .filter(|&(j, &got)| {
+                let acc = stage.accumulate_one(j, &inputs);
+                got != lookup.tables[stage.group(j)].get(lookup.encoding.index(acc))
+            })
+            .count();
+        found.push((differ, outputs.len()));
+        inputs = outputs;
+    }
+    Ok(found)
 }

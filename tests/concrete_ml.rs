@@ -23,13 +23,13 @@ fn array(file: &TensorFile, name: &str) -> (Vec<usize>, Vec<f64>) {
 
 #[test]
 fn clear_matches_concrete_ml_disable_mode() {
-    let mut model = QuantModel::load(
+    let model = QuantModel::load(
         Seed::architecture(),
         root().join("models/seed_brevitas.safetensors"),
     )
     .unwrap();
-    // Concrete ML compiled with rounding_threshold_bits=None: every lookup is exact.
-    model.set_exact_lookups();
+    // Concrete ML compiled with rounding_threshold_bits=None: every lookup is exact, as a
+    // loaded (not compiled) model reads them.
     let fixture =
         TensorFile::read(&root().join("tests/fixtures/seed_concrete_ml.safetensors")).unwrap();
     let (shape, inputs) = array(&fixture, "inputs");

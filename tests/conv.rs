@@ -1,9 +1,9 @@
 //! Convolution, average pooling and flatten in the runtime: Clear equals an independent
 //! direct implementation on real digits, and Fhe equals Clear.
 
-use fhe_nn::fhe::{generate_keys, FheOptions, FheServer};
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::tensors::{Tensor, TensorFile};
+use fhe_nn::FheOptions;
 use fhe_nn::{fhe_net, LoadError, QuantModel};
 use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
@@ -162,16 +162,16 @@ fn clear_equals_a_direct_implementation() {
 fn fhe_equals_clear_on_a_convolutional_network() {
     let w = weights();
     let x = crops();
-    let mut model =
+    let model =
         QuantModel::from_tensors(SmallConv::architecture(), &tensor_file(&w, vec![2, 9])).unwrap();
-    let plan = model.plan(&FheOptions::default()).unwrap();
-    assert!(model
+    let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
+    assert!(compiled
         .layers()
         .iter()
         .filter_map(|l| l.lookup.as_ref())
         .all(|l| l.encoding.exact));
-    let (client, eval) = generate_keys(&model, &plan);
-    let server = FheServer::new(&model, &plan, eval).unwrap();
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
     assert_eq!(server.lookups(), 2 * 16 + 8);
     for row in x.axis_iter(Axis(0)).take(3) {
         let q = client.quantize(row).unwrap();

@@ -8,10 +8,9 @@ mod common;
 use common::tiny_model;
 use common::Seed;
 use fhe_nn::fhe::{
-    generate_keys, ClientKey, CompressedSample, EncryptedSample, EvaluationKey, FheError,
-    FheOptions, FheServer,
+    ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
 };
-use fhe_nn::QuantModel;
+use fhe_nn::{CompileError, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel};
 use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
 
@@ -20,18 +19,18 @@ const SIMULATIONS: usize = 200;
 
 #[test]
 fn exact_lookups_give_clears_integers() {
-    let (mut model, test) = tiny_model();
-    let plan = model.plan(&FheOptions::default()).unwrap();
+    let (model, test) = tiny_model();
+    let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();
     assert!(
-        model
+        compiled
             .layers()
             .iter()
             .filter_map(|l| l.lookup.as_ref())
             .all(|l| l.encoding.exact),
         "all exact"
     );
-    let (client, eval) = generate_keys(&model, &plan);
-    let server = FheServer::new(&model, &plan, eval).unwrap();
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
     assert_eq!(server.lookups(), 8);
     for row in test.axis_iter(Axis(0)).take(SAMPLES) {
         let q = client.quantize(row).unwrap();
@@ -47,32 +46,33 @@ fn exact_lookups_give_clears_integers() {
 fn approximate_lookups_stay_close_to_clear() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/seed_brevitas.safetensors");
-    let mut model = QuantModel::load(Seed::architecture(), path).unwrap();
+    let model = QuantModel::load(Seed::architecture(), path).unwrap();
     let options = FheOptions {
-        precision: Some(5),
+        parameters: ParameterChoice::Vetted(5),
         ..FheOptions::default()
     };
-    let plan = model.plan(&options).unwrap();
-    let (client, eval) = generate_keys(&model, &plan);
-    let server = FheServer::new(&model, &plan, eval).unwrap();
     let test = digits().unwrap().test.images;
+    let compiled = model.compile(test.view(), &options).unwrap();
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
     let (mut lookups, mut off_by_one, mut agree) = (0, 0, 0);
     let (mut expected_flips, mut flip_variance) = (0.0, 0.0);
     let mut rng = fhe_nn::rng::SplitMix64::new(31);
-    let noise = model.simulation_noise(&plan);
+    let noise = compiled.simulation_noise();
     for row in test.axis_iter(Axis(0)).take(SAMPLES) {
         let q = client.quantize(row).unwrap();
-        let clear = model.clear_trace(&q).unwrap();
+        let clear = compiled.clear_trace(&q).unwrap();
         let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
         // Each lookup is compared with Clear's table applied to the accumulator of the
         // inputs FHE actually had (an earlier off-by-one changes later accumulators).
         let mut inputs = q.clone();
-        for (k, stage) in model.layers().iter().enumerate() {
+        for (k, stage) in compiled.layers().iter().enumerate() {
             let Some(lookup) = &stage.lookup else {
                 continue;
             };
-            let delta = model.input_delta_log2(k + 1);
-            let margin = 1i64 << (lookup.encoding.precision() - plan.set.precision - 1);
+            let delta = compiled.input_delta_log2(k + 1);
+            let margin =
+                1i64 << (lookup.encoding.precision() - compiled.parameters().precision - 1);
             let mut outputs = Vec::new();
             for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
                 let accumulator = stage.accumulate_one(j, &inputs);
@@ -106,7 +106,7 @@ fn approximate_lookups_stay_close_to_clear() {
         // How often Simulate flips this very sample's prediction.
         let flips = (0..SIMULATIONS)
             .filter(|_| {
-                let sim = model.simulate_trace(&noise, &q, &mut rng).unwrap();
+                let sim = compiled.simulate_trace(noise, &q, &mut rng).unwrap();
                 argmax(&model.dequantize_outputs(sim.last().unwrap()).unwrap()) != clear_class
             })
             .count() as f64;
@@ -133,40 +133,31 @@ fn approximate_lookups_stay_close_to_clear() {
     );
 }
 
-fn keys() -> (
-    QuantModel,
-    fhe_nn::fhe::FhePlan,
-    ClientKey,
-    EvaluationKey,
-    Array2<f64>,
-) {
-    let (mut model, test) = tiny_model();
-    let plan = model.plan(&FheOptions::default()).unwrap();
-    let (client, eval) = generate_keys(&model, &plan);
-    (model, plan, client, eval, test)
+fn keys() -> (CompiledModel, ClientKey, EvaluationKey, Array2<f64>) {
+    let (model, test) = tiny_model();
+    let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();
+    let (client, eval) = compiled.keygen().unwrap();
+    (compiled, client, eval, test)
 }
 
 #[test]
 fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
-    let (model, plan, client, eval, test) = keys();
+    let (compiled, client, eval, test) = keys();
     let row = test.row(0);
 
     // Client and server exchange bytes only.
     let client = ClientKey::from_bytes(&client.to_bytes().unwrap()).unwrap();
     let eval_bytes = eval.to_bytes().unwrap();
-    let server = FheServer::new(
-        &model,
-        &plan,
-        EvaluationKey::from_bytes(&eval_bytes).unwrap(),
-    )
-    .unwrap();
+    let server = compiled
+        .server(EvaluationKey::from_bytes(&eval_bytes).unwrap())
+        .unwrap();
     let input =
         EncryptedSample::from_bytes(&client.encrypt(row).unwrap().to_bytes().unwrap()).unwrap();
     let output =
         EncryptedSample::from_bytes(&server.run(&input).unwrap().to_bytes().unwrap()).unwrap();
     assert_eq!(
         client.decrypt_int(&output).unwrap(),
-        model.clear_int(&client.quantize(row).unwrap()).unwrap()
+        compiled.clear_int(&client.quantize(row).unwrap()).unwrap()
     );
 
     // The compressed upload: the same result from a fraction of the bytes.
@@ -185,7 +176,7 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
         client
             .decrypt_int(&server.run(&decompressed).unwrap())
             .unwrap(),
-        model.clear_int(&client.quantize(row).unwrap()).unwrap()
+        compiled.clear_int(&client.quantize(row).unwrap()).unwrap()
     );
     let mut damaged = compressed.clone();
     let at = damaged.len() - 5;
@@ -238,9 +229,9 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
 
 #[test]
 fn foreign_keys_and_ciphertexts_are_refused() {
-    let (model, plan, client, eval, test) = keys();
-    let (other_client, _) = generate_keys(&model, &plan);
-    let server = FheServer::new(&model, &plan, eval).unwrap();
+    let (compiled, client, eval, test) = keys();
+    let (other_client, other_eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
     let row = test.row(1);
     // A ciphertext of another key pair.
     let foreign = other_client.encrypt(row).unwrap();
@@ -259,4 +250,142 @@ fn foreign_keys_and_ciphertexts_are_refused() {
     assert!(client
         .encrypt(ndarray::Array1::from(vec![f64::NAN; 16]).view())
         .is_err());
+
+    // Another compile of the same weights (other parameters): its keys and ciphertexts are
+    // refused by name, and the message names both fingerprints.
+    let (model, _) = tiny_model();
+    let other = model
+        .compile(
+            test.view(),
+            &FheOptions {
+                parameters: ParameterChoice::Vetted(4),
+                ..FheOptions::default()
+            },
+        )
+        .unwrap();
+    assert_ne!(other.fingerprint(), compiled.fingerprint());
+    let (other_model_client, _) = other.keygen().unwrap();
+    match compiled.server(other.keygen().unwrap().1) {
+        Err(e @ FheError::WrongModel { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&other.fingerprint().to_string()),
+                "{message}"
+            );
+            assert!(
+                message.contains(&compiled.fingerprint().to_string()),
+                "{message}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a key of another compiled model was accepted"),
+    }
+    assert!(matches!(
+        server.run(&other_model_client.encrypt(row).unwrap()),
+        Err(FheError::WrongModel { .. })
+    ));
+    assert!(matches!(
+        server.decompress(&other_model_client.encrypt_compressed(row).unwrap()),
+        Err(FheError::WrongModel { .. })
+    ));
+    drop(other_eval);
+}
+
+#[test]
+fn a_client_from_the_spec_bytes_alone_runs_the_whole_flow() {
+    let (model, test) = tiny_model();
+    let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();
+    // The client side sees only these bytes: no weight, no model.
+    let spec_bytes = compiled.client_spec().to_bytes().unwrap();
+    let spec = ClientSpec::from_bytes(&spec_bytes).unwrap();
+    assert_eq!(spec.fingerprint, compiled.fingerprint());
+    let (client, eval) = spec.keygen().unwrap();
+    let eval_bytes = eval.to_bytes().unwrap();
+    // The server side: the compiled model and the uploaded key.
+    let server = compiled
+        .server(EvaluationKey::from_bytes(&eval_bytes).unwrap())
+        .unwrap();
+    let clear = compiled.predict(test.view(), Mode::Clear).unwrap();
+    for i in 0..3 {
+        let upload = client
+            .encrypt_compressed(test.row(i))
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let input = server
+            .decompress(&CompressedSample::from_bytes(&upload).unwrap())
+            .unwrap();
+        let output = server.run(&input).unwrap().to_bytes().unwrap();
+        let scores = client
+            .decrypt(&EncryptedSample::from_bytes(&output).unwrap())
+            .unwrap();
+        assert_eq!(scores, clear.row(i).to_vec());
+    }
+    // A damaged spec is refused before any key is made.
+    let mut damaged = spec_bytes.clone();
+    let at = damaged.len() - 3;
+    damaged[at] ^= 1;
+    assert!(ClientSpec::from_bytes(&damaged).is_err());
+}
+
+#[test]
+fn compiling_leaves_the_model_unchanged_and_failures_leave_nothing_behind() {
+    let (model, test) = tiny_model();
+    let before = model.clone();
+    let clear_before = model.predict_clear(test.view()).unwrap();
+    let no_such_set = FheOptions {
+        parameters: ParameterChoice::Vetted(9),
+        ..FheOptions::default()
+    };
+    assert!(matches!(
+        model.compile(test.view(), &no_such_set),
+        Err(CompileError::NoVettedSet(9))
+    ));
+    let mut insecure = fhe_nn::fhe::vetted(4).unwrap();
+    insecure.params.lwe_dimension = tfhe::core_crypto::commons::parameters::LweDimension(600);
+    assert!(matches!(
+        model.compile(
+            test.view(),
+            &FheOptions {
+                parameters: ParameterChoice::Fixed(insecure),
+                ..FheOptions::default()
+            }
+        ),
+        Err(CompileError::Insecure(_))
+    ));
+    assert!(matches!(
+        model.compile(
+            test.view(),
+            &FheOptions {
+                p_error: 1.5,
+                ..FheOptions::default()
+            }
+        ),
+        Err(CompileError::BadProbability {
+            name: "p_error",
+            ..
+        })
+    ));
+    assert_eq!(model, before);
+    assert_eq!(model.predict_clear(test.view()).unwrap(), clear_before);
+    // Every lookup of this network is exact: Clear of the compiled model equals Clear of the
+    // loaded one, and Simulate too (exact boxes, failures at 2^-40 at most).
+    let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();
+    assert_eq!(
+        compiled.predict(test.view(), Mode::Clear).unwrap(),
+        clear_before
+    );
+    assert_eq!(
+        compiled
+            .predict(test.view(), Mode::Simulate { seed: 3 })
+            .unwrap(),
+        clear_before
+    );
+    assert_eq!(model, before);
+    // One-call local Fhe on a few samples.
+    let few = test.slice(ndarray::s![..2, ..]);
+    assert_eq!(
+        compiled.predict(few, Mode::Fhe).unwrap(),
+        clear_before.slice(ndarray::s![..2, ..])
+    );
 }

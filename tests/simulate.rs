@@ -5,9 +5,8 @@
 mod common;
 
 use common::Seed;
-use fhe_nn::fhe::{generate_keys, FheOptions, FheServer};
 use fhe_nn::rng::SplitMix64;
-use fhe_nn::QuantModel;
+use fhe_nn::{CompileError, FheOptions, Mode, ParameterChoice, QuantModel, DEFAULT_P_ERROR};
 use fhe_nn_suite::data::{digits, models_dir};
 use ndarray::Axis;
 
@@ -25,31 +24,31 @@ fn mismatches(clear: &[Vec<i64>], other: &[Vec<i64>]) -> Vec<f64> {
 
 #[test]
 fn simulate_predicts_fhe_error_rates() {
-    let mut model = QuantModel::load(
+    let model = QuantModel::load(
         Seed::architecture(),
         models_dir().join("digits_seed.safetensors"),
     )
     .unwrap();
     let options = FheOptions {
-        precision: Some(2),
+        parameters: ParameterChoice::Vetted(2),
         p_error: 0.01,
         ..FheOptions::default()
     };
-    let plan = model.plan(&options).unwrap();
-    let (client, eval) = generate_keys(&model, &plan);
-    let server = FheServer::new(&model, &plan, eval).unwrap();
     let test = digits().unwrap().test.images;
+    let compiled = model.compile(test.view(), &options).unwrap();
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
 
     // Traced values: lookup outputs of layers 1 and 2, and the decrypted outputs. Errors
     // within one sample are correlated (an early error moves later values), so the sample
     // is the unit: per sample, Simulate's 40 runs give the mean and variance of each
     // layer's mismatch count, which FHE's single run is compared with.
-    let layers = model.layers().len();
-    let sizes: Vec<usize> = model.layers().iter().map(|l| l.out_features).collect();
+    let layers = compiled.layers().len();
+    let sizes: Vec<usize> = compiled.layers().iter().map(|l| l.out_features).collect();
     let (mut fhe_total, mut sim_mean, mut sim_var) =
         (vec![0.0; layers], vec![0.0; layers], vec![0.0; layers]);
     let mut rng = SplitMix64::new(2024);
-    let noise = model.simulation_noise(&plan);
+    let noise = compiled.simulation_noise();
     let points = |trace: &[Vec<i64>]| -> Vec<Vec<i64>> {
         (0..layers)
             .map(|k| trace[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone())
@@ -57,7 +56,7 @@ fn simulate_predicts_fhe_error_rates() {
     };
     for row in test.axis_iter(Axis(0)).take(FHE_SAMPLES) {
         let q = client.quantize(row).unwrap();
-        let clear_points = points(&model.clear_trace(&q).unwrap());
+        let clear_points = points(&compiled.clear_trace(&q).unwrap());
         let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
         let fhe_points: Vec<Vec<i64>> = trace
             .iter()
@@ -69,7 +68,7 @@ fn simulate_predicts_fhe_error_rates() {
                         .iter()
                         .map(|c| {
                             client
-                                .decrypt_value(c, model.input_delta_log2(k + 1))
+                                .decrypt_value(c, compiled.input_delta_log2(k + 1))
                                 .unwrap()
                         })
                         .collect()
@@ -88,7 +87,7 @@ fn simulate_predicts_fhe_error_rates() {
             .map(|_| {
                 mismatches(
                     &clear_points,
-                    &points(&model.simulate_trace(&noise, &q, &mut rng).unwrap()),
+                    &points(&compiled.simulate_trace(noise, &q, &mut rng).unwrap()),
                 )
             })
             .collect();
@@ -128,41 +127,49 @@ fn simulate_predicts_fhe_error_rates() {
 fn exact_lookups_simulate_to_clear() {
     // Every lookup of the tiny network is exact at 2^-40: Simulate equals Clear on the
     // whole test split, as Fhe does (tests/fhe.rs).
-    let (mut model, test) = common::tiny_model();
-    let plan = model.plan(&FheOptions::default()).unwrap();
-    let q = model.quantize_inputs(test.view()).unwrap();
-    let clear = model.clear_int_batch(q.view()).unwrap();
-    let simulated = model.simulate_int_batch(&plan, q.view(), 99).unwrap();
+    let (model, test) = common::tiny_model();
+    let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();
+    let q = compiled.quantize(test.view()).unwrap();
+    let clear = compiled.predict_int(q.view(), Mode::Clear).unwrap();
+    let simulated = compiled
+        .predict_int(q.view(), Mode::Simulate { seed: 99 })
+        .unwrap();
     assert_eq!(simulated, clear);
 }
 
 #[test]
 fn overflow_detector_reports_where_readings_wrap() {
-    let mut model = QuantModel::load(
+    let model = QuantModel::load(
         Seed::architecture(),
         models_dir().join("digits_seed.safetensors"),
     )
     .unwrap();
-    let plan = model
-        .plan(&FheOptions {
-            precision: Some(4),
-            ..FheOptions::default()
-        })
-        .unwrap();
     let test = digits().unwrap().test.images;
-    let q = model.quantize_inputs(test.view()).unwrap();
+    let options = FheOptions {
+        parameters: ParameterChoice::Vetted(4),
+        ..FheOptions::default()
+    };
+    let compiled = model.compile(test.view(), &options).unwrap();
+    let q = compiled.quantize(test.view()).unwrap();
     // With the chosen parameters (p_error far below 2^-40), nothing wraps.
-    assert_eq!(
-        model.simulate_overflows(&plan, q.view(), 1).unwrap(),
-        vec![]
-    );
-    // A deliberately broken set (a one-level keyswitch: far too much noise) overflows, and
-    // the detector says at which lookups.
-    let mut noisy = plan.clone();
-    noisy.set.params.ks_level = tfhe::core_crypto::commons::parameters::DecompositionLevelCount(1);
-    let overflows = model.simulate_overflows(&noisy, q.view(), 1).unwrap();
+    assert_eq!(compiled.simulate_overflows(q.view(), 1).unwrap(), vec![]);
+    // A deliberately broken set (a one-level keyswitch: far too much noise) is refused at
+    // 2^-40; accepted with a p_error near 1, it overflows, and the detector says where.
+    let mut noisy = compiled.parameters().clone();
+    noisy.params.ks_level = tfhe::core_crypto::commons::parameters::DecompositionLevelCount(1);
+    let fixed = |p_error| FheOptions {
+        p_error,
+        parameters: ParameterChoice::Fixed(noisy.clone()),
+        ..FheOptions::default()
+    };
+    assert!(matches!(
+        model.compile(test.view(), &fixed(DEFAULT_P_ERROR)),
+        Err(CompileError::TooNoisy { .. })
+    ));
+    let broken = model.compile(test.view(), &fixed(0.999_999)).unwrap();
+    let overflows = broken.simulate_overflows(q.view(), 1).unwrap();
     assert!(!overflows.is_empty());
-    let lookup_layers: Vec<usize> = model
+    let lookup_layers: Vec<usize> = broken
         .layers()
         .iter()
         .filter_map(|s| s.lookup.as_ref().map(|l| l.layer))

@@ -44,7 +44,9 @@ fn time_lookup(set: &ParameterSet, repeats: usize) -> f64 {
 /// Seconds per word of a leveled multiply-add.
 fn time_multiply_add() -> f64 {
     let words = 2049;
-    let x: Vec<u64> = (0..words as u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    let x: Vec<u64> = (0..words as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9))
+        .collect();
     let mut acc = vec![0u64; words];
     let reps = 200_000;
     let start = Instant::now();
@@ -71,7 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown option {other}").into()),
         }
     }
-    rayon::ThreadPoolBuilder::new().num_threads(1).build_global()?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()?;
     let mut sets: Vec<ParameterSet> = [2, 3, 4, 5, 6].into_iter().filter_map(vetted).collect();
     for s in [
         shape(640, 1, 1024, (23, 1), (2, 7)),

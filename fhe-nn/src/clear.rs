@@ -38,7 +38,19 @@ impl QuantModel {
                 });
             }
             let y = self.input.activations.iter().fold(x, |y, a| a.apply(y));
-            out[(sample, feature)] = self.input.quantizer.quantize(y);
+            let q = self.input.quantizer.quantize(y);
+            // Only where the model was restricted to part of the quantizer's range.
+            let r = self.input.range;
+            if q < r.min || q > r.max {
+                return Err(InputError::OutOfRange {
+                    sample,
+                    feature,
+                    value: q,
+                    min: r.min,
+                    max: r.max,
+                });
+            }
+            out[(sample, feature)] = q;
         }
         Ok(out)
     }

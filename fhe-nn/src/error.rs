@@ -95,4 +95,11 @@ pub enum InputError {
         min: i64,
         max: i64,
     },
+    #[error("input range [{min}, {max}] is empty or not within the input quantizer's [{declared_min}, {declared_max}]")]
+    Range {
+        min: i64,
+        max: i64,
+        declared_min: i64,
+        declared_max: i64,
+    },
 }

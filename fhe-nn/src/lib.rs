@@ -4,9 +4,8 @@
 //! checked DSL. See the repository README for the grammar, the modes and the examples.
 //!
 //! ```
-//! use fhe_nn::fhe::{generate_keys, FheOptions, FheServer};
 //! use fhe_nn::tensors::{Tensor, TensorFile};
-//! use fhe_nn::{fhe_net, QuantModel};
+//! use fhe_nn::{fhe_net, FheOptions, Mode, QuantModel};
 //!
 //! // Checked at compile time: 4 unsigned 2-bit inputs × 2-bit weights: ±12, 5 bits.
 //! fhe_net! {
@@ -27,16 +26,20 @@
 //! weights.tensors.insert("layers.4.weight".into(), Tensor::int(vec![2, 2], vec![1, -1, -1, 1]));
 //! weights.tensors.insert("layers.4.weight_scale".into(), scalar(0.5));
 //! weights.tensors.insert("layers.4.bias".into(), Tensor::float(vec![2], vec![0.0, 0.0]));
-//! let mut model = QuantModel::from_tensors(Tiny::architecture(), &weights)?;
+//! let model = QuantModel::from_tensors(Tiny::architecture(), &weights)?;
 //!
-//! // Clear, then Fhe with the cheapest parameters meeting p_error = 2^-40.
-//! let input = [3, 1, 0, 2];
-//! let clear = model.clear_int(&input)?;
-//! let plan = model.plan(&FheOptions::default())?;
-//! let (client, evaluation_key) = generate_keys(&model, &plan);
-//! let server = FheServer::new(&model, &plan, evaluation_key)?;
-//! let output = server.run(&client.encrypt_quantized(&input)?)?;
-//! assert_eq!(client.decrypt_int(&output)?, clear);
+//! // Compile (cheapest parameters meeting p_error = 2^-40), then the three modes.
+//! let inputs = ndarray::array![[3.0, 1.0, 0.0, 2.0], [0.0, 2.0, 1.0, 1.0]];
+//! let compiled = model.compile(inputs.view(), &FheOptions::default())?;
+//! let clear = compiled.predict(inputs.view(), Mode::Clear)?;
+//! assert_eq!(compiled.predict(inputs.view(), Mode::Simulate { seed: 1 })?, clear);
+//! assert_eq!(compiled.predict(inputs.view(), Mode::Fhe)?, clear);
+//!
+//! // Client and server apart: the client needs only the spec (no weights).
+//! let (client, evaluation_key) = compiled.client_spec().keygen()?;
+//! let server = compiled.server(evaluation_key)?;
+//! let output = server.run(&client.encrypt(inputs.row(0))?)?;
+//! assert_eq!(client.decrypt(&output)?, clear.row(0).to_vec());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -56,8 +59,8 @@ pub mod train;
 pub use architecture::{ArchErrors, Architecture, Network, Report};
 pub use clear::argmax_rows;
 pub use compile::{
-    CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode,
-    ParameterChoice, DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
+    CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode, ParameterChoice,
+    DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
 };
 pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;

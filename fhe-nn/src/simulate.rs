@@ -181,9 +181,15 @@ impl QuantModel {
             .into_par_iter()
             .map(|i| {
                 let mut rng = sample_rng(seed, i);
-                self.simulate_with(scales, &inputs.row(i).to_vec(), &mut rng, |_, _| {}, |_, _| {})
-                    .pop()
-                    .unwrap_or_default()
+                self.simulate_with(
+                    scales,
+                    &inputs.row(i).to_vec(),
+                    &mut rng,
+                    |_, _| {},
+                    |_, _| {},
+                )
+                .pop()
+                .unwrap_or_default()
             })
             .collect();
         Ok(rows_to_array(rows, self.output_features()))

@@ -24,7 +24,7 @@ use crate::simulate::{sample_rng, SimulationNoise};
 /// Simulations per calibration sample for the reported figures.
 pub(crate) const REPORT_RUNS: usize = 8;
 /// At most this many calibration samples are simulated.
-pub(crate) const MAX_CALIBRATION_SAMPLES: usize = 2000;
+pub(crate) const MAX_CALIBRATION_SAMPLES: usize = 1000;
 /// Seed of the simulations behind the compile-time figures (they are reproducible).
 pub(crate) const FIGURES_SEED: u64 = 0x5eed;
 
@@ -205,9 +205,13 @@ pub(crate) fn simulate(
             let mut differ = vec![0.0; stages];
             for _ in 0..runs {
                 let out = tables
-                    .simulate_with(noise, &input, &mut rng, |_, _| {}, |k, d| {
-                        differ[k] += f64::from(u8::from(d))
-                    })
+                    .simulate_with(
+                        noise,
+                        &input,
+                        &mut rng,
+                        |_, _| {},
+                        |k, d| differ[k] += f64::from(u8::from(d)),
+                    )
                     .pop()
                     .unwrap_or_default();
                 let predicted = argmax(&tables.dequantize_unchecked(&out));
@@ -270,9 +274,7 @@ pub(crate) fn evaluate(
             layer: stage.layer,
             count: stage.out_features,
             norm2_squared: d.norm2_squared,
-            sigma_positions: noise_model
-                .lookup_variance(d.norm2_squared, d.fresh)
-                .sqrt()
+            sigma_positions: noise_model.lookup_variance(d.norm2_squared, d.fresh).sqrt()
                 * 2.0
                 * set.params.polynomial_size.0 as f64,
             p_error,

@@ -121,7 +121,10 @@ impl QuantModel {
         calibration: ArrayView2<f64>,
         options: &FheOptions,
     ) -> Result<CompiledModel, CompileError> {
-        for (name, value) in [("p_error", Some(options.p_error)), ("global_p_error", options.global_p_error)] {
+        for (name, value) in [
+            ("p_error", Some(options.p_error)),
+            ("global_p_error", options.global_p_error),
+        ] {
             if let Some(value) = value {
                 if !(value > 0.0 && value < 1.0) {
                     return Err(CompileError::BadProbability { name, value });

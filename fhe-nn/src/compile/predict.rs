@@ -33,7 +33,11 @@ impl CompiledModel {
     }
 
     /// Runs a batch of quantized inputs: the output layer's integer accumulators.
-    pub fn predict_int(&self, inputs: ArrayView2<i64>, mode: Mode) -> Result<Array2<i64>, FheError> {
+    pub fn predict_int(
+        &self,
+        inputs: ArrayView2<i64>,
+        mode: Mode,
+    ) -> Result<Array2<i64>, FheError> {
         let model = self.tables();
         match mode {
             Mode::Clear => Ok(model.clear_int_batch(inputs)?),
@@ -52,6 +56,11 @@ impl CompiledModel {
                 Ok(rows_to_array(rows, self.output_features()))
             }
         }
+    }
+
+    /// Clear inference of one quantized sample: the output layer's integer accumulators.
+    pub fn clear_int(&self, input: &[i64]) -> Result<Vec<i64>, InputError> {
+        self.tables().clear_int(input)
     }
 
     /// Predicted class (argmax of the outputs) of each sample.

@@ -8,17 +8,12 @@ use std::collections::HashMap;
 
 use ndarray::ArrayView2;
 
-use super::figures::{capped, clear_predictions, simulate, FIGURES_SEED};
+use super::figures::{capped, clear_predictions, simulate, FIGURES_SEED, REPORT_RUNS};
 use super::{CompileError, FheOptions, ParameterChoice};
 use crate::fhe::optimizer::{candidates, failure_probabilities, Candidate, Demand, Targets};
 use crate::fhe::{security, vetted, ParameterSet, PRECISIONS};
 use crate::model::{QuantModel, Reading};
 use crate::noise::NoiseModel;
-
-/// Simulations per calibration sample while searching.
-const SEARCH_RUNS: usize = 2;
-/// Calibration samples used while searching.
-const SEARCH_SAMPLES: usize = 1000;
 
 /// The parameter set `options` asks for.
 pub(super) fn choose(
@@ -64,7 +59,8 @@ pub(super) fn choose(
             .expect("vetted sets exist");
         return Err(too_noisy(&targets, &demand, set, p, layer));
     }
-    let calibration = calibration.slice_move(ndarray::s![..calibration.nrows().min(SEARCH_SAMPLES), ..]);
+    // The same samples, runs and seed as the reported figures: the chosen set's reported
+    // disagreement with exact Clear is the one the search accepted.
     let calibration = capped(calibration);
     if calibration.nrows() == 0 {
         return Ok(found[0].set.clone());
@@ -149,7 +145,7 @@ impl<'a> Accuracy<'a> {
             &noise,
             self.calibration,
             &[&self.reference],
-            SEARCH_RUNS,
+            REPORT_RUNS,
             FIGURES_SEED,
         );
         sim.flips.iter().map(|f| f[0]).sum::<f64>() / sim.flips.len().max(1) as f64
@@ -159,7 +155,10 @@ impl<'a> Accuracy<'a> {
     fn cheapest(mut self, found: Vec<Candidate>) -> Result<ParameterSet, CompileError> {
         let mut rings: Vec<Vec<Candidate>> = Vec::new();
         for c in found {
-            let ring = (c.set.params.glwe_dimension.0, c.set.params.polynomial_size.0);
+            let ring = (
+                c.set.params.glwe_dimension.0,
+                c.set.params.polynomial_size.0,
+            );
             let group = match rings.iter_mut().find(|g| {
                 let p = &g[0].set.params;
                 (p.glwe_dimension.0, p.polynomial_size.0) == ring

@@ -76,7 +76,12 @@ pub fn fit_lookups(samples: &[(Shape, f64)], multiply_add: f64) -> CostModel {
         // Normal equations (features scaled to similar magnitudes first).
         let scale: Vec<f64> = idx
             .iter()
-            .map(|&i| rows.iter().map(|r| r.0[i].abs()).fold(0.0, f64::max).max(1.0))
+            .map(|&i| {
+                rows.iter()
+                    .map(|r| r.0[i].abs())
+                    .fold(0.0, f64::max)
+                    .max(1.0)
+            })
             .collect();
         let mut a = vec![vec![0.0; m + 1]; m];
         for (f, t) in &rows {

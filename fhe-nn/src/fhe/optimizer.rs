@@ -131,7 +131,9 @@ fn sigma_positions(demand: &Demand, noise: &NoiseModel, polynomial_size: usize) 
     demand
         .lookups
         .iter()
-        .map(|l| noise.lookup_variance(l.norm2_squared, l.fresh).sqrt() * 2.0 * polynomial_size as f64)
+        .map(|l| {
+            noise.lookup_variance(l.norm2_squared, l.fresh).sqrt() * 2.0 * polynomial_size as f64
+        })
         .collect()
 }
 
@@ -252,7 +254,10 @@ mod tests {
             security::check(&c.set.params).unwrap();
             let noise = NoiseModel::new(&c.set.params);
             let (layers, output, _) = failure_probabilities(&demand, &noise, c.set.precision);
-            assert!(layers.iter().chain([&output]).all(|&p| p <= targets.p_error));
+            assert!(layers
+                .iter()
+                .chain([&output])
+                .all(|&p| p <= targets.p_error));
         }
         assert!(found.windows(2).all(|w| w[0].cost <= w[1].cost));
     }

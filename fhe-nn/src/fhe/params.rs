@@ -284,7 +284,7 @@ mod tests {
         for (p, up) in PRECISIONS.zip(upstream) {
             assert_eq!(vetted(p).unwrap().params, up, "precision {p}");
         }
-        assert!(PRECISIONS.all(|p| vetted(p).unwrap().is_vetted()));
+        assert!(PRECISIONS.clone().all(|p| vetted(p).unwrap().is_vetted()));
         assert!(vetted(1).is_none() && vetted(9).is_none());
     }
 }
@@ -311,11 +311,16 @@ mod security_tests {
     #[test]
     fn less_noise_than_the_curve_allows_is_refused() {
         let mut params = vetted(4).unwrap().params;
-        params.lwe_noise_distribution =
-            DynamicDistribution::new_gaussian_from_std_dev(StandardDev(0.9 * 1.0621869847945622e-06));
+        params.lwe_noise_distribution = DynamicDistribution::new_gaussian_from_std_dev(
+            StandardDev(0.9 * 1.0621869847945622e-06),
+        );
         assert!(matches!(
             check(&params),
-            Err(SecurityError::TooLittleNoise { key: "LWE key", dimension: 904, .. })
+            Err(SecurityError::TooLittleNoise {
+                key: "LWE key",
+                dimension: 904,
+                ..
+            })
         ));
         let mut params = vetted(4).unwrap().params;
         params.lwe_dimension = LweDimension(700);

@@ -46,7 +46,11 @@ pub fn check(params: &ClassicPBSParameters) -> Result<(), SecurityError> {
         return Err(SecurityError::Shape);
     }
     let keys = [
-        ("LWE key", params.lwe_dimension.0, params.lwe_noise_distribution),
+        (
+            "LWE key",
+            params.lwe_dimension.0,
+            params.lwe_noise_distribution,
+        ),
         (
             "GLWE key",
             params.glwe_dimension.0 * params.polynomial_size.0,

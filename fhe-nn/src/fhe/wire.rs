@@ -72,14 +72,14 @@ pub fn open<T: DeserializeOwned>(
     limit: u64,
 ) -> Result<(u64, Fingerprint, T), FheError> {
     use bincode::Options;
+    if !bytes.starts_with(MAGIC) {
+        return Err(FheError::NotFheNn);
+    }
     if bytes.len() < HEADER {
         return Err(FheError::Truncated {
             expected: HEADER as u64,
             found: bytes.len() as u64,
         });
-    }
-    if &bytes[..5] != MAGIC {
-        return Err(FheError::NotFheNn);
     }
     let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
     let version = u16::from_le_bytes([bytes[5], bytes[6]]);

@@ -239,6 +239,41 @@ impl QuantModel {
         model
     }
 
+    /// The same model for quantized inputs restricted to `[min, max]` (within the input
+    /// quantizer's range), e.g. `[0, max]` for pixels, which are never negative: the first
+    /// layer's exact accumulator ranges shrink, so its lookups read them at a finer
+    /// resolution. Clients refuse inputs outside the range with a named error
+    /// ([`InputError::OutOfRange`](crate::InputError::OutOfRange)), never a silent wrong
+    /// output.
+    pub fn restrict_inputs(&self, min: i64, max: i64) -> Result<QuantModel, crate::InputError> {
+        let declared = self.input.range;
+        if min > max || min < declared.min || max > declared.max {
+            return Err(crate::InputError::Range {
+                min,
+                max,
+                declared_min: declared.min,
+                declared_max: declared.max,
+            });
+        }
+        let range = IntRange::new(min, max);
+        let mut model = self.clone();
+        model.input.range = range;
+        let first = model.layers[0].with_input_range(range);
+        model.layers[0] = first;
+        if let Some(old) = model.layers[0].lookup.take() {
+            let rebuilt = build_lookup(
+                &model.layers[0],
+                old.layer,
+                old.declared,
+                model.reading,
+                old.activations,
+                old.quantizer,
+            );
+            model.layers[0].lookup = Some(rebuilt);
+        }
+        Ok(model)
+    }
+
     /// How the tables read the accumulators.
     pub fn reading(&self) -> Reading {
         self.reading

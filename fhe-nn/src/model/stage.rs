@@ -83,14 +83,7 @@ impl WeightedStage {
     ) -> WeightedStage {
         let fan_in = weights.len() / groups.max(1);
         let (links, out_features) = links(connectivity, in_features, groups, fan_in, &weights);
-        let padded = match connectivity {
-            Connectivity::Conv { padding, .. } if padding > 0 => input_range.with_zero(),
-            _ => input_range,
-        };
-        let exact_ranges = weights
-            .chunks(fan_in.max(1))
-            .map(|row| exact_accumulator(row.iter().copied(), padded))
-            .collect();
+        let exact_ranges = exact_ranges(connectivity, &weights, fan_in, input_range);
         WeightedStage {
             layer,
             in_features,
@@ -105,6 +98,17 @@ impl WeightedStage {
             unit: Vec::new(),
             bias: Vec::new(),
             lookup: None,
+        }
+    }
+
+    /// The same layer fed by inputs in `input_range` (a sub-range of its declared one):
+    /// tighter exact ranges. The lookup, if any, must be rebuilt.
+    pub(super) fn with_input_range(&self, input_range: IntRange) -> WeightedStage {
+        let fan_in = self.weights.len() / self.groups.max(1);
+        WeightedStage {
+            input_range,
+            exact_ranges: exact_ranges(self.connectivity, &self.weights, fan_in, input_range),
+            ..self.clone()
         }
     }
 
@@ -150,6 +154,24 @@ impl WeightedStage {
     pub fn dequantize_group(&self, group: usize, acc: i64) -> f64 {
         self.unit[group] * acc as f64 + self.bias[group]
     }
+}
+
+/// The exact accumulator range of each group for inputs in `input_range` (zero padding of
+/// a convolution reads zeros too).
+fn exact_ranges(
+    connectivity: Connectivity,
+    weights: &[i64],
+    fan_in: usize,
+    input_range: IntRange,
+) -> Vec<IntRange> {
+    let padded = match connectivity {
+        Connectivity::Conv { padding, .. } if padding > 0 => input_range.with_zero(),
+        _ => input_range,
+    };
+    weights
+        .chunks(fan_in.max(1))
+        .map(|row| exact_accumulator(row.iter().copied(), padded))
+        .collect()
 }
 
 /// The non-zero links of every output, and the number of outputs.
