@@ -23,11 +23,11 @@ pub fn architecture(name: &str, layers: &[Layer], analysis: &Analysis) -> TokenS
         s.outputs,
     );
     quote! {
-        ::fhe_nn::Architecture::__from_checked(
+        ::fhe_nn::__private::Architecture::__from_checked(
             #name,
             &[#(#layers),*],
             &[#(#analyses),*],
-            ::fhe_nn::arch::analysis::Summary {
+            ::fhe_nn::__private::arch::analysis::Summary {
                 lookups: #lookups,
                 max_lookup_bits: #max_lookup_bits,
                 max_integer_bits: #max_integer_bits,
@@ -39,7 +39,12 @@ pub fn architecture(name: &str, layers: &[Layer], analysis: &Analysis) -> TokenS
 }
 
 /// The named form: a unit struct with the analysis as associated constants.
-pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -> TokenStream {
+pub fn named(
+    item: &NamedItem,
+    arch: TokenStream,
+    layers: Option<&[Layer]>,
+    analysis: Option<&Analysis>,
+) -> TokenStream {
     let NamedItem { attrs, vis, ident } = item;
     let (lookups, max_lookup_bits, max_integer_bits, outputs) = analysis
         .map(|a| {
@@ -73,6 +78,12 @@ pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
+    let sample = |n: Option<usize>| match n {
+        Some(n) => quote!([f64; #n]),
+        None => quote!(::std::vec::Vec<f64>),
+    };
+    let input = sample(layers.and_then(input_features));
+    let output = sample(analysis.map(|a| a.summary.outputs));
     quote! {
         #(#attrs)*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,23 +104,53 @@ pub fn named(item: &NamedItem, arch: TokenStream, analysis: Option<&Analysis>) -
             pub const RANGES: &'static [::core::option::Option<(i64, i64)>] = &[#(#ranges),*];
 
             /// The checked architecture.
-            pub fn architecture() -> &'static ::fhe_nn::Architecture {
-                static ARCHITECTURE: ::fhe_nn::Architecture = #arch;
+            pub fn architecture() -> &'static ::fhe_nn::__private::Architecture {
+                static ARCHITECTURE: ::fhe_nn::__private::Architecture = #arch;
                 &ARCHITECTURE
             }
 
             /// The bit-width and range report (printable).
-            pub fn report() -> ::fhe_nn::Report<'static> {
+            pub fn report() -> ::fhe_nn::__private::Report<'static> {
                 Self::architecture().report()
             }
         }
 
-        impl ::fhe_nn::Network for #ident {
-            fn architecture() -> &'static ::fhe_nn::Architecture {
+        impl #ident {
+            /// Loads integer (QAT) weights for this network from a `.safetensors` or `.npz` file.
+            pub fn load(
+                path: impl ::core::convert::AsRef<::std::path::Path>,
+            ) -> ::core::result::Result<::fhe_nn::__private::Model<#ident>, ::fhe_nn::__private::LoadError> {
+                ::fhe_nn::__private::Model::load(path)
+            }
+
+            /// Builds this network's model from named tensors.
+            pub fn from_tensors(
+                tensors: &::fhe_nn::__private::TensorFile,
+            ) -> ::core::result::Result<::fhe_nn::__private::Model<#ident>, ::fhe_nn::__private::LoadError> {
+                ::fhe_nn::__private::Model::from_tensors(tensors)
+            }
+        }
+
+        impl ::fhe_nn::__private::Network for #ident {
+            type Input = #input;
+            type Output = #output;
+            fn architecture() -> &'static ::fhe_nn::__private::Architecture {
                 #ident::architecture()
             }
         }
     }
+}
+
+/// Real inputs per sample, where the first weighted layer fixes them.
+fn input_features(layers: &[Layer]) -> Option<usize> {
+    layers.iter().find_map(|l| match *l {
+        Layer::QuantLinear { in_features, .. } => Some(Some(in_features)),
+        Layer::QuantConv2d {
+            in_channels, input, ..
+        } => Some(input.map(|(h, w)| in_channels * h * w)),
+        Layer::AvgPool2d { .. } | Layer::Flatten => Some(None),
+        _ => None,
+    })?
 }
 
 fn option<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
@@ -120,7 +161,7 @@ fn option<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
 }
 
 fn layer(l: &Layer) -> TokenStream {
-    let path = quote!(::fhe_nn::arch::layer::Layer);
+    let path = quote!(::fhe_nn::__private::arch::layer::Layer);
     match *l {
         Layer::QuantIdentity { bits, signed } => {
             quote!(#path::QuantIdentity { bits: #bits, signed: #signed })
@@ -168,13 +209,13 @@ fn weight_options(o: &WeightOptions) -> TokenStream {
     } = *o;
     let active = option(active);
     let round = option(round);
-    quote!(::fhe_nn::arch::layer::WeightOptions {
+    quote!(::fhe_nn::__private::arch::layer::WeightOptions {
         weight_bits: #weight_bits, bias: #bias, active: #active, round: #round, exact: #exact
     })
 }
 
 fn activation(a: &Activation) -> TokenStream {
-    let path = quote!(::fhe_nn::arch::activation::Activation);
+    let path = quote!(::fhe_nn::__private::arch::activation::Activation);
     let variant = format_ident!("{}", a.name());
     match *a {
         Activation::HardTanh { min, max } => quote!(#path::HardTanh { min: #min, max: #max }),
@@ -195,11 +236,11 @@ fn activation(a: &Activation) -> TokenStream {
 
 fn range(r: &IntRange) -> TokenStream {
     let (min, max) = (r.min, r.max);
-    quote!(::fhe_nn::arch::analysis::IntRange { min: #min, max: #max })
+    quote!(::fhe_nn::__private::arch::analysis::IntRange { min: #min, max: #max })
 }
 
 fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
-    let p = quote!(::fhe_nn::arch::analysis);
+    let p = quote!(::fhe_nn::__private::arch::analysis);
     let shape = match l.shape {
         Shape::Unknown => quote!(#p::Shape::Unknown),
         Shape::Features(n) => quote!(#p::Shape::Features(#n)),

@@ -55,16 +55,16 @@ fn expand_invocation(inv: syntax::Invocation) -> proc_macro2::TokenStream {
         (Ok((layers, analysis)), None) => expand::architecture(&name, &layers, &analysis),
         (Ok((layers, analysis)), Some(item)) => {
             let arch = expand::architecture(&name, &layers, &analysis);
-            expand::named(item, arch, Some(&analysis))
+            expand::named(item, arch, Some(&layers), Some(&analysis))
         }
         (Err(errors), item) => {
             let errors = combine(errors);
             // A placeholder of the right type so that one error does not cascade.
-            let fallback = quote!(::fhe_nn::Architecture::__invalid(#name));
+            let fallback = quote!(::fhe_nn::__private::Architecture::__invalid(#name));
             match item {
                 None => quote!({ #errors #fallback }),
                 Some(item) => {
-                    let named = expand::named(item, fallback, None);
+                    let named = expand::named(item, fallback, None, None);
                     quote!(#errors #named)
                 }
             }

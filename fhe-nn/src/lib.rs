@@ -55,8 +55,9 @@ pub mod rng;
 mod simulate;
 pub mod tensors;
 pub mod train;
+mod typed;
 
-pub use architecture::{ArchErrors, Architecture, Network, Report};
+pub use architecture::{ArchErrors, Architecture, Report};
 pub use clear::argmax_rows;
 pub use compile::{
     CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode, ParameterChoice,
@@ -66,3 +67,13 @@ pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;
 pub use model::QuantModel;
 pub use simulate::{Overflow, SimulationNoise};
+pub use typed::{Compiled, Model, Network, Sample};
+
+/// What the code `fhe_net!` generates reaches (not a public API).
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::arch;
+    pub use crate::tensors::TensorFile;
+    pub use crate::typed::{Model, Network};
+    pub use crate::{Architecture, LoadError, Report};
+}

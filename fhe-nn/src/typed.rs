@@ -73,7 +73,10 @@ fn output<S: Sample>(values: Vec<f64>) -> S {
 impl<N: Network> Model<N> {
     /// Loads integer (QAT) weights from a `.safetensors` or `.npz` file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
-        Ok(Self::from_untyped(QuantModel::load(N::architecture(), path)?))
+        Ok(Self::from_untyped(QuantModel::load(
+            N::architecture(),
+            path,
+        )?))
     }
 
     /// Builds the model from named tensors (see [`QuantModel::from_tensors`]).
