@@ -35,6 +35,9 @@ pub const MNIST_TRAINING: TrainConfig = TrainConfig {
     seed: 1,
 };
 
+/// Simulations of each Fhe sample behind the prediction Fhe is compared with.
+const SIMULATIONS_PER_SAMPLE: usize = 200;
+
 /// Command-line options of the examples.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -290,19 +293,44 @@ pub fn run(
         .zip(&lookups_seen)
         .map(|(&d, &c)| d as f64 / c.max(1) as f64)
         .collect();
+    // Simulate's prediction for these very samples (the sample is the unit): expected
+    // counts and their spread, to hold Fhe's counts against.
+    let same = compiled.simulate_disagreement(
+        quantized.slice(ndarray::s![..samples, ..]),
+        SIMULATIONS_PER_SAMPLE,
+        11,
+    )?;
+    let expected_flips: f64 = same.iter().map(|d| d.prediction).sum();
+    let flip_sd = same
+        .iter()
+        .map(|d| d.prediction * (1.0 - d.prediction))
+        .sum::<f64>()
+        .sqrt();
+    let per_layer: Vec<(f64, f64)> = (0..lookup_layers)
+        .map(|k| {
+            let mean: f64 = same.iter().map(|d| d.lookups[k].0).sum();
+            let var: f64 = same.iter().map(|d| d.lookups[k].1).sum();
+            (mean, var.sqrt())
+        })
+        .collect();
     if samples == 0 {
         println!(
             "fhe:      no encrypted inference (--samples 0); {} lookups per inference",
             server.lookups()
         );
     } else {
-        println!("fhe:      accuracy {fhe_acc:.4} on {samples} samples, agreement with clear {agreement:.4} (predicted {}), {median:.3} s per inference (median), {} lookups", plan.predictions, server.lookups());
-        for (l, m) in plan.lookups.iter().zip(&measured_lookups) {
+        println!("fhe:      accuracy {fhe_acc:.4} on {samples} samples, agreement with clear {agreement:.4}, {median:.3} s per inference (median), {} lookups", server.lookups());
+        println!(
+            "fhe:      predictions differing from Clear: {} of {samples}; Simulate on the same samples expects {expected_flips:.2} ± {flip_sd:.2}",
+            samples - agree
+        );
+        for ((l, &d), (mean, sd)) in plan.lookups.iter().zip(&differing).zip(&per_layer) {
+            let within = (d as f64 - mean).abs() <= 3.0 * sd + 1.0;
             println!(
-                "fhe:      layer {:>2} lookups differing from Clear: measured {:.3}%, predicted {}",
+                "fhe:      layer {:>2}: {d} of {} lookups differ from Clear; Simulate on the same samples expects {mean:.1} ± {sd:.1} ({})",
                 l.layer + 1,
-                100.0 * m,
-                l.disagreement
+                samples * l.count,
+                if within { "within 3 sigma" } else { "OUTSIDE 3 sigma" }
             );
         }
     }
@@ -315,6 +343,15 @@ pub fn run(
         "fhe": {
             "accuracy": fhe_acc, "agreement_with_clear": agreement, "seconds_per_inference": median, "samples": samples,
             "lookup_disagreement": measured_lookups,
+            "lookups_differing": differing,
+            "predictions_differing": samples - agree,
+        },
+        "simulate_same_samples": {
+            "runs_per_sample": SIMULATIONS_PER_SAMPLE,
+            "expected_predictions_differing": expected_flips,
+            "predictions_differing_sd": flip_sd,
+            "expected_lookups_differing": per_layer.iter().map(|p| p.0).collect::<Vec<_>>(),
+            "lookups_differing_sd": per_layer.iter().map(|p| p.1).collect::<Vec<_>>(),
         },
         "predicted": {
             "prediction_disagreement": plan.predictions,
@@ -371,7 +408,7 @@ pub fn lookup_differences(
             .enumerate()
             .filter(|&(j, &got)| {
                 let acc = stage.accumulate_one(j, &inputs);
-                got != lookup.tables[stage.group(j)].get(lookup.encoding.index(acc))
+                got != lookup.read(stage.group(j), acc)
             })
             .count();
         found.push((differ, outputs.len()));

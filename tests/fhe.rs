@@ -77,7 +77,7 @@ fn approximate_lookups_stay_close_to_clear() {
             for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
                 let accumulator = stage.accumulate_one(j, &inputs);
                 let got = client.decrypt_value(ct, delta).unwrap();
-                let index = lookup.encoding.index(accumulator);
+                let index = lookup.index(stage.group(j), accumulator);
                 let table = &lookup.tables[stage.group(j)];
                 // Noise past half a box of the parameter set (the margin) has probability
                 // p_error; within it, the reading may move to nearby positions.

@@ -102,7 +102,7 @@ impl QuantModel {
                 x = acc
                     .iter()
                     .enumerate()
-                    .map(|(j, &a)| lookup.tables[stage.group(j)].get(lookup.encoding.index(a)))
+                    .map(|(j, &a)| lookup.read(stage.group(j), a))
                     .collect();
                 trace.push(acc);
                 trace.push(x.clone());

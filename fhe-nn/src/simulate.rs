@@ -56,7 +56,7 @@ impl QuantModel {
                     ),
                 };
                 (0..stage.out_features)
-                    .map(|j| variance(stage.norm2_squared(j)).sqrt() * scale)
+                    .map(|j| variance(stage.effective_norm2_squared(j)).sqrt() * scale)
                     .collect()
             })
             .collect();
@@ -89,7 +89,9 @@ impl QuantModel {
                         .zip(sigmas)
                         .enumerate()
                         .map(|(j, (&a, &sigma))| {
-                            let phase = (a + e.offset) as f64 / unit + rng.normal() * sigma;
+                            let g = lookup.groups[stage.group(j)];
+                            let phase = ((a + g.offset) * g.multiplier) as f64 / unit
+                                + rng.normal() * sigma;
                             let k = phase.round() as i64;
                             if !(0..positions).contains(&k) {
                                 on_overflow(lookup.layer, j);
@@ -102,7 +104,7 @@ impl QuantModel {
                             } else {
                                 -table.get(k - positions)
                             };
-                            on_lookup(stage_index, out != table.get(e.index(a)));
+                            on_lookup(stage_index, out != table.get(g.index(&e, a)));
                             out
                         })
                         .collect();

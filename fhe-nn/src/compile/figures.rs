@@ -182,8 +182,11 @@ pub(crate) fn clear_predictions(model: &QuantModel, inputs: ArrayView2<i64>) -> 
 pub(crate) struct Simulated {
     /// Per sample: fraction of runs whose prediction differs from each reference.
     pub flips: Vec<Vec<f64>>,
-    /// Per sample, per lookup stage: fraction of that stage's lookups that differ.
+    /// Per sample, per stage: fraction of that stage's lookups that differ.
     pub lookups: Vec<Vec<f64>>,
+    /// Per sample, per stage: mean and variance over the runs of the number of that stage's
+    /// lookups that differ.
+    pub counts: Vec<Vec<(f64, f64)>>,
 }
 
 /// Simulates each input `runs` times and compares the predictions with `references`.
@@ -196,14 +199,16 @@ pub(crate) fn simulate(
     seed: u64,
 ) -> Simulated {
     let stages = tables.layers().len();
-    let per_sample: Vec<(Vec<f64>, Vec<f64>)> = (0..inputs.nrows())
+    type Tally = (Vec<f64>, Vec<f64>, Vec<(f64, f64)>);
+    let per_sample: Vec<Tally> = (0..inputs.nrows())
         .into_par_iter()
         .map(|i| {
             let input = inputs.row(i).to_vec();
             let mut rng = sample_rng(seed, i);
             let mut flips = vec![0.0; references.len()];
-            let mut differ = vec![0.0; stages];
+            let (mut sum, mut squares) = (vec![0.0; stages], vec![0.0; stages]);
             for _ in 0..runs {
+                let mut differ = vec![0.0; stages];
                 let out = tables
                     .simulate_with(
                         noise,
@@ -214,23 +219,47 @@ pub(crate) fn simulate(
                     )
                     .pop()
                     .unwrap_or_default();
+                for k in 0..stages {
+                    sum[k] += differ[k];
+                    squares[k] += differ[k] * differ[k];
+                }
                 let predicted = argmax(&tables.dequantize_unchecked(&out));
                 for (f, r) in flips.iter_mut().zip(references) {
                     *f += f64::from(u8::from(predicted != r[i]));
                 }
             }
-            let runs = runs.max(1) as f64;
+            let n = runs.max(1) as f64;
+            let counts: Vec<(f64, f64)> = sum
+                .iter()
+                .zip(&squares)
+                .map(|(&s, &q)| {
+                    let mean = s / n;
+                    (
+                        mean,
+                        (q / n - mean * mean).max(0.0) * n / (n - 1.0).max(1.0),
+                    )
+                })
+                .collect();
             let lookups = tables
                 .layers()
                 .iter()
-                .zip(&differ)
-                .map(|(s, d)| d / runs / s.out_features.max(1) as f64)
+                .zip(&counts)
+                .map(|(s, c)| c.0 / s.out_features.max(1) as f64)
                 .collect();
-            (flips.into_iter().map(|f| f / runs).collect(), lookups)
+            (flips.into_iter().map(|f| f / n).collect(), lookups, counts)
         })
         .collect();
-    let (flips, lookups) = per_sample.into_iter().unzip();
-    Simulated { flips, lookups }
+    let mut simulated = Simulated {
+        flips: Vec::new(),
+        lookups: Vec::new(),
+        counts: Vec::new(),
+    };
+    for (f, l, c) in per_sample {
+        simulated.flips.push(f);
+        simulated.lookups.push(l);
+        simulated.counts.push(c);
+    }
+    simulated
 }
 
 /// The first `MAX_CALIBRATION_SAMPLES` rows.
@@ -248,7 +277,7 @@ pub(crate) fn evaluate(
     calibration: ArrayView2<i64>,
     options: &FheOptions,
 ) -> FhePlan {
-    let demand = model.demand();
+    let demand = tables.demand();
     let noise_model = NoiseModel::new(&set.params);
     let (per_layer, output_p_error, global_p_error) =
         failure_probabilities(&demand, &noise_model, set.precision);

@@ -10,7 +10,7 @@ mod search;
 
 pub use figures::{Estimate, FhePlan, LookupFigures};
 pub use fingerprint::Fingerprint;
-pub use predict::Mode;
+pub use predict::{Mode, SampleDisagreement};
 
 use ndarray::ArrayView2;
 
@@ -140,7 +140,12 @@ impl QuantModel {
     }
 
     /// What this model asks of a parameter set.
+    ///
+    /// For a model read exactly (the search's starting point) the first layer's norms are
+    /// bounded with the largest multiplier compilation may give it; a compiled model's are
+    /// its own.
     pub(crate) fn demand(&self) -> Demand {
+        let exact = self.reading == Reading::Exact;
         let lookups = self
             .layers
             .iter()
@@ -149,7 +154,7 @@ impl QuantModel {
             .map(|(k, s, l)| LayerDemand {
                 layer: s.layer,
                 count: s.out_features,
-                norm2_squared: worst_norm(s),
+                norm2_squared: worst_norm(s, k == 0, exact),
                 fresh: k == 0,
                 exact_bits: s.exact_bits(),
                 must_be_exact: l.declared == Rounding::Exact,
@@ -160,7 +165,7 @@ impl QuantModel {
             lookups,
             outputs: (
                 last.out_features,
-                worst_norm(last),
+                worst_norm(last, false, exact),
                 self.layers.len() == 1,
                 self.output_encoding_bits(),
             ),
@@ -173,10 +178,16 @@ impl QuantModel {
     }
 }
 
-/// The largest squared weight 2-norm of a layer's neurons.
-fn worst_norm(stage: &WeightedStage) -> f64 {
+/// The largest squared weight 2-norm of a layer's neurons (with their multipliers; for a
+/// model read exactly, with the largest multiplier a compiled first layer may use).
+fn worst_norm(stage: &WeightedStage, first: bool, exact: bool) -> f64 {
+    let bound = if first && exact {
+        (crate::model::MAX_MULTIPLIER * crate::model::MAX_MULTIPLIER) as f64
+    } else {
+        1.0
+    };
     (0..stage.out_features)
-        .map(|j| stage.norm2_squared(j))
+        .map(|j| stage.effective_norm2_squared(j) * bound)
         .fold(0.0, f64::max)
 }
 

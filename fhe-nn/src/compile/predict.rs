@@ -1,7 +1,6 @@
 //! The three modes side by side on a compiled model: same inputs, same outputs.
 
 use ndarray::{Array2, ArrayView2, Axis};
-use rayon::prelude::*;
 
 use super::CompiledModel;
 use crate::clear::rows_to_array;
@@ -9,6 +8,15 @@ use crate::fhe::{ClientKey, ClientSpec, EvaluationKey, FheError, FheServer};
 use crate::rng::SplitMix64;
 use crate::simulate::{Overflow, SimulationNoise};
 use crate::InputError;
+
+/// Simulate's prediction for one sample (see [`CompiledModel::simulate_disagreement`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleDisagreement {
+    /// Probability that the sample's prediction differs from Clear's.
+    pub prediction: f64,
+    /// Per lookup layer: mean and variance of the number of lookups that differ from Clear.
+    pub lookups: Vec<(f64, f64)>,
+}
 
 /// How [`CompiledModel::predict`] runs the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,15 +112,17 @@ impl CompiledModel {
         self.tables().simulate_overflows(&self.noise, inputs, seed)
     }
 
-    /// Simulated per-sample disagreement with Clear: for each quantized input, the fraction
-    /// of `runs` simulations whose prediction differs from Clear's, and per lookup layer the
-    /// fraction of lookups whose output differs from Clear's table on the same accumulator.
+    /// What Simulate predicts for these quantized inputs, sample by sample, from `runs`
+    /// simulations of each: the probability that its prediction differs from Clear's, and
+    /// per lookup layer the mean and variance of the number of lookups whose output differs
+    /// from Clear's table on the same accumulator. Compare with Fhe on the same samples
+    /// (the sample is the statistical unit: errors within one sample are correlated).
     pub fn simulate_disagreement(
         &self,
         inputs: ArrayView2<i64>,
         runs: usize,
         seed: u64,
-    ) -> Result<Vec<(f64, Vec<f64>)>, InputError> {
+    ) -> Result<Vec<SampleDisagreement>, InputError> {
         let model = self.tables();
         model.check_quantized_inputs(inputs)?;
         let clear = super::figures::clear_predictions(model, inputs);
@@ -126,9 +136,12 @@ impl CompiledModel {
             .collect();
         Ok(sim
             .flips
-            .into_par_iter()
-            .zip(sim.lookups)
-            .map(|(f, l)| (f[0], lookup_layers.iter().map(|&k| l[k]).collect()))
+            .into_iter()
+            .zip(sim.counts)
+            .map(|(f, c)| SampleDisagreement {
+                prediction: f[0],
+                lookups: lookup_layers.iter().map(|&k| c[k]).collect(),
+            })
             .collect())
     }
 

@@ -125,8 +125,9 @@ struct ServerLayer {
     groups: Vec<usize>,
     /// Non-zero weights of each neuron: `(input index, weight as two's complement)`.
     sparse: Vec<Vec<(usize, u64)>>,
-    /// Plaintext added before the lookup so accumulators are non-negative.
-    offset: u64,
+    /// Plaintext added before the lookup, per group, so accumulators land within the
+    /// table's margins.
+    offsets: Vec<u64>,
     /// One table per neuron; none on the output layer.
     tables: Option<Vec<LookupTableOwned>>,
 }
@@ -320,7 +321,7 @@ impl FheServer {
         let Some(tables) = &layer.tables else {
             return acc;
         };
-        lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offset));
+        lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offsets[layer.groups[j]]));
         let p = &self.params;
         let ct = Ciphertext::new(
             acc,
@@ -342,15 +343,26 @@ fn server_layer(
     stage: &WeightedStage,
     params: &tfhe::shortint::parameters::ClassicPBSParameters,
 ) -> ServerLayer {
+    let groups: Vec<usize> = (0..stage.out_features).map(|j| stage.group(j)).collect();
+    // Each group's weights times its multiplier (see `GroupEncoding`).
+    let multiplier = |j: usize| {
+        stage
+            .lookup
+            .as_ref()
+            .map_or(1, |l| l.groups[groups[j]].multiplier)
+    };
     let sparse = stage
         .links
         .iter()
-        .map(|row| row.iter().map(|&(i, w)| (i, w as u64)).collect())
+        .enumerate()
+        .map(|(j, row)| {
+            let m = multiplier(j);
+            row.iter().map(|&(i, w)| (i, (w * m) as u64)).collect()
+        })
         .collect();
-    let groups = (0..stage.out_features).map(|j| stage.group(j)).collect();
     let delta_in = model.input_delta_log2(k);
-    let (offset, tables) = match &stage.lookup {
-        None => (0, None),
+    let (offsets, tables) = match &stage.lookup {
+        None => (Vec::new(), None),
         Some(lookup) => {
             let delta_out = model.input_delta_log2(k + 1);
             let precision = lookup.encoding.precision();
@@ -359,10 +371,12 @@ fn server_layer(
                 .iter()
                 .map(|t| build_table(params, precision, delta_out, |box_index| t.get(box_index)))
                 .collect();
-            (
-                (lookup.encoding.offset as u64).wrapping_shl(delta_in),
-                Some(tables),
-            )
+            let offsets = lookup
+                .groups
+                .iter()
+                .map(|g| ((g.offset * g.multiplier) as u64).wrapping_shl(delta_in))
+                .collect();
+            (offsets, Some(tables))
         }
     };
     ServerLayer {
@@ -370,7 +384,7 @@ fn server_layer(
         in_features: stage.in_features,
         sparse,
         groups,
-        offset,
+        offsets,
         tables,
     }
 }

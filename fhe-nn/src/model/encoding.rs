@@ -29,6 +29,86 @@ pub struct AccumulatorEncoding {
     /// Each value has a whole box of the parameter set: reading it fails only with
     /// probability `p_error`.
     pub exact: bool,
+    /// Table positions kept free at both ends (half a box of the parameter set) so that
+    /// noise never wraps around; 0 for exact readings.
+    pub margin: i64,
+}
+
+/// Largest per-group multiplier (see [`GroupEncoding`]).
+pub const MAX_MULTIPLIER: i64 = 64;
+
+/// How one group's (neuron's, or channel's) accumulators are placed on the table: the
+/// layer's encoding with the group's own offset and an integer multiplier of its weights, so
+/// that a group whose exact range is narrower than the layer's spreads its values over more
+/// positions (noise then moves its reading less, in accumulator units).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupEncoding {
+    /// Added to the accumulator (before the multiplier).
+    pub offset: i64,
+    /// The weights are multiplied by this (1 where no room is left).
+    pub multiplier: i64,
+}
+
+impl GroupEncoding {
+    /// The placement of a group with accumulators in `range` under `encoding`: the largest
+    /// multiplier (at most `max_multiplier`) that keeps the range within the margins.
+    pub fn new(encoding: &AccumulatorEncoding, range: IntRange, max_multiplier: i64) -> Self {
+        let plain = GroupEncoding {
+            offset: encoding.offset,
+            multiplier: 1,
+        };
+        if encoding.exact {
+            return plain;
+        }
+        let top = (1i64 << encoding.precision()) - 1 - encoding.margin;
+        let placed = |multiplier: i64| {
+            // The smallest offset that keeps the minimum at or above the margin.
+            let shift = encoding.shift;
+            let need = if shift >= 0 {
+                encoding.margin << shift
+            } else {
+                (encoding.margin + (1i64 << -shift) - 1) >> -shift
+            };
+            let mut offset = (need + multiplier - 1) / multiplier - range.min;
+            let g = GroupEncoding { offset, multiplier };
+            if g.index(encoding, range.min) < encoding.margin {
+                offset += 1;
+            }
+            let g = GroupEncoding { offset, multiplier };
+            (g.index(encoding, range.min) >= encoding.margin && g.index(encoding, range.max) <= top)
+                .then_some(g)
+        };
+        (1..=max_multiplier.max(1))
+            .rev()
+            .find_map(placed)
+            .unwrap_or(plain)
+    }
+
+    /// The table position of an accumulator value.
+    pub fn index(&self, encoding: &AccumulatorEncoding, acc: i64) -> i64 {
+        let v = (acc + self.offset) * self.multiplier;
+        if encoding.shift >= 0 {
+            (v + half(encoding.shift)) >> encoding.shift
+        } else {
+            v << -encoding.shift
+        }
+    }
+
+    /// The accumulator value a table position stands for (the nearest one).
+    pub fn value(&self, encoding: &AccumulatorEncoding, index: i64) -> i64 {
+        let m = self.multiplier;
+        if encoding.shift >= 0 {
+            ((index << encoding.shift) + m / 2).div_euclid(m) - self.offset
+        } else {
+            let per_unit = m << -encoding.shift;
+            (index + per_unit / 2).div_euclid(per_unit) - self.offset
+        }
+    }
+
+    /// Table positions per accumulator unit.
+    pub fn positions_per_unit(&self, encoding: &AccumulatorEncoding) -> f64 {
+        self.multiplier as f64 * 2f64.powi(-encoding.shift)
+    }
 }
 
 impl AccumulatorEncoding {
@@ -57,6 +137,7 @@ impl AccumulatorEncoding {
                 offset,
                 shift: 0,
                 exact: true,
+                margin: 0,
             };
         }
         let resolution = resolution.clamp(precision, 62) as i32;
@@ -69,6 +150,7 @@ impl AccumulatorEncoding {
                 offset: offset + margin_units(margin, shift),
                 shift,
                 exact: false,
+                margin,
             };
             (e.index(range.max) <= top).then_some(e)
         };
@@ -83,6 +165,23 @@ impl AccumulatorEncoding {
             }
         }
         fits(shift).expect("a fitting shift was found")
+    }
+
+    /// The same reading without the power-of-two spread (`shift` 0: one table position per
+    /// accumulator unit), for layers whose groups spread themselves with multipliers
+    /// ([`GroupEncoding`]) at any integer factor.
+    pub fn unspread(&self) -> AccumulatorEncoding {
+        if self.exact || self.shift >= 0 {
+            return *self;
+        }
+        let base_offset = self.offset - margin_units(self.margin, self.shift);
+        AccumulatorEncoding {
+            bits: self.precision(),
+            offset: base_offset + self.margin,
+            shift: 0,
+            exact: false,
+            margin: self.margin,
+        }
     }
 
     /// Bits of the lookup index (log2 of the table positions).

@@ -8,7 +8,7 @@ mod reader;
 use reader::Reader;
 mod stage;
 
-pub use encoding::{AccumulatorEncoding, Reading, Table};
+pub use encoding::{AccumulatorEncoding, GroupEncoding, Reading, Table, MAX_MULTIPLIER};
 pub use stage::{Connectivity, LookupStage, WeightedStage};
 
 use crate::arch::activation::Activation;
@@ -150,6 +150,7 @@ impl QuantModel {
                         Reading::Exact,
                         segment.activations,
                         q.clone(),
+                        stages.is_empty(),
                     ));
                     input_range = arch.analysis()[n - 1].range.expect("quantized input");
                     quantizer = q;
@@ -233,6 +234,7 @@ impl QuantModel {
                 reading,
                 old.activations,
                 old.quantizer,
+                i == 0,
             );
             model.layers[i].lookup = Some(rebuilt);
         }
@@ -268,6 +270,7 @@ impl QuantModel {
                 model.reading,
                 old.activations,
                 old.quantizer,
+                true,
             );
             model.layers[0].lookup = Some(rebuilt);
         }
@@ -400,24 +403,39 @@ fn build_lookup(
     reading: Reading,
     activations: Vec<Activation>,
     quantizer: Quantizer,
+    fresh_inputs: bool,
 ) -> LookupStage {
     let encoding = AccumulatorEncoding::new(stage.exact_range(), reading);
+    // Fresh inputs: the groups spread themselves (multipliers), at any integer factor.
+    let encoding = if fresh_inputs {
+        encoding.unspread()
+    } else {
+        encoding
+    };
     let rounding = match (encoding.exact, declared) {
         (true, _) => Rounding::Exact,
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
     };
+    // Multipliers only where the inputs are fresh encryptions (the first layer): their noise
+    // is negligible, so scaling the weights scales nothing but the spread.
+    let max_multiplier = if fresh_inputs { MAX_MULTIPLIER } else { 1 };
+    let groups: Vec<GroupEncoding> = stage
+        .exact_ranges
+        .iter()
+        .map(|&r| GroupEncoding::new(&encoding, r, max_multiplier))
+        .collect();
     let tables = (0..stage.groups)
         .map(|j| {
             let r = stage.exact_ranges[j];
-            let (first, last) = (encoding.index(r.min), encoding.index(r.max));
+            let g = groups[j];
+            let (first, last) = (g.index(&encoding, r.min), g.index(&encoding, r.max));
             let values = (first..=last)
                 .map(|k| {
+                    let acc = g.value(&encoding, k).clamp(r.min, r.max);
                     let y = activations
                         .iter()
-                        .fold(stage.dequantize_group(j, encoding.value(k)), |y, a| {
-                            a.apply(y)
-                        });
+                        .fold(stage.dequantize_group(j, acc), |y, a| a.apply(y));
                     quantizer.quantize(y)
                 })
                 .collect();
@@ -430,6 +448,7 @@ fn build_lookup(
         rounding,
         declared,
         tables,
+        groups,
         activations,
         quantizer,
     }

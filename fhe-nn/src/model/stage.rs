@@ -1,7 +1,7 @@
 //! Weighted stages: fully connected, convolution and pooling layers as integer weighted sums
 //! with their connectivity, exact ranges, scales and lookup.
 
-use super::encoding::{AccumulatorEncoding, Reading, Table};
+use super::encoding::{AccumulatorEncoding, GroupEncoding, Reading, Table};
 use super::Quantizer;
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{exact_accumulator, IntRange, Rounding};
@@ -17,9 +17,23 @@ pub struct LookupStage {
     /// What the declaration asked for (compile-time analysis).
     pub declared: Rounding,
     pub tables: Vec<Table>,
+    /// Each group's placement on its table (offset, weight multiplier).
+    pub groups: Vec<GroupEncoding>,
     /// Real functions folded into the table (activations, then the quantizer).
     pub activations: Vec<Activation>,
     pub quantizer: Quantizer,
+}
+
+impl LookupStage {
+    /// The table position of accumulator `acc` of group `group`.
+    pub fn index(&self, group: usize, acc: i64) -> i64 {
+        self.groups[group].index(&self.encoding, acc)
+    }
+
+    /// Clear's output for accumulator `acc` of group `group`.
+    pub fn read(&self, group: usize, acc: i64) -> i64 {
+        self.tables[group].get(self.index(group, acc))
+    }
 }
 
 /// How the outputs of a weighted layer connect to its inputs.
@@ -126,6 +140,16 @@ impl WeightedStage {
             .iter()
             .map(|&(_, w)| (w * w) as f64)
             .sum()
+    }
+
+    /// The squared 2-norm of the weights an output's ciphertext is actually computed with:
+    /// its weights times its group's multiplier.
+    pub fn effective_norm2_squared(&self, neuron: usize) -> f64 {
+        let m = self
+            .lookup
+            .as_ref()
+            .map_or(1, |l| l.groups[self.group(neuron)].multiplier) as f64;
+        self.norm2_squared(neuron) * m * m
     }
 
     /// The accumulator of one output for the inputs `x`.
