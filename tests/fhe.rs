@@ -389,3 +389,42 @@ fn compiling_leaves_the_model_unchanged_and_failures_leave_nothing_behind() {
         clear_before.slice(ndarray::s![..2, ..])
     );
 }
+
+#[test]
+fn a_looser_p_error_buys_cheaper_parameters_when_accuracy_allows() {
+    // Every lookup of the tiny network is exact: accuracy never binds, so the failure
+    // target alone decides, and 0.01 must be cheaper than 2^-40.
+    let (model, test) = tiny_model();
+    let strict = model.compile(test.view(), &FheOptions::default()).unwrap();
+    let loose = model
+        .compile(
+            test.view(),
+            &FheOptions {
+                p_error: 0.01,
+                ..FheOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        loose.plan().modeled_seconds < strict.plan().modeled_seconds,
+        "{} vs {}",
+        loose.parameters().name,
+        strict.parameters().name
+    );
+    for compiled in [&strict, &loose] {
+        fhe_nn::fhe::security::check(&compiled.parameters().params).unwrap();
+        assert!(compiled.plan().worst_p_error() <= compiled.plan().options.p_error);
+    }
+    // Vetted sets only: never cheaper than the optimizer's choice.
+    let vetted = model
+        .compile(
+            test.view(),
+            &FheOptions {
+                parameters: ParameterChoice::VettedOnly,
+                ..FheOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(vetted.parameters().is_vetted());
+    assert!(strict.plan().modeled_seconds <= vetted.plan().modeled_seconds);
+}

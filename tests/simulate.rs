@@ -178,3 +178,71 @@ fn overflow_detector_reports_where_readings_wrap() {
         .iter()
         .all(|o| lookup_layers.contains(&o.layer) && o.neuron < 30 && o.count > 0));
 }
+
+#[test]
+fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
+    // The regime the optimizer chooses: custom parameters, accumulators spread over many
+    // table positions (no whole boxes). Per lookup layer, the number of lookups whose output
+    // differs from Clear's table (on the accumulator of the inputs Fhe actually had) must lie
+    // within 3 sigma (+1) of Simulate's prediction for the same samples.
+    let model = QuantModel::load(
+        Seed::architecture(),
+        models_dir().join("digits_seed.safetensors"),
+    )
+    .unwrap();
+    let model = model.restrict_inputs(0, 3).unwrap();
+    let test = digits().unwrap().test.images;
+    let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();
+    assert!(
+        !compiled.parameters().is_vetted(),
+        "{}",
+        compiled.parameters().name
+    );
+    assert!(compiled.plan().lookups.iter().all(|l| !l.exact));
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
+    let q = compiled.quantize(test.view()).unwrap();
+    let samples = FHE_SAMPLES;
+    let mut measured = vec![0usize; 2];
+    for i in 0..samples {
+        let input = q.row(i).to_vec();
+        let trace = server
+            .run_traced(&client.encrypt_quantized(&input).unwrap())
+            .unwrap();
+        let mut x = input;
+        let mut layer = 0;
+        for (k, stage) in compiled.layers().iter().enumerate() {
+            let Some(lookup) = &stage.lookup else {
+                continue;
+            };
+            let got: Vec<i64> = trace[k]
+                .ciphertexts()
+                .iter()
+                .map(|c| {
+                    client
+                        .decrypt_value(c, compiled.input_delta_log2(k + 1))
+                        .unwrap()
+                })
+                .collect();
+            measured[layer] += got
+                .iter()
+                .enumerate()
+                .filter(|&(j, &g)| g != lookup.read(stage.group(j), stage.accumulate_one(j, &x)))
+                .count();
+            x = got;
+            layer += 1;
+        }
+    }
+    let predicted = compiled
+        .simulate_disagreement(q.slice(ndarray::s![..samples, ..]), 200, 5)
+        .unwrap();
+    for (k, &m) in measured.iter().enumerate() {
+        let mean: f64 = predicted.iter().map(|d| d.lookups[k].0).sum();
+        let sd = predicted.iter().map(|d| d.lookups[k].1).sum::<f64>().sqrt();
+        eprintln!("layer {k}: Fhe {m}, Simulate {mean:.2} ± {sd:.2}");
+        assert!(
+            (m as f64 - mean).abs() <= 3.0 * sd + 1.0,
+            "lookup layer {k}: Fhe {m} differing lookups, Simulate expects {mean:.2} ± {sd:.2}"
+        );
+    }
+}
