@@ -347,7 +347,7 @@ fn compiling_leaves_the_model_unchanged_and_failures_leave_nothing_behind() {
         model.compile(
             test.view(),
             &FheOptions {
-                parameters: ParameterChoice::Fixed(insecure),
+                parameters: ParameterChoice::Fixed(Box::new(insecure)),
                 ..FheOptions::default()
             }
         ),

@@ -159,7 +159,7 @@ fn overflow_detector_reports_where_readings_wrap() {
     noisy.params.ks_level = tfhe::core_crypto::commons::parameters::DecompositionLevelCount(1);
     let fixed = |p_error| FheOptions {
         p_error,
-        parameters: ParameterChoice::Fixed(noisy.clone()),
+        parameters: ParameterChoice::Fixed(Box::new(noisy.clone())),
         ..FheOptions::default()
     };
     assert!(matches!(
@@ -203,7 +203,7 @@ fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
     let server = compiled.server(eval).unwrap();
     let q = compiled.quantize(test.view()).unwrap();
     let samples = FHE_SAMPLES;
-    let mut measured = vec![0usize; 2];
+    let mut measured = [0usize; 2];
     for i in 0..samples {
         let input = q.row(i).to_vec();
         let trace = server

@@ -39,7 +39,7 @@ pub enum ParameterChoice {
     /// TFHE-rs's vetted set of this lookup precision (bits), whatever it costs.
     Vetted(u32),
     /// Exactly this set (checked for security).
-    Fixed(ParameterSet),
+    Fixed(Box<ParameterSet>),
 }
 
 /// What the user may ask of compilation.

@@ -27,7 +27,7 @@ pub(super) fn choose(
         global_p_error: options.global_p_error,
     };
     let forced = match &options.parameters {
-        ParameterChoice::Fixed(set) => Some(set.clone()),
+        ParameterChoice::Fixed(set) => Some((**set).clone()),
         ParameterChoice::Vetted(p) => Some(vetted(*p).ok_or(CompileError::NoVettedSet(*p))?),
         ParameterChoice::Optimized | ParameterChoice::VettedOnly => None,
     };

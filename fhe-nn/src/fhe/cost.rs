@@ -127,8 +127,9 @@ fn solve(mut a: Vec<Vec<f64>>) -> Vec<f64> {
         for row in 0..m {
             if row != col {
                 let factor = a[row][col] / p;
-                for c in col..=m {
-                    a[row][c] -= factor * a[col][c];
+                let pivot_row = a[col].clone();
+                for (x, y) in a[row].iter_mut().zip(pivot_row).skip(col) {
+                    *x -= factor * y;
                 }
             }
         }
