@@ -3,3 +3,8 @@
 
 pub mod data;
 pub mod driver;
+
+/// The README's Rust snippets, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -56,7 +56,7 @@ impl QuantModel {
     }
 
     /// Checks a batch of already quantized inputs.
-    pub fn check_quantized_inputs(&self, inputs: ArrayView2<i64>) -> Result<(), InputError> {
+    pub(crate) fn check_quantized_inputs(&self, inputs: ArrayView2<i64>) -> Result<(), InputError> {
         let (_, cols) = inputs.dim();
         if cols != self.input.features {
             return Err(InputError::Width {
@@ -79,7 +79,7 @@ impl QuantModel {
 
     /// Checks one quantized sample: its width, and that its values are those the tables
     /// were built for.
-    pub fn check_quantized_sample(&self, input: &[i64]) -> Result<(), InputError> {
+    pub(crate) fn check_quantized_sample(&self, input: &[i64]) -> Result<(), InputError> {
         self.check_quantized_inputs(
             ArrayView2::from_shape((1, input.len()), input).expect("one row"),
         )
@@ -148,7 +148,7 @@ impl QuantModel {
     }
 
     /// De-quantizes a batch of output accumulators (rows), with the trailing activations.
-    pub fn dequantize_batch(
+    pub(crate) fn dequantize_batch(
         &self,
         accumulators: ArrayView2<i64>,
     ) -> Result<Array2<f64>, InputError> {
@@ -166,7 +166,10 @@ impl QuantModel {
     }
 
     /// Clear inference of a batch of quantized inputs (rows), in parallel: output accumulators.
-    pub fn clear_int_batch(&self, inputs: ArrayView2<i64>) -> Result<Array2<i64>, InputError> {
+    pub(crate) fn clear_int_batch(
+        &self,
+        inputs: ArrayView2<i64>,
+    ) -> Result<Array2<i64>, InputError> {
         self.check_quantized_inputs(inputs)?;
         let rows: Vec<Vec<i64>> = (0..inputs.nrows())
             .into_par_iter()

@@ -277,23 +277,8 @@ impl QuantModel {
         Ok(model)
     }
 
-    /// How the tables read the accumulators.
-    pub fn reading(&self) -> Reading {
-        self.reading
-    }
-
-    /// Bits of the widest lookup index in use (the table resolution of rounded lookups).
-    pub fn lookup_precision(&self) -> u32 {
-        self.layers
-            .iter()
-            .filter_map(|s| s.lookup.as_ref())
-            .map(|l| l.encoding.precision())
-            .max()
-            .unwrap_or(0)
-    }
-
     /// Signed width of the output accumulators, as the client decodes them.
-    pub fn output_encoding_bits(&self) -> u32 {
+    pub(crate) fn output_encoding_bits(&self) -> u32 {
         let r = self
             .layers
             .last()
@@ -304,7 +289,7 @@ impl QuantModel {
 
     /// log2 of the scaling factor Δ of the ciphertexts entering weighted layer `k`: the
     /// accumulator they sum into is encoded on the top bits below the padding bit.
-    pub fn input_delta_log2(&self, k: usize) -> u32 {
+    pub(crate) fn input_delta_log2(&self, k: usize) -> u32 {
         let bits = match &self.layers[k].lookup {
             Some(l) => l.encoding.bits,
             None => self.output_encoding_bits(),
