@@ -428,3 +428,41 @@ fn a_looser_p_error_buys_cheaper_parameters_when_accuracy_allows() {
     assert!(vetted.parameters().is_vetted());
     assert!(strict.plan().modeled_seconds <= vetted.plan().modeled_seconds);
 }
+
+#[test]
+fn an_oversized_compressed_upload_is_refused_before_expansion() {
+    // Reproducer of the 16 GB expansion: an upload of another model's input width (64
+    // values), resealed with this server's key id and fingerprint (both travel in clear, at
+    // bytes 8..48 of the envelope), is refused before any mask is regenerated.
+    let (compiled, client, eval, test) = keys();
+    let server = compiled.server(eval).unwrap();
+    let images = digits().unwrap().test.images;
+    let seed = QuantModel::load(
+        Seed::architecture(),
+        fhe_nn_suite::data::models_dir().join("digits_seed.safetensors"),
+    )
+    .unwrap()
+    .compile(images.view(), &FheOptions::default())
+    .unwrap();
+    let (seed_client, _) = seed.keygen().unwrap();
+    let mut bytes = seed_client
+        .encrypt_compressed(images.row(0))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let genuine = client
+        .encrypt_compressed(test.row(0))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    bytes[8..48].copy_from_slice(&genuine[8..48]);
+    let forged = CompressedSample::from_bytes(&bytes).unwrap();
+    match server.decompress(&forged) {
+        Err(FheError::Shape(message)) => assert!(
+            message.contains("64 compressed input values, the model takes 16"),
+            "{message}"
+        ),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a forged upload was expanded"),
+    }
+}

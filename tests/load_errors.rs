@@ -217,3 +217,50 @@ fn safetensors_round_trip_and_npz() {
     let from_npz = QuantModel::load(Seed::architecture(), &path).unwrap();
     assert_eq!(from_npz, load(&file).unwrap());
 }
+
+/// An `.npz` whose one entry's header claims `shape`, followed by `data` bytes.
+fn forged_npz(shape: &str, data: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+    // As numpy writes it: padded with spaces so the data starts 64-byte aligned, then '\n'.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    npy.extend(std::iter::repeat_n(0u8, data));
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("layers.1.weight.npy", options).unwrap();
+    zip.write_all(&npy).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_forged_npy_shape_is_refused_before_allocating() {
+    // Reproducer of the 800 GB allocation: a valid zip (checksums resealed) whose npy header
+    // claims 99,999,999,999 elements over 48 bytes of data.
+    let bytes = forged_npz("(99999999999,)", 48);
+    let err = TensorFile::from_npz(&bytes).unwrap_err();
+    assert!(
+        matches!(err, LoadError::Corrupt { format: "npz", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("799999999992 bytes"), "{err}");
+    // Also through loading a model from a file.
+    let dir = std::env::temp_dir().join(format!("fhe-nn-forged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("forged.npz");
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        QuantModel::load(Seed::architecture(), &path),
+        Err(LoadError::Corrupt { .. })
+    ));
+    // A consistent entry still reads.
+    let fine = TensorFile::from_npz(&forged_npz("(6,)", 48)).unwrap();
+    assert_eq!(fine.tensors["layers.1.weight"].len(), 6);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -104,6 +104,48 @@ fn trainer_reports_progress_and_refuses_bad_input() {
             classes: 10
         }
     );
+    // Non-finite inputs (all NaN, or one infinity) are refused by name, never trained on.
+    let nan = ndarray::Array2::from_elem(data.train.images.dim(), f64::NAN);
+    assert!(matches!(
+        train(
+            Seed::architecture(),
+            nan.view(),
+            &labels,
+            config.clone(),
+            |_| {}
+        )
+        .unwrap_err(),
+        TrainError::NonFinite {
+            sample: 0,
+            feature: 0,
+            ..
+        }
+    ));
+    let mut one_inf = data.train.images.clone();
+    one_inf[(5, 9)] = f64::INFINITY;
+    assert!(matches!(
+        train(
+            Seed::architecture(),
+            one_inf.view(),
+            &labels,
+            config.clone(),
+            |_| {}
+        )
+        .unwrap_err(),
+        TrainError::NonFinite {
+            sample: 5,
+            feature: 9,
+            ..
+        }
+    ));
+    assert!(matches!(
+        fhe_nn::train::Trainer::from_float(
+            Seed::architecture(),
+            &fhe_nn::tensors::TensorFile::default(),
+            nan.view()
+        ),
+        Err(TrainError::NonFinite { .. })
+    ));
     let narrow = data.train.images.slice(ndarray::s![.., ..32]);
     assert_eq!(
         train(

@@ -51,6 +51,7 @@ mod error;
 pub mod fhe;
 pub mod model;
 pub mod noise;
+mod npz;
 pub mod rng;
 mod simulate;
 pub mod tensors;

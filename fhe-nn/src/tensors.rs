@@ -128,23 +128,18 @@ impl TensorFile {
     /// architecture check of [`ARCHITECTURE_KEY`](crate::model::ARCHITECTURE_KEY) applies to
     /// safetensors files only.
     pub fn from_npz(bytes: &[u8]) -> Result<TensorFile, LoadError> {
-        use ndarray::{ArrayD, IxDyn, OwnedRepr};
-        use ndarray_npy::NpzReader;
-        let corrupt = |e: ndarray_npy::ReadNpzError| LoadError::Corrupt {
-            format: "npz",
-            message: e.to_string(),
-        };
-        let mut npz = NpzReader::new(std::io::Cursor::new(bytes)).map_err(corrupt)?;
-        let names = npz.names().map_err(corrupt)?;
+        use ndarray::{ArrayBase, ArrayD, IxDyn, OwnedRepr};
+        use ndarray_npy::ReadNpyExt;
         let mut tensors = BTreeMap::new();
-        for raw_name in names {
+        // Sizes are checked (and entries decompressed under a cap) before any array is built.
+        for (raw_name, data) in crate::npz::entries(bytes)? {
             let name = raw_name
                 .strip_suffix(".npy")
                 .unwrap_or(&raw_name)
                 .to_string();
             macro_rules! attempt {
                 ($t:ty, $variant:ident, $conv:expr) => {
-                    if let Ok(a) = npz.by_name::<OwnedRepr<$t>, IxDyn>(&raw_name) {
+                    if let Ok(a) = ArrayBase::<OwnedRepr<$t>, IxDyn>::read_npy(&data[..]) {
                         let a: ArrayD<$t> = a;
                         let shape = a.shape().to_vec();
                         let values = a.iter().map(|&v| ($conv)(v)).collect();

@@ -54,6 +54,12 @@ pub enum TrainError {
     Width { expected: usize, found: usize },
     #[error("no training data")]
     Empty,
+    #[error("input sample {sample}, feature {feature} is not finite ({value})")]
+    NonFinite {
+        sample: usize,
+        feature: usize,
+        value: f64,
+    },
     #[error("tensor `{name}` {problem}")]
     Tensor { name: String, problem: String },
 }
@@ -295,6 +301,15 @@ impl Trainer {
         }
         if inputs.nrows() == 0 {
             return Err(TrainError::Empty);
+        }
+        if let Some(((sample, feature), &value)) =
+            inputs.indexed_iter().find(|(_, v)| !v.is_finite())
+        {
+            return Err(TrainError::NonFinite {
+                sample,
+                feature,
+                value,
+            });
         }
         let largest = inputs
             .iter()
