@@ -72,3 +72,65 @@ fn runtime_checks_agree_with_the_macro() {
     assert_eq!(rebuilt.analysis(), Card::architecture().analysis());
     assert_eq!(rebuilt.summary(), Card::architecture().summary());
 }
+
+#[test]
+fn messages_use_the_right_numbers_and_words() {
+    use fhe_nn::arch::layer::{Layer, WeightOptions};
+    use fhe_nn::Architecture;
+    let linear = |i, o| Layer::QuantLinear {
+        in_features: i,
+        out_features: o,
+        options: WeightOptions {
+            weight_bits: 3,
+            bias: true,
+            active: None,
+            round: None,
+            exact: false,
+        },
+    };
+    let q = |bits| Layer::QuantIdentity { bits, signed: true };
+    // A huge padding is refused by name, never reported as a saturated size.
+    let conv = Layer::QuantConv2d {
+        in_channels: 1,
+        out_channels: 2,
+        kernel: 3,
+        stride: 1,
+        padding: usize::MAX / 4,
+        input: Some((8, 8)),
+        options: WeightOptions {
+            weight_bits: 3,
+            bias: true,
+            active: None,
+            round: None,
+            exact: false,
+        },
+    };
+    let err = Architecture::new("padded", vec![q(3), conv, Layer::Flatten, linear(128, 10)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("padding = 4611686018427387903 makes the image"),
+        "{err}"
+    );
+    assert!(!err.contains("18446744073709551615"), "{err}");
+    // Singular nouns.
+    let err = Architecture::new("one", vec![q(3), linear(64, 1), q(3), linear(2, 3)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("takes 2 input features but the previous layer gives 1"),
+        "{err}"
+    );
+    let err = Architecture::new("one", vec![q(3), linear(1, 2), q(3), linear(3, 3)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("takes 3 input features"), "{err}");
+    // A trailing quantizer is a compile-time (and run-time) error with a fix.
+    let err = Architecture::new("trailing", vec![q(3), linear(64, 10), q(3)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a quantizer after the last weighted layer"),
+        "{err}"
+    );
+}

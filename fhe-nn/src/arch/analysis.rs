@@ -366,6 +366,9 @@ fn join_or(parts: &[String]) -> String {
     }
 }
 
+/// Largest image side (after padding) the analysis accepts.
+pub const MAX_IMAGE_SIDE: usize = 1 << 16;
+
 /// Analyzes a network: shapes, integer ranges, accumulator widths and lookups, with every
 /// independent error collected.
 pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
@@ -545,7 +548,14 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                             h.saturating_add(padding.saturating_mul(2)),
                             w.saturating_add(padding.saturating_mul(2)),
                         );
-                        if ph < kernel || pw < kernel {
+                        if ph.max(pw) > MAX_IMAGE_SIDE {
+                            a.error(
+                                i,
+                                Some("padding"),
+                                ArchErrorKind::PaddingTooLarge { padding },
+                            );
+                            Shape::Unknown
+                        } else if ph < kernel || pw < kernel {
                             a.error(
                                 i,
                                 None,
@@ -672,6 +682,13 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
             option: None,
             kind: ArchErrorKind::NoWeightedLayer,
         });
+    }
+    if let Some(last) = layers.iter().rposition(|l| l.weight_options().is_some()) {
+        for (i, layer) in layers.iter().enumerate().skip(last + 1) {
+            if matches!(layer, Layer::QuantIdentity { .. }) {
+                a.error(i, None, ArchErrorKind::TrailingQuantizer);
+            }
+        }
     }
     if let Value::Acc { range, source, .. } = value {
         let bits = range.bits();
@@ -997,8 +1014,12 @@ mod tests {
             .iter()
             .map(|e| (e.layer, std::mem::discriminant(&e.kind)))
             .collect();
-        assert_eq!(errs.len(), 3, "{errs:?}");
+        // Shape, missing quantizer, width, and the trailing quantizer.
+        assert_eq!(errs.len(), 4, "{errs:?}");
         assert_eq!(kinds[0].0, Some(3));
+        assert!(errs
+            .iter()
+            .any(|e| e.kind == ArchErrorKind::TrailingQuantizer && e.layer == Some(4)));
         assert!(errs.iter().any(|e| matches!(
             e.kind,
             ArchErrorKind::FeatureMismatch {

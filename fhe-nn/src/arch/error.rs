@@ -21,6 +21,10 @@ pub struct ArchError {
 pub enum ArchErrorKind {
     EmptyNetwork,
     NoWeightedLayer,
+    TrailingQuantizer,
+    PaddingTooLarge {
+        padding: usize,
+    },
     BitsOutOfRange {
         what: &'static str,
         bits: u32,
@@ -94,13 +98,22 @@ impl fmt::Display for ArchError {
                 f,
                 "empty network\n= help: declare layers, e.g. `QuantIdentity(3), QuantLinear(64, 10, w = 3)`"
             ),
+            TrailingQuantizer => write!(
+                f,
+                "a quantizer after the last weighted layer has nothing to feed: the outputs are decrypted and de-quantized on the client\n= help: remove this QuantIdentity (activations after the last weighted layer run on the client)"
+            ),
+            PaddingTooLarge { padding } => write!(
+                f,
+                "padding = {padding} makes the image wider than {} pixels\n= help: lower padding",
+                super::analysis::MAX_IMAGE_SIDE
+            ),
             NoWeightedLayer => write!(
                 f,
                 "the network has no QuantLinear or QuantConv2d layer: nothing would run under encryption\n= help: add a weighted layer"
             ),
             BitsOutOfRange { what, bits, min, max } => write!(
                 f,
-                "{what} of {bits} bits is out of range: it must be between {min} and {max}"
+                "{what} of {} is out of range: it must be between {min} and {max}", count(*bits as u64, "bit")
             ),
             ZeroSize { what } => write!(f, "{what} must be at least 1"),
             ActiveOutOfRange { active, fan_in } => write!(
@@ -109,11 +122,11 @@ impl fmt::Display for ArchError {
             ),
             FeatureMismatch { expected, found } => write!(
                 f,
-                "shape mismatch: this layer takes {expected} input features but the previous layer gives {found}\n= help: change the input size to {found}"
+                "shape mismatch: this layer takes {} but the previous layer gives {found}\n= help: change the input size to {found}", count(*expected as u64, "input feature")
             ),
             ChannelMismatch { expected, found } => write!(
                 f,
-                "shape mismatch: this convolution takes {expected} input channels but the previous layer gives {found}\n= help: change in_channels to {found}"
+                "shape mismatch: this convolution takes {} but the previous layer gives {found}\n= help: change in_channels to {found}", count(*expected as u64, "input channel")
             ),
             InputSizeMismatch { declared, found } => write!(
                 f,
@@ -131,7 +144,7 @@ impl fmt::Display for ArchError {
             ),
             NeedsImage { layer, features } => write!(
                 f,
-                "shape mismatch: {layer} takes an image but the previous layer gives {features} features"
+                "shape mismatch: {layer} takes an image but the previous layer gives {}", count(*features as u64, "feature")
             ),
             MissingInputShape => write!(
                 f,
@@ -171,3 +184,12 @@ impl fmt::Display for ArchError {
 }
 
 impl std::error::Error for ArchError {}
+
+/// `n` and the noun, plural unless `n` is 1.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
