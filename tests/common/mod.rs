@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (each test binary uses some of them).
 #![allow(dead_code)]
 
+use fhe_nn::tensors::TensorFile;
 use fhe_nn::train::{train, TrainConfig};
 use fhe_nn::{fhe_net, QuantModel};
 use fhe_nn_suite::data::digits;
@@ -31,8 +32,8 @@ pub fn pooled(images: &Array2<f64>) -> Array2<f64> {
     })
 }
 
-/// The tiny network trained on the digits; returns it with its pooled test images.
-pub fn tiny_model() -> (QuantModel, Array2<f64>) {
+/// The tiny network's weights, trained on the digits, and its pooled test images.
+pub fn tiny_weights() -> (TensorFile, Array2<f64>) {
     let data = digits().unwrap();
     let x = pooled(&data.train.images);
     let labels = data.train.labels.to_vec();
@@ -43,6 +44,12 @@ pub fn tiny_model() -> (QuantModel, Array2<f64>) {
         seed: 3,
     };
     let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
+    (weights, pooled(&data.test.images))
+}
+
+/// The tiny network trained on the digits; returns it with its pooled test images.
+pub fn tiny_model() -> (QuantModel, Array2<f64>) {
+    let (weights, test) = tiny_weights();
     let model = QuantModel::from_tensors(Tiny::architecture(), &weights).unwrap();
-    (model, pooled(&data.test.images))
+    (model, test)
 }

@@ -35,11 +35,68 @@ pub enum SecurityError {
     },
     #[error("the parameter set must encrypt under the big key with the native 64-bit modulus")]
     Shape,
+    #[error("parameter {what} = {value} is outside the supported {min}..={max}")]
+    OutOfBounds {
+        what: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
 }
 
-/// Checks that both secret keys of `params` carry at least the minimal secure noise for
-/// their dimensions (`n` for the LWE key, `k·N` for the GLWE key).
+/// Bounds on every dimension a parameter set may have: far beyond any useful set, tight
+/// enough that a forged set cannot make key generation or decoding allocate without bound.
+fn check_bounds(params: &ClassicPBSParameters) -> Result<(), SecurityError> {
+    let within = |what, value: usize, min: u64, max: u64| {
+        if (min..=max).contains(&(value as u64)) {
+            Ok(())
+        } else {
+            Err(SecurityError::OutOfBounds {
+                what,
+                value: value as u64,
+                min,
+                max,
+            })
+        }
+    };
+    within("lwe_dimension", params.lwe_dimension.0, 256, 4096)?;
+    within("glwe_dimension", params.glwe_dimension.0, 1, 8)?;
+    within("polynomial_size", params.polynomial_size.0, 256, 1 << 17)?;
+    if !params.polynomial_size.0.is_power_of_two() {
+        return Err(SecurityError::OutOfBounds {
+            what: "polynomial_size (a power of two)",
+            value: params.polynomial_size.0 as u64,
+            min: 256,
+            max: 1 << 17,
+        });
+    }
+    within(
+        "glwe_dimension × polynomial_size",
+        params.glwe_dimension.0 * params.polynomial_size.0,
+        256,
+        1 << 17,
+    )?;
+    for (what, base, levels) in [
+        ("pbs", params.pbs_base_log.0, params.pbs_level.0),
+        ("ks", params.ks_base_log.0, params.ks_level.0),
+    ] {
+        within(what, base, 1, 63)?;
+        within(what, levels, 1, 64)?;
+        within(what, base * levels, 1, 64)?;
+    }
+    let boxes = params
+        .message_modulus
+        .0
+        .saturating_mul(params.carry_modulus.0);
+    within("message × carry modulus", boxes as usize, 2, 1 << 16)?;
+    Ok(())
+}
+
+/// Checks that `params` is within the supported bounds and that both secret keys carry at
+/// least the minimal secure noise for their dimensions (`n` for the LWE key, `k·N` for the
+/// GLWE key).
 pub fn check(params: &ClassicPBSParameters) -> Result<(), SecurityError> {
+    check_bounds(params)?;
     if params.encryption_key_choice != EncryptionKeyChoice::Big
         || !params.ciphertext_modulus.is_native_modulus()
     {
