@@ -88,6 +88,9 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Recomputes a mutated blob's framing so that it reaches the decoder.
+type Reseal<'a> = &'a dyn Fn(&mut Vec<u8>);
+
 /// Envelope layout: magic 5, version 2, kind 1, key id 8, fingerprint 32, length 8, checksum 8.
 const HEADER: usize = 64;
 
@@ -100,7 +103,7 @@ fn reseal_envelope(bytes: &mut [u8]) {
     }
 }
 
-fn reseal_safetensors(bytes: &mut Vec<u8>) {
+fn reseal_safetensors(bytes: &mut [u8]) {
     // The 8-byte header length stays as it was (mutations keep or shift the JSON); resealing
     // re-points it at the first byte that is not JSON text.
     if bytes.len() >= 8 {
@@ -117,7 +120,7 @@ fn mutate(
     original: &[u8],
     rng: &mut SplitMix64,
     protected: usize,
-    reseal: Option<&dyn Fn(&mut Vec<u8>)>,
+    reseal: Option<Reseal>,
 ) -> Vec<u8> {
     let mut b = original.to_vec();
     let resealed = reseal.is_some() && rng.below(2) == 0;
@@ -171,18 +174,29 @@ fn mutate(
     b
 }
 
-/// Runs `cases` mutations of `original` through `decode`, which returns whether the input
-/// was accepted. Asserts no panic, the time bound and the memory cap per case.
-fn fuzz(
-    name: &str,
-    original: &[u8],
-    cases: usize,
+/// One format to fuzz: its legitimate bytes and how to mutate them.
+struct Format<'a> {
+    name: &'a str,
+    original: &'a [u8],
     seed: u64,
+    /// Leading bytes (the envelope) left alone by resealed mutations.
     protected: usize,
-    reseal: Option<&dyn Fn(&mut Vec<u8>)>,
+    reseal: Option<Reseal<'a>>,
+    /// Largest extra memory a case may hold at its peak.
     cap: usize,
-    decode: &dyn Fn(&[u8]) -> bool,
-) -> Counts {
+}
+
+/// Runs `cases` mutations of the format's bytes through `decode`, which returns whether the
+/// input was accepted. Asserts no panic, the time bound and the memory cap per case.
+fn fuzz(format: Format, cases: usize, decode: &dyn Fn(&[u8]) -> bool) -> Counts {
+    let Format {
+        name,
+        original,
+        seed,
+        protected,
+        reseal,
+        cap,
+    } = format;
     assert!(decode(original), "{name}: the unmutated input must decode");
     let mut rng = SplitMix64::new(seed);
     let mut counts = Counts::default();
@@ -325,13 +339,15 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
     results.push((
         "safetensors weights",
         fuzz(
-            "safetensors",
-            &safetensors,
+            Format {
+                name: "safetensors",
+                original: &safetensors,
+                seed: 1,
+                protected: 8,
+                reseal: Some(&|b: &mut Vec<u8>| reseal_safetensors(b)),
+                cap: cap(safetensors.len()),
+            },
             cases,
-            1,
-            8,
-            Some(&|b: &mut Vec<u8>| reseal_safetensors(b)),
-            cap(safetensors.len()),
             &|b| TensorFile::from_safetensors(b).map(load).unwrap_or(false),
         ),
     ));
@@ -342,13 +358,15 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
         .map(|_| resealed_npz(&npz, &mut rng))
         .collect();
     let mut npz_counts = fuzz(
-        "npz",
-        &npz,
+        Format {
+            name: "npz",
+            original: &npz,
+            seed: 3,
+            protected: 0,
+            reseal: None,
+            cap: cap(npz.len()),
+        },
         cases - cases / 2,
-        3,
-        0,
-        None,
-        cap(npz.len()),
         &|b| TensorFile::from_npz(b).map(load).unwrap_or(false),
     );
     for bytes in &resealed {
@@ -369,52 +387,60 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
     results.push((
         "client key",
         fuzz(
-            "client key",
-            &client_bytes,
+            Format {
+                name: "client key",
+                original: &client_bytes,
+                seed: 4,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(client_bytes.len()),
+            },
             cases,
-            4,
-            HEADER,
-            Some(envelope),
-            cap(client_bytes.len()),
             &|b| ClientKey::from_bytes(b).is_ok(),
         ),
     ));
     results.push((
         "client spec",
         fuzz(
-            "client spec",
-            &spec_bytes,
+            Format {
+                name: "client spec",
+                original: &spec_bytes,
+                seed: 5,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(spec_bytes.len()),
+            },
             cases,
-            5,
-            HEADER,
-            Some(envelope),
-            cap(spec_bytes.len()),
             &|b| ClientSpec::from_bytes(b).is_ok(),
         ),
     ));
     results.push((
         "compressed evaluation key",
         fuzz(
-            "evaluation key",
-            &eval_bytes,
+            Format {
+                name: "evaluation key",
+                original: &eval_bytes,
+                seed: 6,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(eval_bytes.len()),
+            },
             cases,
-            6,
-            HEADER,
-            Some(envelope),
-            cap(eval_bytes.len()),
             &|b| EvaluationKey::from_bytes(b).is_ok(),
         ),
     ));
     results.push((
         "compressed sample",
         fuzz(
-            "compressed sample",
-            &compressed_bytes,
+            Format {
+                name: "compressed sample",
+                original: &compressed_bytes,
+                seed: 7,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(sample_bytes.len()),
+            },
             cases,
-            7,
-            HEADER,
-            Some(envelope),
-            cap(sample_bytes.len()),
             &|b| {
                 CompressedSample::from_bytes(b)
                     .ok()
@@ -427,13 +453,15 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
     results.push((
         "full sample",
         fuzz(
-            "full sample",
-            &sample_bytes,
+            Format {
+                name: "full sample",
+                original: &sample_bytes,
+                seed: 8,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(sample_bytes.len()),
+            },
             cases,
-            8,
-            HEADER,
-            Some(envelope),
-            cap(sample_bytes.len()),
             &|b| {
                 EncryptedSample::from_bytes(b)
                     .ok()
@@ -445,13 +473,15 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
     results.push((
         "encrypted output",
         fuzz(
-            "encrypted output",
-            &output_bytes,
+            Format {
+                name: "encrypted output",
+                original: &output_bytes,
+                seed: 9,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(output_bytes.len()),
+            },
             cases,
-            9,
-            HEADER,
-            Some(envelope),
-            cap(output_bytes.len()),
             &|b| {
                 EncryptedSample::from_bytes(b)
                     .ok()
