@@ -21,6 +21,8 @@ pub struct NoiseModel {
     pub keyswitch: f64,
     /// Added by the centered modulus switch to `2N`.
     pub modulus_switch: f64,
+    /// The set's polynomial size `N` (the table has `2N` positions per torus).
+    pub polynomial_size: usize,
 }
 
 /// Standard deviation of a Gaussian noise distribution (0 for any other kind).
@@ -66,6 +68,7 @@ impl NoiseModel {
                 2.0 * p.polynomial_size.0 as f64,
             )
             .0,
+            polynomial_size: p.polynomial_size.0,
         }
     }
 

@@ -141,8 +141,8 @@ impl QuantModel {
 
     /// What this model asks of a parameter set.
     ///
-    /// For a model read exactly (the search's starting point) the first layer's norms are
-    /// bounded with the largest multiplier compilation may give it; a compiled model's are
+    /// For a model read exactly (the search's starting point) the norms before lookups are
+    /// bounded with the largest multiplier compilation may give them; a compiled model's are
     /// its own.
     pub(crate) fn demand(&self) -> Demand {
         let exact = self.reading == Reading::Exact;
@@ -154,7 +154,13 @@ impl QuantModel {
             .map(|(k, s, l)| LayerDemand {
                 layer: s.layer,
                 count: s.out_features,
-                norm2_squared: worst_norm(s, k == 0, exact),
+                norm2_squared: worst_norm(s),
+                // Only the first layer (fresh inputs) gets multipliers (`model::build_lookup`).
+                multiplier_bound: if exact && k == 0 {
+                    group_bounds(s)
+                } else {
+                    Vec::new()
+                },
                 fresh: k == 0,
                 exact_bits: s.exact_bits(),
                 must_be_exact: l.declared == Rounding::Exact,
@@ -165,7 +171,7 @@ impl QuantModel {
             lookups,
             outputs: (
                 last.out_features,
-                worst_norm(last, false, exact),
+                worst_norm(last),
                 self.layers.len() == 1,
                 self.output_encoding_bits(),
             ),
@@ -178,17 +184,25 @@ impl QuantModel {
     }
 }
 
-/// The largest squared weight 2-norm of a layer's neurons (with their multipliers; for a
-/// model read exactly, with the largest multiplier a compiled first layer may use).
-fn worst_norm(stage: &WeightedStage, first: bool, exact: bool) -> f64 {
-    let bound = if first && exact {
-        (crate::model::MAX_MULTIPLIER * crate::model::MAX_MULTIPLIER) as f64
-    } else {
-        1.0
-    };
+/// The largest squared weight 2-norm of a layer's neurons, with their multipliers.
+fn worst_norm(stage: &WeightedStage) -> f64 {
     (0..stage.out_features)
-        .map(|j| stage.effective_norm2_squared(j) * bound)
+        .map(|j| stage.effective_norm2_squared(j))
         .fold(0.0, f64::max)
+}
+
+/// Per group: its largest squared weight 2-norm and the span of its exact range.
+fn group_bounds(stage: &WeightedStage) -> Vec<(f64, i64)> {
+    let mut norms = vec![0.0f64; stage.groups];
+    for j in 0..stage.out_features {
+        let g = stage.group(j);
+        norms[g] = norms[g].max(stage.norm2_squared(j));
+    }
+    norms
+        .into_iter()
+        .zip(&stage.exact_ranges)
+        .map(|(n, r)| (n, r.max - r.min + 1))
+        .collect()
 }
 
 impl CompiledModel {

@@ -7,6 +7,7 @@
 
 use super::cost::{CostModel, FITTED};
 use super::params::{classic_custom, vetted, ParameterSet, Shape, PRECISIONS};
+use crate::model::MAX_MULTIPLIER;
 use crate::noise::{failure_probability, half_box, NoiseModel};
 
 /// What the lookups after one weighted layer ask of a parameter set.
@@ -16,14 +17,34 @@ pub struct LayerDemand {
     pub layer: usize,
     /// Lookups (neurons).
     pub count: usize,
-    /// Largest squared weight 2-norm over the neurons.
+    /// Largest squared weight 2-norm over the neurons (with their multipliers, where the
+    /// model is compiled).
     pub norm2_squared: f64,
+    /// Where the model is not compiled yet: per group, its largest squared weight 2-norm and
+    /// the span of its exact accumulator range, which bound the multiplier a table of `N`
+    /// positions can give it (see [`norm2_squared_at`](Self::norm2_squared_at)).
+    pub multiplier_bound: Vec<(f64, i64)>,
     /// Whether the layer reads fresh encryptions (the first layer) or bootstrap outputs.
     pub fresh: bool,
     /// Bits the accumulators need to be read exactly.
     pub exact_bits: u32,
     /// Whether the declaration requires an exact reading (`exact`).
     pub must_be_exact: bool,
+}
+
+impl LayerDemand {
+    /// The largest squared weight 2-norm the lookups can have with a table of
+    /// `polynomial_size` positions: each group's weights times the largest multiplier its span
+    /// allows.
+    pub fn norm2_squared_at(&self, polynomial_size: usize) -> f64 {
+        self.multiplier_bound
+            .iter()
+            .map(|&(norm2, span)| {
+                let m = (polynomial_size as i64 / span.max(1)).clamp(1, MAX_MULTIPLIER) as f64;
+                norm2 * m * m
+            })
+            .fold(self.norm2_squared, f64::max)
+    }
 }
 
 /// What a network asks of a parameter set.
@@ -77,7 +98,7 @@ pub fn failure_probabilities(
         .iter()
         .map(|l| {
             failure_probability(
-                noise.lookup_variance(l.norm2_squared, l.fresh),
+                noise.lookup_variance(l.norm2_squared_at(noise.polynomial_size), l.fresh),
                 half_box(precision),
             )
         })
@@ -132,7 +153,11 @@ fn sigma_positions(demand: &Demand, noise: &NoiseModel, polynomial_size: usize) 
         .lookups
         .iter()
         .map(|l| {
-            noise.lookup_variance(l.norm2_squared, l.fresh).sqrt() * 2.0 * polynomial_size as f64
+            noise
+                .lookup_variance(l.norm2_squared_at(polynomial_size), l.fresh)
+                .sqrt()
+                * 2.0
+                * polynomial_size as f64
         })
         .collect()
 }
@@ -232,6 +257,7 @@ mod tests {
                 layer: 1,
                 count: 128,
                 norm2_squared: 900.0,
+                multiplier_bound: Vec::new(),
                 fresh: true,
                 exact_bits: 10,
                 must_be_exact: false,
