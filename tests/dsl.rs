@@ -77,16 +77,17 @@ fn runtime_checks_agree_with_the_macro() {
 fn messages_use_the_right_numbers_and_words() {
     use fhe_nn::arch::layer::{Layer, WeightOptions};
     use fhe_nn::Architecture;
+    let options = WeightOptions {
+        weight_bits: 3,
+        bias: true,
+        active: None,
+        round: None,
+        exact: false,
+    };
     let linear = |i, o| Layer::QuantLinear {
         in_features: i,
         out_features: o,
-        options: WeightOptions {
-            weight_bits: 3,
-            bias: true,
-            active: None,
-            round: None,
-            exact: false,
-        },
+        options,
     };
     let q = |bits| Layer::QuantIdentity { bits, signed: true };
     // A huge padding is refused by name, never reported as a saturated size.
@@ -97,13 +98,7 @@ fn messages_use_the_right_numbers_and_words() {
         stride: 1,
         padding: usize::MAX / 4,
         input: Some((8, 8)),
-        options: WeightOptions {
-            weight_bits: 3,
-            bias: true,
-            active: None,
-            round: None,
-            exact: false,
-        },
+        options,
     };
     let err = Architecture::new("padded", vec![q(3), conv, Layer::Flatten, linear(128, 10)])
         .unwrap_err()

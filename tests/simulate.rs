@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::Seed;
 use fhe_nn::rng::SplitMix64;
-use fhe_nn::{CompileError, FheOptions, Mode, ParameterChoice, QuantModel, DEFAULT_P_ERROR};
-use fhe_nn_suite::data::{digits, models_dir};
+use fhe_nn::{CompileError, FheOptions, Mode, ParameterChoice, DEFAULT_P_ERROR};
+use fhe_nn_suite::data::digits;
 use ndarray::Axis;
 
 const FHE_SAMPLES: usize = 30;
@@ -24,11 +23,7 @@ fn mismatches(clear: &[Vec<i64>], other: &[Vec<i64>]) -> Vec<f64> {
 
 #[test]
 fn simulate_predicts_fhe_error_rates() {
-    let model = QuantModel::load(
-        Seed::architecture(),
-        models_dir().join("digits_seed.safetensors"),
-    )
-    .unwrap();
+    let model = common::shipped_seed();
     let options = FheOptions {
         parameters: ParameterChoice::Vetted(2),
         p_error: 0.01,
@@ -139,11 +134,7 @@ fn exact_lookups_simulate_to_clear() {
 
 #[test]
 fn overflow_detector_reports_where_readings_wrap() {
-    let model = QuantModel::load(
-        Seed::architecture(),
-        models_dir().join("digits_seed.safetensors"),
-    )
-    .unwrap();
+    let model = common::shipped_seed();
     let test = digits().unwrap().test.images;
     let options = FheOptions {
         parameters: ParameterChoice::Vetted(4),
@@ -185,11 +176,7 @@ fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
     // table positions (no whole boxes). Per lookup layer, the number of lookups whose output
     // differs from Clear's table (on the accumulator of the inputs Fhe actually had) must lie
     // within 3 sigma (+1) of Simulate's prediction for the same samples.
-    let model = QuantModel::load(
-        Seed::architecture(),
-        models_dir().join("digits_seed.safetensors"),
-    )
-    .unwrap();
+    let model = common::shipped_seed();
     let model = model.restrict_inputs(0, 3).unwrap();
     let test = digits().unwrap().test.images;
     let compiled = model.compile(test.view(), &FheOptions::default()).unwrap();

@@ -32,6 +32,15 @@ pub fn pooled(images: &Array2<f64>) -> Array2<f64> {
     })
 }
 
+/// The shipped Rust-trained seed model (`models/digits_seed.safetensors`).
+pub fn shipped_seed() -> QuantModel {
+    QuantModel::load(
+        Seed::architecture(),
+        fhe_nn_suite::data::models_dir().join("digits_seed.safetensors"),
+    )
+    .unwrap()
+}
+
 /// The tiny network's weights, trained on the digits, and its pooled test images.
 pub fn tiny_weights() -> (TensorFile, Array2<f64>) {
     let data = digits().unwrap();
