@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fhe_nn::fhe::{ClientKey, EncryptedSample};
-use fhe_nn::noise::log2;
 use fhe_nn::train::{train, TrainConfig};
 use fhe_nn::{
     argmax_rows, Architecture, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel,
@@ -371,7 +370,7 @@ pub fn run(
             "name": plan.set.name, "vetted": plan.set.is_vetted(), "precision": plan.set.precision, "lwe_dimension": p.lwe_dimension.0,
             "glwe_dimension": p.glwe_dimension.0, "polynomial_size": p.polynomial_size.0,
             "pbs_base_log": p.pbs_base_log.0, "pbs_level": p.pbs_level.0, "ks_base_log": p.ks_base_log.0, "ks_level": p.ks_level.0,
-            "log2_worst_lookup_p_error": log2(plan.worst_p_error()),
+            "log2_worst_lookup_p_error": plan.worst_p_error().max(f64::MIN_POSITIVE).log2(),
             "modeled_seconds": plan.modeled_seconds,
         },
     });
@@ -394,7 +393,7 @@ pub fn lookup_differences(
     let mut inputs = input.to_vec();
     let mut found = Vec::new();
     for (k, stage) in compiled.layers().iter().enumerate() {
-        let Some(lookup) = &stage.lookup else {
+        let Some(lookup) = stage.lookup() else {
             continue;
         };
         let delta = compiled.input_delta_log2(k + 1);

@@ -57,7 +57,7 @@ fn clear_matches_concrete_ml_disable_mode() {
     assert!(agree >= 0.995, "argmax agreement {agree}");
 
     // De-quantized outputs within one quantization step of the output layer.
-    let step = model.layers().last().unwrap().unit.clone();
+    let step = model.layers().last().unwrap().unit().to_vec();
     let mut within = 0;
     for (i, row) in outputs.rows().into_iter().enumerate() {
         if row

@@ -168,8 +168,8 @@ fn fhe_equals_clear_on_a_convolutional_network() {
     assert!(compiled
         .layers()
         .iter()
-        .filter_map(|l| l.lookup.as_ref())
-        .all(|l| l.encoding.exact));
+        .filter_map(|l| l.lookup())
+        .all(|l| l.encoding().exact));
     let (client, eval) = compiled.keygen().unwrap();
     let server = compiled.server(eval).unwrap();
     assert_eq!(server.lookups(), 2 * 16 + 8);

@@ -25,8 +25,8 @@ fn exact_lookups_give_clears_integers() {
         compiled
             .layers()
             .iter()
-            .filter_map(|l| l.lookup.as_ref())
-            .all(|l| l.encoding.exact),
+            .filter_map(|l| l.lookup())
+            .all(|l| l.encoding().exact),
         "all exact"
     );
     let (client, eval) = compiled.keygen().unwrap();
@@ -67,18 +67,18 @@ fn approximate_lookups_stay_close_to_clear() {
         // inputs FHE actually had (an earlier off-by-one changes later accumulators).
         let mut inputs = q.clone();
         for (k, stage) in compiled.layers().iter().enumerate() {
-            let Some(lookup) = &stage.lookup else {
+            let Some(lookup) = stage.lookup() else {
                 continue;
             };
             let delta = compiled.input_delta_log2(k + 1);
             let margin =
-                1i64 << (lookup.encoding.precision() - compiled.parameters().precision - 1);
+                1i64 << (lookup.encoding().precision() - compiled.parameters().precision - 1);
             let mut outputs = Vec::new();
             for (j, ct) in trace[k].ciphertexts().iter().enumerate() {
                 let accumulator = stage.accumulate_one(j, &inputs);
                 let got = client.decrypt_value(ct, delta).unwrap();
                 let index = lookup.index(stage.group(j), accumulator);
-                let table = &lookup.tables[stage.group(j)];
+                let table = &lookup.tables()[stage.group(j)];
                 // Noise past half a box of the parameter set (the margin) has probability
                 // p_error; within it, the reading may move to nearby positions.
                 let reachable: Vec<i64> = (index - margin..=index + margin)

@@ -39,7 +39,7 @@ fn simulate_predicts_fhe_error_rates() {
     // is the unit: per sample, Simulate's 40 runs give the mean and variance of each
     // layer's mismatch count, which FHE's single run is compared with.
     let layers = compiled.layers().len();
-    let sizes: Vec<usize> = compiled.layers().iter().map(|l| l.out_features).collect();
+    let sizes: Vec<usize> = compiled.layers().iter().map(|l| l.out_features()).collect();
     let (mut fhe_total, mut sim_mean, mut sim_var) =
         (vec![0.0; layers], vec![0.0; layers], vec![0.0; layers]);
     let mut rng = SplitMix64::new(2024);
@@ -163,7 +163,7 @@ fn overflow_detector_reports_where_readings_wrap() {
     let lookup_layers: Vec<usize> = broken
         .layers()
         .iter()
-        .filter_map(|s| s.lookup.as_ref().map(|l| l.layer))
+        .filter_map(|s| s.lookup().map(|l| l.layer()))
         .collect();
     assert!(overflows
         .iter()
@@ -199,7 +199,7 @@ fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
         let mut x = input;
         let mut layer = 0;
         for (k, stage) in compiled.layers().iter().enumerate() {
-            let Some(lookup) = &stage.lookup else {
+            let Some(lookup) = stage.lookup() else {
                 continue;
             };
             let got: Vec<i64> = trace[k]

@@ -95,45 +95,15 @@ pub fn failure_probability(variance: f64, half_width: f64) -> f64 {
 }
 
 /// Half a box (torus units) of a lookup with `precision` bits and a padding bit.
-pub fn half_box(precision: u32) -> f64 {
+pub(crate) fn half_box(precision: u32) -> f64 {
     2f64.powi(-(precision as i32 + 2))
 }
 
 /// log2 that prints the tail instead of -inf.
-pub fn log2(p: f64) -> f64 {
+pub(crate) fn log2(p: f64) -> f64 {
     if p > 0.0 {
         p.log2()
     } else {
         -1074.0
-    }
-}
-
-/// The smallest `z` with `erfc(z / sqrt 2) <= p`: how many standard deviations a margin must
-/// span for Gaussian noise to cross it with probability at most `p`.
-pub fn sigmas_for(p: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0f64, 40.0f64);
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if erfc(mid / std::f64::consts::SQRT_2) > p {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    hi
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sigmas_for_inverts_the_tail() {
-        for p in [0.01, 1e-5, 2f64.powi(-40), 2f64.powi(-128)] {
-            let z = sigmas_for(p);
-            let back = erfc(z / std::f64::consts::SQRT_2);
-            assert!((back.log2() - p.log2()).abs() < 0.01, "{p}: {back}");
-        }
-        assert!((sigmas_for(0.0455) - 2.0).abs() < 0.01);
     }
 }

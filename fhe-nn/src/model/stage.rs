@@ -10,21 +10,36 @@ use crate::arch::analysis::{exact_accumulator, IntRange, Rounding};
 #[derive(Clone, Debug, PartialEq)]
 pub struct LookupStage {
     /// Declared layer where the lookup forms (its quantizer).
-    pub layer: usize,
-    pub encoding: AccumulatorEncoding,
+    pub(crate) layer: usize,
+    pub(crate) encoding: AccumulatorEncoding,
     /// How the table reads the accumulator with the current precision.
-    pub rounding: Rounding,
+    pub(crate) rounding: Rounding,
     /// What the declaration asked for (compile-time analysis).
-    pub declared: Rounding,
-    pub tables: Vec<Table>,
+    pub(crate) declared: Rounding,
+    pub(crate) tables: Vec<Table>,
     /// Each group's placement on its table (offset, weight multiplier).
-    pub groups: Vec<GroupEncoding>,
+    pub(crate) groups: Vec<GroupEncoding>,
     /// Real functions folded into the table (activations, then the quantizer).
-    pub activations: Vec<Activation>,
-    pub quantizer: Quantizer,
+    pub(crate) activations: Vec<Activation>,
+    pub(crate) quantizer: Quantizer,
 }
 
 impl LookupStage {
+    /// Declared index of the layer whose quantizer forms the lookup.
+    pub fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// How the lookup reads its accumulators.
+    pub fn encoding(&self) -> &AccumulatorEncoding {
+        &self.encoding
+    }
+
+    /// One table per group.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
     /// The table position of accumulator `acc` of group `group`.
     pub fn index(&self, group: usize, acc: i64) -> i64 {
         self.groups[group].index(&self.encoding, acc)
@@ -63,30 +78,60 @@ pub enum Connectivity {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightedStage {
     /// Declared layer index.
-    pub layer: usize,
-    pub in_features: usize,
-    pub out_features: usize,
-    pub connectivity: Connectivity,
+    pub(crate) layer: usize,
+    pub(crate) in_features: usize,
+    pub(crate) out_features: usize,
+    pub(crate) connectivity: Connectivity,
     /// Outputs sharing weights, scales, ranges and tables (see [`Connectivity`]).
-    pub groups: usize,
+    pub(crate) groups: usize,
     /// Weights of each group, `[group][fan_in]`.
-    pub weights: Vec<i64>,
+    pub(crate) weights: Vec<i64>,
     /// Non-zero `(input index, weight)` of each output.
-    pub links: Vec<Vec<(usize, i64)>>,
+    pub(crate) links: Vec<Vec<(usize, i64)>>,
     /// Range of the quantized input.
-    pub input_range: IntRange,
+    pub(crate) input_range: IntRange,
     /// Exact accumulator range of each group.
-    pub exact_ranges: Vec<IntRange>,
+    pub(crate) exact_ranges: Vec<IntRange>,
     /// The compile-time worst case.
-    pub worst_case: IntRange,
+    pub(crate) worst_case: IntRange,
     /// Real value of one accumulator unit per group: input scale × weight scale.
-    pub unit: Vec<f64>,
-    pub bias: Vec<f64>,
+    pub(crate) unit: Vec<f64>,
+    pub(crate) bias: Vec<f64>,
     /// The lookup into the next layer (tables per group); `None` for the output layer.
-    pub lookup: Option<LookupStage>,
+    pub(crate) lookup: Option<LookupStage>,
 }
 
 impl WeightedStage {
+    /// Declared layer index.
+    pub fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// Values entering the layer.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Values the layer produces.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// The lookup into the next layer; `None` for the output layer.
+    pub fn lookup(&self) -> Option<&LookupStage> {
+        self.lookup.as_ref()
+    }
+
+    /// Real value of one accumulator unit, per group.
+    pub fn unit(&self) -> &[f64] {
+        &self.unit
+    }
+
+    /// Exact accumulator range of each group.
+    pub fn exact_ranges(&self) -> &[IntRange] {
+        &self.exact_ranges
+    }
+
     pub(super) fn new(
         layer: usize,
         in_features: usize,
