@@ -160,6 +160,26 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
         compiled.clear_int(&client.quantize(row).unwrap()).unwrap()
     );
 
+    // Server-side readers bound every upload by what this model can need, before decoding.
+    assert!(eval_bytes.len() as u64 <= compiled.max_evaluation_key_bytes());
+    assert!(eval_bytes.len() as u64 * 10 >= compiled.max_evaluation_key_bytes() * 8);
+    compiled.read_evaluation_key(&eval_bytes).unwrap();
+    let mut padded = eval_bytes.clone();
+    padded.resize(compiled.max_evaluation_key_bytes() as usize + 1, 0);
+    assert!(matches!(
+        compiled.read_evaluation_key(&padded),
+        Err(FheError::TooLarge { .. })
+    ));
+    let full_bytes = input.to_bytes().unwrap();
+    assert!(full_bytes.len() as u64 <= server.max_sample_bytes());
+    server.read_sample(&full_bytes).unwrap();
+    let mut padded = full_bytes.clone();
+    padded.resize(server.max_sample_bytes() as usize + 1, 0);
+    assert!(matches!(
+        server.read_sample(&padded),
+        Err(FheError::TooLarge { .. })
+    ));
+
     // The compressed upload: the same result from a fraction of the bytes.
     let compressed = client.encrypt_compressed(row).unwrap().to_bytes().unwrap();
     let full = input.to_bytes().unwrap();
@@ -169,9 +189,8 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
         compressed.len(),
         full.len()
     );
-    let decompressed = server
-        .decompress(&CompressedSample::from_bytes(&compressed).unwrap())
-        .unwrap();
+    assert!(compressed.len() as u64 <= server.max_compressed_bytes());
+    let decompressed = server.read_compressed(&compressed).unwrap();
     assert_eq!(
         client
             .decrypt_int(&server.run(&decompressed).unwrap())

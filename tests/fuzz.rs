@@ -19,9 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{tiny_weights, Tiny};
-use fhe_nn::fhe::{
-    ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, ParameterSet, Shape,
-};
+use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample, ParameterSet, Shape};
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::tensors::{TensorFile, Values};
 use fhe_nn::{CompiledModel, FheOptions, ParameterChoice, QuantModel};
@@ -426,7 +424,7 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
                 cap: cap(eval_bytes.len()),
             },
             cases,
-            &|b| EvaluationKey::from_bytes(b).is_ok(),
+            &|b| compiled.read_evaluation_key(b).is_ok(),
         ),
     ));
     results.push((
@@ -442,9 +440,9 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
             },
             cases,
             &|b| {
-                CompressedSample::from_bytes(b)
+                server
+                    .read_compressed(b)
                     .ok()
-                    .and_then(|s| server.decompress(&s).ok())
                     .and_then(|s| server.run(&s).ok())
                     .is_some()
             },
@@ -463,7 +461,8 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
             },
             cases,
             &|b| {
-                EncryptedSample::from_bytes(b)
+                server
+                    .read_sample(b)
                     .ok()
                     .and_then(|s| server.run(&s).ok())
                     .is_some()

@@ -155,6 +155,42 @@ impl CompiledModel {
         self.client_spec().keygen()
     }
 
+    /// Largest serialized (compressed) evaluation key this model's parameters can need
+    /// (bytes): the bootstrapping key's bodies (`n · (k+1) · levels · N` words) and the
+    /// keyswitching key's (`k·N · levels` words), with framing.
+    pub fn max_evaluation_key_bytes(&self) -> u64 {
+        let p = &self.parameters().params;
+        let (n, k, big_n) = (
+            p.lwe_dimension.0 as u64,
+            p.glwe_dimension.0 as u64,
+            p.polynomial_size.0 as u64,
+        );
+        let bootstrap = n * (k + 1) * p.pbs_level.0 as u64 * big_n * 8;
+        let keyswitch = k * big_n * p.ks_level.0 as u64 * 8;
+        (bootstrap + keyswitch) * 11 / 10 + (1 << 20)
+    }
+
+    /// Reads an uploaded evaluation key for this model: its length is checked against what
+    /// these parameters can need before anything is decoded, then its conformance and its
+    /// fingerprint.
+    pub fn read_evaluation_key(&self, bytes: &[u8]) -> Result<EvaluationKey, FheError> {
+        let limit = self.max_evaluation_key_bytes();
+        if bytes.len() as u64 > limit {
+            return Err(FheError::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        let key = EvaluationKey::from_bytes(bytes)?;
+        if key.fingerprint() != self.fingerprint() {
+            return Err(FheError::WrongModel {
+                expected: self.fingerprint(),
+                found: key.fingerprint(),
+            });
+        }
+        Ok(key)
+    }
+
     /// The server for this compiled model and an evaluation key made for it.
     pub fn server(&self, key: EvaluationKey) -> Result<FheServer, FheError> {
         FheServer::new(self, key)

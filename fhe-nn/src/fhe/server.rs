@@ -210,6 +210,51 @@ impl FheServer {
             .sum()
     }
 
+    /// Largest serialized full sample this server can need (bytes): its inputs' ciphertexts
+    /// of `k·N + 1` words each, with the envelope and framing.
+    pub fn max_sample_bytes(&self) -> u64 {
+        let count = self.input_count().max(self.output_count()) as u64;
+        count * (8 * self.lwe_size.0 as u64 + 64) + 4096
+    }
+
+    /// Largest serialized compressed sample this server can need (bytes): one body per input.
+    pub fn max_compressed_bytes(&self) -> u64 {
+        self.input_count() as u64 * 8 + 4096
+    }
+
+    fn output_count(&self) -> usize {
+        self.layers.last().map(|l| l.out_features).unwrap_or(0)
+    }
+
+    /// Reads an uploaded full sample: its length is checked against what this model can need
+    /// before anything is decoded, then its origin (model, key) and shape.
+    pub fn read_sample(&self, bytes: &[u8]) -> Result<EncryptedSample, FheError> {
+        let limit = self.max_sample_bytes();
+        if bytes.len() as u64 > limit {
+            return Err(FheError::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        let sample = EncryptedSample::from_bytes(bytes)?;
+        self.check_origin(sample.key_id, sample.fingerprint)?;
+        Ok(sample)
+    }
+
+    /// Reads and decompresses an uploaded compressed sample: its length is checked against
+    /// what this model can need before anything is decoded, its value count before the masks
+    /// are expanded.
+    pub fn read_compressed(&self, bytes: &[u8]) -> Result<EncryptedSample, FheError> {
+        let limit = self.max_compressed_bytes();
+        if bytes.len() as u64 > limit {
+            return Err(FheError::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        self.decompress(&CompressedSample::from_bytes(bytes)?)
+    }
+
     /// Decompresses uploaded inputs after checking they fit this server's key.
     pub fn decompress(&self, input: &CompressedSample) -> Result<EncryptedSample, FheError> {
         self.check_origin(input.key_id, input.fingerprint)?;
