@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use fhe_nn::fhe::{ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey};
+use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample};
 use fhe_nn::{fhe_net, CompiledModel, FheOptions, Mode, QuantModel};
 use fhe_nn_suite::data;
 
@@ -30,7 +30,9 @@ fn server_compile(dir: &Path, p_error: f64) -> Result<CompiledModel, Error> {
     let model = QuantModel::load(
         Seed::architecture(),
         data::models_dir().join("digits_seed.safetensors"),
-    )?;
+    )?
+    // Pixels are never negative.
+    .restrict_inputs(0, 3)?;
     let calibration = data::digits()?.train.images;
     let compiled = model.compile(
         calibration.view(),
@@ -69,12 +71,13 @@ fn server_run(
     dir: &Path,
     requests: &[PathBuf],
 ) -> Result<(Vec<PathBuf>, Vec<f64>), Error> {
-    let key = EvaluationKey::from_bytes(&std::fs::read(dir.join("evaluation.key"))?)?;
+    // Uploads are bounded by what this model can need before they are decoded.
+    let key = compiled.read_evaluation_key(&std::fs::read(dir.join("evaluation.key"))?)?;
     let server = compiled.server(key)?;
     let mut responses = Vec::new();
     let mut seconds = Vec::new();
     for request in requests {
-        let input = server.decompress(&CompressedSample::from_bytes(&std::fs::read(request)?)?)?;
+        let input = server.read_compressed(&std::fs::read(request)?)?;
         let start = Instant::now();
         let output = server.run(&input)?;
         let path = request.with_extension("out");
