@@ -72,7 +72,7 @@ pub struct LookupFigures {
     pub layer: usize,
     /// Lookups (neurons).
     pub count: usize,
-    /// Largest squared weight 2-norm over the layer's neurons.
+    /// Largest squared weight 2-norm over the layer's neurons, with their multipliers.
     pub norm2_squared: f64,
     /// Noise standard deviation before the blind rotation, worst neuron, in table positions
     /// (`2N` per torus).
@@ -133,7 +133,7 @@ impl FhePlan {
         );
         for l in &self.lookups {
             s.push_str(&format!(
-                "  layer {:>2}: {:>4} lookups ({}), weight 2-norm {:>6.1}, noise σ {:.2} positions, p_error 2^{:.1}; output differs from Clear {}\n",
+                "  layer {:>2}: {:>4} lookups ({}), weight 2-norm {:>6.1} (with multipliers), noise σ {:.2} positions, p_error 2^{:.1}; output differs from Clear {}\n",
                 l.layer + 1,
                 l.count,
                 if l.exact { "exact" } else { "approximate" },

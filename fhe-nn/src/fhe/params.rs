@@ -224,6 +224,7 @@ pub(super) fn classic_custom(shape: &Shape, precision: u32) -> ClassicPBSParamet
         shape.ks,
         precision,
         (1u64 << precision) - 1,
+        // TFHE-rs's own failure estimate; fhe-nn's error figures come from the plan.
         -40.0,
     )
 }
