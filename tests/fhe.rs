@@ -372,6 +372,29 @@ fn compiling_leaves_the_model_unchanged_and_failures_leave_nothing_behind() {
         ),
         Err(CompileError::Insecure(_))
     ));
+    let too_fine = fhe_nn::fhe::ParameterSet::custom(
+        fhe_nn::fhe::Shape {
+            lwe_dimension: 900,
+            glwe_dimension: 1,
+            polynomial_size: 2048,
+            pbs: (23, 1),
+            ks: (3, 6),
+        },
+        11,
+    );
+    assert!(matches!(
+        model.compile(
+            test.view(),
+            &FheOptions {
+                parameters: ParameterChoice::Fixed(Box::new(too_fine)),
+                ..FheOptions::default()
+            }
+        ),
+        Err(CompileError::BadPrecision {
+            precision: 11,
+            polynomial_size: 2048
+        })
+    ));
     assert!(matches!(
         model.compile(
             test.view(),

@@ -66,9 +66,9 @@ pub use compile::{
 };
 pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;
+pub use model::QuantModel;
 /// The `ndarray` version fhe-nn's batch APIs take and return.
 pub use ndarray;
-pub use model::QuantModel;
 pub use simulate::{Overflow, SimulationNoise};
 pub use typed::{Compiled, Model, Network, Sample};
 

@@ -77,6 +77,11 @@ pub enum CompileError {
     BadDisagreement(f64),
     #[error("precision {0} has no vetted 128-bit parameter set (2 to 8 bits)")]
     NoVettedSet(u32),
+    #[error("a {precision}-bit lookup needs 2 to log2(N) - 1 bits: N = {polynomial_size} allows at most {}", .polynomial_size.trailing_zeros().saturating_sub(1))]
+    BadPrecision {
+        precision: u32,
+        polynomial_size: usize,
+    },
     #[error("the lookups after layer {layer} must be read exactly on {needed} bits, but the {set} set reads {precision}")]
     PrecisionTooLow {
         layer: usize,

@@ -33,6 +33,12 @@ pub(super) fn choose(
     };
     if let Some(set) = forced {
         security::check(&set.params)?;
+        if set.precision < 2 || set.precision >= set.resolution() {
+            return Err(CompileError::BadPrecision {
+                precision: set.precision,
+                polynomial_size: set.params.polynomial_size.0,
+            });
+        }
         check_exact(&demand, &set)?;
         let noise = NoiseModel::new(&set.params);
         let failures = failure_probabilities(&demand, &noise, set.precision);

@@ -20,7 +20,8 @@ pub struct CostModel {
 }
 
 /// The committed fit (see the module documentation), measured 2026-11-26 on 11 sets (5
-/// vetted, 6 custom; N from 512 to 8192): every set within 10% of its measured time, e.g.
+/// vetted, 6 custom; N from 512 to 8192; the timings are in
+/// `fhe-nn/examples/cost_model_fit.json`): every set within 10% of its measured time, e.g.
 /// the vetted 4-bit set 14.1 ms measured, 13.7 ms fitted.
 pub const FITTED: CostModel = CostModel {
     keyswitch: 4.135e-10,
