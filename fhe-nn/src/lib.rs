@@ -47,6 +47,8 @@ pub mod arch;
 mod architecture;
 mod clear;
 pub mod compile;
+#[cfg(feature = "datasets")]
+pub mod datasets;
 mod error;
 pub mod fhe;
 pub mod model;

@@ -1,0 +1,173 @@
+//! The data sets the project's figures come from, embedded in the library (feature
+//! `datasets`, on by default), with their fixed splits:
+//!
+//! - digits (1,797 rows, UCI, CC BY 4.0): the rows are shuffled (Fisher–Yates,
+//!   [`SplitMix64`]) seeded with [`SPLIT_SEED`]; the first 1,437 are the training split, the
+//!   last 360 the test split.
+//! - mnist_5k (5,000 rows, a subset of MNIST, CC BY-SA 3.0): the same shuffle and seed;
+//!   first 4,000 train, last 1,000 test.
+//!
+//! ```
+//! let digits = fhe_nn::datasets::digits()?;
+//! assert_eq!(digits.test.images.dim(), (360, 64));
+//! # Ok::<(), fhe_nn::datasets::DataError>(())
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use ndarray::{Array1, Array2};
+
+use crate::rng::SplitMix64;
+
+/// Seed of the shuffle that defines the splits.
+pub const SPLIT_SEED: u64 = 42;
+
+/// Errors while reading a data set.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    Format {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Images (one row per sample, pixel values as read) and their labels.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub images: Array2<f64>,
+    pub labels: Array1<usize>,
+}
+
+/// A data set's training and test splits.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub train: Split,
+    pub test: Split,
+    /// Largest pixel value of the format (16 for digits, 255 for MNIST).
+    pub max_pixel: f64,
+}
+
+/// The 8×8 digits: 1,437 training and 360 test samples, pixels 0–16 (embedded in the
+/// library: 57 kB).
+pub fn digits() -> Result<Dataset, DataError> {
+    parse(
+        Path::new("digits.csv.gz"),
+        include_bytes!("../data/digits.csv.gz"),
+        64,
+        1437,
+        16.0,
+    )
+}
+
+/// The MNIST 5k subset: 4,000 training and 1,000 test samples, 28×28 pixels 0–255
+/// (embedded in the library: 1.1 MB).
+pub fn mnist_5k() -> Result<Dataset, DataError> {
+    parse(
+        Path::new("mnist_5k.csv.gz"),
+        include_bytes!("../data/mnist_5k.csv.gz"),
+        784,
+        4000,
+        255.0,
+    )
+}
+
+/// Reads a gzip CSV of `pixels` columns then a label, shuffles it and splits it.
+pub fn load(
+    path: &Path,
+    pixels: usize,
+    train_rows: usize,
+    max_pixel: f64,
+) -> Result<Dataset, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &bytes, pixels, train_rows, max_pixel)
+}
+
+/// Parses gzip CSV bytes (`path` names them in errors), then shuffles and splits.
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+    pixels: usize,
+    train_rows: usize,
+    max_pixel: f64,
+) -> Result<Dataset, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut rows: Vec<(Vec<f64>, usize)> = Vec::new();
+    for (index, line) in BufReader::new(GzDecoder::new(bytes)).lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let format = |message: String| DataError::Format {
+            path: path.to_path_buf(),
+            line: index + 1,
+            message,
+        };
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != pixels + 1 {
+            return Err(format(format!(
+                "expected {} fields, found {}",
+                pixels + 1,
+                fields.len()
+            )));
+        }
+        let mut image = Vec::with_capacity(pixels);
+        for f in &fields[..pixels] {
+            let v: f64 = f
+                .trim()
+                .parse()
+                .map_err(|_| format(format!("pixel `{f}` is not a number")))?;
+            if !(0.0..=max_pixel).contains(&v) {
+                return Err(format(format!("pixel {v} outside [0, {max_pixel}]")));
+            }
+            image.push(v);
+        }
+        let label: f64 = fields[pixels]
+            .trim()
+            .parse()
+            .map_err(|_| format(format!("label `{}` is not a number", fields[pixels])))?;
+        if label.fract() != 0.0 || !(0.0..=9.0).contains(&label) {
+            return Err(format(format!("label {label} is not a digit")));
+        }
+        rows.push((image, label as usize));
+    }
+    if rows.len() <= train_rows {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            line: rows.len(),
+            message: format!("only {} rows, expected more than {train_rows}", rows.len()),
+        });
+    }
+    SplitMix64::new(SPLIT_SEED).shuffle(&mut rows);
+    let test_rows = rows.split_off(train_rows);
+    Ok(Dataset {
+        train: to_split(rows, pixels),
+        test: to_split(test_rows, pixels),
+        max_pixel,
+    })
+}
+
+fn to_split(rows: Vec<(Vec<f64>, usize)>, pixels: usize) -> Split {
+    let n = rows.len();
+    let mut images = Array2::zeros((n, pixels));
+    let mut labels = Array1::zeros(n);
+    for (i, (image, label)) in rows.into_iter().enumerate() {
+        images.row_mut(i).assign(&Array1::from(image));
+        labels[i] = label;
+    }
+    Split { images, labels }
+}
