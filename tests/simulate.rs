@@ -7,6 +7,7 @@ mod common;
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::{CompileError, FheOptions, Mode, ParameterChoice, DEFAULT_P_ERROR};
 use fhe_nn_suite::data::digits;
+use fhe_nn_suite::driver::lookup_differences;
 use ndarray::Axis;
 
 const FHE_SAMPLES: usize = 30;
@@ -196,28 +197,11 @@ fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
         let trace = server
             .run_traced(&client.encrypt_quantized(&input).unwrap())
             .unwrap();
-        let mut x = input;
-        let mut layer = 0;
-        for (k, stage) in compiled.layers().iter().enumerate() {
-            let Some(lookup) = stage.lookup() else {
-                continue;
-            };
-            let got: Vec<i64> = trace[k]
-                .ciphertexts()
-                .iter()
-                .map(|c| {
-                    client
-                        .decrypt_value(c, compiled.input_delta_log2(k + 1))
-                        .unwrap()
-                })
-                .collect();
-            measured[layer] += got
-                .iter()
-                .enumerate()
-                .filter(|&(j, &g)| g != lookup.read(stage.group(j), stage.accumulate_one(j, &x)))
-                .count();
-            x = got;
-            layer += 1;
+        let differing = lookup_differences(&compiled, &client, &input, &trace).unwrap();
+        assert_eq!(differing.len(), 2);
+        for (m, (d, count)) in measured.iter_mut().zip(differing) {
+            assert_eq!(count, 30);
+            *m += d;
         }
     }
     let predicted = compiled

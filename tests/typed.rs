@@ -24,10 +24,14 @@ fn typed_calls_take_and_return_arrays_of_the_declared_sizes() {
     let clear: [f64; 10] = compiled.predict_one(&sample, Mode::Clear).unwrap();
     let batch = compiled.predict(test.view(), Mode::Clear).unwrap();
     assert_eq!(clear.to_vec(), batch.row(0).to_vec());
+    // Sample 0 of a batch draws the same noise as a single sample with the same seed.
     let simulated = compiled
         .predict_one(&sample, Mode::Simulate { seed: 1 })
         .unwrap();
-    assert_eq!(simulated.len(), 10);
+    let batch = compiled
+        .predict(test.view(), Mode::Simulate { seed: 1 })
+        .unwrap();
+    assert_eq!(simulated.to_vec(), batch.row(0).to_vec());
     // Restricting the inputs to non-negative pixels keeps Clear on pixels unchanged.
     let restricted = model.restrict_inputs(0, 3).unwrap();
     assert_eq!(restricted.predict(&sample).unwrap(), exact);

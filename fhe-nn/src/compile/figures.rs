@@ -15,7 +15,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::FheOptions;
-use crate::fhe::optimizer::failure_probabilities;
+use crate::fhe::optimizer::{failure_probabilities, sigma_positions};
 use crate::fhe::ParameterSet;
 use crate::model::QuantModel;
 use crate::noise::{log2, NoiseModel};
@@ -293,23 +293,24 @@ pub(crate) fn evaluate(
         FIGURES_SEED,
     );
     let column = |rows: &[Vec<f64>], k: usize| rows.iter().map(|r| r[k]).collect::<Vec<_>>();
+    let sigmas = sigma_positions(&demand, &noise_model);
     let lookups = tables
         .layers()
         .iter()
         .enumerate()
         .filter_map(|(k, s)| s.lookup.as_ref().map(|l| (k, s, l)))
-        .zip(demand.lookups.iter().zip(&per_layer))
-        .map(|((k, stage, lookup), (d, &p_error))| LookupFigures {
-            layer: stage.layer,
-            count: stage.out_features,
-            norm2_squared: d.norm2_squared,
-            sigma_positions: noise_model.lookup_variance(d.norm2_squared, d.fresh).sqrt()
-                * 2.0
-                * set.params.polynomial_size.0 as f64,
-            p_error,
-            exact: lookup.encoding.exact,
-            disagreement: Estimate::from_samples(&column(&sim.lookups, k)),
-        })
+        .zip(demand.lookups.iter().zip(&per_layer).zip(&sigmas))
+        .map(
+            |((k, stage, lookup), ((d, &p_error), &sigma_positions))| LookupFigures {
+                layer: stage.layer,
+                count: stage.out_features,
+                norm2_squared: d.norm2_squared,
+                sigma_positions,
+                p_error,
+                exact: lookup.encoding.exact,
+                disagreement: Estimate::from_samples(&column(&sim.lookups, k)),
+            },
+        )
         .collect();
     let modeled_seconds = crate::fhe::cost::FITTED.inference_seconds(
         &set.shape(),

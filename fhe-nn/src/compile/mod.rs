@@ -140,8 +140,13 @@ impl QuantModel {
             return Err(CompileError::BadDisagreement(options.max_disagreement));
         }
         let calibration = self.quantize_inputs(calibration)?;
-        let set = search::choose(self, calibration.view(), options)?;
-        Ok(CompiledModel::build(self, set, calibration.view(), options))
+        let chosen = search::choose(self, calibration.view(), options)?;
+        Ok(CompiledModel::build(
+            self,
+            chosen,
+            calibration.view(),
+            options,
+        ))
     }
 
     /// What this model asks of a parameter set.
@@ -211,17 +216,20 @@ fn group_bounds(stage: &WeightedStage) -> Vec<(f64, i64)> {
 }
 
 impl CompiledModel {
-    /// The compiled model of `model` under `set`, with its error figures on `calibration`
-    /// (quantized inputs).
+    /// The compiled model of `model` under the chosen set, with its error figures on
+    /// `calibration` (quantized inputs).
     fn build(
         model: &QuantModel,
-        set: ParameterSet,
+        chosen: search::Chosen,
         calibration: ArrayView2<i64>,
         options: &FheOptions,
     ) -> CompiledModel {
-        let tables = model.with_reading(Reading::Table {
-            precision: set.precision,
-            resolution: set.resolution(),
+        let search::Chosen { set, tables } = chosen;
+        let tables = tables.unwrap_or_else(|| {
+            model.with_reading(Reading::Table {
+                precision: set.precision,
+                resolution: set.resolution(),
+            })
         });
         let noise_model = NoiseModel::new(&set.params);
         let noise = tables.simulation_noise(&noise_model);

@@ -174,20 +174,9 @@ impl CompiledModel {
     /// these parameters can need before anything is decoded, then its conformance and its
     /// fingerprint.
     pub fn read_evaluation_key(&self, bytes: &[u8]) -> Result<EvaluationKey, FheError> {
-        let limit = self.max_evaluation_key_bytes();
-        if bytes.len() as u64 > limit {
-            return Err(FheError::TooLarge {
-                size: bytes.len() as u64,
-                limit,
-            });
-        }
+        crate::fhe::check_upload_size(bytes, self.max_evaluation_key_bytes())?;
         let key = EvaluationKey::from_bytes(bytes)?;
-        if key.fingerprint() != self.fingerprint() {
-            return Err(FheError::WrongModel {
-                expected: self.fingerprint(),
-                found: key.fingerprint(),
-            });
-        }
+        crate::fhe::check_model(self.fingerprint(), key.fingerprint())?;
         Ok(key)
     }
 

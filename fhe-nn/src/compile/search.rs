@@ -15,12 +15,25 @@ use crate::fhe::{security, vetted, ParameterSet, PRECISIONS};
 use crate::model::{QuantModel, Reading};
 use crate::noise::NoiseModel;
 
+/// The chosen parameter set, with the tables the search built for it (if it did), so that
+/// compilation does not build them again.
+pub(super) struct Chosen {
+    pub set: ParameterSet,
+    pub tables: Option<QuantModel>,
+}
+
+impl From<ParameterSet> for Chosen {
+    fn from(set: ParameterSet) -> Chosen {
+        Chosen { set, tables: None }
+    }
+}
+
 /// The parameter set `options` asks for.
 pub(super) fn choose(
     model: &QuantModel,
     calibration: ArrayView2<i64>,
     options: &FheOptions,
-) -> Result<ParameterSet, CompileError> {
+) -> Result<Chosen, CompileError> {
     let demand = model.demand();
     let targets = Targets {
         p_error: options.p_error,
@@ -47,7 +60,7 @@ pub(super) fn choose(
             _ if targets.global_p_error.is_some_and(|g| failures.2 > g) => {
                 Err(too_noisy(&targets, &demand, set, failures.2, None))
             }
-            _ => Ok(set),
+            _ => Ok(set.into()),
         };
     }
     let vetted_only = options.parameters == ParameterChoice::VettedOnly;
@@ -69,7 +82,7 @@ pub(super) fn choose(
     // disagreement with exact Clear is the one the search accepted.
     let calibration = capped(calibration);
     if calibration.nrows() == 0 {
-        return Ok(found[0].set.clone());
+        return Ok(found[0].set.clone().into());
     }
     Accuracy::new(model, calibration, options.max_disagreement).cheapest(found)
 }
@@ -158,7 +171,7 @@ impl<'a> Accuracy<'a> {
     }
 
     /// The cheapest accurate candidate (`found` is sorted by cost).
-    fn cheapest(mut self, found: Vec<Candidate>) -> Result<ParameterSet, CompileError> {
+    fn cheapest(mut self, found: Vec<Candidate>) -> Result<Chosen, CompileError> {
         let mut rings: Vec<Vec<Candidate>> = Vec::new();
         for c in found {
             let ring = (
@@ -213,7 +226,10 @@ impl<'a> Accuracy<'a> {
             }
         }
         match (best, closest) {
-            (Some(b), _) => Ok(b.set),
+            (Some(b), _) => {
+                let tables = self.tables.remove(&(b.set.precision, b.set.resolution()));
+                Ok(Chosen { set: b.set, tables })
+            }
             (None, Some((d, set))) => Err(CompileError::Inaccurate {
                 max: self.max_disagreement,
                 best: d,

@@ -373,12 +373,7 @@ impl ClientKey {
     }
 
     fn check_sample(&self, sample: &EncryptedSample) -> Result<(), FheError> {
-        if sample.fingerprint != self.spec.fingerprint {
-            return Err(FheError::WrongModel {
-                expected: self.spec.fingerprint,
-                found: sample.fingerprint,
-            });
-        }
+        super::check_model(self.spec.fingerprint, sample.fingerprint)?;
         if sample.key_id != self.key_id {
             return Err(FheError::WrongKey {
                 expected: self.key_id,

@@ -54,3 +54,20 @@ pub enum FheError {
     #[error("the evaluation key uses parameters `{key}`, the compiled model `{model}`")]
     ParameterMismatch { key: String, model: String },
 }
+
+/// Refuses an upload longer than `limit` bytes, before anything is decoded.
+pub(crate) fn check_upload_size(bytes: &[u8], limit: u64) -> Result<(), FheError> {
+    let size = bytes.len() as u64;
+    if size > limit {
+        return Err(FheError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// Refuses what was made for another compiled model.
+pub(crate) fn check_model(expected: Fingerprint, found: Fingerprint) -> Result<(), FheError> {
+    if found != expected {
+        return Err(FheError::WrongModel { expected, found });
+    }
+    Ok(())
+}

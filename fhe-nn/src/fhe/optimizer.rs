@@ -2,10 +2,10 @@
 //! dimension and polynomial size, bootstrap and keyswitch decompositions), each with the
 //! minimal secure noise of TFHE-rs's security curve, plus TFHE-rs's vetted sets; for each, the
 //! largest lookup precision whose failure probabilities meet the targets (noise from
-//! TFHE-rs's formulas), and its cost from the fitted [`CostModel`]. The feasible candidates
+//! TFHE-rs's formulas), and its cost from the fitted [`CostModel`](super::cost::CostModel). The feasible candidates
 //! come back cheapest first; the compile step then checks accuracy (Simulate) in that order.
 
-use super::cost::{CostModel, FITTED};
+use super::cost::FITTED;
 use super::params::{classic_custom, vetted, ParameterSet, Shape, PRECISIONS};
 use crate::model::MAX_MULTIPLIER;
 use crate::noise::{failure_probability, half_box, NoiseModel};
@@ -148,16 +148,18 @@ fn best_precision(
         .find(|&p| meets(targets, &failure_probabilities(demand, noise, p)))
 }
 
-fn sigma_positions(demand: &Demand, noise: &NoiseModel, polynomial_size: usize) -> Vec<f64> {
+/// Per lookup layer: the noise standard deviation before the blind rotation, worst neuron,
+/// in table positions (`2N` per torus).
+pub(crate) fn sigma_positions(demand: &Demand, noise: &NoiseModel) -> Vec<f64> {
+    let positions = 2.0 * noise.polynomial_size as f64;
     demand
         .lookups
         .iter()
         .map(|l| {
             noise
-                .lookup_variance(l.norm2_squared_at(polynomial_size), l.fresh)
+                .lookup_variance(l.norm2_squared_at(noise.polynomial_size), l.fresh)
                 .sqrt()
-                * 2.0
-                * polynomial_size as f64
+                * positions
         })
         .collect()
 }
@@ -196,35 +198,25 @@ pub fn grid() -> Vec<Shape> {
     shapes
 }
 
-/// The feasible candidates for `demand`, cheapest first: custom sets from [`grid`] (unless
-/// `vetted_only`) and the vetted sets. `max_precision` caps the lookup precision (the vetted
-/// sets stop at 8 bits).
+/// The feasible candidates for `demand`, cheapest first by the fitted cost model: custom
+/// sets from [`grid`] (unless `vetted_only`) at the largest precision that meets the
+/// targets (at most 10 bits), and the vetted sets.
 pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<Candidate> {
-    candidates_with(demand, targets, vetted_only, &FITTED)
-}
-
-/// [`candidates`] under another cost model.
-pub fn candidates_with(
-    demand: &Demand,
-    targets: &Targets,
-    vetted_only: bool,
-    cost: &CostModel,
-) -> Vec<Candidate> {
     let lookups = demand.lookups();
     let mut found = Vec::new();
-    let price = |shape: &Shape| cost.inference_seconds(shape, lookups, demand.multiply_adds);
+    let price = |shape: &Shape| FITTED.inference_seconds(shape, lookups, demand.multiply_adds);
+    let candidate = |set: ParameterSet, noise: &NoiseModel| Candidate {
+        cost: price(&set.shape()),
+        sigma_positions: sigma_positions(demand, noise),
+        set,
+    };
     for precision in PRECISIONS {
         let set = vetted(precision).expect("a vetted set per precision");
         let noise = NoiseModel::new(&set.params);
         if precision >= exact_floor(demand)
             && meets(targets, &failure_probabilities(demand, &noise, precision))
         {
-            let shape = set.shape();
-            found.push(Candidate {
-                cost: price(&shape),
-                sigma_positions: sigma_positions(demand, &noise, shape.polynomial_size),
-                set,
-            });
+            found.push(candidate(set, &noise));
         }
     }
     if !vetted_only {
@@ -234,11 +226,7 @@ pub fn candidates_with(
             let params = classic_custom(&shape, 2);
             let noise = NoiseModel::new(&params);
             if let Some(precision) = best_precision(demand, &shape, &noise, targets, 10) {
-                found.push(Candidate {
-                    cost: price(&shape),
-                    sigma_positions: sigma_positions(demand, &noise, shape.polynomial_size),
-                    set: ParameterSet::custom(shape, precision),
-                });
+                found.push(candidate(ParameterSet::custom(shape, precision), &noise));
             }
         }
     }

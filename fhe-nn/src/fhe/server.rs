@@ -12,7 +12,7 @@ use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder};
 
 use super::keys::EvaluationKey;
 use super::wire::{self, Kind};
-use super::FheError;
+use super::{check_model, check_upload_size, FheError};
 use crate::model::{QuantModel, WeightedStage};
 use crate::{CompiledModel, Fingerprint};
 
@@ -147,12 +147,7 @@ impl FheServer {
     /// Prepares encrypted inference of a compiled model with `key`, which must have been
     /// generated for it: decompresses the key and builds every table, once.
     pub fn new(compiled: &CompiledModel, key: EvaluationKey) -> Result<FheServer, FheError> {
-        if key.fingerprint != compiled.fingerprint() {
-            return Err(FheError::WrongModel {
-                expected: compiled.fingerprint(),
-                found: key.fingerprint,
-            });
-        }
+        check_model(compiled.fingerprint(), key.fingerprint)?;
         if key.set != *compiled.parameters() {
             return Err(FheError::ParameterMismatch {
                 key: key.set.name.clone(),
@@ -181,12 +176,7 @@ impl FheServer {
 
     /// Checks that ciphertexts were made for this server's model and key.
     fn check_origin(&self, key_id: u64, fingerprint: Fingerprint) -> Result<(), FheError> {
-        if fingerprint != self.fingerprint {
-            return Err(FheError::WrongModel {
-                expected: self.fingerprint,
-                found: fingerprint,
-            });
-        }
+        check_model(self.fingerprint, fingerprint)?;
         if key_id != self.key_id {
             return Err(FheError::WrongKey {
                 expected: self.key_id,
@@ -229,13 +219,7 @@ impl FheServer {
     /// Reads an uploaded full sample: its length is checked against what this model can need
     /// before anything is decoded, then its origin (model, key) and shape.
     pub fn read_sample(&self, bytes: &[u8]) -> Result<EncryptedSample, FheError> {
-        let limit = self.max_sample_bytes();
-        if bytes.len() as u64 > limit {
-            return Err(FheError::TooLarge {
-                size: bytes.len() as u64,
-                limit,
-            });
-        }
+        check_upload_size(bytes, self.max_sample_bytes())?;
         let sample = EncryptedSample::from_bytes(bytes)?;
         self.check_origin(sample.key_id, sample.fingerprint)?;
         Ok(sample)
@@ -245,13 +229,7 @@ impl FheServer {
     /// what this model can need before anything is decoded, its value count before the masks
     /// are expanded.
     pub fn read_compressed(&self, bytes: &[u8]) -> Result<EncryptedSample, FheError> {
-        let limit = self.max_compressed_bytes();
-        if bytes.len() as u64 > limit {
-            return Err(FheError::TooLarge {
-                size: bytes.len() as u64,
-                limit,
-            });
-        }
+        check_upload_size(bytes, self.max_compressed_bytes())?;
         self.decompress(&CompressedSample::from_bytes(bytes)?)
     }
 
@@ -389,19 +367,13 @@ fn server_layer(
     params: &tfhe::shortint::parameters::ClassicPBSParameters,
 ) -> ServerLayer {
     let groups: Vec<usize> = (0..stage.out_features).map(|j| stage.group(j)).collect();
-    // Each group's weights times its multiplier (see `GroupEncoding`).
-    let multiplier = |j: usize| {
-        stage
-            .lookup
-            .as_ref()
-            .map_or(1, |l| l.groups[groups[j]].multiplier)
-    };
+    // Each output's weights times its group's multiplier.
     let sparse = stage
         .links
         .iter()
         .enumerate()
         .map(|(j, row)| {
-            let m = multiplier(j);
+            let m = stage.multiplier(j);
             row.iter().map(|&(i, w)| (i, (w * m) as u64)).collect()
         })
         .collect();

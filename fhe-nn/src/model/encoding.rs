@@ -104,11 +104,6 @@ impl GroupEncoding {
             (index + per_unit / 2).div_euclid(per_unit) - self.offset
         }
     }
-
-    /// Table positions per accumulator unit.
-    pub fn positions_per_unit(&self, encoding: &AccumulatorEncoding) -> f64 {
-        self.multiplier as f64 * 2f64.powi(-encoding.shift)
-    }
 }
 
 impl AccumulatorEncoding {
@@ -189,23 +184,14 @@ impl AccumulatorEncoding {
         (self.bits as i32 - self.shift) as u32
     }
 
-    /// The table position of an accumulator value.
+    /// The table position of an accumulator value, with the layer's offset and no
+    /// multiplier (each group's own placement: [`GroupEncoding::index`]).
     pub fn index(&self, acc: i64) -> i64 {
-        let v = acc + self.offset;
-        if self.shift >= 0 {
-            (v + half(self.shift)) >> self.shift
-        } else {
-            v << -self.shift
+        GroupEncoding {
+            offset: self.offset,
+            multiplier: 1,
         }
-    }
-
-    /// The accumulator value a table position stands for (the nearest one).
-    pub fn value(&self, index: i64) -> i64 {
-        if self.shift >= 0 {
-            (index << self.shift) - self.offset
-        } else {
-            ((index + half(-self.shift)) >> -self.shift) - self.offset
-        }
+        .index(self, acc)
     }
 }
 

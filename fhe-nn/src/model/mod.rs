@@ -224,21 +224,27 @@ impl QuantModel {
         let mut model = self.clone();
         model.reading = reading;
         for i in 0..model.layers.len() {
-            let Some(old) = model.layers[i].lookup.take() else {
-                continue;
-            };
-            let rebuilt = build_lookup(
-                &model.layers[i],
-                old.layer,
-                old.declared,
-                reading,
-                old.activations,
-                old.quantizer,
-                i == 0,
-            );
-            model.layers[i].lookup = Some(rebuilt);
+            model.rebuild_lookup(i);
         }
         model
+    }
+
+    /// Rebuilds the tables of layer `i`'s lookup (if any) for the model's reading and the
+    /// layer's current exact ranges.
+    fn rebuild_lookup(&mut self, i: usize) {
+        let Some(old) = self.layers[i].lookup.take() else {
+            return;
+        };
+        let rebuilt = build_lookup(
+            &self.layers[i],
+            old.layer,
+            old.declared,
+            self.reading,
+            old.activations,
+            old.quantizer,
+            i == 0,
+        );
+        self.layers[i].lookup = Some(rebuilt);
     }
 
     /// The same model for quantized inputs restricted to `[min, max]` (within the input
@@ -260,20 +266,8 @@ impl QuantModel {
         let range = IntRange::new(min, max);
         let mut model = self.clone();
         model.input.range = range;
-        let first = model.layers[0].with_input_range(range);
-        model.layers[0] = first;
-        if let Some(old) = model.layers[0].lookup.take() {
-            let rebuilt = build_lookup(
-                &model.layers[0],
-                old.layer,
-                old.declared,
-                model.reading,
-                old.activations,
-                old.quantizer,
-                true,
-            );
-            model.layers[0].lookup = Some(rebuilt);
-        }
+        model.layers[0] = model.layers[0].with_input_range(range);
+        model.rebuild_lookup(0);
         Ok(model)
     }
 

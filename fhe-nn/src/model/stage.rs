@@ -190,11 +190,16 @@ impl WeightedStage {
     /// The squared 2-norm of the weights an output's ciphertext is actually computed with:
     /// its weights times its group's multiplier.
     pub fn effective_norm2_squared(&self, neuron: usize) -> f64 {
-        let m = self
-            .lookup
-            .as_ref()
-            .map_or(1, |l| l.groups[self.group(neuron)].multiplier) as f64;
+        let m = self.multiplier(neuron) as f64;
         self.norm2_squared(neuron) * m * m
+    }
+
+    /// The integer an output's weights are multiplied by on its way into its lookup (see
+    /// [`GroupEncoding`]); 1 for the output layer.
+    pub fn multiplier(&self, neuron: usize) -> i64 {
+        self.lookup
+            .as_ref()
+            .map_or(1, |l| l.groups[self.group(neuron)].multiplier)
     }
 
     /// The accumulator of one output for the inputs `x`.
