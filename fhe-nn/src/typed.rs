@@ -142,6 +142,17 @@ impl<N: Network> Compiled<N> {
     pub fn untyped(&self) -> &CompiledModel {
         &self.compiled
     }
+
+    /// The untyped compiled model, by value (to hand to a server, for instance).
+    pub fn into_untyped(self) -> CompiledModel {
+        self.compiled
+    }
+}
+
+impl<N: Network> From<Compiled<N>> for CompiledModel {
+    fn from(compiled: Compiled<N>) -> CompiledModel {
+        compiled.compiled
+    }
 }
 
 impl<N: Network> Deref for Compiled<N> {

@@ -180,6 +180,13 @@ impl CompiledModel {
         Ok(key)
     }
 
+    /// Largest serialized compressed encrypted sample this model accepts (bytes), as
+    /// [`FheServer::max_compressed_bytes`] checks it: a bound for upload limits set before
+    /// any key is at hand.
+    pub fn max_compressed_sample_bytes(&self) -> u64 {
+        crate::fhe::max_compressed_sample_bytes(self.input_features())
+    }
+
     /// The server for this compiled model and an evaluation key made for it.
     pub fn server(&self, key: EvaluationKey) -> Result<FheServer, FheError> {
         FheServer::new(self, key)

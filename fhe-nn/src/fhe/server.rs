@@ -132,6 +132,12 @@ struct ServerLayer {
     tables: Option<Vec<LookupTableOwned>>,
 }
 
+/// Largest serialized compressed sample of `inputs` values (bytes): one body word per value,
+/// with the envelope and framing.
+pub(crate) fn max_compressed_sample_bytes(inputs: usize) -> u64 {
+    inputs as u64 * 8 + 4096
+}
+
 /// The server: a compiled model and an evaluation key made for it. It holds no secret.
 pub struct FheServer {
     key_id: u64,
@@ -200,6 +206,21 @@ impl FheServer {
             .sum()
     }
 
+    /// Memory held by the decompressed evaluation key (bytes, from the parameters): the
+    /// Fourier bootstrapping key, `n · (k+1)² · levels · N` words, and the keyswitching key,
+    /// `k·N · levels · (n+1)` words.
+    pub fn key_bytes(&self) -> u64 {
+        let p = &self.params;
+        let (n, k, big_n) = (
+            p.lwe_dimension.0 as u64,
+            p.glwe_dimension.0 as u64,
+            p.polynomial_size.0 as u64,
+        );
+        let bootstrap = n * (k + 1) * (k + 1) * p.pbs_level.0 as u64 * big_n * 8;
+        let keyswitch = k * big_n * p.ks_level.0 as u64 * (n + 1) * 8;
+        bootstrap + keyswitch
+    }
+
     /// Largest serialized full sample this server can need (bytes): its inputs' ciphertexts
     /// of `k·N + 1` words each, with the envelope and framing.
     pub fn max_sample_bytes(&self) -> u64 {
@@ -209,7 +230,7 @@ impl FheServer {
 
     /// Largest serialized compressed sample this server can need (bytes): one body per input.
     pub fn max_compressed_bytes(&self) -> u64 {
-        self.input_count() as u64 * 8 + 4096
+        max_compressed_sample_bytes(self.input_count())
     }
 
     fn output_count(&self) -> usize {

@@ -1,0 +1,222 @@
+//! A blocking HTTP client of the service.
+
+use std::time::Duration;
+
+use reqwest::blocking::{Client as Http, RequestBuilder, Response};
+use reqwest::StatusCode;
+
+use fhe_nn::fhe::{CompressedSample, EncryptedSample, EvaluationKey, FheError};
+
+use crate::api::{ApiError, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary, WireError, KEY_ID_HEADER};
+
+/// What a call to the service can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("server answered {status} `{code}`: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("server still busy after {attempts} attempts")]
+    Busy { attempts: u32 },
+    #[error(transparent)]
+    Fhe(#[from] FheError),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("unexpected response from {url}: {message}")]
+    Protocol { url: String, message: String },
+}
+
+impl ClientError {
+    /// The service's error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one server. Cheap to clone; safe to share between threads.
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: Http,
+    busy_retries: u32,
+}
+
+impl Client {
+    /// A client of the server at `base_url` (e.g. `http://127.0.0.1:8080`). Requests have no
+    /// overall timeout (keys of large models take a while to upload; the server bounds its
+    /// own work), and a `503 busy` is retried up to 8 times after the server's `Retry-After`.
+    pub fn new(base_url: &str) -> Result<Client, ClientError> {
+        let http = Http::builder()
+            .timeout(None)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base_url.to_string(),
+                source,
+            })?;
+        Ok(Client {
+            base: base_url.trim_end_matches('/').to_string(),
+            http,
+            busy_retries: 8,
+        })
+    }
+
+    /// How many times a `503 busy` answer is retried (0: never).
+    pub fn with_busy_retries(mut self, retries: u32) -> Client {
+        self.busy_retries = retries;
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /models`.
+    pub fn models(&self) -> Result<Vec<ModelSummary>, ClientError> {
+        let url = self.url("/models");
+        let list: ModelList = self.json(&url, || self.http.get(&url))?;
+        Ok(list.models)
+    }
+
+    /// `GET /models/{name}`: the model with its client spec.
+    pub fn model(&self, name: &str) -> Result<ModelDetail, ClientError> {
+        let url = self.url(&format!("/models/{name}"));
+        self.json(&url, || self.http.get(&url))
+    }
+
+    /// `POST /keys`: uploads a compressed evaluation key; the receipt holds its id.
+    pub fn upload_key(&self, key: &EvaluationKey) -> Result<KeyReceipt, ClientError> {
+        self.upload_key_bytes(key.to_bytes()?)
+    }
+
+    /// `POST /keys` with already serialized bytes.
+    pub fn upload_key_bytes(&self, bytes: Vec<u8>) -> Result<KeyReceipt, ClientError> {
+        let url = self.url("/keys");
+        self.json(&url, || {
+            self.http
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes.clone())
+        })
+    }
+
+    /// `POST /models/{name}/predict`: runs the model on an encrypted sample under the key
+    /// `key_id` and returns the encrypted output (decrypt it with the client key).
+    pub fn predict(
+        &self,
+        model: &str,
+        key_id: &str,
+        sample: &CompressedSample,
+    ) -> Result<EncryptedSample, ClientError> {
+        let bytes = self.predict_bytes(model, key_id, sample.to_bytes()?)?;
+        Ok(EncryptedSample::from_bytes(&bytes)?)
+    }
+
+    /// `POST /models/{name}/predict` with an already serialized compressed sample.
+    pub fn predict_bytes(
+        &self,
+        model: &str,
+        key_id: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(&format!("/models/{model}/predict"));
+        let response = self.send(&url, || {
+            self.http
+                .post(&url)
+                .header(KEY_ID_HEADER, key_id)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(body.clone())
+        })?;
+        let bytes = response.bytes().map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        Ok(bytes.to_vec())
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Result<Health, ClientError> {
+        let url = self.url("/health");
+        self.json(&url, || self.http.get(&url))
+    }
+
+    /// `GET /metrics`: Prometheus text.
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let url = self.url("/metrics");
+        let response = self.send(&url, || self.http.get(&url))?;
+        response.text().map_err(|source| ClientError::Transport { url, source })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.send(url, request)?;
+        let bytes = response.bytes().map_err(|source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url: url.to_string(),
+            message: format!("cannot decode JSON: {e}"),
+        })
+    }
+
+    /// Sends a request, retrying `503 busy` after `Retry-After`; any other non-2xx answer
+    /// becomes [`ClientError::Api`].
+    fn send(&self, url: &str, request: impl Fn() -> RequestBuilder) -> Result<Response, ClientError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let response = request().send().map_err(|source| ClientError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                if attempts > self.busy_retries {
+                    return Err(ClientError::Busy { attempts });
+                }
+                let wait = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .min(30);
+                std::thread::sleep(Duration::from_secs(wait));
+                continue;
+            }
+            let text = response.text().unwrap_or_default();
+            let error: ApiError = serde_json::from_str(&text).unwrap_or(ApiError {
+                code: "http".to_string(),
+                message: text,
+            });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: error.code,
+                message: error.message,
+            });
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `fhe-nn-server`: serves the shipped digits and MNIST models over HTTP.
+//!
+//!     cargo run --release -p fhe-nn-server -- --addr 127.0.0.1:8080
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use fhe_nn::FheOptions;
+use fhe_nn_server::{shipped, DiskStore, KeyStore, RedisStore, ServerConfig, Service};
+
+/// Encrypted inference over HTTP: keys in a directory or in Redis, bounded work queue,
+/// Prometheus metrics.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Shipped models to serve, comma-separated (digits, mnist).
+    #[arg(long, value_delimiter = ',', default_value = "digits,mnist")]
+    models: Vec<String>,
+    /// Directory that keeps uploaded evaluation keys across restarts.
+    #[arg(long, default_value = "fhe-nn-keys")]
+    store: PathBuf,
+    /// Keep keys in Redis instead (shared by replicas), e.g. redis://127.0.0.1:6379/0.
+    #[arg(long)]
+    redis: Option<String>,
+    /// Encrypted requests worked on at once [default: the number of cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Requests that may wait for a worker before `503 busy` [default: 4 per worker].
+    #[arg(long)]
+    queue: Option<usize>,
+    /// Seconds a request may wait and run.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Hours an uploaded key is kept.
+    #[arg(long, default_value_t = 24)]
+    key_ttl_hours: u64,
+    /// Megabytes of decompressed keys kept in memory.
+    #[arg(long, default_value_t = 4096)]
+    cache_mb: u64,
+    /// Per-lookup error probability the models are compiled for.
+    #[arg(long, default_value_t = fhe_nn::DEFAULT_P_ERROR)]
+    p_error: f64,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("fhe-nn-server: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = ServerConfig {
+        request_timeout: Duration::from_secs(args.timeout.max(1)),
+        key_ttl: Duration::from_secs(args.key_ttl_hours.max(1) * 3600),
+        cache_bytes: args.cache_mb << 20,
+        ..ServerConfig::default()
+    };
+    if let Some(workers) = args.workers {
+        config.workers = workers.max(1);
+    }
+    config.queue = args.queue.unwrap_or(4 * config.workers);
+    let store: Arc<dyn KeyStore> = match &args.redis {
+        Some(url) => Arc::new(RedisStore::open(url)?),
+        None => Arc::new(DiskStore::open(&args.store)?),
+    };
+    eprintln!("keys in {}", store.describe());
+    let options = FheOptions {
+        p_error: args.p_error,
+        ..FheOptions::default()
+    };
+    let mut service = Service::new(store, config.clone());
+    for name in &args.models {
+        let start = Instant::now();
+        let compiled = shipped::compile(name, &options)?;
+        let set = compiled.parameters();
+        eprintln!(
+            "model `{name}` compiled in {:.1} s: {} lookups, parameters {}, fingerprint {}",
+            start.elapsed().as_secs_f64(),
+            compiled.lookups(),
+            set.name,
+            compiled.fingerprint()
+        );
+        service.register(name, compiled)?;
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+        eprintln!(
+            "serving on http://{} ({} workers, queue {})",
+            listener.local_addr()?,
+            config.workers,
+            config.queue
+        );
+        service.serve(listener, shutdown_signal()).await?;
+        eprintln!("stopped after finishing in-flight requests");
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    eprintln!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,437 @@
+//! The routes, the shared state, and the admission of encrypted work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha3::{Digest, Sha3_256};
+use tokio::sync::Semaphore;
+
+use fhe_nn::fhe::EvaluationKey;
+use fhe_nn::{CompiledModel, Fingerprint};
+use fhe_nn_client::api::{
+    fingerprint_hex, hex, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary,
+    KEY_ID_HEADER,
+};
+
+use crate::cache::{KeyCache, ReadyKey};
+use crate::error::ServiceError;
+use crate::metrics::{Gauges, Metrics};
+use crate::store::{expiry, KeyStore};
+use crate::{whole_seconds, ServerConfig};
+
+/// A model as served.
+struct Served {
+    compiled: CompiledModel,
+    detail: ModelDetail,
+}
+
+/// What every request sees.
+pub(crate) struct Shared {
+    models: BTreeMap<String, Served>,
+    by_fingerprint: HashMap<Fingerprint, String>,
+    store: Arc<dyn KeyStore>,
+    cache: Mutex<KeyCache>,
+    /// Permits for admitted requests: workers plus queue.
+    admission: Arc<Semaphore>,
+    /// Permits for requests being worked on.
+    workers: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+    draining: AtomicBool,
+    metrics: Metrics,
+    config: ServerConfig,
+    key_limit: u64,
+    sample_limit: u64,
+}
+
+/// The shared state, cheap to clone.
+#[derive(Clone)]
+pub(crate) struct State(Arc<Shared>);
+
+impl State {
+    pub(crate) fn new(
+        models: BTreeMap<String, CompiledModel>,
+        store: Arc<dyn KeyStore>,
+        config: ServerConfig,
+    ) -> Result<State, ServiceError> {
+        if config.workers == 0 {
+            return Err(ServiceError::Internal("workers must be at least 1".into()));
+        }
+        let mut served = BTreeMap::new();
+        let mut by_fingerprint = HashMap::new();
+        for (name, compiled) in models {
+            let detail = ModelDetail::of(&name, &compiled)
+                .map_err(|e| ServiceError::Internal(format!("model `{name}`: {e}")))?;
+            by_fingerprint.insert(compiled.fingerprint(), name.clone());
+            served.insert(name, Served { compiled, detail });
+        }
+        let key_limit = served
+            .values()
+            .map(|m| m.compiled.max_evaluation_key_bytes())
+            .max()
+            .unwrap_or(0);
+        let sample_limit = served
+            .values()
+            .map(|m| m.compiled.max_compressed_sample_bytes())
+            .max()
+            .unwrap_or(0);
+        Ok(State(Arc::new(Shared {
+            models: served,
+            by_fingerprint,
+            store,
+            cache: Mutex::new(KeyCache::new(config.cache_bytes)),
+            admission: Arc::new(Semaphore::new(config.workers + config.queue)),
+            workers: Arc::new(Semaphore::new(config.workers)),
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            metrics: Metrics::default(),
+            config,
+            key_limit,
+            sample_limit,
+        })))
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn model(&self, name: &str) -> Result<&Served, ServiceError> {
+        self.0
+            .models
+            .get(name)
+            .ok_or_else(|| ServiceError::UnknownModel(name.to_string()))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.0.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` on the blocking pool once admitted and a worker is free, within the
+    /// request timeout. Refuses at once (`503 busy`) when the queue is full.
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&State) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let shared = &self.0;
+        let admitted = shared
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.busy())?;
+        let deadline = tokio::time::Instant::now() + shared.config.request_timeout;
+        let timeout = || ServiceError::Timeout(whole_seconds(shared.config.request_timeout));
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+        let worker =
+            tokio::time::timeout_at(deadline, shared.workers.clone().acquire_owned()).await;
+        shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        let worker = worker
+            .map_err(|_| timeout())?
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let state = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _permits = (admitted, worker);
+            let _running = Running::start(&state.0.running);
+            work(&state)
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(ServiceError::Internal(format!("worker: {e}"))),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// The `503 busy` answer, with a wait estimated from the queue and mean inference time.
+    fn busy(&self) -> ServiceError {
+        let shared = &self.0;
+        let queued = shared.waiting.load(Ordering::SeqCst) + shared.running.load(Ordering::SeqCst);
+        let mean = shared.metrics.mean_inference_seconds().unwrap_or(1.0);
+        let wait = (queued as f64 * mean / shared.config.workers as f64).ceil() as u64;
+        ServiceError::Busy {
+            queued,
+            retry_after: wait.clamp(1, 60),
+        }
+    }
+
+    /// The ready key `key_id` for `model`: from the cache, or read from the store, checked
+    /// and decompressed (on the blocking pool).
+    fn ready_key(&self, key_id: &str, model: &str) -> Result<Arc<ReadyKey>, ServiceError> {
+        let cached = self.cache().get(key_id);
+        let ready = match cached {
+            Some(ready) => ready,
+            None => {
+                let bytes = self
+                    .0
+                    .store
+                    .get(key_id)?
+                    .ok_or_else(|| ServiceError::UnknownKey(key_id.to_string()))?;
+                let key = EvaluationKey::from_bytes(&bytes).map_err(ServiceError::from_key)?;
+                self.prepare(key_id, key)?
+            }
+        };
+        if ready.model != model {
+            return Err(ServiceError::KeyForOtherModel {
+                key_id: key_id.to_string(),
+                key_model: ready.model.clone(),
+                model: model.to_string(),
+            });
+        }
+        Ok(ready)
+    }
+
+    /// Decompresses `key` for the model it was made for and caches it.
+    fn prepare(&self, key_id: &str, key: EvaluationKey) -> Result<Arc<ReadyKey>, ServiceError> {
+        let name = self.model_of(&key.fingerprint())?;
+        let compiled = &self.model(&name)?.compiled;
+        let server = compiled.server(key).map_err(ServiceError::from_key)?;
+        let ready = Arc::new(ReadyKey {
+            model: name,
+            server,
+        });
+        self.0.metrics.key_decompressed();
+        self.cache().insert(key_id, ready.clone());
+        Ok(ready)
+    }
+
+    fn model_of(&self, fingerprint: &Fingerprint) -> Result<String, ServiceError> {
+        self.0
+            .by_fingerprint
+            .get(fingerprint)
+            .cloned()
+            .ok_or_else(|| ServiceError::KeyForNoModel(fingerprint_hex(fingerprint)))
+    }
+}
+
+/// Counts a request as running while alive (also when the work panics).
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn start(counter: &'a AtomicUsize) -> Running<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Running(counter)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) fn router(state: State) -> Router {
+    // Bodies are capped by what the served models can need, before they are read; each
+    // handler then checks the exact limit of its model.
+    let key_limit = body_limit(state.0.key_limit);
+    let sample_limit = body_limit(state.0.sample_limit);
+    Router::new()
+        .route("/models", get(list_models))
+        .route("/models/{name}", get(show_model))
+        .route(
+            "/keys",
+            post(upload_key).layer(DefaultBodyLimit::max(key_limit)),
+        )
+        .route(
+            "/models/{name}/predict",
+            post(predict).layer(DefaultBodyLimit::max(sample_limit)),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+fn body_limit(limit: u64) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// Records every request's route, status and latency.
+async fn track(
+    axum::extract::State(state): axum::extract::State<State>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state.0.metrics.request(
+        &route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ServiceError {
+    ServiceError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+async fn list_models(axum::extract::State(state): axum::extract::State<State>) -> Json<ModelList> {
+    let models: Vec<ModelSummary> = state
+        .0
+        .models
+        .values()
+        .map(|m| m.detail.summary.clone())
+        .collect();
+    Json(ModelList { models })
+}
+
+async fn show_model(
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelDetail>, ServiceError> {
+    Ok(Json(state.model(&name)?.detail.clone()))
+}
+
+/// The body, or `413 too_large` / `400 bad_body`.
+fn body(body: Result<Bytes, BytesRejection>, headers: &HeaderMap, limit: u64) -> Result<Bytes, ServiceError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match body {
+        Ok(bytes) if bytes.len() as u64 > limit => Err(ServiceError::TooLarge {
+            size: Some(bytes.len() as u64),
+            limit,
+        }),
+        Ok(bytes) => Ok(bytes),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ServiceError::TooLarge {
+                size: declared,
+                limit,
+            })
+        }
+        Err(rejection) => Err(ServiceError::Body(rejection.body_text())),
+    }
+}
+
+async fn upload_key(
+    axum::extract::State(state): axum::extract::State<State>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<KeyReceipt>, ServiceError> {
+    let bytes = body(bytes, &headers, state.0.key_limit)?;
+    state
+        .run_blocking(move |state| {
+            let key_id = hex(&Sha3_256::digest(&bytes));
+            let key = EvaluationKey::from_bytes(&bytes).map_err(ServiceError::from_key)?;
+            let model = state.model_of(&key.fingerprint())?;
+            let limit = state.model(&model)?.compiled.max_evaluation_key_bytes();
+            if bytes.len() as u64 > limit {
+                return Err(ServiceError::TooLarge {
+                    size: Some(bytes.len() as u64),
+                    limit,
+                });
+            }
+            let ttl = state.0.config.key_ttl;
+            state.0.store.put(&key_id, &bytes, ttl)?;
+            // Decompressed now, so that the first prediction does not wait for it.
+            state.prepare(&key_id, key)?;
+            Ok(KeyReceipt {
+                key_id,
+                model,
+                expires_at: expiry(ttl),
+            })
+        })
+        .await
+        .map(Json)
+}
+
+/// The key id header: 64 hexadecimal digits.
+fn key_id(headers: &HeaderMap) -> Result<String, ServiceError> {
+    let value = headers
+        .get(KEY_ID_HEADER)
+        .ok_or(ServiceError::MissingKeyId(KEY_ID_HEADER))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ServiceError::BadKeyId(format!("{value:?}")))?;
+    let id = text.trim().to_ascii_lowercase();
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ServiceError::BadKeyId(text.chars().take(80).collect()));
+    }
+    Ok(id)
+}
+
+async fn predict(
+    axum::extract::State(state): axum::extract::State<State>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServiceError> {
+    let limit = state.model(&name)?.compiled.max_compressed_sample_bytes();
+    let key_id = key_id(&headers)?;
+    let bytes = body(bytes, &headers, limit)?;
+    let output = state
+        .run_blocking(move |state| {
+            let ready = state.ready_key(&key_id, &name)?;
+            let input = ready
+                .server
+                .read_compressed(&bytes)
+                .map_err(|e| ServiceError::from_sample(e, &key_id))?;
+            let start = Instant::now();
+            let output = ready
+                .server
+                .run(&input)
+                .map_err(|e| ServiceError::from_sample(e, &key_id))?;
+            state
+                .0
+                .metrics
+                .inference(ready.server.lookups(), start.elapsed().as_secs_f64());
+            output
+                .to_bytes()
+                .map_err(|e| ServiceError::Internal(format!("cannot serialize the output: {e}")))
+        })
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        output,
+    )
+        .into_response())
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<State>) -> Json<Health> {
+    let shared = &state.0;
+    let status = if shared.draining.load(Ordering::SeqCst) {
+        "draining"
+    } else {
+        "ok"
+    };
+    Json(Health {
+        status: status.to_string(),
+        models: shared.models.len(),
+        in_flight: shared.waiting.load(Ordering::SeqCst) + shared.running.load(Ordering::SeqCst),
+    })
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    let shared = &state.0;
+    let (keys_cached, key_cache_bytes) = {
+        let cache = state.cache();
+        (cache.len(), cache.bytes())
+    };
+    let text = shared.metrics.render(&Gauges {
+        keys_cached,
+        key_cache_bytes,
+        queue_depth: shared.waiting.load(Ordering::SeqCst),
+        running: shared.running.load(Ordering::SeqCst),
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,194 @@
+//! Where uploaded evaluation keys live: in memory, in a directory that survives restarts, or
+//! in Redis, which several replicas share. Stores hold the compressed key bytes as uploaded;
+//! ids are content hashes, so a key is never overwritten by a different one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A store that fails.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key store I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// A key-value store of evaluation keys with expiry. Calls block: the service runs them on
+/// its blocking pool.
+pub trait KeyStore: Send + Sync {
+    /// Stores `bytes` under `id` until `ttl` has passed.
+    fn put(&self, id: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError>;
+    /// The bytes under `id`, if present and not expired.
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// What the store is, for logs.
+    fn describe(&self) -> String;
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch at which something stored now with `ttl` expires.
+pub fn expiry(ttl: Duration) -> u64 {
+    now().saturating_add(ttl.as_secs())
+}
+
+/// Keys in process memory: lost on restart, not shared. For tests and single-shot use.
+#[derive(Default)]
+pub struct MemoryStore {
+    keys: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+}
+
+impl KeyStore for MemoryStore {
+    fn put(&self, id: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let t = now();
+        keys.retain(|_, (expires, _)| *expires > t);
+        keys.insert(id.to_string(), (expiry(ttl), bytes.to_vec()));
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(keys
+            .get(id)
+            .filter(|(expires, _)| *expires > now())
+            .map(|(_, bytes)| bytes.clone()))
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+}
+
+/// Keys as files in a directory: `<id>.key` holds the bytes, `<id>.expires` the expiry
+/// (seconds since the epoch). Writes go to a temporary file renamed into place, so a crash
+/// never leaves a half-written key under its id.
+pub struct DiskStore {
+    dir: PathBuf,
+}
+
+impl DiskStore {
+    /// A store in `dir`, created if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DiskStore, StoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(DiskStore { dir })
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&temporary, bytes).map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+}
+
+impl KeyStore for DiskStore {
+    fn put(&self, id: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.write_atomically(&self.dir.join(format!("{id}.key")), bytes)?;
+        self.write_atomically(
+            &self.dir.join(format!("{id}.expires")),
+            expiry(ttl).to_string().as_bytes(),
+        )
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let expires_path = self.dir.join(format!("{id}.expires"));
+        let expires = match std::fs::read_to_string(&expires_path) {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: expires_path,
+                    source,
+                })
+            }
+        };
+        let key_path = self.dir.join(format!("{id}.key"));
+        if expires <= now() {
+            // Expired: forget it (another replica may have removed it already).
+            let _ = std::fs::remove_file(&key_path);
+            let _ = std::fs::remove_file(&expires_path);
+            return Ok(None);
+        }
+        match std::fs::read(&key_path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                path: key_path,
+                source,
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
+    }
+}
+
+/// Keys in Redis under `fhe-nn:key:<id>`, with Redis's own expiry: the store that several
+/// replicas share.
+pub struct RedisStore {
+    client: redis::Client,
+    url: String,
+}
+
+impl RedisStore {
+    /// A store on the Redis server at `url` (`redis://host:port/db`); checks that it answers.
+    pub fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url)?;
+        let mut connection = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        redis::cmd("PING").query::<String>(&mut connection)?;
+        Ok(RedisStore {
+            client,
+            url: url.to_string(),
+        })
+    }
+
+    fn connection(&self) -> Result<redis::Connection, StoreError> {
+        Ok(self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(5))?)
+    }
+}
+
+impl KeyStore for RedisStore {
+    fn put(&self, id: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        redis::cmd("SET")
+            .arg(format!("fhe-nn:key:{id}"))
+            .arg(bytes)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query::<()>(&mut connection)?;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut connection = self.connection()?;
+        Ok(redis::cmd("GET")
+            .arg(format!("fhe-nn:key:{id}"))
+            .query::<Option<Vec<u8>>>(&mut connection)?)
+    }
+
+    fn describe(&self) -> String {
+        format!("Redis at {}", self.url)
+    }
+}
