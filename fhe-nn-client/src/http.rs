@@ -7,7 +7,9 @@ use reqwest::StatusCode;
 
 use fhe_nn::fhe::{CompressedSample, EncryptedSample, EvaluationKey, FheError};
 
-use crate::api::{ApiError, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary, WireError, KEY_ID_HEADER};
+use crate::api::{
+    ApiError, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary, WireError, KEY_ID_HEADER,
+};
 
 /// What a call to the service can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +158,9 @@ impl Client {
     pub fn metrics(&self) -> Result<String, ClientError> {
         let url = self.url("/metrics");
         let response = self.send(&url, || self.http.get(&url))?;
-        response.text().map_err(|source| ClientError::Transport { url, source })
+        response
+            .text()
+            .map_err(|source| ClientError::Transport { url, source })
     }
 
     fn url(&self, path: &str) -> String {
@@ -181,7 +185,11 @@ impl Client {
 
     /// Sends a request, retrying `503 busy` after `Retry-After`; any other non-2xx answer
     /// becomes [`ClientError::Api`].
-    fn send(&self, url: &str, request: impl Fn() -> RequestBuilder) -> Result<Response, ClientError> {
+    fn send(
+        &self,
+        url: &str,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
         let mut attempts = 0;
         loop {
             attempts += 1;

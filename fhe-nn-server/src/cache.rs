@@ -13,23 +13,24 @@ pub struct ReadyKey {
     pub server: FheServer,
 }
 
-/// An LRU cache of ready keys by key id.
-pub struct KeyCache {
+/// An LRU cache of values by key id, each with its size in bytes; the service keeps
+/// [`ReadyKey`]s in it.
+pub struct KeyCache<V = ReadyKey> {
     capacity: u64,
     used: u64,
     clock: u64,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, Entry<V>>,
 }
 
-struct Entry {
-    key: Arc<ReadyKey>,
+struct Entry<V> {
+    key: Arc<V>,
     bytes: u64,
     last_used: u64,
 }
 
-impl KeyCache {
+impl<V> KeyCache<V> {
     /// An empty cache that holds at most `capacity` bytes of keys.
-    pub fn new(capacity: u64) -> KeyCache {
+    pub fn new(capacity: u64) -> KeyCache<V> {
         KeyCache {
             capacity,
             used: 0,
@@ -39,7 +40,7 @@ impl KeyCache {
     }
 
     /// The ready server of `key_id`, marked as just used.
-    pub fn get(&mut self, key_id: &str) -> Option<Arc<ReadyKey>> {
+    pub fn get(&mut self, key_id: &str) -> Option<Arc<V>> {
         self.clock += 1;
         let clock = self.clock;
         self.entries.get_mut(key_id).map(|entry| {
@@ -48,10 +49,9 @@ impl KeyCache {
         })
     }
 
-    /// Keeps `key` under `key_id`, evicting the least recently used keys until it fits.
-    /// A key larger than the whole cache is not kept.
-    pub fn insert(&mut self, key_id: &str, key: Arc<ReadyKey>) {
-        let bytes = key.server.key_bytes();
+    /// Keeps `key` (of `bytes` bytes) under `key_id`, evicting the least recently used keys
+    /// until it fits. A key larger than the whole cache is not kept.
+    pub fn insert(&mut self, key_id: &str, key: Arc<V>, bytes: u64) {
         if bytes > self.capacity || self.entries.contains_key(key_id) {
             return;
         }
@@ -93,5 +93,29 @@ impl KeyCache {
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_key_goes_first_and_the_cap_holds() {
+        let mut cache = KeyCache::new(10);
+        cache.insert("a", Arc::new(1), 4);
+        cache.insert("b", Arc::new(2), 4);
+        assert_eq!(cache.get("a").as_deref(), Some(&1)); // b is now the oldest
+        cache.insert("c", Arc::new(3), 4);
+        assert!(cache.get("b").is_none());
+        assert_eq!((cache.len(), cache.bytes()), (2, 8));
+        assert_eq!(cache.get("c").as_deref(), Some(&3));
+        // Larger than the whole cache: not kept, nothing evicted.
+        cache.insert("huge", Arc::new(4), 11);
+        assert!(cache.get("huge").is_none());
+        assert_eq!(cache.len(), 2);
+        // Evicts as many as needed.
+        cache.insert("d", Arc::new(5), 9);
+        assert_eq!((cache.len(), cache.bytes()), (1, 9));
     }
 }

@@ -14,13 +14,17 @@ use crate::store::StoreError;
 pub enum ServiceError {
     #[error("no model named `{0}` is served")]
     UnknownModel(String),
-    #[error("no evaluation key with id `{0}` (never uploaded, or expired): upload it with POST /keys")]
+    #[error(
+        "no evaluation key with id `{0}` (never uploaded, or expired): upload it with POST /keys"
+    )]
     UnknownKey(String),
     #[error("`{0}` is not a key id (64 hexadecimal digits)")]
     BadKeyId(String),
     #[error("missing header `{0}` with the evaluation key's id")]
     MissingKeyId(&'static str),
-    #[error("the evaluation key was made for a model this server does not serve (fingerprint {0})")]
+    #[error(
+        "the evaluation key was made for a model this server does not serve (fingerprint {0})"
+    )]
     KeyForNoModel(String),
     #[error("key `{key_id}` was made for model `{key_model}`, not for `{model}`")]
     KeyForOtherModel {

@@ -86,20 +86,41 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let f = self.figures();
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP fhe_nn_requests_total HTTP requests answered, by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP fhe_nn_requests_total HTTP requests answered, by route and status."
+        );
         let _ = writeln!(out, "# TYPE fhe_nn_requests_total counter");
         for ((route, status), n) in &f.requests {
-            let _ = writeln!(out, "fhe_nn_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "fhe_nn_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "# HELP fhe_nn_request_duration_seconds Request latency, by route.");
+        let _ = writeln!(
+            out,
+            "# HELP fhe_nn_request_duration_seconds Request latency, by route."
+        );
         let _ = writeln!(out, "# TYPE fhe_nn_request_duration_seconds histogram");
         for (route, h) in &f.latency {
             for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
                 let _ = writeln!(out, "fhe_nn_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}");
             }
-            let _ = writeln!(out, "fhe_nn_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "fhe_nn_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "fhe_nn_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "fhe_nn_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "fhe_nn_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "fhe_nn_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
         let lookups_per_second = if f.inference_seconds > 0.0 {
             f.lookups as f64 / f.inference_seconds
@@ -107,15 +128,60 @@ impl Metrics {
             0.0
         };
         let figures: [(&str, &str, &str, String); 9] = [
-            ("fhe_nn_inferences_total", "counter", "Encrypted inferences run.", f.inferences.to_string()),
-            ("fhe_nn_lookups_total", "counter", "Programmable bootstraps run.", f.lookups.to_string()),
-            ("fhe_nn_inference_seconds_total", "counter", "Seconds spent in encrypted inference.", f.inference_seconds.to_string()),
-            ("fhe_nn_lookups_per_second", "gauge", "Lookups per second of inference time, since start.", lookups_per_second.to_string()),
-            ("fhe_nn_keys_decompressed_total", "counter", "Evaluation keys decompressed into the cache.", f.keys_decompressed.to_string()),
-            ("fhe_nn_keys_cached", "gauge", "Decompressed evaluation keys in memory.", gauges.keys_cached.to_string()),
-            ("fhe_nn_key_cache_bytes", "gauge", "Bytes of decompressed evaluation keys in memory.", gauges.key_cache_bytes.to_string()),
-            ("fhe_nn_queue_depth", "gauge", "Admitted requests waiting for a worker.", gauges.queue_depth.to_string()),
-            ("fhe_nn_running", "gauge", "Requests being worked on.", gauges.running.to_string()),
+            (
+                "fhe_nn_inferences_total",
+                "counter",
+                "Encrypted inferences run.",
+                f.inferences.to_string(),
+            ),
+            (
+                "fhe_nn_lookups_total",
+                "counter",
+                "Programmable bootstraps run.",
+                f.lookups.to_string(),
+            ),
+            (
+                "fhe_nn_inference_seconds_total",
+                "counter",
+                "Seconds spent in encrypted inference.",
+                f.inference_seconds.to_string(),
+            ),
+            (
+                "fhe_nn_lookups_per_second",
+                "gauge",
+                "Lookups per second of inference time, since start.",
+                lookups_per_second.to_string(),
+            ),
+            (
+                "fhe_nn_keys_decompressed_total",
+                "counter",
+                "Evaluation keys decompressed into the cache.",
+                f.keys_decompressed.to_string(),
+            ),
+            (
+                "fhe_nn_keys_cached",
+                "gauge",
+                "Decompressed evaluation keys in memory.",
+                gauges.keys_cached.to_string(),
+            ),
+            (
+                "fhe_nn_key_cache_bytes",
+                "gauge",
+                "Bytes of decompressed evaluation keys in memory.",
+                gauges.key_cache_bytes.to_string(),
+            ),
+            (
+                "fhe_nn_queue_depth",
+                "gauge",
+                "Admitted requests waiting for a worker.",
+                gauges.queue_depth.to_string(),
+            ),
+            (
+                "fhe_nn_running",
+                "gauge",
+                "Requests being worked on.",
+                gauges.running.to_string(),
+            ),
         ];
         for (name, kind, help, value) in figures {
             let _ = writeln!(out, "# HELP {name} {help}");

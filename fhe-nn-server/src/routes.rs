@@ -19,8 +19,7 @@ use tokio::sync::Semaphore;
 use fhe_nn::fhe::EvaluationKey;
 use fhe_nn::{CompiledModel, Fingerprint};
 use fhe_nn_client::api::{
-    fingerprint_hex, hex, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary,
-    KEY_ID_HEADER,
+    fingerprint_hex, hex, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary, KEY_ID_HEADER,
 };
 
 use crate::cache::{KeyCache, ReadyKey};
@@ -199,7 +198,8 @@ impl State {
             server,
         });
         self.0.metrics.key_decompressed();
-        self.cache().insert(key_id, ready.clone());
+        let bytes = ready.server.key_bytes();
+        self.cache().insert(key_id, ready.clone(), bytes);
         Ok(ready)
     }
 
@@ -298,7 +298,11 @@ async fn show_model(
 }
 
 /// The body, or `413 too_large` / `400 bad_body`.
-fn body(body: Result<Bytes, BytesRejection>, headers: &HeaderMap, limit: u64) -> Result<Bytes, ServiceError> {
+fn body(
+    body: Result<Bytes, BytesRejection>,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<Bytes, ServiceError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -396,11 +400,7 @@ async fn predict(
                 .map_err(|e| ServiceError::Internal(format!("cannot serialize the output: {e}")))
         })
         .await?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
-        output,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], output).into_response())
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<State>) -> Json<Health> {
@@ -429,9 +429,5 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Re
         queue_depth: shared.waiting.load(Ordering::SeqCst),
         running: shared.running.load(Ordering::SeqCst),
     });
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -40,11 +40,9 @@ pub fn compile(name: &str, options: &FheOptions) -> Result<CompiledModel, Error>
             model.compile(calibration.view(), options)?.into()
         }
         other => {
-            return Err(format!(
-                "no shipped model `{other}` (shipped: {})",
-                NAMES.join(", ")
+            return Err(
+                format!("no shipped model `{other}` (shipped: {})", NAMES.join(", ")).into(),
             )
-            .into())
         }
     };
     Ok(compiled)

@@ -192,3 +192,37 @@ impl KeyStore for RedisStore {
         format!("Redis at {}", self.url)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_store_keeps_keys_until_they_expire() {
+        let dir = std::env::temp_dir().join(format!("fhe-nn-store-{}", std::process::id()));
+        let store = DiskStore::open(&dir).unwrap();
+        store
+            .put("k1", b"key bytes", Duration::from_secs(3600))
+            .unwrap();
+        store.put("k2", b"short", Duration::from_secs(0)).unwrap();
+        // A second handle on the directory (a restarted process) sees the same keys.
+        let reopened = DiskStore::open(&dir).unwrap();
+        assert_eq!(
+            reopened.get("k1").unwrap().as_deref(),
+            Some(&b"key bytes"[..])
+        );
+        assert_eq!(reopened.get("k2").unwrap(), None);
+        assert!(!dir.join("k2.key").exists(), "expired keys are removed");
+        assert_eq!(reopened.get("never").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_memory_store_forgets_expired_keys() {
+        let store = MemoryStore::default();
+        store.put("a", b"1", Duration::from_secs(3600)).unwrap();
+        store.put("b", b"2", Duration::from_secs(0)).unwrap();
+        assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.get("b").unwrap(), None);
+    }
+}

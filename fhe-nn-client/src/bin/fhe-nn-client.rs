@@ -137,8 +137,7 @@ fn keygen(client: &Client, model: &str, dir: &Path) -> Result<(), Error> {
         start.elapsed().as_secs_f64(),
         evaluation.len() as f64 / 1e6
     );
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     write(&dir.join("client.key"), &client_key.to_bytes()?)?;
     write(&dir.join("evaluation.key"), &evaluation)?;
     write(&dir.join("model"), model.as_bytes())?;
@@ -173,7 +172,10 @@ fn sample_values(source: &SampleSource) -> Result<Vec<f64>, Error> {
         let test = fhe_nn::datasets::mnist_5k()?.test;
         return row_of(&test.images, n, "MNIST-5k test split");
     }
-    let path = source.csv.as_ref().ok_or("give --csv, --digits or --mnist")?;
+    let path = source
+        .csv
+        .as_ref()
+        .ok_or("give --csv, --digits or --mnist")?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let line = text
@@ -208,17 +210,23 @@ fn row_of(images: &fhe_nn::ndarray::Array2<f64>, n: usize, what: &str) -> Result
 fn predict(client: &Client, dir: &Path, source: &SampleSource, json: bool) -> Result<(), Error> {
     let client_key = ClientKey::from_bytes(&read(&dir.join("client.key"))?)?;
     let model = String::from_utf8(read(&dir.join("model"))?)?;
-    let receipt: KeyReceipt = serde_json::from_slice(&read(&dir.join("receipt.json"))?)
-        .map_err(|e| format!("{}: {e} (run upload-key first)", dir.join("receipt.json").display()))?;
+    let receipt: KeyReceipt =
+        serde_json::from_slice(&read(&dir.join("receipt.json"))?).map_err(|e| {
+            format!(
+                "{}: {e} (run upload-key first)",
+                dir.join("receipt.json").display()
+            )
+        })?;
     let values = sample_values(source)?;
     let sample = client_key.encrypt_compressed(fhe_nn::ndarray::ArrayView1::from(&values))?;
     let start = Instant::now();
     let output = client.predict(&model, &receipt.key_id, &sample)?;
     let seconds = start.elapsed().as_secs_f64();
     let scores = client_key.decrypt(&output)?;
-    let class = fhe_nn::argmax_rows(
-        fhe_nn::ndarray::ArrayView2::from_shape((1, scores.len()), &scores)?,
-    )[0];
+    let class = fhe_nn::argmax_rows(fhe_nn::ndarray::ArrayView2::from_shape(
+        (1, scores.len()),
+        &scores,
+    )?)[0];
     if json {
         let answer = serde_json::json!({
             "model": model, "class": class, "scores": scores, "seconds": seconds,
@@ -226,7 +234,10 @@ fn predict(client: &Client, dir: &Path, source: &SampleSource, json: bool) -> Re
         println!("{answer}");
     } else {
         let shown: Vec<String> = scores.iter().map(|s| format!("{s:.3}")).collect();
-        println!("class {class} (scores {}) in {seconds:.2} s", shown.join(", "));
+        println!(
+            "class {class} (scores {}) in {seconds:.2} s",
+            shown.join(", ")
+        );
     }
     Ok(())
 }

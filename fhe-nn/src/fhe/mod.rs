@@ -11,8 +11,8 @@ mod wire;
 
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
 pub use params::{vetted, ParameterSet, Shape, PRECISIONS};
-pub use server::{CompressedSample, EncryptedSample, FheServer};
 pub(crate) use server::max_compressed_sample_bytes;
+pub use server::{CompressedSample, EncryptedSample, FheServer};
 pub use wire::FORMAT_VERSION;
 
 use crate::Fingerprint;

@@ -1,0 +1,558 @@
+//! The service over real HTTP on 127.0.0.1: predictions equal local Fhe, keys survive a
+//! restart (disk) and are shared by replicas (a real Redis server), bad input gets JSON
+//! errors while the server keeps serving, back-pressure, timeouts, shutdown, and a bounded
+//! load test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fhe_nn::fhe::{ClientKey, CompressedSample, EncryptedSample, EvaluationKey};
+use fhe_nn::{CompiledModel, FheOptions};
+use fhe_nn_client::api::fingerprint_hex;
+use fhe_nn_client::{Client, ClientError};
+use fhe_nn_server::{
+    shipped, DiskStore, KeyStore, MemoryStore, RedisStore, RunningServer, ServerConfig, Service,
+};
+
+/// The shipped digits model, compiled once per test binary.
+fn digits() -> &'static CompiledModel {
+    static MODEL: OnceLock<CompiledModel> = OnceLock::new();
+    MODEL.get_or_init(|| shipped::compile("digits", &FheOptions::default()).expect("compile"))
+}
+
+/// The same weights without the input restriction: another compiled model (another
+/// fingerprint) with the same shape.
+fn digits_wide() -> &'static CompiledModel {
+    static MODEL: OnceLock<CompiledModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let weights = fhe_nn::tensors::TensorFile::read(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/digits_seed.safetensors"),
+        )
+        .expect("weights");
+        let model = shipped::Seed::from_tensors(&weights).expect("load");
+        let calibration = fhe_nn::datasets::digits().expect("digits").train.images;
+        model
+            .compile(calibration.view(), &FheOptions::default())
+            .expect("compile")
+            .into()
+    })
+}
+
+fn test_images() -> fhe_nn::ndarray::Array2<f64> {
+    fhe_nn::datasets::digits().expect("digits").test.images
+}
+
+fn start(
+    store: Arc<dyn KeyStore>,
+    config: ServerConfig,
+    models: &[(&str, &CompiledModel)],
+) -> RunningServer {
+    let mut service = Service::new(store, config);
+    for (name, compiled) in models {
+        service
+            .register(name, (*compiled).clone())
+            .expect("register");
+    }
+    service.spawn("127.0.0.1:0").expect("spawn")
+}
+
+fn small_config() -> ServerConfig {
+    ServerConfig {
+        workers: 2,
+        queue: 8,
+        ..ServerConfig::default()
+    }
+}
+
+/// Keys for `model` made from the client spec the server publishes.
+fn keys_from_server(client: &Client, model: &str) -> (ClientKey, EvaluationKey) {
+    let detail = client.model(model).expect("GET /models/{name}");
+    detail
+        .client_spec()
+        .expect("spec")
+        .keygen()
+        .expect("keygen")
+}
+
+fn encrypt(key: &ClientKey, row: usize) -> CompressedSample {
+    key.encrypt_compressed(test_images().row(row))
+        .expect("encrypt")
+}
+
+/// What the model computes locally on the same ciphertext with the same key.
+fn local_fhe(
+    compiled: &CompiledModel,
+    key: &EvaluationKey,
+    sample: &CompressedSample,
+) -> EncryptedSample {
+    let server = compiled.server(key.clone()).expect("server");
+    server
+        .run(&server.decompress(sample).expect("decompress"))
+        .expect("run")
+}
+
+fn api_code(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match result {
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            assert!(!message.is_empty(), "error `{code}` without a message");
+            (status, code)
+        }
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_prediction_through_the_service_equals_the_local_fhe_prediction() {
+    let compiled = digits();
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        small_config(),
+        &[("digits", compiled)],
+    );
+    let client = Client::new(&server.url()).unwrap();
+
+    let models = client.models().unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].name, "digits");
+    assert_eq!(
+        models[0].fingerprint,
+        fingerprint_hex(&compiled.fingerprint())
+    );
+    assert_eq!(models[0].lookups, compiled.lookups());
+
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let receipt = client.upload_key(&evaluation_key).unwrap();
+    assert_eq!(receipt.model, "digits");
+    assert_eq!(receipt.key_id.len(), 64);
+    // Uploading the same key again gives the same id (content hash).
+    assert_eq!(
+        client.upload_key(&evaluation_key).unwrap().key_id,
+        receipt.key_id
+    );
+
+    let clear = compiled
+        .classify(test_images().view(), fhe_nn::Mode::Clear)
+        .unwrap();
+    let mut agree = 0;
+    for (row, &expected) in clear.iter().enumerate().take(4) {
+        let sample = encrypt(&client_key, row);
+        let remote = client.predict("digits", &receipt.key_id, &sample).unwrap();
+        let local = local_fhe(compiled, &evaluation_key, &sample);
+        // Bootstrapping is deterministic: the same ciphertexts, bit for bit.
+        assert_eq!(remote.to_bytes().unwrap(), local.to_bytes().unwrap());
+        let scores = client_key.decrypt(&remote).unwrap();
+        assert_eq!(scores, client_key.decrypt(&local).unwrap());
+        let class = fhe_nn::argmax_rows(
+            fhe_nn::ndarray::ArrayView2::from_shape((1, scores.len()), &scores).unwrap(),
+        )[0];
+        agree += usize::from(class == expected);
+    }
+    assert!(
+        agree >= 3,
+        "only {agree} of 4 encrypted predictions equal Clear's"
+    );
+
+    let metrics = client.metrics().unwrap();
+    assert!(
+        metrics
+            .contains("fhe_nn_requests_total{route=\"/models/{name}/predict\",status=\"200\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("fhe_nn_lookups_total {}", 4 * compiled.lookups())),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fhe_nn_keys_cached 1"), "{metrics}");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn keys_survive_a_restart_with_the_disk_store() {
+    let compiled = digits();
+    let dir = std::env::temp_dir().join(format!("fhe-nn-server-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = start(
+        Arc::new(DiskStore::open(&dir).unwrap()),
+        small_config(),
+        &[("digits", compiled)],
+    );
+    let client = Client::new(&first.url()).unwrap();
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let receipt = client.upload_key(&evaluation_key).unwrap();
+    let sample = encrypt(&client_key, 5);
+    let before = client.predict("digits", &receipt.key_id, &sample).unwrap();
+    first.shutdown().unwrap();
+
+    // A new process would start with an empty cache: only the directory remembers the key.
+    let second = start(
+        Arc::new(DiskStore::open(&dir).unwrap()),
+        small_config(),
+        &[("digits", compiled)],
+    );
+    let client = Client::new(&second.url()).unwrap();
+    let after = client.predict("digits", &receipt.key_id, &sample).unwrap();
+    assert_eq!(before.to_bytes().unwrap(), after.to_bytes().unwrap());
+    let metrics = client.metrics().unwrap();
+    assert!(
+        metrics.contains("fhe_nn_keys_decompressed_total 1"),
+        "{metrics}"
+    );
+    second.shutdown().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `redis-server` on a free loopback port, stopped on drop.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let program =
+            std::env::var("FHE_NN_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&program)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start `{program}` ({e}): install Redis (Debian: apt-get install redis-server; scripts/test.sh does it) or set FHE_NN_REDIS_SERVER")
+            });
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while RedisStore::open(&url).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {port}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, url }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_replicas_share_keys_through_redis() {
+    let redis = Redis::start();
+    let compiled = digits();
+    let replica = || {
+        start(
+            Arc::new(RedisStore::open(&redis.url).unwrap()),
+            small_config(),
+            &[("digits", compiled)],
+        )
+    };
+    let (a, b) = (replica(), replica());
+    let (client_a, client_b) = (
+        Client::new(&a.url()).unwrap(),
+        Client::new(&b.url()).unwrap(),
+    );
+    let (client_key, evaluation_key) = keys_from_server(&client_a, "digits");
+    let receipt = client_a.upload_key(&evaluation_key).unwrap();
+
+    let sample = encrypt(&client_key, 7);
+    let from_b = client_b
+        .predict("digits", &receipt.key_id, &sample)
+        .unwrap();
+    let local = local_fhe(compiled, &evaluation_key, &sample);
+    assert_eq!(from_b.to_bytes().unwrap(), local.to_bytes().unwrap());
+    assert!(client_b
+        .metrics()
+        .unwrap()
+        .contains("fhe_nn_keys_decompressed_total 1"));
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn bad_input_gets_json_errors_and_the_server_keeps_serving() {
+    let (compiled, wide) = (digits(), digits_wide());
+    assert_ne!(compiled.fingerprint(), wide.fingerprint());
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        small_config(),
+        &[("digits", compiled), ("digits-wide", wide)],
+    );
+    let client = Client::new(&server.url()).unwrap();
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    let (wide_client_key, wide_key) = keys_from_server(&client, "digits-wide");
+    let wide_key_id = client.upload_key(&wide_key).unwrap().key_id;
+    let sample = encrypt(&client_key, 0).to_bytes().unwrap();
+
+    let predict = |model: &str, id: &str, body: Vec<u8>| client.predict_bytes(model, id, body);
+    let unknown = "ab".repeat(32);
+    assert_eq!(
+        api_code(predict("digits", &unknown, sample.clone())),
+        (404, "unknown_key".into())
+    );
+    assert_eq!(
+        api_code(predict("digits", "../../etc/passwd", sample.clone())),
+        (400, "bad_key_id".into())
+    );
+    assert_eq!(
+        api_code(predict("nope", &key_id, sample.clone())),
+        (404, "unknown_model".into())
+    );
+    // Another model's key.
+    assert_eq!(
+        api_code(predict("digits", &wide_key_id, sample.clone())),
+        (409, "wrong_model".into())
+    );
+    // A sample made for another model, with that model's key.
+    let wide_sample = wide_client_key
+        .encrypt_compressed(test_images().row(0))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert_eq!(
+        api_code(predict("digits", &key_id, wide_sample)),
+        (409, "wrong_model".into())
+    );
+    // A sample encrypted under another key of the same model.
+    let (other_key, _) = compiled.keygen().unwrap();
+    let foreign = other_key
+        .encrypt_compressed(test_images().row(0))
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert_eq!(
+        api_code(predict("digits", &key_id, foreign)),
+        (409, "wrong_key".into())
+    );
+    // Truncated, garbage, oversized samples.
+    assert_eq!(
+        api_code(predict(
+            "digits",
+            &key_id,
+            sample[..sample.len() / 2].to_vec()
+        )),
+        (400, "invalid_sample".into())
+    );
+    assert_eq!(
+        api_code(predict("digits", &key_id, b"garbage".to_vec())),
+        (400, "invalid_sample".into())
+    );
+    let limit = compiled.max_compressed_sample_bytes() as usize;
+    assert_eq!(
+        api_code(predict("digits", &key_id, vec![0u8; limit + 1])),
+        (413, "too_large".into())
+    );
+    // Keys: truncated, garbage, oversized.
+    let key_bytes = evaluation_key.to_bytes().unwrap();
+    assert_eq!(
+        api_code(client.upload_key_bytes(key_bytes[..key_bytes.len() - 9].to_vec())),
+        (400, "invalid_key".into())
+    );
+    assert_eq!(
+        api_code(client.upload_key_bytes(b"garbage".to_vec())),
+        (400, "invalid_key".into())
+    );
+    let key_limit = compiled
+        .max_evaluation_key_bytes()
+        .max(wide.max_evaluation_key_bytes()) as usize;
+    assert_eq!(
+        api_code(client.upload_key_bytes(vec![0u8; key_limit + 1])),
+        (413, "too_large".into())
+    );
+    // A missing key id and an unknown route.
+    let http = reqwest_free_post(&server, "/models/digits/predict");
+    assert!(http.starts_with("HTTP/1.1 400"), "{http}");
+    assert!(http.contains("\"code\":\"missing_key_id\""), "{http}");
+
+    // Still serving.
+    let output = client
+        .predict("digits", &key_id, &encrypt(&client_key, 0))
+        .unwrap();
+    assert_eq!(client_key.decrypt(&output).unwrap().len(), 10);
+    assert_eq!(client.health().unwrap().status, "ok");
+    server.shutdown().unwrap();
+}
+
+/// A raw HTTP/1.1 POST with an empty body and no key id; returns the whole answer.
+fn reqwest_free_post(server: &RunningServer, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        server.addr()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Starts a prediction on another thread and waits until the server is working on it.
+fn in_flight_prediction(
+    client: &Client,
+    key_id: &str,
+    sample: CompressedSample,
+) -> thread::JoinHandle<Result<EncryptedSample, ClientError>> {
+    let (background, key_id) = (client.clone(), key_id.to_string());
+    let handle = thread::spawn(move || background.predict("digits", &key_id, &sample));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.health().unwrap().in_flight == 0 {
+        assert!(Instant::now() < deadline, "the prediction never started");
+        thread::sleep(Duration::from_millis(2));
+    }
+    handle
+}
+
+#[test]
+fn a_full_queue_answers_busy_and_shutdown_finishes_in_flight_work() {
+    let compiled = digits();
+    let config = ServerConfig {
+        workers: 1,
+        queue: 0,
+        ..ServerConfig::default()
+    };
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        config,
+        &[("digits", compiled)],
+    );
+    let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+
+    let running = in_flight_prediction(&client, &key_id, encrypt(&client_key, 1));
+    match client.predict("digits", &key_id, &encrypt(&client_key, 2)) {
+        Err(ClientError::Busy { attempts: 1 }) => {}
+        other => panic!("expected 503 busy while the only worker is taken, got {other:?}"),
+    }
+    running
+        .join()
+        .unwrap()
+        .expect("the admitted prediction succeeds");
+
+    // Shutdown while a prediction runs: it is finished and answered.
+    let running = in_flight_prediction(&client, &key_id, encrypt(&client_key, 3));
+    server.shutdown().unwrap();
+    let output = running
+        .join()
+        .unwrap()
+        .expect("in-flight work finishes during shutdown");
+    assert_eq!(client_key.decrypt(&output).unwrap().len(), 10);
+}
+
+#[test]
+fn a_request_past_its_timeout_is_answered_504() {
+    let compiled = digits();
+    let config = ServerConfig {
+        workers: 1,
+        queue: 4,
+        request_timeout: Duration::from_millis(1),
+        ..ServerConfig::default()
+    };
+    // Keys are uploaded through a server without the tight timeout, sharing the store.
+    let store: Arc<dyn KeyStore> = Arc::new(MemoryStore::default());
+    let uploader = start(store.clone(), small_config(), &[("digits", compiled)]);
+    let client = Client::new(&uploader.url()).unwrap();
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    uploader.shutdown().unwrap();
+
+    let server = start(store, config, &[("digits", compiled)]);
+    let client = Client::new(&server.url()).unwrap();
+    let result = client.predict("digits", &key_id, &encrypt(&client_key, 0));
+    assert_eq!(api_code(result), (504, "timeout".into()));
+    assert_eq!(client.health().unwrap().status, "ok");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_bounded_load_test_loses_no_request_and_returns_no_wrong_answer() {
+    const CLIENTS: usize = 6;
+    const REQUESTS: usize = 3;
+    let compiled = digits();
+    // Fewer places than clients: some requests are refused busy and retried.
+    let config = ServerConfig {
+        workers: 2,
+        queue: 2,
+        ..ServerConfig::default()
+    };
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        config,
+        &[("digits", compiled)],
+    );
+    let client = Client::new(&server.url()).unwrap().with_busy_retries(100);
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    let samples: Vec<CompressedSample> = (0..CLIENTS * REQUESTS)
+        .map(|i| encrypt(&client_key, i))
+        .collect();
+    let expected: Vec<Vec<u8>> = samples
+        .iter()
+        .map(|s| local_fhe(compiled, &evaluation_key, s).to_bytes().unwrap())
+        .collect();
+    let (samples, expected) = (Arc::new(samples), Arc::new(expected));
+
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (client, key_id, samples, expected) = (
+                client.clone(),
+                key_id.clone(),
+                samples.clone(),
+                expected.clone(),
+            );
+            thread::spawn(move || {
+                for r in 0..REQUESTS {
+                    let i = c * REQUESTS + r;
+                    let output = client
+                        .predict("digits", &key_id, &samples[i])
+                        .expect("request lost");
+                    assert_eq!(
+                        output.to_bytes().unwrap(),
+                        expected[i],
+                        "wrong answer for sample {i}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+    let metrics = client.metrics().unwrap();
+    let served = format!(
+        "fhe_nn_requests_total{{route=\"/models/{{name}}/predict\",status=\"200\"}} {}",
+        CLIENTS * REQUESTS
+    );
+    assert!(metrics.contains(&served), "{metrics}");
+    assert!(metrics.contains("fhe_nn_queue_depth 0"), "{metrics}");
+    let busy = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("fhe_nn_requests_total{route=\"/models/{name}/predict\",status=\"503\"}")
+        })
+        .unwrap_or("no 503");
+    eprintln!(
+        "load test: {} requests served; refused busy and retried: {busy}",
+        CLIENTS * REQUESTS
+    );
+    server.shutdown().unwrap();
+}
