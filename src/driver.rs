@@ -16,8 +16,8 @@ use serde_json::json;
 
 use crate::data::Dataset;
 
-/// The trainer settings the shipped digits model (`models/digits_seed.safetensors`) was
-/// made with: `cargo run --release --example digits -- --train --save models/digits_seed.safetensors`.
+/// The trainer settings the shipped digits model (`fhe-nn/data/digits_seed.safetensors`) was
+/// made with: `cargo run --release --example digits -- --train --save fhe-nn/data/digits_seed.safetensors`.
 pub const DIGITS_TRAINING: TrainConfig = TrainConfig {
     epochs: 300,
     batch_size: 64,
@@ -25,8 +25,8 @@ pub const DIGITS_TRAINING: TrainConfig = TrainConfig {
     seed: 1,
 };
 
-/// The trainer settings of the shipped MNIST model (`models/mnist_card.safetensors`):
-/// `cargo run --release --example mnist -- --train --save models/mnist_card.safetensors`.
+/// The trainer settings of the shipped MNIST model (`fhe-nn/data/mnist_card.safetensors`):
+/// `cargo run --release --example mnist -- --train --save fhe-nn/data/mnist_card.safetensors`.
 pub const MNIST_TRAINING: TrainConfig = TrainConfig {
     epochs: 30,
     batch_size: 32,

@@ -9,9 +9,7 @@ use proc_macro2::Span;
 use quote::quote;
 
 /// The architecture types and the bit-width analysis, shared with the runtime crate.
-#[allow(dead_code, unused_imports)]
-#[path = "../../fhe-nn/src/arch/mod.rs"]
-mod arch;
+use fhe_nn_arch as arch;
 mod expand;
 mod interpret;
 mod syntax;

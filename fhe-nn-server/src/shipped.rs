@@ -1,5 +1,5 @@
 //! The models the `fhe-nn-server` binary serves: the digits seed network and the MNIST card
-//! network, with their weights built into the binary.
+//! network, with the weights shipped in `fhe_nn::datasets`.
 
 use fhe_nn::{fhe_net, CompiledModel, FheOptions};
 
@@ -16,9 +16,6 @@ fhe_net! {
                     QuantIdentity(3), QuantLinear(128, 10, w = 3)>
 }
 
-const SEED_WEIGHTS: &[u8] = include_bytes!("../../models/digits_seed.safetensors");
-const CARD_WEIGHTS: &[u8] = include_bytes!("../../models/mnist_card.safetensors");
-
 /// Names of the shipped models.
 pub const NAMES: [&str; 2] = ["digits", "mnist"];
 
@@ -27,15 +24,14 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Compiles the shipped model `name` (`digits` or `mnist`) with `options`, calibrated on
 /// its training images; pixels are never negative, so inputs are restricted to `0..=3`.
 pub fn compile(name: &str, options: &FheOptions) -> Result<CompiledModel, Error> {
-    let tensors = |bytes: &[u8]| fhe_nn::tensors::TensorFile::from_safetensors(bytes);
     let compiled: CompiledModel = match name {
         "digits" => {
-            let model = Seed::from_tensors(&tensors(SEED_WEIGHTS)?)?.restrict_inputs(0, 3)?;
+            let model = Seed::from_tensors(&fhe_nn::datasets::digits_seed_weights()?)?.restrict_inputs(0, 3)?;
             let calibration = fhe_nn::datasets::digits()?.train.images;
             model.compile(calibration.view(), options)?.into()
         }
         "mnist" => {
-            let model = Card::from_tensors(&tensors(CARD_WEIGHTS)?)?.restrict_inputs(0, 3)?;
+            let model = Card::from_tensors(&fhe_nn::datasets::mnist_card_weights()?)?.restrict_inputs(0, 3)?;
             let calibration = fhe_nn::datasets::mnist_5k()?.train.images;
             model.compile(calibration.view(), options)?.into()
         }

@@ -28,11 +28,7 @@ fn digits() -> &'static CompiledModel {
 fn digits_wide() -> &'static CompiledModel {
     static MODEL: OnceLock<CompiledModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let weights = fhe_nn::tensors::TensorFile::read(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../models/digits_seed.safetensors"),
-        )
-        .expect("weights");
+        let weights = fhe_nn::datasets::digits_seed_weights().expect("weights");
         let model = shipped::Seed::from_tensors(&weights).expect("load");
         let calibration = fhe_nn::datasets::digits().expect("digits").train.images;
         model

@@ -7,6 +7,10 @@
 //! - mnist_5k (5,000 rows, a subset of MNIST, CC BY-SA 3.0): the same shuffle and seed;
 //!   first 4,000 train, last 1,000 test.
 //!
+//!
+//! It also holds the weights of the shipped models, [`digits_seed_weights`] and
+//! [`mnist_card_weights`].
+//!
 //! ```
 //! let digits = fhe_nn::datasets::digits()?;
 //! assert_eq!(digits.test.images.dim(), (360, 64));
@@ -78,6 +82,21 @@ pub fn mnist_5k() -> Result<Dataset, DataError> {
         4000,
         255.0,
     )
+}
+
+/// The shipped weights of Concrete ML's seed network on digits,
+/// `QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU, QuantIdentity(3), QuantLinear(30, 30,
+/// w = 3), ReLU, QuantIdentity(3), QuantLinear(30, 10, w = 3)`, trained by fhe-nn's QAT
+/// trainer (embedded: 14 kB).
+pub fn digits_seed_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
+    crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_seed.safetensors"))
+}
+
+/// The shipped weights of the card network on MNIST, `QuantIdentity(3), QuantLinear(784,
+/// 128, w = 3), ReLU, QuantIdentity(3), QuantLinear(128, 10, w = 3)`, trained by fhe-nn's QAT
+/// trainer (embedded: 408 kB).
+pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
+    crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/mnist_card.safetensors"))
 }
 
 /// Reads a gzip CSV of `pixels` columns then a label, shuffles it and splits it.

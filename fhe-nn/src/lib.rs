@@ -43,7 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod arch;
+pub use fhe_nn_arch as arch;
 mod architecture;
 mod clear;
 pub mod compile;
