@@ -7,22 +7,41 @@
 //! Fhe time is the median over `--samples` encrypted inferences (default 5); with
 //! `--p-error` only that p_error is run.
 
+mod support;
+
 use std::time::Instant;
 
+use clap::Parser;
+use fhe_nn::datasets::{
+    digits, digits_seed_weights, mnist_5k, mnist_card_weights, Card, Seed, DIGITS_SEED_TRAINING,
+    MNIST_CARD_TRAINING,
+};
 use fhe_nn::fhe::vetted;
-use fhe_nn::fhe_net;
-use fhe_nn_suite::{data, driver};
+use serde::Serialize;
 use tfhe::shortint;
 
-fhe_net! {
-    pub struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+/// Both shipped networks at p_error 2^-40 and 0.01 (or `--p-error` only), in the three
+/// modes, with a reference KS+PBS time measured in the same run.
+#[derive(Parser, Debug)]
+#[command()]
+struct Cli {
+    #[command(flatten)]
+    options: support::Options,
 }
 
-fhe_net! {
-    pub struct Card<QuantIdentity(3), QuantLinear(784, 128, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(128, 10, w = 3)>
+/// The JSON `bench` writes.
+#[derive(Serialize)]
+struct Bench {
+    reference_lookup_seconds: f64,
+    reference_set: String,
+    runs: Vec<BenchRun>,
+}
+
+#[derive(Serialize)]
+struct BenchRun {
+    network: &'static str,
+    p_error: f64,
+    figures: support::Figures,
 }
 
 /// Median seconds of one KS+PBS of the vetted 4-bit set on one thread.
@@ -44,22 +63,16 @@ fn reference_lookup_seconds() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = match driver::Options::from_args(5) {
-        Ok(o) => o,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
-    };
-    let explicit_p = std::env::args().any(|a| a == "--p-error");
+    let mut options = Cli::parse().options;
+    let explicit_p = std::env::args().any(|a| a.starts_with("--p-error"));
     let json_path = options
         .json
         .take()
         .unwrap_or_else(|| "bench-results/bench.json".into());
     let reference = reference_lookup_seconds();
+    let reference_set = vetted(4).map(|s| s.name).unwrap_or_default();
     println!(
-        "reference: one KS+PBS of {} takes {:.2} ms on one thread here",
-        vetted(4).map(|s| s.name).unwrap_or_default(),
+        "reference: one KS+PBS of {reference_set} takes {:.2} ms on one thread here",
         1e3 * reference
     );
     let p_errors = if explicit_p {
@@ -67,82 +80,74 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         vec![fhe_nn::DEFAULT_P_ERROR, 0.01]
     };
-    let digits = data::digits()?;
-    let mnist = data::mnist_5k()?;
-    let mut rows = Vec::new();
+    let (digits, mnist) = (digits()?, mnist_5k()?);
+    let mut runs = Vec::new();
     for &p_error in &p_errors {
-        let run = driver::Options {
+        let run = support::Options {
             p_error,
             ..options.clone()
         };
-        let seed = driver::run(
+        let seed = support::run(
             "digits",
             Seed::architecture(),
             &digits,
-            &data::models_dir().join("digits_seed.safetensors"),
-            driver::DIGITS_TRAINING,
+            digits_seed_weights()?,
+            DIGITS_SEED_TRAINING,
+            5,
             &run,
         )?;
-        rows.push(("seed 64-30-30-10", p_error, seed.json));
-        let card = driver::run(
+        runs.push(BenchRun {
+            network: "seed 64-30-30-10",
+            p_error,
+            figures: seed,
+        });
+        let card = support::run(
             "mnist",
             Card::architecture(),
             &mnist,
-            &data::models_dir().join("mnist_card.safetensors"),
-            driver::MNIST_TRAINING,
+            mnist_card_weights()?,
+            MNIST_CARD_TRAINING,
+            5,
             &run,
         )?;
-        rows.push(("card 784-128-10", p_error, card.json));
+        runs.push(BenchRun {
+            network: "card 784-128-10",
+            p_error,
+            figures: card,
+        });
     }
 
     println!("\n| network | p_error | parameters | lookups | fhe s/inference | × reference KS+PBS | keygen s | eval key MB | clear acc | simulate acc | fhe acc | predictions ≠ Clear: predicted | measured | lookups ≠ Clear: predicted (same samples) | measured |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (name, p, f) in &rows {
-        let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-        let samples = num(&f["fhe"]["samples"]);
-        let lookups_predicted: Vec<String> = f["simulate_same_samples"]
-            ["expected_lookups_differing"]
-            .as_array()
-            .map(|a| a.iter().map(|v| format!("{:.1}", num(v))).collect())
-            .unwrap_or_default();
-        let lookups_measured: Vec<String> = f["fhe"]["lookups_differing"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.to_string()).collect())
-            .unwrap_or_default();
+    for r in &runs {
+        let f = &r.figures;
+        let join = |v: Vec<String>| v.join(", ");
         println!(
-            "| {name} | {} | {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.4} | {:.4} | {:.4} | {:.2}% | {} of {} | {} | {} |",
-            if (*p - fhe_nn::DEFAULT_P_ERROR).abs() < 1e-20 { "2^-40".to_string() } else { format!("{p}") },
-            f["parameters"]["name"].as_str().unwrap_or("?"),
-            f["lookups_per_inference"],
-            num(&f["fhe"]["seconds_per_inference"]),
-            num(&f["fhe"]["seconds_per_inference"]) / reference,
-            num(&f["keygen_seconds"]),
-            num(&f["evaluation_key_bytes"]) / 1e6,
-            num(&f["clear"]["accuracy"]),
-            num(&f["simulate"]["accuracy"]),
-            num(&f["fhe"]["accuracy"]),
-            100.0 * num(&f["predicted"]["prediction_disagreement"]["mean"]),
-            f["fhe"]["predictions_differing"],
-            samples,
-            lookups_predicted.join(", "),
-            lookups_measured.join(", "),
+            "| {} | {} | {} | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.4} | {:.4} | {:.4} | {:.2}% | {} of {} | {} | {} |",
+            r.network,
+            if (r.p_error - fhe_nn::DEFAULT_P_ERROR).abs() < 1e-20 { "2^-40".to_string() } else { format!("{}", r.p_error) },
+            f.parameters.name,
+            f.lookups_per_inference,
+            f.fhe.seconds_per_inference,
+            f.fhe.seconds_per_inference / reference,
+            f.keygen_seconds,
+            f.evaluation_key_bytes as f64 / 1e6,
+            f.clear.accuracy,
+            f.simulate.accuracy,
+            f.fhe.accuracy,
+            100.0 * f.predicted.prediction_disagreement.mean,
+            f.fhe.predictions_differing,
+            f.fhe.samples,
+            join(f.simulate_same_samples.expected_lookups_differing.iter().map(|v| format!("{v:.1}")).collect()),
+            join(f.fhe.lookups_differing.iter().map(|v| v.to_string()).collect()),
         );
     }
-    if let Some(dir) = json_path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let runs: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|(name, p, f)| serde_json::json!({ "network": name, "p_error": p, "figures": f }))
-        .collect();
-    std::fs::write(
+    support::write_json(
         &json_path,
-        serde_json::to_string_pretty(&serde_json::json!({
-            "reference_lookup_seconds": reference,
-            "reference_set": vetted(4).map(|s| s.name).unwrap_or_default(),
-            "runs": runs,
-        }))?,
-    )?;
-    println!("figures written to {}", json_path.display());
-    Ok(())
+        &Bench {
+            reference_lookup_seconds: reference,
+            reference_set,
+            runs,
+        },
+    )
 }

@@ -12,28 +12,62 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use clap::Parser;
+use fhe_nn::datasets::{digits, digits_seed_weights, Seed};
 use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample};
-use fhe_nn::{fhe_net, CompiledModel, FheOptions, Mode, QuantModel};
-use fhe_nn_suite::data;
+use fhe_nn::{argmax_rows, CompiledModel, FheOptions, Mode};
+use serde::Serialize;
 
-fhe_net! {
-    /// Concrete ML's seed network.
-    pub struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+/// Client and server roles exchanging only files, on the seed network and the digits.
+#[derive(Parser, Debug)]
+#[command()]
+struct Cli {
+    /// Encrypted samples to send.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    samples: u64,
+    /// Directory for the exchanged files [default: a temporary folder].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Failure probability of one lookup.
+    #[arg(long, default_value_t = fhe_nn::DEFAULT_P_ERROR)]
+    p_error: f64,
+    /// Write the figures to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// The JSON `--json` writes.
+#[derive(Serialize)]
+struct Figures {
+    example: &'static str,
+    fhe: FheFigures,
+    keygen_seconds: f64,
+    evaluation_key_bytes: u64,
+    lookups_per_inference: usize,
+    p_error: f64,
+    parameters: Parameters,
+}
+
+#[derive(Serialize)]
+struct FheFigures {
+    samples: usize,
+    seconds_per_inference: f64,
+    agreement_with_clear: f64,
+}
+
+#[derive(Serialize)]
+struct Parameters {
+    name: String,
+    precision: u32,
 }
 
 type Error = Box<dyn std::error::Error>;
 
 /// Server, step 0: load the weights, compile, publish the client spec.
 fn server_compile(dir: &Path, p_error: f64) -> Result<CompiledModel, Error> {
-    let model = QuantModel::load(
-        Seed::architecture(),
-        data::models_dir().join("digits_seed.safetensors"),
-    )?
     // Pixels are never negative.
-    .restrict_inputs(0, 3)?;
-    let calibration = data::digits()?.train.images;
+    let model = Seed::from_tensors(&digits_seed_weights()?)?.restrict_inputs(0, 3)?;
+    let calibration = digits()?.train.images;
     let compiled = model.compile(
         calibration.view(),
         &FheOptions {
@@ -42,7 +76,7 @@ fn server_compile(dir: &Path, p_error: f64) -> Result<CompiledModel, Error> {
         },
     )?;
     std::fs::write(dir.join("client.spec"), compiled.client_spec().to_bytes()?)?;
-    Ok(compiled)
+    Ok(compiled.into_untyped())
 }
 
 /// Client, step 1: keys from the published spec alone. The client key stays here; the
@@ -93,32 +127,15 @@ fn server_run(
     Ok((responses, seconds))
 }
 
-fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold(0, |b, (j, &x)| if x > v[b] { j } else { b })
-}
-
 fn main() -> Result<(), Error> {
-    let mut samples = 3usize;
-    let mut p_error = fhe_nn::DEFAULT_P_ERROR;
-    let mut json: Option<PathBuf> = None;
-    let mut dir = std::env::temp_dir().join(format!("fhe-nn-client-server-{}", std::process::id()));
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--samples", Some(n)) => samples = n.parse().map_err(|_| format!("--samples: cannot parse `{n}`"))?,
-            ("--dir", Some(d)) => dir = d.into(),
-            ("--p-error", Some(p)) => p_error = p.parse().map_err(|_| format!("--p-error: cannot parse `{p}`"))?,
-            ("--json", Some(f)) => json = Some(f.into()),
-            _ => return Err(format!("usage: client_server [--samples N] [--dir DIR] [--p-error P] [--json FILE] (got `{a}`)").into()),
-        }
-    }
-    if samples == 0 {
-        return Err("--samples must be at least 1".into());
-    }
+    let cli = Cli::parse();
+    let samples = cli.samples as usize;
+    let p_error = cli.p_error;
+    let dir = cli.dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("fhe-nn-client-server-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir)?;
-    let test = data::digits()?.test;
+    let test = digits()?.test;
 
     let compiled = server_compile(&dir, p_error)?;
     println!(
@@ -154,7 +171,9 @@ fn main() -> Result<(), Error> {
     let mut agree = 0;
     for (i, path) in responses.iter().enumerate() {
         let output = EncryptedSample::from_bytes(&std::fs::read(path)?)?;
-        let predicted = argmax(&client.decrypt(&output)?);
+        let scores = client.decrypt(&output)?;
+        let predicted =
+            argmax_rows(ndarray::ArrayView2::from_shape((1, scores.len()), &scores)?)[0];
         agree += usize::from(predicted == clear[i]);
         println!(
             "client: sample {i}: predicted {predicted} (clear {}), label {}",
@@ -163,17 +182,23 @@ fn main() -> Result<(), Error> {
     }
     seconds.sort_by(|a, b| a.total_cmp(b));
     let plan = compiled.plan();
-    if let Some(path) = json {
-        let figures = serde_json::json!({
-            "example": "client_server",
-            "fhe": { "samples": responses.len(), "seconds_per_inference": seconds[seconds.len() / 2],
-                     "agreement_with_clear": agree as f64 / responses.len() as f64 },
-            "keygen_seconds": keygen,
-            "evaluation_key_bytes": key_bytes,
-            "lookups_per_inference": plan.lookups_per_inference(),
-            "p_error": p_error,
-            "parameters": { "name": plan.set.name, "precision": plan.set.precision },
-        });
+    if let Some(path) = cli.json {
+        let figures = Figures {
+            example: "client_server",
+            fhe: FheFigures {
+                samples: responses.len(),
+                seconds_per_inference: seconds[seconds.len() / 2],
+                agreement_with_clear: agree as f64 / responses.len() as f64,
+            },
+            keygen_seconds: keygen,
+            evaluation_key_bytes: key_bytes,
+            lookups_per_inference: plan.lookups_per_inference(),
+            p_error,
+            parameters: Parameters {
+                name: plan.set.name.clone(),
+                precision: plan.set.precision,
+            },
+        };
         std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
         println!("figures written to {}", path.display());
     }

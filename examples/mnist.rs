@@ -1,35 +1,34 @@
-//! The card network (784-128-10, 3-bit) on the MNIST 5k subset, in Clear, Simulate and Fhe.
+//! The card network (784-128-10, 3 bits) on MNIST-5k, in Clear, Simulate and Fhe.
 //!
 //!     cargo run --release --example mnist -- [--samples N] [--p-error P] [--json FILE] [--train]
 
-use fhe_nn::fhe_net;
-use fhe_nn_suite::{data, driver};
+mod support;
 
-fhe_net! {
-    /// The card network.
-    pub struct Card<QuantIdentity(3), QuantLinear(784, 128, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(128, 10, w = 3)>
+use clap::Parser;
+use fhe_nn::datasets::{mnist_5k, mnist_card_weights, Card, MNIST_CARD_TRAINING};
+
+/// The card network (784-128-10, 3 bits) on MNIST-5k: Clear and Simulate on the 1,000 test
+/// images, Fhe on the first few.
+#[derive(Parser, Debug)]
+#[command()]
+struct Cli {
+    #[command(flatten)]
+    options: support::Options,
 }
 
 fn main() {
-    let options = match driver::Options::from_args(3) {
-        Ok(o) => o,
-        Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
-    };
-    let result = data::mnist_5k().map_err(|e| e.into()).and_then(|d| {
-        let shipped = data::models_dir().join("mnist_card.safetensors");
-        driver::run(
+    let cli = Cli::parse();
+    let result = (|| {
+        support::run(
             "mnist",
             Card::architecture(),
-            &d,
-            &shipped,
-            driver::MNIST_TRAINING,
-            &options,
+            &mnist_5k()?,
+            mnist_card_weights()?,
+            MNIST_CARD_TRAINING,
+            3,
+            &cli.options,
         )
-    });
+    })();
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);

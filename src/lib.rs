@@ -1,8 +1,5 @@
-//! Shared helpers of the examples, integration tests and benchmarks of `fhe-nn`: the shipped
-//! data sets with their fixed splits, and the end-to-end run of the examples.
-
-pub mod data;
-pub mod driver;
+//! Examples, integration tests and benchmarks of `fhe-nn`. The library part only compiles
+//! the README's Rust snippets as doctests; the examples share `examples/support/`.
 
 /// The README's Rust snippets, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

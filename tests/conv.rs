@@ -1,11 +1,11 @@
 //! Convolution, average pooling and flatten in the runtime: Clear equals an independent
 //! direct implementation on real digits, and Fhe equals Clear.
 
+use fhe_nn::datasets::digits;
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::tensors::{Tensor, TensorFile};
 use fhe_nn::FheOptions;
 use fhe_nn::{fhe_net, LoadError, QuantModel};
-use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
 
 fhe_net! {

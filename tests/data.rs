@@ -1,6 +1,6 @@
 //! The shipped data sets load with their fixed, documented splits.
 
-use fhe_nn_suite::data::{digits, load, mnist_5k};
+use fhe_nn::datasets::{digits, load, mnist_5k};
 
 #[test]
 fn digits_split_is_fixed_and_complete() {

@@ -7,11 +7,11 @@ mod common;
 
 use common::tiny_model;
 use common::Seed;
+use fhe_nn::datasets::digits;
 use fhe_nn::fhe::{
     ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
 };
 use fhe_nn::{CompileError, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel};
-use fhe_nn_suite::data::digits;
 use ndarray::{Array2, Axis};
 
 const SAMPLES: usize = 20;
@@ -479,13 +479,10 @@ fn an_oversized_compressed_upload_is_refused_before_expansion() {
     let (compiled, client, eval, test) = keys();
     let server = compiled.server(eval).unwrap();
     let images = digits().unwrap().test.images;
-    let seed = QuantModel::load(
-        Seed::architecture(),
-        fhe_nn_suite::data::models_dir().join("digits_seed.safetensors"),
-    )
-    .unwrap()
-    .compile(images.view(), &FheOptions::default())
-    .unwrap();
+    let seed = QuantModel::load(Seed::architecture(), common::shipped_seed_path())
+        .unwrap()
+        .compile(images.view(), &FheOptions::default())
+        .unwrap();
     let (seed_client, _) = seed.keygen().unwrap();
     let mut bytes = seed_client
         .encrypt_compressed(images.row(0))

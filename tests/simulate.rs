@@ -4,10 +4,9 @@
 
 mod common;
 
+use fhe_nn::datasets::digits;
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::{CompileError, FheOptions, Mode, ParameterChoice, DEFAULT_P_ERROR};
-use fhe_nn_suite::data::digits;
-use fhe_nn_suite::driver::lookup_differences;
 use ndarray::Axis;
 
 const FHE_SAMPLES: usize = 30;
@@ -197,7 +196,9 @@ fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
         let trace = server
             .run_traced(&client.encrypt_quantized(&input).unwrap())
             .unwrap();
-        let differing = lookup_differences(&compiled, &client, &input, &trace).unwrap();
+        let differing = compiled
+            .lookup_differences(&client, &input, &trace)
+            .unwrap();
         assert_eq!(differing.len(), 2);
         for (m, (d, count)) in measured.iter_mut().zip(differing) {
             assert_eq!(count, 30);

@@ -3,13 +3,12 @@
 mod common;
 
 use common::Seed;
+use fhe_nn::datasets::{digits, digits_seed_weights, DIGITS_SEED_TRAINING as DIGITS_TRAINING};
 use fhe_nn::tensors::TensorFile;
 use fhe_nn::train::{train, TrainConfig, TrainError};
 use fhe_nn::{argmax_rows, fhe_net, QuantModel};
-use fhe_nn_suite::data::{digits, models_dir};
-use fhe_nn_suite::driver::DIGITS_TRAINING;
 
-fn accuracy(model: &QuantModel, data: &fhe_nn_suite::data::Split) -> f64 {
+fn accuracy(model: &QuantModel, data: &fhe_nn::datasets::Split) -> f64 {
     let pred = argmax_rows(model.predict_clear(data.images.view()).unwrap().view());
     pred.iter()
         .zip(data.labels.iter())
@@ -33,11 +32,8 @@ fn trainer_reproduces_the_shipped_models_accuracy_deterministically() {
     .unwrap();
     let seconds = start.elapsed().as_secs_f64();
     let trained = QuantModel::from_tensors(Seed::architecture(), &weights).unwrap();
-    let shipped = QuantModel::load(
-        Seed::architecture(),
-        models_dir().join("digits_seed.safetensors"),
-    )
-    .unwrap();
+    let shipped =
+        QuantModel::from_tensors(Seed::architecture(), &digits_seed_weights().unwrap()).unwrap();
     let (a, b) = (
         accuracy(&trained, &data.test),
         accuracy(&shipped, &data.test),

@@ -4,12 +4,12 @@
 mod common;
 
 use common::Seed;
+use fhe_nn::datasets::digits;
 use fhe_nn::{FheOptions, Mode, ParameterChoice};
-use fhe_nn_suite::data::{digits, models_dir};
 
 #[test]
 fn typed_calls_take_and_return_arrays_of_the_declared_sizes() {
-    let model = Seed::load(models_dir().join("digits_seed.safetensors")).unwrap();
+    let model = Seed::load(common::shipped_seed_path()).unwrap();
     let test = digits().unwrap().test.images;
     let sample: [f64; 64] = test.row(0).to_vec().try_into().unwrap();
     let exact: [f64; 10] = model.predict(&sample).unwrap();

@@ -17,7 +17,7 @@ use fhe_nn_server::{shipped, MemoryStore, ServerConfig, Service};
 
 /// Service benchmark.
 #[derive(Parser, Debug)]
-#[command(about)]
+#[command()]
 struct Args {
     /// Shipped model (digits or mnist).
     #[arg(long, default_value = "digits")]

@@ -14,7 +14,7 @@ use fhe_nn_server::{shipped, DiskStore, KeyStore, RedisStore, ServerConfig, Serv
 /// Encrypted inference over HTTP: keys in a directory or in Redis, bounded work queue,
 /// Prometheus metrics.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -1,20 +1,8 @@
 //! The models the `fhe-nn-server` binary serves: the digits seed network and the MNIST card
 //! network, with the weights shipped in `fhe_nn::datasets`.
 
-use fhe_nn::{fhe_net, CompiledModel, FheOptions};
-
-fhe_net! {
-    /// Concrete ML's seed network on the 8×8 digits.
-    pub struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
-
-fhe_net! {
-    /// The card network on 28×28 MNIST.
-    pub struct Card<QuantIdentity(3), QuantLinear(784, 128, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(128, 10, w = 3)>
-}
+pub use fhe_nn::datasets::{Card, Seed};
+use fhe_nn::{CompiledModel, FheOptions};
 
 /// Names of the shipped models.
 pub const NAMES: [&str; 2] = ["digits", "mnist"];
@@ -26,12 +14,14 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 pub fn compile(name: &str, options: &FheOptions) -> Result<CompiledModel, Error> {
     let compiled: CompiledModel = match name {
         "digits" => {
-            let model = Seed::from_tensors(&fhe_nn::datasets::digits_seed_weights()?)?.restrict_inputs(0, 3)?;
+            let model = Seed::from_tensors(&fhe_nn::datasets::digits_seed_weights()?)?
+                .restrict_inputs(0, 3)?;
             let calibration = fhe_nn::datasets::digits()?.train.images;
             model.compile(calibration.view(), options)?.into()
         }
         "mnist" => {
-            let model = Card::from_tensors(&fhe_nn::datasets::mnist_card_weights()?)?.restrict_inputs(0, 3)?;
+            let model = Card::from_tensors(&fhe_nn::datasets::mnist_card_weights()?)?
+                .restrict_inputs(0, 3)?;
             let calibration = fhe_nn::datasets::mnist_5k()?.train.images;
             model.compile(calibration.view(), options)?.into()
         }

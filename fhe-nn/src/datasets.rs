@@ -8,8 +8,9 @@
 //!   first 4,000 train, last 1,000 test.
 //!
 //!
-//! It also holds the weights of the shipped models, [`digits_seed_weights`] and
-//! [`mnist_card_weights`].
+//! It also holds the shipped networks trained on them: [`Seed`] (digits) and [`Card`]
+//! (MNIST), their weights ([`digits_seed_weights`], [`mnist_card_weights`]) and the trainer
+//! settings that made them.
 //!
 //! ```
 //! let digits = fhe_nn::datasets::digits()?;
@@ -83,6 +84,39 @@ pub fn mnist_5k() -> Result<Dataset, DataError> {
         255.0,
     )
 }
+
+crate::fhe_net! {
+    /// Concrete ML's seed network on the 8×8 digits: 64 pixels, two hidden layers of 30,
+    /// 3-bit inputs, weights and activations. Shipped weights: [`digits_seed_weights`].
+    pub struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
+                    QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
+                    QuantIdentity(3), QuantLinear(30, 10, w = 3)>
+}
+
+crate::fhe_net! {
+    /// The card network on 28×28 MNIST: 784 pixels, one hidden layer of 128.
+    /// Shipped weights: [`mnist_card_weights`].
+    pub struct Card<QuantIdentity(3), QuantLinear(784, 128, w = 3), ReLU,
+                    QuantIdentity(3), QuantLinear(128, 10, w = 3)>
+}
+
+/// The trainer settings the shipped seed weights were made with (on the digits training
+/// split): `cargo run --release --example digits -- --train --save fhe-nn/data/digits_seed.safetensors`.
+pub const DIGITS_SEED_TRAINING: crate::train::TrainConfig = crate::train::TrainConfig {
+    epochs: 300,
+    batch_size: 64,
+    learning_rate: 0.003,
+    seed: 1,
+};
+
+/// The trainer settings the shipped card weights were made with (on the MNIST-5k training
+/// split): `cargo run --release --example mnist -- --train --save fhe-nn/data/mnist_card.safetensors`.
+pub const MNIST_CARD_TRAINING: crate::train::TrainConfig = crate::train::TrainConfig {
+    epochs: 30,
+    batch_size: 32,
+    learning_rate: 0.001,
+    seed: 1,
+};
 
 /// The shipped weights of Concrete ML's seed network on digits,
 /// `QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU, QuantIdentity(3), QuantLinear(30, 30,

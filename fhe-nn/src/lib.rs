@@ -44,6 +44,8 @@
 //! ```
 
 pub use fhe_nn_arch as arch;
+// The networks this crate declares with `fhe_net!` (in `datasets`) name it `::fhe_nn`.
+extern crate self as fhe_nn;
 mod architecture;
 mod clear;
 pub mod compile;

@@ -1,18 +1,12 @@
 //! Helpers shared by the integration tests (each test binary uses some of them).
 #![allow(dead_code)]
 
+use fhe_nn::datasets::digits;
+pub use fhe_nn::datasets::Seed;
 use fhe_nn::tensors::TensorFile;
 use fhe_nn::train::{train, TrainConfig};
 use fhe_nn::{fhe_net, QuantModel};
-use fhe_nn_suite::data::digits;
 use ndarray::Array2;
-
-fhe_net! {
-    /// Concrete ML's seed network.
-    pub struct Seed<QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 30, w = 3), ReLU,
-                    QuantIdentity(3), QuantLinear(30, 10, w = 3)>
-}
 
 fhe_net! {
     /// A tiny network on 2×2-pooled, binarized digits: every lookup fits an exact table.
@@ -32,13 +26,15 @@ pub fn pooled(images: &Array2<f64>) -> Array2<f64> {
     })
 }
 
-/// The shipped Rust-trained seed model (`models/digits_seed.safetensors`).
+/// The shipped Rust-trained seed model, read from its file
+/// (`fhe-nn/data/digits_seed.safetensors`).
 pub fn shipped_seed() -> QuantModel {
-    QuantModel::load(
-        Seed::architecture(),
-        fhe_nn_suite::data::models_dir().join("digits_seed.safetensors"),
-    )
-    .unwrap()
+    QuantModel::load(Seed::architecture(), shipped_seed_path()).unwrap()
+}
+
+/// The file of the shipped seed weights.
+pub fn shipped_seed_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fhe-nn/data/digits_seed.safetensors")
 }
 
 /// The tiny network's weights, trained on the digits, and its pooled test images.

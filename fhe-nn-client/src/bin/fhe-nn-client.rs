@@ -15,7 +15,7 @@ use fhe_nn_client::Client;
 
 /// Client of an fhe-nn inference server.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// The server's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]

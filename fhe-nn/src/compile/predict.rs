@@ -180,6 +180,47 @@ impl CompiledModel {
         Ok(key)
     }
 
+    /// Per lookup layer of one traced encrypted inference ([`FheServer::run_traced`] of the
+    /// quantized `input`): how many lookups gave another output than Clear's table on the
+    /// accumulator of the inputs Fhe actually had, and how many there were. What
+    /// [`simulate_disagreement`](Self::simulate_disagreement) predicts, measured.
+    pub fn lookup_differences(
+        &self,
+        client: &ClientKey,
+        input: &[i64],
+        trace: &[crate::fhe::EncryptedSample],
+    ) -> Result<Vec<(usize, usize)>, FheError> {
+        let mut inputs = input.to_vec();
+        let mut found = Vec::new();
+        for (k, stage) in self.layers().iter().enumerate() {
+            let Some(lookup) = stage.lookup() else {
+                continue;
+            };
+            let layer = trace.get(k).ok_or_else(|| {
+                FheError::Shape(format!(
+                    "a trace of {} layers, the model has more",
+                    trace.len()
+                ))
+            })?;
+            let delta = self.input_delta_log2(k + 1);
+            let outputs = layer
+                .ciphertexts()
+                .iter()
+                .map(|c| client.decrypt_value(c, delta))
+                .collect::<Result<Vec<i64>, _>>()?;
+            let differ = outputs
+                .iter()
+                .enumerate()
+                .filter(|&(j, &got)| {
+                    got != lookup.read(stage.group(j), stage.accumulate_one(j, &inputs))
+                })
+                .count();
+            found.push((differ, outputs.len()));
+            inputs = outputs;
+        }
+        Ok(found)
+    }
+
     /// Largest serialized compressed encrypted sample this model accepts (bytes), as
     /// [`FheServer::max_compressed_bytes`] checks it: a bound for upload limits set before
     /// any key is at hand.
