@@ -8,8 +8,13 @@ use crate::fhe::ParameterSet;
 use crate::model::QuantModel;
 
 /// A compiled model's identity (SHA3-256).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, tfhe::Versionize,
+)]
+#[versionize(FingerprintVersions)]
 pub struct Fingerprint(pub [u8; 32]);
+
+crate::fhe::wire::versioned!(pub Fingerprint, FingerprintVersions, "fhe_nn::Fingerprint");
 
 impl Fingerprint {
     /// The fingerprint of `tables` (a model with its compiled tables) under `set`.

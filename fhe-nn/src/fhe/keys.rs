@@ -25,7 +25,8 @@ pub const CLIENT_SPEC_LIMIT: u64 = 16 << 20;
 /// What the client needs of a compiled model: the parameter set, the fingerprint, the input
 /// quantizer, the encodings, and the output de-quantization. No weight is in it: a client
 /// generates keys, encrypts and decrypts from this alone.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, tfhe::Versionize)]
+#[versionize(ClientSpecVersions)]
 pub struct ClientSpec {
     pub set: ParameterSet,
     pub fingerprint: Fingerprint,
@@ -157,18 +158,29 @@ impl ClientSpec {
     }
 }
 
+wire::versioned!(pub ClientSpec, ClientSpecVersions, "fhe_nn::ClientSpec");
+
 /// The secret key and what the client needs to use it.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct ClientKey {
     key_id: u64,
     spec: ClientSpec,
     key: shortint::ClientKey,
     /// The spec's activations, parsed once.
-    #[serde(skip)]
     input_activations: Vec<Activation>,
-    #[serde(skip)]
     output_activations: Vec<Activation>,
 }
+
+/// What a serialized client key holds.
+#[derive(Serialize, Deserialize, tfhe::Versionize)]
+#[versionize(ClientKeyWireVersions)]
+struct ClientKeyWire {
+    key_id: u64,
+    spec: ClientSpec,
+    key: shortint::ClientKey,
+}
+
+wire::versioned!(ClientKeyWire, ClientKeyWireVersions, "fhe_nn::ClientKey");
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,11 +201,18 @@ pub struct EvaluationKey {
     pub(crate) compressed: shortint::CompressedServerKey,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, tfhe::Versionize)]
+#[versionize(EvaluationKeyWireVersions)]
 struct EvaluationKeyWire {
     set: ParameterSet,
     compressed: shortint::CompressedServerKey,
 }
+
+wire::versioned!(
+    EvaluationKeyWire,
+    EvaluationKeyWireVersions,
+    "fhe_nn::EvaluationKey"
+);
 
 impl ClientKey {
     /// Identifier shared by this key, its evaluation key and their ciphertexts.
@@ -431,13 +450,25 @@ impl ClientKey {
 
     /// Serializes the key (keep it secret).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        wire::seal(Kind::ClientKey, self.key_id, self.spec.fingerprint, self)
+        let wire = ClientKeyWire {
+            key_id: self.key_id,
+            spec: self.spec.clone(),
+            key: self.key.clone(),
+        };
+        wire::seal(Kind::ClientKey, self.key_id, self.spec.fingerprint, &wire)
     }
 
     /// Reads a serialized client key, checking its envelope and its parameters.
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
-        let (key_id, fingerprint, mut key): (u64, Fingerprint, ClientKey) =
+        let (key_id, fingerprint, wire): (u64, Fingerprint, ClientKeyWire) =
             wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
+        let mut key = ClientKey {
+            key_id: wire.key_id,
+            spec: wire.spec,
+            key: wire.key,
+            input_activations: Vec::new(),
+            output_activations: Vec::new(),
+        };
         if key.key_id != key_id || key.spec.fingerprint != fingerprint {
             return Err(FheError::Decode(
                 "key id or fingerprint of the envelope and of the key differ".into(),

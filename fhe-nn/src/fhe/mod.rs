@@ -7,7 +7,7 @@ pub mod optimizer;
 mod params;
 pub mod security;
 mod server;
-mod wire;
+pub(crate) mod wire;
 
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
 pub use params::{vetted, ParameterSet, Shape, PRECISIONS};

@@ -14,7 +14,8 @@ use tfhe::shortint::parameters::{
 };
 
 /// A parameter set and the lookup precision it gives.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, tfhe::Versionize)]
+#[versionize(ParameterSetVersions)]
 pub struct ParameterSet {
     /// TFHE-rs's name of a vetted set, or a description of a custom one.
     pub name: String,
@@ -328,3 +329,5 @@ mod security_tests {
         assert!(check(&params).is_err(), "a smaller key needs more noise");
     }
 }
+
+super::wire::versioned!(pub ParameterSet, ParameterSetVersions, "fhe_nn::ParameterSet");

@@ -45,12 +45,15 @@ impl EncryptedSample {
 
     /// Serializes the ciphertexts.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        wire::seal(Kind::Ciphertexts, self.key_id, self.fingerprint, &self.cts)
+        let wire = CiphertextsWire {
+            cts: self.cts.clone(),
+        };
+        wire::seal(Kind::Ciphertexts, self.key_id, self.fingerprint, &wire)
     }
 
     /// Reads serialized ciphertexts, checking the envelope and that all have one LWE size.
     pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedSample, FheError> {
-        let (key_id, fingerprint, cts): (u64, Fingerprint, Vec<LweCiphertextOwned<u64>>) =
+        let (key_id, fingerprint, CiphertextsWire { cts }): (u64, Fingerprint, CiphertextsWire) =
             wire::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
         if let Some(first) = cts.first() {
             if cts.iter().any(|c| {
@@ -69,6 +72,32 @@ impl EncryptedSample {
         })
     }
 }
+
+/// What serialized ciphertexts hold.
+#[derive(Serialize, Deserialize, tfhe::Versionize)]
+#[versionize(CiphertextsWireVersions)]
+struct CiphertextsWire {
+    cts: Vec<LweCiphertextOwned<u64>>,
+}
+
+wire::versioned!(
+    CiphertextsWire,
+    CiphertextsWireVersions,
+    "fhe_nn::Ciphertexts"
+);
+
+/// What serialized compressed ciphertexts hold.
+#[derive(Serialize, Deserialize, tfhe::Versionize)]
+#[versionize(CompressedWireVersions)]
+struct CompressedWire {
+    list: SeededLweCiphertextListOwned<u64>,
+}
+
+wire::versioned!(
+    CompressedWire,
+    CompressedWireVersions,
+    "fhe_nn::CompressedCiphertexts"
+);
 
 /// The encrypted inputs of one sample, compressed for the upload: one body per value and a
 /// single seed from which the server regenerates every mask (about `n + 1` times smaller).
@@ -92,17 +121,20 @@ impl CompressedSample {
 
     /// Serializes the compressed ciphertexts.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        let wire = CompressedWire {
+            list: self.list.clone(),
+        };
         wire::seal(
             Kind::CompressedCiphertexts,
             self.key_id,
             self.fingerprint,
-            &self.list,
+            &wire,
         )
     }
 
     /// Reads serialized compressed ciphertexts, checking the envelope.
     pub fn from_bytes(bytes: &[u8]) -> Result<CompressedSample, FheError> {
-        let (key_id, fingerprint, list): (u64, Fingerprint, SeededLweCiphertextListOwned<u64>) =
+        let (key_id, fingerprint, CompressedWire { list }): (u64, Fingerprint, CompressedWire) =
             wire::open(bytes, Kind::CompressedCiphertexts, CIPHERTEXT_LIMIT)?;
         if list.ciphertext_modulus() != CiphertextModulus::new_native() {
             return Err(FheError::Shape(

@@ -1,16 +1,20 @@
 //! The checked envelope around every serialized key and ciphertext: magic, format version,
-//! payload kind, key id, model fingerprint, length and checksum, then a bincode payload read
-//! with a size limit.
+//! payload kind, key id, model fingerprint, length and checksum, then the payload written by
+//! TFHE-rs's safe serialization (its own header, the type's name and versioned data) and
+//! read back with a size limit.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tfhe::named::Named;
+use tfhe::safe_serialization::{safe_deserialize, safe_serialize};
+use tfhe::{Unversionize, Versionize};
 
 use super::FheError;
 use crate::Fingerprint;
 
 const MAGIC: &[u8; 5] = b"FHENN";
-/// Version of the serialized formats.
-pub const FORMAT_VERSION: u16 = 2;
+/// Version of the serialized formats (3: payloads through `tfhe::safe_serialization`).
+pub const FORMAT_VERSION: u16 = 3;
 const HEADER: usize = 5 + 2 + 1 + 8 + 32 + 8 + 8;
 
 /// What a serialized blob holds.
@@ -45,13 +49,14 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Serializes `value` into an envelope.
-pub fn seal<T: Serialize>(
+pub fn seal<T: Serialize + Versionize + Named>(
     kind: Kind,
     key_id: u64,
     fingerprint: Fingerprint,
     value: &T,
 ) -> Result<Vec<u8>, FheError> {
-    let payload = bincode::serialize(value).map_err(|e| FheError::Decode(e.to_string()))?;
+    let mut payload = Vec::new();
+    safe_serialize(value, &mut payload, u64::MAX).map_err(|e| FheError::Decode(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -66,12 +71,11 @@ pub fn seal<T: Serialize>(
 
 /// Checks an envelope and deserializes its payload (at most `limit` bytes); returns the key id
 /// and the model fingerprint with it.
-pub fn open<T: DeserializeOwned>(
+pub fn open<T: DeserializeOwned + Unversionize + Named>(
     bytes: &[u8],
     kind: Kind,
     limit: u64,
 ) -> Result<(u64, Fingerprint, T), FheError> {
-    use bincode::Options;
     if !bytes.starts_with(MAGIC) {
         return Err(FheError::NotFheNn);
     }
@@ -112,10 +116,24 @@ pub fn open<T: DeserializeOwned>(
     if checksum(payload) != sum {
         return Err(FheError::Checksum);
     }
-    let value = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(limit)
-        .deserialize(payload)
-        .map_err(|e| FheError::Decode(e.to_string()))?;
+    // The payload is all in memory and `len <= limit`: no field can need more bytes than
+    // remain, so a hostile length prefix fails before anything is allocated for it.
+    let value = safe_deserialize(payload, len).map_err(FheError::Decode)?;
     Ok((key_id, fingerprint, value))
 }
+
+/// Declares the versions of a serialized type and its name for TFHE-rs's safe serialization.
+macro_rules! versioned {
+    ($vis:vis $ty:ident, $versions:ident, $name:literal) => {
+        #[derive(tfhe_versionable::VersionsDispatch)]
+        #[allow(dead_code)]
+        $vis enum $versions {
+            V0($ty),
+        }
+
+        impl tfhe::named::Named for $ty {
+            const NAME: &'static str = $name;
+        }
+    };
+}
+pub(crate) use versioned;
