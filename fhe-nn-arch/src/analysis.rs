@@ -11,6 +11,8 @@ pub use super::range::{
     IntRange, Shape,
 };
 
+mod layers;
+
 /// What a layer's output tensor holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorKind {
@@ -384,101 +386,21 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         errors: Vec::new(),
         inputs: vec![None; layers.len()],
     };
-    let mut value = Value::Real { nonneg: false };
-    let mut shape = Shape::Unknown;
-    let mut encrypted = false;
+    let mut flow = Flow {
+        value: Value::Real { nonneg: false },
+        shape: Shape::Unknown,
+        encrypted: false,
+    };
     let mut out = Vec::with_capacity(layers.len());
-
     for (i, layer) in layers.iter().enumerate() {
-        let mut accumulator_bits = None;
-        let mut lookup = None;
-        match *layer {
-            Layer::QuantIdentity { bits, signed } => {
-                let valid = a.check_bits(
-                    i,
-                    None,
-                    "activation width",
-                    bits,
-                    if signed { 2 } else { 1 },
-                    MAX_DECLARED_BITS,
-                );
-                let count = shape.elements().unwrap_or(0);
-                match value {
-                    Value::Acc { range, source, .. } => lookup = a.lookup(source, range, count),
-                    Value::Quant { range } if encrypted => {
-                        // Re-quantization of an encrypted tensor: one lookup of its width.
-                        let bits = range.bits();
-                        lookup = Some(Lookup {
-                            count,
-                            input_bits: bits,
-                            precision: bits,
-                            rounding: Rounding::Exact,
-                            source: i,
-                        });
-                    }
-                    _ => {}
-                }
-                let nonneg = value.nonnegative();
-                value = if valid {
-                    Value::Quant {
-                        range: quantizer_range(bits, signed, nonneg),
-                    }
-                } else {
-                    Value::Unknown
-                };
-            }
-            Layer::Activation(act) => {
-                value = match value {
-                    Value::Real { nonneg } => Value::Real {
-                        nonneg: act.output_nonnegative(nonneg),
-                    },
-                    Value::Quant { range } if !encrypted => Value::Real {
-                        nonneg: act.output_nonnegative(range.min >= 0),
-                    },
-                    Value::Quant { range } => Value::Acc {
-                        range,
-                        source: i,
-                        pending: Some(act.output_nonnegative(range.min >= 0)),
-                    },
-                    Value::Acc {
-                        range,
-                        source,
-                        pending,
-                    } => Value::Acc {
-                        range,
-                        source,
-                        pending: Some(act.output_nonnegative(pending.unwrap_or(range.min >= 0))),
-                    },
-                    Value::Unknown => Value::Unknown,
-                };
-            }
+        let step = match *layer {
+            Layer::QuantIdentity { bits, signed } => a.quant_identity(i, &mut flow, bits, signed),
+            Layer::Activation(act) => layers::activation(&mut flow, i, act),
             Layer::QuantLinear {
                 in_features,
                 out_features,
                 ref options,
-            } => {
-                let sizes_ok = a.check_nonzero(i, "in_features", in_features)
-                    & a.check_nonzero(i, "out_features", out_features);
-                let weights_ok = a.check_weight_options(i, options, in_features);
-                match shape {
-                    Shape::Features(n) if n != in_features => a.error(
-                        i,
-                        None,
-                        ArchErrorKind::FeatureMismatch {
-                            expected: in_features,
-                            found: n,
-                        },
-                    ),
-                    Shape::Image { .. } => a.error(i, None, ArchErrorKind::NeedsFlatten { shape }),
-                    _ => {}
-                }
-                value = weighted_input(&mut a, i, value, weights_ok && sizes_ok, encrypted);
-                if let Value::Acc { range, .. } = value {
-                    accumulator_bits = Some(range.bits());
-                }
-                shape = Shape::Features(out_features);
-                encrypted = true;
-            }
+            } => a.linear(i, &mut flow, in_features, out_features, options),
             Layer::QuantConv2d {
                 in_channels,
                 out_channels,
@@ -487,231 +409,97 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 padding,
                 input,
                 ref options,
-            } => {
-                let sizes_ok = a.check_nonzero(i, "in_channels", in_channels)
-                    & a.check_nonzero(i, "out_channels", out_channels)
-                    & a.check_nonzero(i, "kernel", kernel)
-                    & a.check_nonzero(i, "stride", stride);
-                let fan_in = in_channels.saturating_mul(kernel).saturating_mul(kernel);
-                let weights_ok = a.check_weight_options(i, options, fan_in);
-                let size = match (shape, input) {
-                    (
-                        Shape::Image {
-                            channels,
-                            height,
-                            width,
-                        },
-                        declared,
-                    ) => {
-                        if channels != in_channels {
-                            a.error(
-                                i,
-                                None,
-                                ArchErrorKind::ChannelMismatch {
-                                    expected: in_channels,
-                                    found: channels,
-                                },
-                            );
-                        }
-                        if let Some(d) = declared.filter(|&d| d != (height, width)) {
-                            a.error(
-                                i,
-                                Some("input"),
-                                ArchErrorKind::InputSizeMismatch {
-                                    declared: d,
-                                    found: (height, width),
-                                },
-                            );
-                        }
-                        Some((height, width))
-                    }
-                    (Shape::Features(n), _) => {
-                        a.error(
-                            i,
-                            None,
-                            ArchErrorKind::NeedsImage {
-                                layer: "QuantConv2d",
-                                features: n,
-                            },
-                        );
-                        None
-                    }
-                    (Shape::Unknown, Some(d)) => Some(d),
-                    (Shape::Unknown, None) => {
-                        a.error(i, None, ArchErrorKind::MissingInputShape);
-                        None
-                    }
-                };
-                shape = match size {
-                    Some((h, w)) if sizes_ok => {
-                        let (ph, pw) = (
-                            h.saturating_add(padding.saturating_mul(2)),
-                            w.saturating_add(padding.saturating_mul(2)),
-                        );
-                        if ph.max(pw) > MAX_IMAGE_SIDE {
-                            a.error(
-                                i,
-                                Some("padding"),
-                                ArchErrorKind::PaddingTooLarge { padding },
-                            );
-                            Shape::Unknown
-                        } else if ph < kernel || pw < kernel {
-                            a.error(
-                                i,
-                                None,
-                                ArchErrorKind::ImageTooSmall {
-                                    size: (h, w),
-                                    window: kernel,
-                                    padding,
-                                },
-                            );
-                            Shape::Unknown
-                        } else {
-                            Shape::Image {
-                                channels: out_channels,
-                                height: (ph - kernel) / stride + 1,
-                                width: (pw - kernel) / stride + 1,
-                            }
-                        }
-                    }
-                    _ => Shape::Unknown,
-                };
-                let padded = match value {
-                    Value::Quant { range } if padding > 0 => Value::Quant {
-                        range: range.with_zero(),
-                    },
-                    other => other,
-                };
-                value = weighted_input(&mut a, i, padded, weights_ok && sizes_ok, encrypted);
-                if let Value::Acc { range, .. } = value {
-                    accumulator_bits = Some(range.bits());
-                }
-                encrypted = true;
-            }
-            Layer::AvgPool2d { kernel } => {
-                let ok = a.check_nonzero(i, "kernel", kernel);
-                shape = match shape {
-                    Shape::Image {
-                        channels,
-                        height,
-                        width,
-                    } if ok => {
-                        if height < kernel || width < kernel {
-                            a.error(
-                                i,
-                                None,
-                                ArchErrorKind::ImageTooSmall {
-                                    size: (height, width),
-                                    window: kernel,
-                                    padding: 0,
-                                },
-                            );
-                            Shape::Unknown
-                        } else {
-                            Shape::Image {
-                                channels,
-                                height: height / kernel,
-                                width: width / kernel,
-                            }
-                        }
-                    }
-                    Shape::Features(n) => {
-                        a.error(
-                            i,
-                            None,
-                            ArchErrorKind::NeedsImage {
-                                layer: "AvgPool2d",
-                                features: n,
-                            },
-                        );
-                        Shape::Unknown
-                    }
-                    _ => Shape::Unknown,
-                };
-                let window = kernel * kernel;
-                value = match value {
-                    Value::Real { nonneg } => Value::Real { nonneg },
-                    Value::Quant { range } => Value::Acc {
-                        range: range.sum_of(window),
-                        source: i,
-                        pending: None,
-                    },
-                    Value::Acc {
-                        range,
-                        source,
-                        pending: None,
-                    } => Value::Acc {
-                        range: range.sum_of(window),
-                        source,
-                        pending: None,
-                    },
-                    Value::Acc { .. } => {
-                        a.error(i, None, ArchErrorKind::PoolAfterActivation);
-                        Value::Unknown
-                    }
-                    Value::Unknown => Value::Unknown,
-                };
-                if let Value::Acc { range, .. } = value {
-                    accumulator_bits = Some(range.bits());
-                }
-            }
-            Layer::Flatten => {
-                if let Shape::Image {
-                    channels,
-                    height,
-                    width,
-                } = shape
-                {
-                    shape = Shape::Features(channels.saturating_mul(height).saturating_mul(width));
-                }
-            }
-        }
-        let (kind, range) = value.kind();
+            } => a.conv2d(
+                i,
+                &mut flow,
+                layers::Conv {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    input,
+                },
+                options,
+            ),
+            Layer::AvgPool2d { kernel } => a.avg_pool(i, &mut flow, kernel),
+            Layer::Flatten => layers::flatten(&mut flow),
+        };
+        let (kind, range) = flow.value.kind();
         out.push(LayerAnalysis {
-            shape,
+            shape: flow.shape,
             kind,
             range,
-            accumulator_bits,
-            lookup,
+            accumulator_bits: step.accumulator_bits,
+            lookup: step.lookup,
         });
     }
-
-    if !encrypted {
-        a.errors.push(ArchError {
-            layer: None,
-            option: None,
-            kind: ArchErrorKind::NoWeightedLayer,
-        });
-    }
-    if let Some(last) = layers.iter().rposition(|l| l.weight_options().is_some()) {
-        for (i, layer) in layers.iter().enumerate().skip(last + 1) {
-            if matches!(layer, Layer::QuantIdentity { .. }) {
-                a.error(i, None, ArchErrorKind::TrailingQuantizer);
-            }
-        }
-    }
-    if let Value::Acc { range, source, .. } = value {
-        let bits = range.bits();
-        if bits > MAX_ACCUMULATOR_BITS {
-            let derivation = a.derivation(source, range);
-            a.error(
-                source,
-                None,
-                ArchErrorKind::AccumulatorTooWide { derivation, bits },
-            );
-        }
-        if layers[source]
-            .weight_options()
-            .is_some_and(|o| o.round.is_some())
-        {
-            a.error(source, Some("round"), ArchErrorKind::RoundWithoutLookup);
-        }
-    }
+    a.check_network(&flow);
     if !a.errors.is_empty() {
         a.errors.sort_by_key(|e| e.layer);
         return Err(a.errors);
     }
+    let summary = summarize(&out, flow.shape);
+    Ok(Analysis {
+        layers: out,
+        summary,
+    })
+}
 
+/// The tensor between two layers: its value, shape, and whether it is encrypted yet.
+struct Flow {
+    value: Value,
+    shape: Shape,
+    encrypted: bool,
+}
+
+/// What one layer adds to the analysis.
+#[derive(Default)]
+struct Step {
+    accumulator_bits: Option<u32>,
+    lookup: Option<Lookup>,
+}
+
+impl Analyzer<'_> {
+    /// The checks on the whole network, after its last layer.
+    fn check_network(&mut self, flow: &Flow) {
+        let layers = self.layers;
+        if !flow.encrypted {
+            self.errors.push(ArchError {
+                layer: None,
+                option: None,
+                kind: ArchErrorKind::NoWeightedLayer,
+            });
+        }
+        if let Some(last) = layers.iter().rposition(|l| l.weight_options().is_some()) {
+            for (i, layer) in layers.iter().enumerate().skip(last + 1) {
+                if matches!(layer, Layer::QuantIdentity { .. }) {
+                    self.error(i, None, ArchErrorKind::TrailingQuantizer);
+                }
+            }
+        }
+        if let Value::Acc { range, source, .. } = flow.value {
+            let bits = range.bits();
+            if bits > MAX_ACCUMULATOR_BITS {
+                let derivation = self.derivation(source, range);
+                self.error(
+                    source,
+                    None,
+                    ArchErrorKind::AccumulatorTooWide { derivation, bits },
+                );
+            }
+            if layers[source]
+                .weight_options()
+                .is_some_and(|o| o.round.is_some())
+            {
+                self.error(source, Some("round"), ArchErrorKind::RoundWithoutLookup);
+            }
+        }
+    }
+}
+
+/// The network's totals.
+fn summarize(out: &[LayerAnalysis], shape: Shape) -> Summary {
     let lookups: Vec<&Lookup> = out.iter().filter_map(|l| l.lookup.as_ref()).collect();
     let max_integer_bits = out
         .iter()
@@ -719,7 +507,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         .filter_map(|l| l.range.map(|r| r.bits()))
         .max()
         .unwrap_or(0);
-    let summary = Summary {
+    Summary {
         lookups: lookups
             .iter()
             .fold(0usize, |n, l| n.saturating_add(l.count)),
@@ -730,11 +518,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
             .filter(|l| l.rounding != Rounding::Exact)
             .fold(0usize, |n, l| n.saturating_add(l.count)),
         outputs: shape.elements().unwrap_or(0),
-    };
-    Ok(Analysis {
-        layers: out,
-        summary,
-    })
+    }
 }
 
 /// The accumulator a weighted layer produces from `value`, or an error when the input is
