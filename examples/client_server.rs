@@ -15,7 +15,7 @@ use std::time::Instant;
 use clap::Parser;
 use fhe_nn::datasets::{digits, digits_seed_weights, Seed};
 use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample};
-use fhe_nn::{argmax_rows, CompiledModel, FheOptions, Mode};
+use fhe_nn::{argmax, CompiledModel, FheOptions, Mode};
 use serde::Serialize;
 
 /// Client and server roles exchanging only files, on the seed network and the digits.
@@ -172,8 +172,7 @@ fn main() -> Result<(), Error> {
     for (i, path) in responses.iter().enumerate() {
         let output = EncryptedSample::from_bytes(&std::fs::read(path)?)?;
         let scores = client.decrypt(&output)?;
-        let predicted =
-            argmax_rows(ndarray::ArrayView2::from_shape((1, scores.len()), &scores)?)[0];
+        let predicted = argmax(&scores);
         agree += usize::from(predicted == clear[i]);
         println!(
             "client: sample {i}: predicted {predicted} (clear {}), label {}",

@@ -10,7 +10,7 @@ use fhe_nn::datasets::Dataset;
 use fhe_nn::tensors::TensorFile;
 use fhe_nn::train::{train, TrainConfig};
 use fhe_nn::{
-    argmax_rows, Architecture, Estimate, FheOptions, Mode, ParameterChoice, QuantModel,
+    argmax, argmax_rows, Architecture, Estimate, FheOptions, Mode, ParameterChoice, QuantModel,
     DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -314,10 +314,7 @@ pub fn run(
         times.push(start.elapsed().as_secs_f64());
         let output = trace.last().expect("the output layer");
         let out = client.decrypt(output)?;
-        let pred = out
-            .iter()
-            .enumerate()
-            .fold(0, |b, (j, &v)| if v > out[b] { j } else { b });
+        let pred = argmax(&out);
         fhe_correct += usize::from(pred == labels[i]);
         agree += usize::from(pred == clear_pred[i]);
         for (k, (d, c)) in compiled

@@ -146,9 +146,7 @@ fn a_prediction_through_the_service_equals_the_local_fhe_prediction() {
         assert_eq!(remote.to_bytes().unwrap(), local.to_bytes().unwrap());
         let scores = client_key.decrypt(&remote).unwrap();
         assert_eq!(scores, client_key.decrypt(&local).unwrap());
-        let class = fhe_nn::argmax_rows(
-            fhe_nn::ndarray::ArrayView2::from_shape((1, scores.len()), &scores).unwrap(),
-        )[0];
+        let class = fhe_nn::argmax(&scores);
         agree += usize::from(class == expected);
     }
     assert!(

@@ -202,14 +202,18 @@ pub(crate) fn rows_to_array<T: Clone + Default>(rows: Vec<Vec<T>>, width: usize)
     Array2::from_shape_vec((n, width), flat).expect("every row has the output width")
 }
 
+/// Index of the largest value (the first on ties; 0 when empty): the predicted class.
+pub fn argmax<'a, T: PartialOrd + Copy + 'a>(values: impl IntoIterator<Item = &'a T>) -> usize {
+    let mut best: Option<(usize, T)> = None;
+    for (i, &v) in values.into_iter().enumerate() {
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map_or(0, |(i, _)| i)
+}
+
 /// Index of the largest value of each row (first on ties).
 pub fn argmax_rows<T: PartialOrd + Copy>(values: ArrayView2<T>) -> Vec<usize> {
-    values
-        .axis_iter(Axis(0))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
-        })
-        .collect()
+    values.axis_iter(Axis(0)).map(|row| argmax(row)).collect()
 }

@@ -63,7 +63,7 @@ pub mod train;
 mod typed;
 
 pub use architecture::{ArchErrors, Architecture, Report};
-pub use clear::argmax_rows;
+pub use clear::{argmax, argmax_rows};
 pub use compile::{
     CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode, ParameterChoice,
     DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,

@@ -558,10 +558,7 @@ fn softmax_cross_entropy(
         let exps: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
         let sum: f64 = exps.iter().sum();
         loss -= ((exps[label] / sum).max(1e-300)).ln();
-        let best = row
-            .iter()
-            .enumerate()
-            .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+        let best = crate::clear::argmax(row);
         correct += usize::from(best == label);
         for (j, e) in exps.iter().enumerate() {
             grad[(i, j)] = (e / sum - if j == label { 1.0 } else { 0.0 }) / n;

@@ -223,10 +223,7 @@ fn predict(client: &Client, dir: &Path, source: &SampleSource, json: bool) -> Re
     let output = client.predict(&model, &receipt.key_id, &sample)?;
     let seconds = start.elapsed().as_secs_f64();
     let scores = client_key.decrypt(&output)?;
-    let class = fhe_nn::argmax_rows(fhe_nn::ndarray::ArrayView2::from_shape(
-        (1, scores.len()),
-        &scores,
-    )?)[0];
+    let class = fhe_nn::argmax(&scores);
     if json {
         let answer = serde_json::json!({
             "model": model, "class": class, "scores": scores, "seconds": seconds,

@@ -160,12 +160,7 @@ impl FhePlan {
     }
 }
 
-fn argmax(values: &[f64]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
-}
+use crate::clear::argmax;
 
 /// Predictions (argmax of the de-quantized outputs) of `model` without noise.
 pub(crate) fn clear_predictions(model: &QuantModel, inputs: ArrayView2<i64>) -> Vec<usize> {
