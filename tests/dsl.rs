@@ -75,7 +75,7 @@ fn runtime_checks_agree_with_the_macro() {
 
 #[test]
 fn messages_use_the_right_numbers_and_words() {
-    use fhe_nn::arch::layer::{Layer, WeightOptions};
+    use fhe_nn::arch::layer::{Conv2d, Layer, WeightOptions};
     use fhe_nn::Architecture;
     let options = WeightOptions {
         weight_bits: 3,
@@ -91,7 +91,7 @@ fn messages_use_the_right_numbers_and_words() {
     };
     let q = |bits| Layer::QuantIdentity { bits, signed: true };
     // A huge padding is refused by name, never reported as a saturated size.
-    let conv = Layer::QuantConv2d {
+    let conv = Layer::QuantConv2d(Conv2d {
         in_channels: 1,
         out_channels: 2,
         kernel: 3,
@@ -99,7 +99,7 @@ fn messages_use_the_right_numbers_and_words() {
         padding: usize::MAX / 4,
         input: Some((8, 8)),
         options,
-    };
+    });
     let err = Architecture::new("padded", vec![q(3), conv, Layer::Flatten, linear(128, 10)])
         .unwrap_err()
         .to_string();

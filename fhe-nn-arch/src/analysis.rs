@@ -2,7 +2,7 @@
 //! cannot run. Used by the `fhe_net!` macro at compile time and by the runtime at load time.
 
 pub use super::error::{ArchError, ArchErrorKind};
-use super::layer::{Layer, WeightOptions};
+use super::layer::{Conv2d, Layer, WeightOptions};
 use super::limits::{
     MAX_ACCUMULATOR_BITS, MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS, MAX_LOOKUP_BITS,
 };
@@ -235,7 +235,8 @@ impl Analyzer<'_> {
             self.inputs.get(source).copied().flatten(),
         ) {
             (
-                l @ (Layer::QuantLinear { options, .. } | Layer::QuantConv2d { options, .. }),
+                l @ (Layer::QuantLinear { options, .. }
+                | Layer::QuantConv2d(Conv2d { options, .. })),
                 Some(input),
             ) => {
                 let terms = self.terms(source);
@@ -368,8 +369,7 @@ fn join_or(parts: &[String]) -> String {
     }
 }
 
-/// Largest image side (after padding) the analysis accepts.
-pub const MAX_IMAGE_SIDE: usize = 1 << 16;
+pub use super::limits::MAX_IMAGE_SIDE;
 
 /// Analyzes a network: shapes, integer ranges, accumulator widths and lookups, with every
 /// independent error collected.
@@ -401,27 +401,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
                 out_features,
                 ref options,
             } => a.linear(i, &mut flow, in_features, out_features, options),
-            Layer::QuantConv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                input,
-                ref options,
-            } => a.conv2d(
-                i,
-                &mut flow,
-                layers::Conv {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                    input,
-                },
-                options,
-            ),
+            Layer::QuantConv2d(ref conv) => a.conv2d(i, &mut flow, conv),
             Layer::AvgPool2d { kernel } => a.avg_pool(i, &mut flow, kernel),
             Layer::Flatten => layers::flatten(&mut flow),
         };
@@ -821,20 +801,22 @@ mod tests {
 
     #[test]
     fn convolution_shapes_and_ranges() {
-        let conv = |ic, oc, k, s, p, input| Layer::QuantConv2d {
-            in_channels: ic,
-            out_channels: oc,
-            kernel: k,
-            stride: s,
-            padding: p,
-            input,
-            options: WeightOptions {
-                weight_bits: 3,
-                bias: true,
-                active: None,
-                round: None,
-                exact: false,
-            },
+        let conv = |ic, oc, k, s, p, input| {
+            Layer::QuantConv2d(Conv2d {
+                in_channels: ic,
+                out_channels: oc,
+                kernel: k,
+                stride: s,
+                padding: p,
+                input,
+                options: WeightOptions {
+                    weight_bits: 3,
+                    bias: true,
+                    active: None,
+                    round: None,
+                    exact: false,
+                },
+            })
         };
         let net = [
             Layer::QuantIdentity {

@@ -105,7 +105,7 @@ impl fmt::Display for ArchError {
             PaddingTooLarge { padding } => write!(
                 f,
                 "padding = {padding} makes the image wider than {} pixels\n= help: lower padding",
-                super::analysis::MAX_IMAGE_SIDE
+                super::limits::MAX_IMAGE_SIDE
             ),
             NoWeightedLayer => write!(
                 f,

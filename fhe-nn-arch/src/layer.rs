@@ -1,6 +1,9 @@
 //! The layers a network is declared with (Brevitas/PyTorch names and argument orders).
 
 use super::activation::Activation;
+use super::error::ArchErrorKind;
+use super::limits::MAX_IMAGE_SIDE;
+use super::range::Shape;
 
 /// Options shared by the two weighted layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,16 +33,7 @@ pub enum Layer {
         options: WeightOptions,
     },
     /// 2-d convolution with integer weights on a `(channels, height, width)` image.
-    QuantConv2d {
-        in_channels: usize,
-        out_channels: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        /// Input image `(height, width)`, needed when no earlier layer fixes it.
-        input: Option<(usize, usize)>,
-        options: WeightOptions,
-    },
+    QuantConv2d(Conv2d),
     /// Average pooling with a `kernel × kernel` window and stride `kernel` (a sum under FHE;
     /// the division folds into the next lookup).
     AvgPool2d { kernel: usize },
@@ -49,13 +43,61 @@ pub enum Layer {
     Activation(Activation),
 }
 
+/// A 2-d convolution: `out_channels` filters of `in_channels × kernel × kernel` integer
+/// weights, moved by `stride` over the zero-padded image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    /// Input image `(height, width)`, needed when no earlier layer fixes it.
+    pub input: Option<(usize, usize)>,
+    pub options: WeightOptions,
+}
+
+impl Conv2d {
+    /// Terms of each output's sum: `in_channels · kernel²` (before `active` applies).
+    pub fn fan_in(&self) -> usize {
+        self.in_channels
+            .saturating_mul(self.kernel)
+            .saturating_mul(self.kernel)
+    }
+
+    /// The output image for an input of `(height, width)`, or the error that forbids it
+    /// (a zero `stride` or `kernel` is the caller's to refuse first).
+    pub fn output_shape(&self, (h, w): (usize, usize)) -> Result<Shape, ArchErrorKind> {
+        let (k, p) = (self.kernel, self.padding);
+        let (ph, pw) = (
+            h.saturating_add(p.saturating_mul(2)),
+            w.saturating_add(p.saturating_mul(2)),
+        );
+        if ph.max(pw) > MAX_IMAGE_SIDE {
+            return Err(ArchErrorKind::PaddingTooLarge { padding: p });
+        }
+        if ph < k || pw < k {
+            return Err(ArchErrorKind::ImageTooSmall {
+                size: (h, w),
+                window: k,
+                padding: p,
+            });
+        }
+        Ok(Shape::Image {
+            channels: self.out_channels,
+            height: (ph - k) / self.stride.max(1) + 1,
+            width: (pw - k) / self.stride.max(1) + 1,
+        })
+    }
+}
+
 impl Layer {
     /// The DSL name of the layer.
     pub fn name(&self) -> &'static str {
         match self {
             Layer::QuantIdentity { .. } => "QuantIdentity",
             Layer::QuantLinear { .. } => "QuantLinear",
-            Layer::QuantConv2d { .. } => "QuantConv2d",
+            Layer::QuantConv2d(_) => "QuantConv2d",
             Layer::AvgPool2d { .. } => "AvgPool2d",
             Layer::Flatten => "Flatten",
             Layer::Activation(a) => a.name(),
@@ -65,7 +107,7 @@ impl Layer {
     /// The weight options of a linear or convolution layer.
     pub fn weight_options(&self) -> Option<&WeightOptions> {
         match self {
-            Layer::QuantLinear { options, .. } | Layer::QuantConv2d { options, .. } => {
+            Layer::QuantLinear { options, .. } | Layer::QuantConv2d(Conv2d { options, .. }) => {
                 Some(options)
             }
             _ => None,
@@ -76,11 +118,7 @@ impl Layer {
     pub fn fan_in(&self) -> Option<usize> {
         match *self {
             Layer::QuantLinear { in_features, .. } => Some(in_features),
-            Layer::QuantConv2d {
-                in_channels,
-                kernel,
-                ..
-            } => Some(in_channels.saturating_mul(kernel).saturating_mul(kernel)),
+            Layer::QuantConv2d(ref conv) => Some(conv.fan_in()),
             _ => None,
         }
     }
@@ -106,7 +144,7 @@ impl std::fmt::Display for Layer {
                 write!(f, "QuantLinear({in_features}, {out_features}")?;
                 write_weight_options(f, options)
             }
-            Layer::QuantConv2d {
+            Layer::QuantConv2d(Conv2d {
                 in_channels,
                 out_channels,
                 kernel,
@@ -114,7 +152,7 @@ impl std::fmt::Display for Layer {
                 padding,
                 input,
                 ref options,
-            } => {
+            }) => {
                 write!(f, "QuantConv2d({in_channels}, {out_channels}, {kernel}")?;
                 if stride != 1 {
                     write!(f, ", stride = {stride}")?;

@@ -12,5 +12,8 @@ pub const MAX_EXACT_LOOKUP_BITS: u32 = 8;
 /// padding bit and room for noise), even when `round = r` reads only its top bits.
 pub const MAX_ACCUMULATOR_BITS: u32 = 32;
 
+/// Largest image side (after padding) the analysis accepts.
+pub const MAX_IMAGE_SIDE: usize = 1 << 16;
+
 /// Widest quantizer or weight a layer may declare.
 pub const MAX_DECLARED_BITS: u32 = 16;

@@ -7,7 +7,7 @@ use crate::arch::activation::Activation;
 use crate::arch::analysis::{
     Analysis, IntRange, LayerAnalysis, Lookup, Rounding, Shape, TensorKind,
 };
-use crate::arch::layer::{Layer, WeightOptions};
+use crate::arch::layer::{Conv2d, Layer, WeightOptions};
 use crate::syntax::NamedItem;
 
 /// The `Architecture` expression for a checked network.
@@ -145,9 +145,9 @@ pub fn named(
 fn input_features(layers: &[Layer]) -> Option<usize> {
     layers.iter().find_map(|l| match *l {
         Layer::QuantLinear { in_features, .. } => Some(Some(in_features)),
-        Layer::QuantConv2d {
+        Layer::QuantConv2d(Conv2d {
             in_channels, input, ..
-        } => Some(input.map(|(h, w)| in_channels * h * w)),
+        }) => Some(input.map(|(h, w)| in_channels * h * w)),
         Layer::AvgPool2d { .. } | Layer::Flatten => Some(None),
         _ => None,
     })?
@@ -174,7 +174,7 @@ fn layer(l: &Layer) -> TokenStream {
             let options = weight_options(options);
             quote!(#path::QuantLinear { in_features: #in_features, out_features: #out_features, options: #options })
         }
-        Layer::QuantConv2d {
+        Layer::QuantConv2d(Conv2d {
             in_channels,
             out_channels,
             kernel,
@@ -182,13 +182,13 @@ fn layer(l: &Layer) -> TokenStream {
             padding,
             input,
             ref options,
-        } => {
+        }) => {
             let options = weight_options(options);
             let input = option(input.map(|(h, w)| quote!((#h, #w))));
-            quote!(#path::QuantConv2d {
+            quote!(#path::QuantConv2d(::fhe_nn::__private::arch::layer::Conv2d {
                 in_channels: #in_channels, out_channels: #out_channels, kernel: #kernel,
                 stride: #stride, padding: #padding, input: #input, options: #options
-            })
+            }))
         }
         Layer::AvgPool2d { kernel } => quote!(#path::AvgPool2d { kernel: #kernel }),
         Layer::Flatten => quote!(#path::Flatten),

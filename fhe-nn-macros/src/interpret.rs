@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::Ident;
 
 use crate::arch::activation::{Activation, ACTIVATIONS};
-use crate::arch::layer::{Layer, WeightOptions};
+use crate::arch::layer::{Conv2d, Layer, WeightOptions};
 use crate::syntax::{Arg, LayerCall, Value};
 
 /// A layer with the spans its errors point at.
@@ -202,7 +202,7 @@ fn quant_conv2d(args: &mut Args) -> Option<Layer> {
     let padding = args.usize("padding", false).unwrap_or(0);
     let input = args.pair("input");
     let options = weight_options(args);
-    Some(Layer::QuantConv2d {
+    Some(Layer::QuantConv2d(Conv2d {
         in_channels: in_channels?,
         out_channels: out_channels?,
         kernel: kernel?,
@@ -210,7 +210,7 @@ fn quant_conv2d(args: &mut Args) -> Option<Layer> {
         padding,
         input,
         options: options?,
-    })
+    }))
 }
 
 fn activation(args: &mut Args, name: &str) -> Option<Layer> {

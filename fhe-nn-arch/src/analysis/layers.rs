@@ -3,57 +3,12 @@
 
 use super::{
     quantizer_range, weighted_input, Analyzer, Flow, Lookup, Rounding, Step, Value,
-    MAX_DECLARED_BITS, MAX_IMAGE_SIDE,
+    MAX_DECLARED_BITS,
 };
 use crate::activation::Activation;
 use crate::error::ArchErrorKind;
-use crate::layer::WeightOptions;
+use crate::layer::{Conv2d, WeightOptions};
 use crate::range::Shape;
-
-/// The sizes of a `QuantConv2d` layer.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Conv {
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-    /// The declared input size, if any.
-    pub input: Option<(usize, usize)>,
-}
-
-impl Conv {
-    /// Terms of each output's sum: `in_channels · kernel²`.
-    pub fn fan_in(&self) -> usize {
-        self.in_channels
-            .saturating_mul(self.kernel)
-            .saturating_mul(self.kernel)
-    }
-
-    /// The output size for an input of `(height, width)`, or the error that forbids it.
-    pub fn output_shape(&self, (h, w): (usize, usize)) -> Result<Shape, ArchErrorKind> {
-        let (k, p) = (self.kernel, self.padding);
-        let (ph, pw) = (
-            h.saturating_add(p.saturating_mul(2)),
-            w.saturating_add(p.saturating_mul(2)),
-        );
-        if ph.max(pw) > MAX_IMAGE_SIDE {
-            return Err(ArchErrorKind::PaddingTooLarge { padding: p });
-        }
-        if ph < k || pw < k {
-            return Err(ArchErrorKind::ImageTooSmall {
-                size: (h, w),
-                window: k,
-                padding: p,
-            });
-        }
-        Ok(Shape::Image {
-            channels: self.out_channels,
-            height: (ph - k) / self.stride + 1,
-            width: (pw - k) / self.stride + 1,
-        })
-    }
-}
 
 /// The accumulator width a weighted layer leaves in `flow`.
 fn accumulator_bits(flow: &Flow) -> Option<u32> {
@@ -185,19 +140,14 @@ impl Analyzer<'_> {
     }
 
     /// `QuantConv2d`: an image in, an accumulator per output pixel and channel.
-    pub(super) fn conv2d(
-        &mut self,
-        i: usize,
-        flow: &mut Flow,
-        conv: Conv,
-        options: &WeightOptions,
-    ) -> Step {
+    pub(super) fn conv2d(&mut self, i: usize, flow: &mut Flow, conv: &Conv2d) -> Step {
+        let options = &conv.options;
         let sizes_ok = self.check_nonzero(i, "in_channels", conv.in_channels)
             & self.check_nonzero(i, "out_channels", conv.out_channels)
             & self.check_nonzero(i, "kernel", conv.kernel)
             & self.check_nonzero(i, "stride", conv.stride);
         let weights_ok = self.check_weight_options(i, options, conv.fan_in());
-        let size = self.conv_input_size(i, flow.shape, &conv);
+        let size = self.conv_input_size(i, flow.shape, conv);
         flow.shape = match size {
             Some(size) if sizes_ok => match conv.output_shape(size) {
                 Ok(shape) => shape,
@@ -227,7 +177,7 @@ impl Analyzer<'_> {
 
     /// The input size of a convolution: the incoming image's (checked against the declared
     /// channels and size), or the declared one for the network's input.
-    fn conv_input_size(&mut self, i: usize, shape: Shape, conv: &Conv) -> Option<(usize, usize)> {
+    fn conv_input_size(&mut self, i: usize, shape: Shape, conv: &Conv2d) -> Option<(usize, usize)> {
         match (shape, conv.input) {
             (
                 Shape::Image {

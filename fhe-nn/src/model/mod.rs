@@ -13,7 +13,7 @@ pub use stage::{Connectivity, LookupStage, WeightedStage};
 
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{quantizer_range, IntRange, Rounding, Shape};
-use crate::arch::layer::Layer;
+use crate::arch::layer::{Conv2d, Layer};
 use crate::error::LoadError;
 use crate::tensors::TensorFile;
 use crate::Architecture;
@@ -356,11 +356,11 @@ pub(super) fn input_image(arch: &Architecture, i: usize) -> Option<(usize, usize
         ) => Some((channels, height, width)),
         (
             _,
-            Layer::QuantConv2d {
+            Layer::QuantConv2d(Conv2d {
                 in_channels,
                 input: Some((h, w)),
                 ..
-            },
+            }),
         ) => Some((in_channels, h, w)),
         _ => None,
     }

@@ -3,7 +3,7 @@
 use super::stage::{Connectivity, WeightedStage};
 use super::{input_image, stage_input_features, Quantizer, Segment};
 use crate::arch::analysis::{IntRange, Shape};
-use crate::arch::layer::Layer;
+use crate::arch::layer::{Conv2d, Layer};
 use crate::error::LoadError;
 use crate::tensors::{Tensor, TensorFile, Values};
 use crate::Architecture;
@@ -193,7 +193,7 @@ impl<'a> Reader<'a> {
                 )?;
                 (Connectivity::Dense, out_features, weights, Some(options))
             }
-            Layer::QuantConv2d {
+            Layer::QuantConv2d(Conv2d {
                 in_channels,
                 out_channels,
                 kernel,
@@ -201,7 +201,7 @@ impl<'a> Reader<'a> {
                 padding,
                 options,
                 ..
-            } => {
+            }) => {
                 let shapes: [&[usize]; 2] = [
                     &[out_channels, in_channels * kernel * kernel],
                     &[out_channels, in_channels, kernel, kernel],
