@@ -22,59 +22,20 @@ impl QuantModel {
     /// any activations declared before it.
     pub fn quantize_inputs(&self, inputs: ArrayView2<f64>) -> Result<Array2<i64>, InputError> {
         let (rows, cols) = inputs.dim();
-        if cols != self.input.features {
-            return Err(InputError::Width {
-                expected: self.input.features,
-                found: cols,
-            });
-        }
+        self.input.check_width(cols)?;
         let mut out = Array2::zeros((rows, cols));
         for ((sample, feature), &x) in inputs.indexed_iter() {
-            if !x.is_finite() {
-                return Err(InputError::NonFinite {
-                    sample,
-                    feature,
-                    value: x,
-                });
-            }
-            let y = self.input.activations.iter().fold(x, |y, a| a.apply(y));
-            let q = self.input.quantizer.quantize(y);
-            // Only where the model was restricted to part of the quantizer's range.
-            let r = self.input.range;
-            if q < r.min || q > r.max {
-                return Err(InputError::OutOfRange {
-                    sample,
-                    feature,
-                    value: q,
-                    min: r.min,
-                    max: r.max,
-                });
-            }
-            out[(sample, feature)] = q;
+            out[(sample, feature)] = self.input.quantize(sample, feature, x)?;
         }
         Ok(out)
     }
 
     /// Checks a batch of already quantized inputs.
     pub(crate) fn check_quantized_inputs(&self, inputs: ArrayView2<i64>) -> Result<(), InputError> {
-        let (_, cols) = inputs.dim();
-        if cols != self.input.features {
-            return Err(InputError::Width {
-                expected: self.input.features,
-                found: cols,
-            });
-        }
-        let r = self.input.range;
-        match inputs.indexed_iter().find(|(_, &v)| v < r.min || v > r.max) {
-            Some(((sample, feature), &value)) => Err(InputError::OutOfRange {
-                sample,
-                feature,
-                value,
-                min: r.min,
-                max: r.max,
-            }),
-            None => Ok(()),
-        }
+        self.input.check_width(inputs.ncols())?;
+        inputs
+            .indexed_iter()
+            .try_for_each(|((sample, feature), &v)| self.input.check(sample, feature, v))
     }
 
     /// Checks one quantized sample: its width, and that its values are those the tables

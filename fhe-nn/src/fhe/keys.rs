@@ -12,7 +12,8 @@ use super::params::ParameterSet;
 use super::wire::{self, Kind};
 use super::{security, CompressedSample, EncryptedSample, FheError};
 use crate::arch::activation::Activation;
-use crate::model::Quantizer;
+use crate::arch::analysis::IntRange;
+use crate::model::{InputStage, Quantizer};
 use crate::{CompiledModel, Fingerprint};
 
 /// Largest serialized evaluation key accepted (bytes).
@@ -112,6 +113,20 @@ impl ClientSpec {
         Ok(())
     }
 
+    /// The model's input stage as the client runs it.
+    fn input_stage(&self) -> Result<InputStage, FheError> {
+        Ok(InputStage {
+            activations: Self::activations(&self.input_activations)?,
+            quantizer: Quantizer {
+                scale: self.input_scale,
+                bits: self.input_bits,
+                signed: self.input_signed,
+            },
+            features: self.features,
+            range: IntRange::new(self.input_min, self.input_max),
+        })
+    }
+
     /// Generates a fresh key pair for the compiled model this spec describes (client side:
     /// the evaluation key is made compressed, as it is sent).
     pub fn keygen(&self) -> Result<(ClientKey, EvaluationKey), FheError> {
@@ -124,7 +139,7 @@ impl ClientSpec {
         };
         let client = ClientKey {
             key_id,
-            input_activations: Self::activations(&self.input_activations)?,
+            input: self.input_stage()?,
             output_activations: Self::activations(&self.output_activations)?,
             spec: self.clone(),
             key,
@@ -166,8 +181,8 @@ pub struct ClientKey {
     key_id: u64,
     spec: ClientSpec,
     key: shortint::ClientKey,
-    /// The spec's activations, parsed once.
-    input_activations: Vec<Activation>,
+    /// The spec's input stage (activations parsed once) and output activations.
+    input: InputStage,
     output_activations: Vec<Activation>,
 }
 
@@ -225,37 +240,13 @@ impl ClientKey {
         &self.spec
     }
 
-    fn input_quantizer(&self) -> Quantizer {
-        Quantizer {
-            scale: self.spec.input_scale,
-            bits: self.spec.input_bits,
-            signed: self.spec.input_signed,
-        }
-    }
-
-    /// Quantizes one real sample (after any declared input activations).
+    /// Quantizes one real sample (after any declared input activations), as Clear does.
     pub fn quantize(&self, sample: ArrayView1<f64>) -> Result<Vec<i64>, crate::InputError> {
-        if sample.len() != self.spec.features {
-            return Err(crate::InputError::Width {
-                expected: self.spec.features,
-                found: sample.len(),
-            });
-        }
-        let acts = &self.input_activations;
-        let q = self.input_quantizer();
+        self.input.check_width(sample.len())?;
         sample
             .iter()
             .enumerate()
-            .map(|(feature, &x)| {
-                if !x.is_finite() {
-                    return Err(crate::InputError::NonFinite {
-                        sample: 0,
-                        feature,
-                        value: x,
-                    });
-                }
-                Ok(q.quantize(acts.iter().fold(x, |y, a| a.apply(y))))
-            })
+            .map(|(feature, &x)| self.input.quantize(0, feature, x))
             .collect()
     }
 
@@ -296,25 +287,11 @@ impl ClientKey {
 
     /// Checks a quantized sample's width and range.
     fn check_quantized(&self, values: &[i64]) -> Result<(), crate::InputError> {
-        if values.len() != self.spec.features {
-            return Err(crate::InputError::Width {
-                expected: self.spec.features,
-                found: values.len(),
-            });
-        }
-        let (min, max) = (self.spec.input_min, self.spec.input_max);
-        if let Some((feature, &value)) =
-            values.iter().enumerate().find(|(_, &v)| v < min || v > max)
-        {
-            return Err(crate::InputError::OutOfRange {
-                sample: 0,
-                feature,
-                value,
-                min,
-                max,
-            });
-        }
-        Ok(())
+        self.input.check_width(values.len())?;
+        values
+            .iter()
+            .enumerate()
+            .try_for_each(|(feature, &v)| self.input.check(0, feature, v))
     }
 
     /// Quantizes and encrypts one real sample into the compact upload form.
@@ -462,26 +439,24 @@ impl ClientKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
         let (key_id, fingerprint, wire): (u64, Fingerprint, ClientKeyWire) =
             wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
-        let mut key = ClientKey {
-            key_id: wire.key_id,
-            spec: wire.spec,
-            key: wire.key,
-            input_activations: Vec::new(),
-            output_activations: Vec::new(),
-        };
-        if key.key_id != key_id || key.spec.fingerprint != fingerprint {
+        if wire.key_id != key_id || wire.spec.fingerprint != fingerprint {
             return Err(FheError::Decode(
                 "key id or fingerprint of the envelope and of the key differ".into(),
             ));
         }
-        key.spec.check()?;
-        if key.key.parameters() != key.spec.set.params.into() {
+        wire.spec.check()?;
+        if wire.key.parameters() != wire.spec.set.params.into() {
             return Err(FheError::Decode(
                 "client key parameters differ from its spec's".into(),
             ));
         }
-        key.input_activations = ClientSpec::activations(&key.spec.input_activations)?;
-        key.output_activations = ClientSpec::activations(&key.spec.output_activations)?;
+        let key = ClientKey {
+            key_id: wire.key_id,
+            input: wire.spec.input_stage()?,
+            output_activations: ClientSpec::activations(&wire.spec.output_activations)?,
+            spec: wire.spec,
+            key: wire.key,
+        };
         Ok(key)
     }
 }

@@ -14,7 +14,7 @@ pub use stage::{Connectivity, LookupStage, WeightedStage};
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{quantizer_range, IntRange, Rounding, Shape};
 use crate::arch::layer::{Conv2d, Layer};
-use crate::error::LoadError;
+use crate::error::{InputError, LoadError};
 use crate::tensors::TensorFile;
 use crate::Architecture;
 
@@ -52,6 +52,51 @@ pub struct InputStage {
     /// The quantized values the tables are built for (the analysis's range: `[0, max]` when
     /// the activations before the quantizer are non-negative).
     pub range: IntRange,
+}
+
+impl InputStage {
+    /// Quantizes one real value of feature `feature` of sample `sample` (after the input
+    /// activations), refusing non-finite values and values outside the range the tables
+    /// were built for. What Clear does and what a client does before it encrypts.
+    pub fn quantize(&self, sample: usize, feature: usize, x: f64) -> Result<i64, InputError> {
+        if !x.is_finite() {
+            return Err(InputError::NonFinite {
+                sample,
+                feature,
+                value: x,
+            });
+        }
+        let y = self.activations.iter().fold(x, |y, a| a.apply(y));
+        let q = self.quantizer.quantize(y);
+        self.check(sample, feature, q)?;
+        Ok(q)
+    }
+
+    /// Checks one already quantized value.
+    pub fn check(&self, sample: usize, feature: usize, value: i64) -> Result<(), InputError> {
+        let r = self.range;
+        if value < r.min || value > r.max {
+            return Err(InputError::OutOfRange {
+                sample,
+                feature,
+                value,
+                min: r.min,
+                max: r.max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the width of a sample.
+    pub fn check_width(&self, width: usize) -> Result<(), InputError> {
+        if width != self.features {
+            return Err(InputError::Width {
+                expected: self.features,
+                found: width,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A quantized network ready for Clear, Simulate and FHE inference.
