@@ -157,17 +157,19 @@ fn trainer_reports_progress_and_refuses_bad_input() {
             found: 32
         }
     );
-    let conv = fhe_net![
+    let pooled = fhe_net![
         QuantIdentity(3),
         QuantConv2d(1, 2, 3, w = 3, input = (8, 8)),
         ReLU,
         QuantIdentity(3),
+        AvgPool2d(2),
+        QuantIdentity(3),
         Flatten,
-        QuantLinear(72, 10, w = 3)
+        QuantLinear(18, 10, w = 3)
     ];
     assert!(matches!(
-        train(&conv, x, &labels, config, |_| {}).unwrap_err(),
-        TrainError::Unsupported { layer: 2, .. }
+        train(&pooled, x, &labels, config, |_| {}).unwrap_err(),
+        TrainError::Unsupported { layer: 5, .. }
     ));
 }
 
@@ -245,4 +247,39 @@ fn post_training_quantization_of_float_weights() {
         Trainer::from_float(Seed::architecture(), &extra, data.train.images.view()),
         Err(TrainError::Tensor { .. })
     ));
+}
+
+#[test]
+fn the_trainer_trains_a_convolutional_network_that_loads_and_runs() {
+    use fhe_nn::datasets::{Cnn, DIGITS_CNN_TRAINING};
+    let data = digits().unwrap();
+    let labels = data.train.labels.to_vec();
+    let config = TrainConfig {
+        epochs: 20,
+        ..DIGITS_CNN_TRAINING
+    };
+    let weights = train(
+        Cnn::architecture(),
+        data.train.images.view(),
+        &labels,
+        config.clone(),
+        |_| {},
+    )
+    .unwrap();
+    let model = QuantModel::from_tensors(Cnn::architecture(), &weights).unwrap();
+    let a = accuracy(&model, &data.test);
+    assert!(a >= 0.85, "CNN test accuracy {a} after 20 epochs");
+    // Deterministic: the same seed gives the same weights.
+    let again = train(
+        Cnn::architecture(),
+        data.train.images.view(),
+        &labels,
+        config,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        again.to_safetensors().unwrap(),
+        weights.to_safetensors().unwrap()
+    );
 }

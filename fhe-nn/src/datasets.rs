@@ -100,6 +100,25 @@ crate::fhe_net! {
                     QuantIdentity(3), QuantLinear(128, 10, w = 3)>
 }
 
+crate::fhe_net! {
+    /// The convolutional network of Concrete ML's CNN reference (`cml_cnn.py`) on the 8×8
+    /// digits: three 3-bit convolutions (1→8 k3, 8→16 k3 stride 2, 16→32 k2), ReLU, then a
+    /// linear layer to 10 classes. Shipped weights: [`digits_cnn_weights`].
+    pub struct Cnn<QuantIdentity(3), QuantConv2d(1, 8, 3, w = 3, input = (8, 8)), ReLU,
+                   QuantIdentity(3), QuantConv2d(8, 16, 3, stride = 2, w = 3), ReLU,
+                   QuantIdentity(3), QuantConv2d(16, 32, 2, w = 3), ReLU,
+                   QuantIdentity(3), Flatten, QuantLinear(32, 10, w = 3)>
+}
+
+/// The trainer settings the shipped CNN weights were made with (on the digits training
+/// split): `cargo run --release --example cnn -- --train --save fhe-nn/data/digits_cnn.safetensors`.
+pub const DIGITS_CNN_TRAINING: crate::train::TrainConfig = crate::train::TrainConfig {
+    epochs: 60,
+    batch_size: 64,
+    learning_rate: 0.01,
+    seed: 1,
+};
+
 /// The trainer settings the shipped seed weights were made with (on the digits training
 /// split): `cargo run --release --example digits -- --train --save fhe-nn/data/digits_seed.safetensors`.
 pub const DIGITS_SEED_TRAINING: crate::train::TrainConfig = crate::train::TrainConfig {
@@ -131,6 +150,12 @@ pub fn digits_seed_weights() -> Result<crate::tensors::TensorFile, crate::LoadEr
 /// trainer (embedded: 408 kB).
 pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/mnist_card.safetensors"))
+}
+
+/// The shipped weights of the [`Cnn`] on digits, trained by fhe-nn's QAT trainer with
+/// [`DIGITS_CNN_TRAINING`] (embedded: 9 kB).
+pub fn digits_cnn_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
+    crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_cnn.safetensors"))
 }
 
 /// Reads a gzip CSV of `pixels` columns then a label, shuffles it and splits it.

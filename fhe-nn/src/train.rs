@@ -10,8 +10,9 @@
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 use crate::arch::activation::Activation;
+use crate::arch::analysis::Shape;
 use crate::arch::analysis::{quantizer_range, weight_max};
-use crate::arch::layer::Layer;
+use crate::arch::layer::{Conv2d, Layer};
 use crate::model::{architecture_signature, ARCHITECTURE_KEY};
 use crate::rng::SplitMix64;
 use crate::tensors::{Tensor, TensorFile};
@@ -40,7 +41,7 @@ impl Default for TrainConfig {
 /// Why training could not start.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum TrainError {
-    #[error("the trainer supports networks of QuantIdentity, QuantLinear and activations; layer {layer} is `{name}`")]
+    #[error("the trainer supports networks of QuantIdentity, QuantLinear, QuantConv2d, Flatten and activations; layer {layer} is `{name}`")]
     Unsupported { layer: usize, name: String },
     #[error("{inputs} input rows but {labels} labels")]
     LabelCount { inputs: usize, labels: usize },
@@ -117,9 +118,98 @@ struct Dense {
     adam: [Adam; 2],
     /// One weight scale per output neuron instead of one per tensor.
     per_channel: bool,
+    /// A convolution's geometry; `None` for a fully connected layer.
+    conv: Option<Geometry>,
+}
+
+/// Where a convolution's filters read: input image, kernel, stride, padding, output size.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    channels: usize,
+    height: usize,
+    width: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    out_height: usize,
+    out_width: usize,
+}
+
+impl Geometry {
+    /// Output positions per channel.
+    fn positions(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// The input index read by output position `pos` at patch column `col`
+    /// (`(channel, ky, kx)` row-major), or `None` in the zero padding.
+    fn source(&self, pos: usize, col: usize) -> Option<usize> {
+        let k = self.kernel;
+        let (c, ky, kx) = (col / (k * k), (col / k) % k, col % k);
+        let (oy, ox) = (pos / self.out_width, pos % self.out_width);
+        let y = (oy * self.stride + ky).checked_sub(self.padding)?;
+        let x = (ox * self.stride + kx).checked_sub(self.padding)?;
+        (y < self.height && x < self.width).then(|| (c * self.height + y) * self.width + x)
+    }
+
+    /// The patches of a batch: one row per (sample, output position), one column per
+    /// filter weight.
+    fn patches(&self, a: &Array2<f64>) -> Array2<f64> {
+        let (p, k2) = (self.positions(), self.channels * self.kernel * self.kernel);
+        Array2::from_shape_fn((a.nrows() * p, k2), |(row, col)| {
+            self.source(row % p, col).map_or(0.0, |i| a[(row / p, i)])
+        })
+    }
 }
 
 impl Dense {
+    /// Values each sample feeds the layer.
+    fn in_features(&self) -> usize {
+        match &self.conv {
+            Some(g) => g.channels * g.height * g.width,
+            None => self.weight.ncols(),
+        }
+    }
+
+    /// The layer's sums for a batch: `[batch, outputs]`, a convolution's outputs
+    /// channel-major (`channel, row, column`), as the runtime flattens them.
+    fn sums(&self, a: &Array2<f64>, wq: &Array2<f64>) -> Array2<f64> {
+        let Some(g) = &self.conv else {
+            return a.dot(&wq.t()) + &self.bias;
+        };
+        let p = g.positions();
+        let cols = g.patches(a).dot(&wq.t());
+        Array2::from_shape_fn((a.nrows(), wq.nrows() * p), |(b, o)| {
+            cols[(b * p + o % p, o / p)] + self.bias[o / p]
+        })
+    }
+
+    /// Gradients of the weights, the biases and the input, from the gradient of the sums.
+    fn backward(
+        &self,
+        a: &Array2<f64>,
+        grad: &Array2<f64>,
+        wq: &Array2<f64>,
+    ) -> (Array2<f64>, Array1<f64>, Array2<f64>) {
+        let Some(g) = &self.conv else {
+            return (grad.t().dot(a), grad.sum_axis(Axis(0)), grad.dot(wq));
+        };
+        let (p, out) = (g.positions(), wq.nrows());
+        let per_position = Array2::from_shape_fn((a.nrows() * p, out), |(row, o)| {
+            grad[(row / p, o * p + row % p)]
+        });
+        let gw = per_position.t().dot(&g.patches(a));
+        let gb = per_position.sum_axis(Axis(0));
+        let grad_patches = per_position.dot(wq);
+        let mut grad_in = Array2::zeros(a.dim());
+        for ((row, col), &v) in grad_patches.indexed_iter() {
+            if let Some(i) = g.source(row % p, col) {
+                grad_in[(row / p, i)] += v;
+            }
+        }
+        (gw, gb, grad_in)
+    }
+
     /// The weight scale of each output neuron: `max|W| / (2^(w-1) - 1)` over the tensor, or
     /// over the neuron's row when per channel.
     fn weight_scales(&self) -> Vec<f64> {
@@ -275,6 +365,39 @@ impl Trainer {
                         next_quant: None,
                         adam: [Adam::new(n), Adam::new(out_features)],
                         per_channel: false,
+                        conv: None,
+                    });
+                }
+                Layer::QuantConv2d(ref conv) => {
+                    let geometry =
+                        conv_geometry(arch, i, conv).ok_or_else(|| TrainError::Unsupported {
+                            layer: i + 1,
+                            name: layer.to_string(),
+                        })?;
+                    let fan_in = conv.fan_in();
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    let out = conv.out_channels;
+                    let weight = Array2::from_shape_fn((out, fan_in), |_| {
+                        (2.0 * rng.uniform() - 1.0) * bound
+                    });
+                    let bias = Array1::from_shape_fn(out, |_| {
+                        if conv.options.bias {
+                            (2.0 * rng.uniform() - 1.0) * bound
+                        } else {
+                            0.0
+                        }
+                    });
+                    dense.push(Dense {
+                        layer: i,
+                        weight,
+                        bias,
+                        weight_bits: conv.options.weight_bits,
+                        has_bias: conv.options.bias,
+                        activations: Vec::new(),
+                        next_quant: None,
+                        adam: [Adam::new(out * fan_in), Adam::new(out)],
+                        per_channel: false,
+                        conv: Some(geometry),
                     });
                 }
                 Layer::Flatten => {}
@@ -292,7 +415,13 @@ impl Trainer {
                 name: layers[0].to_string(),
             });
         };
-        let expected = dense[0].weight.ncols();
+        let Some(first) = dense.first() else {
+            return Err(TrainError::Unsupported {
+                layer: layers.len(),
+                name: "a network without a weighted layer".into(),
+            });
+        };
+        let expected = first.in_features();
         if inputs.ncols() != expected {
             return Err(TrainError::Width {
                 expected,
@@ -343,7 +472,7 @@ impl Trainer {
         let n_layers = self.layers.len();
         for (li, layer) in self.layers.iter_mut().enumerate() {
             let wq = layer.quantized_weight();
-            let z = a.dot(&wq.t()) + &layer.bias;
+            let z = layer.sums(&a, &wq);
             let mut h = z.clone();
             for act in &layer.activations {
                 h.mapv_inplace(|v| act.apply(v));
@@ -401,9 +530,7 @@ impl Trainer {
                     let d = z.mapv(|v| derivative(&acts, v));
                     grad *= &d;
                 }
-                let gw = grad.t().dot(&a_in);
-                let gb = grad.sum_axis(Axis(0));
-                let grad_in = grad.dot(&wq);
+                let (gw, gb, grad_in) = layer.backward(&a_in, &grad, &wq);
                 let lr_t = lr;
                 let t = self.step;
                 let [aw, ab] = &mut layer.adam;
@@ -508,6 +635,37 @@ impl Trainer {
     }
 }
 
+/// The geometry of convolution layer `i`: its input image from the analysis of the layer
+/// before (or its declared input size), its output size from its own.
+fn conv_geometry(arch: &Architecture, i: usize, conv: &Conv2d) -> Option<Geometry> {
+    let analysis = arch.analysis();
+    let (channels, height, width) = match i.checked_sub(1).map(|j| analysis[j].shape) {
+        Some(Shape::Image {
+            channels,
+            height,
+            width,
+        }) => (channels, height, width),
+        _ => conv.input.map(|(h, w)| (conv.in_channels, h, w))?,
+    };
+    match analysis[i].shape {
+        Shape::Image {
+            height: out_height,
+            width: out_width,
+            ..
+        } => Some(Geometry {
+            channels,
+            height,
+            width,
+            kernel: conv.kernel,
+            stride: conv.stride,
+            padding: conv.padding,
+            out_height,
+            out_width,
+        }),
+        _ => None,
+    }
+}
+
 /// Trains `arch` on labelled data, reporting each epoch to `progress`.
 pub fn train(
     arch: &Architecture,
@@ -589,5 +747,108 @@ fn float_tensor(file: &TensorFile, name: &str, shape: &[usize]) -> Result<Vec<f6
             problem: format!("holds a non-finite value at index {i}"),
         }),
         None => Ok(values),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A convolution with stride and padding as a `Dense` with random weights.
+    fn conv_layer(rng: &mut SplitMix64) -> Dense {
+        let geometry = Geometry {
+            channels: 2,
+            height: 5,
+            width: 4,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            out_height: 3,
+            out_width: 2,
+        };
+        let (out, fan_in) = (3, 2 * 3 * 3);
+        Dense {
+            layer: 1,
+            weight: Array2::from_shape_fn((out, fan_in), |_| rng.uniform() - 0.5),
+            bias: Array1::from_shape_fn(out, |_| rng.uniform() - 0.5),
+            weight_bits: 3,
+            has_bias: true,
+            activations: Vec::new(),
+            next_quant: None,
+            adam: [Adam::new(out * fan_in), Adam::new(out)],
+            per_channel: false,
+            conv: Some(geometry),
+        }
+    }
+
+    #[test]
+    fn convolution_sums_match_a_direct_loop() {
+        let mut rng = SplitMix64::new(3);
+        let layer = conv_layer(&mut rng);
+        let g = layer.conv.expect("a convolution");
+        let a = Array2::from_shape_fn((2, 40), |_| rng.uniform());
+        let z = layer.sums(&a, &layer.weight);
+        for b in 0..2 {
+            for o in 0..3 {
+                for oy in 0..3 {
+                    for ox in 0..2 {
+                        let mut sum = layer.bias[o];
+                        for c in 0..2 {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let (y, x) = (oy * 2 + ky, ox * 2 + kx);
+                                    if y >= 1 && x >= 1 && y - 1 < 5 && x - 1 < 4 {
+                                        sum += layer.weight[(o, c * 9 + ky * 3 + kx)]
+                                            * a[(b, c * 20 + (y - 1) * 4 + (x - 1))];
+                                    }
+                                }
+                            }
+                        }
+                        let got = z[(b, o * g.positions() + oy * 2 + ox)];
+                        assert!((got - sum).abs() < 1e-12, "{got} vs {sum}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn convolution_gradients_match_finite_differences() {
+        let mut rng = SplitMix64::new(5);
+        let layer = conv_layer(&mut rng);
+        let a = Array2::from_shape_fn((2, 40), |_| rng.uniform());
+        let upstream = Array2::from_shape_fn((2, 18), |_| rng.uniform() - 0.5);
+        // The loss sum(upstream ∘ sums) is linear: central differences are exact up to rounding.
+        let loss = |a: &Array2<f64>, w: &Array2<f64>, l: &Dense| (l.sums(a, w) * &upstream).sum();
+        let (gw, gb, ga) = layer.backward(&a, &upstream, &layer.weight);
+        let h = 1e-6;
+        for (idx, &g) in gw.indexed_iter() {
+            let (mut up, mut down) = (layer.weight.clone(), layer.weight.clone());
+            up[idx] += h;
+            down[idx] -= h;
+            let numeric = (loss(&a, &up, &layer) - loss(&a, &down, &layer)) / (2.0 * h);
+            assert!(
+                (numeric - g).abs() < 1e-6,
+                "weight {idx:?}: {numeric} vs {g}"
+            );
+        }
+        for (idx, &g) in ga.indexed_iter() {
+            let (mut up, mut down) = (a.clone(), a.clone());
+            up[idx] += h;
+            down[idx] -= h;
+            let numeric =
+                (loss(&up, &layer.weight, &layer) - loss(&down, &layer.weight, &layer)) / (2.0 * h);
+            assert!(
+                (numeric - g).abs() < 1e-6,
+                "input {idx:?}: {numeric} vs {g}"
+            );
+        }
+        // Each bias adds to every position of its channel.
+        for (o, &g) in gb.iter().enumerate() {
+            let expected: f64 = (0..2)
+                .map(|b| (0..6).map(|p| upstream[(b, o * 6 + p)]).sum::<f64>())
+                .sum();
+            assert!((expected - g).abs() < 1e-12, "bias {o}: {expected} vs {g}");
+        }
     }
 }
