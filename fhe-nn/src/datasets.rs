@@ -153,7 +153,7 @@ pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::LoadErr
 }
 
 /// The shipped weights of the [`Cnn`] on digits, trained by fhe-nn's QAT trainer with
-/// [`DIGITS_CNN_TRAINING`] (embedded: 9 kB).
+/// [`DIGITS_CNN_TRAINING`] (embedded: 16 kB).
 pub fn digits_cnn_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_cnn.safetensors"))
 }
