@@ -11,7 +11,6 @@ mod support;
 
 use std::time::Instant;
 
-use clap::Parser;
 use fhe_nn::datasets::{
     digits, digits_seed_weights, mnist_5k, mnist_card_weights, Card, Seed, DIGITS_SEED_TRAINING,
     MNIST_CARD_TRAINING,
@@ -19,15 +18,6 @@ use fhe_nn::datasets::{
 use fhe_nn::fhe::vetted;
 use serde::Serialize;
 use tfhe::shortint;
-
-/// Both shipped networks at p_error 2^-40 and 0.01 (or `--p-error` only), in the three
-/// modes, with a reference KS+PBS time measured in the same run.
-#[derive(Parser, Debug)]
-#[command()]
-struct Cli {
-    #[command(flatten)]
-    options: support::Options,
-}
 
 /// The JSON `bench` writes.
 #[derive(Serialize)]
@@ -63,7 +53,10 @@ fn reference_lookup_seconds() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = Cli::parse().options;
+    let mut options = support::parse(
+        "Both shipped networks at p_error 2^-40 and 0.01 (or --p-error only), in the three \
+         modes, with a reference KS+PBS time measured in the same run",
+    );
     let explicit_p = std::env::args().any(|a| a.starts_with("--p-error"));
     let json_path = options
         .json

@@ -5,24 +5,17 @@
 
 mod support;
 
-use clap::Parser;
 use fhe_nn::datasets::{digits, digits_cnn_weights, Cnn, DIGITS_CNN_TRAINING};
 use fhe_nn::tensors::TensorFile;
 
-/// Three 3-bit convolutions and a linear layer on the 8×8 digits: Clear and Simulate on the
-/// 360 test images, Fhe on the first few.
-#[derive(Parser, Debug)]
-#[command()]
-struct Cli {
-    #[command(flatten)]
-    options: support::Options,
-}
-
 fn main() {
-    let cli = Cli::parse();
-    let result = (|| {
+    let options = support::parse(
+        "Three 3-bit convolutions and a linear layer on the 8×8 digits: Clear and Simulate on \
+         the 360 test images, Fhe on the first few",
+    );
+    support::exit_on_error((|| {
         // With `--train` the shipped weights are not used.
-        let weights = if cli.options.train {
+        let weights = if options.train {
             TensorFile::default()
         } else {
             digits_cnn_weights()?
@@ -34,11 +27,7 @@ fn main() {
             weights,
             DIGITS_CNN_TRAINING,
             3,
-            &cli.options,
+            &options,
         )
-    })();
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    })());
 }

@@ -4,21 +4,14 @@
 
 mod support;
 
-use clap::Parser;
 use fhe_nn::datasets::{digits, digits_seed_weights, Seed, DIGITS_SEED_TRAINING};
 
-/// Concrete ML's seed network (64-30-30-10, 3 bits) on the 8×8 digits: Clear and Simulate on
-/// the 360 test images, Fhe on the first few.
-#[derive(Parser, Debug)]
-#[command()]
-struct Cli {
-    #[command(flatten)]
-    options: support::Options,
-}
-
 fn main() {
-    let cli = Cli::parse();
-    let result = (|| {
+    let options = support::parse(
+        "Concrete ML's seed network (64-30-30-10, 3 bits) on the 8×8 digits: Clear and \
+         Simulate on the 360 test images, Fhe on the first few",
+    );
+    support::exit_on_error((|| {
         support::run(
             "digits",
             Seed::architecture(),
@@ -26,11 +19,7 @@ fn main() {
             digits_seed_weights()?,
             DIGITS_SEED_TRAINING,
             10,
-            &cli.options,
+            &options,
         )
-    })();
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    })());
 }

@@ -1,6 +1,8 @@
-//! The end-to-end run shared by the `digits`, `mnist` and `bench` examples: load or train a
+//! The end-to-end run shared by the `digits`, `mnist`, `cnn` and `bench` examples: load or train a
 //! model, run Clear and Simulate on the whole test split and Fhe on a few samples, print the
 //! figures and write them as JSON.
+// Each example uses part of this module.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,6 +56,30 @@ pub struct Options {
     /// Write the figures to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+/// The command line of an example that takes only [`Options`].
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+}
+
+/// Parses the command line of an example described by `about` (its `--help` heading).
+pub fn parse(about: &'static str) -> Options {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().about(about).get_matches();
+    Cli::from_arg_matches(&matches)
+        .map(|cli| cli.options)
+        .unwrap_or_else(|e| e.exit())
+}
+
+/// Ends an example: on error, prints it and exits with status 1.
+pub fn exit_on_error<T>(result: Result<T, Box<dyn std::error::Error>>) {
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn probability(s: &str) -> Result<f64, String> {
