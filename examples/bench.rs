@@ -1,4 +1,5 @@
-//! Benchmark of both networks at p_error 2^-40 and 0.01 in all three modes: prints a table
+//! Benchmark of the shipped networks (seed, card, CNN) at p_error 2^-40 and 0.01 in all
+//! three modes: prints a table
 //! and writes JSON, with the time of one keyswitch + bootstrap of TFHE-rs's vetted 4-bit set
 //! measured in the same run (so figures compare across machines).
 //!
@@ -12,8 +13,8 @@ mod support;
 use std::time::Instant;
 
 use fhe_nn::datasets::{
-    digits, digits_seed_weights, mnist_5k, mnist_card_weights, Card, Seed, DIGITS_SEED_TRAINING,
-    MNIST_CARD_TRAINING,
+    digits, digits_cnn_weights, digits_seed_weights, mnist_5k, mnist_card_weights, Card, Cnn, Seed,
+    DIGITS_CNN_TRAINING, DIGITS_SEED_TRAINING, MNIST_CARD_TRAINING,
 };
 use fhe_nn::fhe::vetted;
 use serde::Serialize;
@@ -54,8 +55,8 @@ fn reference_lookup_seconds() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut options = support::parse(
-        "Both shipped networks at p_error 2^-40 and 0.01 (or --p-error only), in the three \
-         modes, with a reference KS+PBS time measured in the same run",
+        "The shipped networks (seed, card, CNN) at p_error 2^-40 and 0.01 (or --p-error only), \
+         in the three modes, with a reference KS+PBS time measured in the same run",
     );
     let explicit_p = std::env::args().any(|a| a.starts_with("--p-error"));
     let json_path = options
@@ -107,6 +108,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             network: "card 784-128-10",
             p_error,
             figures: card,
+        });
+        let cnn = support::run(
+            "cnn",
+            Cnn::architecture(),
+            &digits,
+            digits_cnn_weights()?,
+            DIGITS_CNN_TRAINING,
+            3,
+            &run,
+        )?;
+        runs.push(BenchRun {
+            network: "cnn 3 conv + 32-10",
+            p_error,
+            figures: cnn,
         });
     }
 
