@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::{tiny_weights, Tiny};
 use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample, ParameterSet, Shape};
 use fhe_nn::rng::SplitMix64;
-use fhe_nn::tensors::{TensorFile, Values};
+use fhe_nn::tensors::TensorFile;
 use fhe_nn::{CompiledModel, FheOptions, ParameterChoice, QuantModel};
 
 /// Counts live bytes and the peak since the last reset.
@@ -235,27 +235,6 @@ fn fuzz(format: Format, cases: usize, decode: &dyn Fn(&[u8]) -> bool) -> Counts 
     counts
 }
 
-fn npz_bytes(file: &TensorFile) -> Vec<u8> {
-    let mut npz = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, t) in &file.tensors {
-        match &t.values {
-            Values::Int(v) => npz
-                .add_array(
-                    name.as_str(),
-                    &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap(),
-                )
-                .unwrap(),
-            Values::Float(v) => npz
-                .add_array(
-                    name.as_str(),
-                    &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap(),
-                )
-                .unwrap(),
-        }
-    }
-    npz.finish().unwrap().into_inner()
-}
-
 /// Rebuilds an npz with one entry's bytes mutated (a valid zip with recomputed checksums).
 fn resealed_npz(original: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
     use std::io::Read;
@@ -320,7 +299,7 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
     let compressed_bytes = client.encrypt_compressed(row).unwrap().to_bytes().unwrap();
     let output_bytes = server.run(&sample).unwrap().to_bytes().unwrap();
     let safetensors = weights.to_safetensors().unwrap();
-    let npz = npz_bytes(&weights);
+    let npz = common::npz_bytes(&weights);
 
     // Panics inside a case are counted (and fail the test), not printed one by one.
     let default_hook = std::panic::take_hook();

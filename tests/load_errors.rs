@@ -190,30 +190,7 @@ fn safetensors_round_trip_and_npz() {
     let dir = std::env::temp_dir().join(format!("fhe-nn-npz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("seed.npz");
-    {
-        let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&path).unwrap());
-        for (name, t) in &file.tensors {
-            match &t.values {
-                Values::Int(v) => npz
-                    .add_array(
-                        name.as_str(),
-                        &ndarray::ArrayD::from_shape_vec(
-                            t.shape.clone(),
-                            v.iter().map(|&x| x as i32).collect(),
-                        )
-                        .unwrap(),
-                    )
-                    .unwrap(),
-                Values::Float(v) => npz
-                    .add_array(
-                        name.as_str(),
-                        &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap(),
-                    )
-                    .unwrap(),
-            }
-        }
-        npz.finish().unwrap();
-    }
+    std::fs::write(&path, common::npz_bytes(&file)).unwrap();
     let from_npz = QuantModel::load(Seed::architecture(), &path).unwrap();
     assert_eq!(from_npz, load(&file).unwrap());
 }

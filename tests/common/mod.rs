@@ -58,3 +58,26 @@ pub fn tiny_model() -> (QuantModel, Array2<f64>) {
     let model = QuantModel::from_tensors(Tiny::architecture(), &weights).unwrap();
     (model, test)
 }
+
+/// `file` as an `.npz` archive (integer tensors as `int32`, as NumPy writes small integers).
+pub fn npz_bytes(file: &TensorFile) -> Vec<u8> {
+    use fhe_nn::tensors::Values;
+    let mut npz = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, t) in &file.tensors {
+        match &t.values {
+            Values::Int(v) => {
+                let ints: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                npz.add_array(
+                    name.as_str(),
+                    &ndarray::ArrayD::from_shape_vec(t.shape.clone(), ints).unwrap(),
+                )
+            }
+            Values::Float(v) => npz.add_array(
+                name.as_str(),
+                &ndarray::ArrayD::from_shape_vec(t.shape.clone(), v.clone()).unwrap(),
+            ),
+        }
+        .unwrap();
+    }
+    npz.finish().unwrap().into_inner()
+}
