@@ -81,7 +81,6 @@ impl QuantModel {
             match &stage.lookup {
                 Some(lookup) => {
                     let e = lookup.encoding;
-                    let positions = 1i64 << e.precision();
                     let unit = 2f64.powi(e.shift);
                     let stage_index = k;
                     x = acc
@@ -93,17 +92,13 @@ impl QuantModel {
                             let phase = ((a + g.offset) * g.multiplier) as f64 / unit
                                 + rng.normal() * sigma;
                             let k = phase.round() as i64;
-                            if !(0..positions).contains(&k) {
+                            let group = stage.group(j);
+                            let (low, high) = lookup.reach(group);
+                            if !(low..=high).contains(&k) {
                                 on_overflow(lookup.layer, j);
                             }
-                            // The blind rotation reads position k of a negacyclic table.
-                            let k = k.rem_euclid(2 * positions);
-                            let table = &lookup.tables[stage.group(j)];
-                            let out = if k < positions {
-                                table.get(k)
-                            } else {
-                                -table.get(k - positions)
-                            };
+                            let out = lookup.bootstrap_output(group, k);
+                            let table = &lookup.tables[group];
                             on_lookup(stage_index, out != table.get(g.index(&e, a)));
                             out
                         })

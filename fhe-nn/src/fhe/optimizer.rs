@@ -40,7 +40,8 @@ impl LayerDemand {
         self.multiplier_bound
             .iter()
             .map(|&(norm2, span)| {
-                let m = (polynomial_size as i64 / span.max(1)).clamp(1, MAX_MULTIPLIER) as f64;
+                // A wrapping placement spans up to the whole torus, `2N` positions.
+                let m = (2 * polynomial_size as i64 / span.max(1)).clamp(1, MAX_MULTIPLIER) as f64;
                 norm2 * m * m
             })
             .fold(self.norm2_squared, f64::max)

@@ -160,8 +160,9 @@ struct ServerLayer {
     /// Plaintext added before the lookup, per group, so accumulators land within the
     /// table's margins.
     offsets: Vec<u64>,
-    /// One table per neuron; none on the output layer.
-    tables: Option<Vec<LookupTableOwned>>,
+    /// One table per group, and per group the plaintext added after its bootstrap (twice
+    /// the centre of a wrapping group's tables, scaled); none on the output layer.
+    tables: Option<(Vec<LookupTableOwned>, Vec<u64>)>,
 }
 
 /// Largest serialized compressed sample of `inputs` values (bytes): one body word per value,
@@ -394,7 +395,7 @@ impl FheServer {
         for &(i, w) in &layer.sparse[j] {
             slice_wrapping_add_scalar_mul_assign(acc.as_mut(), x[i].as_ref(), w);
         }
-        let Some(tables) = &layer.tables else {
+        let Some((tables, centers)) = &layer.tables else {
             return acc;
         };
         lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offsets[layer.groups[j]]));
@@ -407,9 +408,12 @@ impl FheServer {
             p.carry_modulus,
             AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
         );
-        self.server_key
-            .apply_lookup_table(&ct, &tables[layer.groups[j]])
-            .ct
+        let group = layer.groups[j];
+        let mut out = self.server_key.apply_lookup_table(&ct, &tables[group]).ct;
+        if centers[group] != 0 {
+            lwe_ciphertext_plaintext_add_assign(&mut out, Plaintext(centers[group]));
+        }
+        out
     }
 }
 
@@ -434,19 +438,26 @@ fn server_layer(
     let (offsets, tables) = match &stage.lookup {
         None => (Vec::new(), None),
         Some(lookup) => {
-            let delta_out = model.input_delta_log2(k + 1);
+            // The tables hold twice their values (a wrapping group's are centred on a
+            // half-integer), so they are scaled by half the next layer's Δ.
+            let half_delta_out = model.input_delta_log2(k + 1) - 1;
             let precision = lookup.encoding.precision();
-            let tables = lookup
-                .tables
-                .iter()
-                .map(|t| build_table(params, precision, delta_out, |box_index| t.get(box_index)))
+            let tables = (0..lookup.tables.len())
+                .map(|g| {
+                    build_table(params, precision, half_delta_out, |x| {
+                        lookup.physical_doubled(g, x)
+                    })
+                })
                 .collect();
             let offsets = lookup
                 .groups
                 .iter()
                 .map(|g| ((g.offset * g.multiplier) as u64).wrapping_shl(delta_in))
                 .collect();
-            (offsets, Some(tables))
+            let centers = (0..lookup.tables.len())
+                .map(|g| (lookup.center_doubled(g) as u64).wrapping_shl(half_delta_out))
+                .collect();
+            (offsets, Some((tables, centers)))
         }
     };
     ServerLayer {

@@ -47,41 +47,113 @@ pub struct GroupEncoding {
     pub offset: i64,
     /// The weights are multiplied by this (1 where no room is left).
     pub multiplier: i64,
+    /// Set when the placement runs past the table's `N` positions into the negacyclic half
+    /// (see [`Wrap`]).
+    pub wrap: Option<Wrap>,
+}
+
+/// The saturated ends of a group's function of its accumulator: the output below and at
+/// `low_end`, and from `high_start` on (accumulator values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tails {
+    pub low: i64,
+    pub low_end: i64,
+    pub high: i64,
+    pub high_start: i64,
+}
+
+/// A placement that uses the whole torus instead of the half the padding bit leaves.
+///
+/// The bootstrap reads position `x + N` as the negation of position `x`. With the table's
+/// values centred on `c = (low + high) / 2` (added back after the bootstrap), the negation
+/// of the low tail is the high tail: a reading that runs past `N` from the high end lands,
+/// negated, on the low tail and still gives `high`, and symmetrically below 0. The
+/// accumulators may then span up to `2N` positions less the transition between the tails,
+/// so a group gets a larger multiplier and noise moves its reading less. Positions here
+/// are table positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wrap {
+    /// Output of the low tail, and the position of its last value.
+    pub low: i64,
+    pub low_end: i64,
+    /// Output of the high tail, and the position of its first value.
+    pub high: i64,
+    pub high_start: i64,
 }
 
 impl GroupEncoding {
     /// The placement of a group with accumulators in `range` under `encoding`: the largest
-    /// multiplier (at most `max_multiplier`) that keeps the range within the margins.
-    pub fn new(encoding: &AccumulatorEncoding, range: IntRange, max_multiplier: i64) -> Self {
+    /// multiplier (at most `max_multiplier`) that keeps the range within the margins, on the
+    /// half torus or, where the group's function saturates at both ends (`tails`), wrapping
+    /// around it (see [`Wrap`]).
+    pub fn new(
+        encoding: &AccumulatorEncoding,
+        range: IntRange,
+        max_multiplier: i64,
+        tails: Option<Tails>,
+    ) -> Self {
         let plain = GroupEncoding {
             offset: encoding.offset,
             multiplier: 1,
+            wrap: None,
         };
         if encoding.exact {
             return plain;
         }
-        let top = (1i64 << encoding.precision()) - 1 - encoding.margin;
+        Self::place(encoding, range, max_multiplier, tails).unwrap_or(plain)
+    }
+
+    /// The placement [`new`](Self::new) finds, if any multiplier fits.
+    pub(crate) fn place(
+        encoding: &AccumulatorEncoding,
+        range: IntRange,
+        max_multiplier: i64,
+        tails: Option<Tails>,
+    ) -> Option<Self> {
+        let positions = 1i64 << encoding.precision();
+        let margin = encoding.margin;
+        let top = positions - 1 - margin;
         let placed = |multiplier: i64| {
             // The smallest offset that keeps the minimum at or above the margin.
             let shift = encoding.shift;
             let need = if shift >= 0 {
-                encoding.margin << shift
+                margin << shift
             } else {
-                (encoding.margin + (1i64 << -shift) - 1) >> -shift
+                (margin + (1i64 << -shift) - 1) >> -shift
             };
-            let mut offset = (need + multiplier - 1) / multiplier - range.min;
-            let g = GroupEncoding { offset, multiplier };
-            if g.index(encoding, range.min) < encoding.margin {
-                offset += 1;
+            let mut g = GroupEncoding {
+                offset: (need + multiplier - 1) / multiplier - range.min,
+                multiplier,
+                wrap: None,
+            };
+            if g.index(encoding, range.min) < margin {
+                g.offset += 1;
             }
-            let g = GroupEncoding { offset, multiplier };
-            (g.index(encoding, range.min) >= encoding.margin && g.index(encoding, range.max) <= top)
-                .then_some(g)
+            let (first, last) = (g.index(encoding, range.min), g.index(encoding, range.max));
+            if first < margin {
+                return None;
+            }
+            if last <= top {
+                return Some(g);
+            }
+            // Wrapping: the high end's reading may run up to the low tail's negated copy,
+            // the low end's down to the high tail's (with the margins).
+            let t = tails.filter(|_| shift <= 0)?;
+            let wrap = Wrap {
+                low: t.low,
+                low_end: g.index(encoding, t.low_end),
+                high: t.high,
+                high_start: g.index(encoding, t.high_start),
+            };
+            (last + margin <= wrap.low_end + positions
+                && first - margin >= wrap.high_start - positions
+                && last + margin < 2 * positions)
+                .then_some(GroupEncoding {
+                    wrap: Some(wrap),
+                    ..g
+                })
         };
-        (1..=max_multiplier.max(1))
-            .rev()
-            .find_map(placed)
-            .unwrap_or(plain)
+        (1..=max_multiplier.max(1)).rev().find_map(placed)
     }
 
     /// The table position of an accumulator value.
@@ -179,6 +251,17 @@ impl AccumulatorEncoding {
         }
     }
 
+    /// The same reading spread by `2^-shift` positions per accumulator unit (`shift <= 0`).
+    pub(crate) fn with_shift(&self, shift: i32) -> AccumulatorEncoding {
+        let base_offset = self.offset - margin_units(self.margin, self.shift);
+        AccumulatorEncoding {
+            bits: (self.precision() as i32 + shift) as u32,
+            offset: base_offset + margin_units(self.margin, shift),
+            shift,
+            ..*self
+        }
+    }
+
     /// Bits of the lookup index (log2 of the table positions).
     pub fn precision(&self) -> u32 {
         (self.bits as i32 - self.shift) as u32
@@ -190,6 +273,7 @@ impl AccumulatorEncoding {
         GroupEncoding {
             offset: self.offset,
             multiplier: 1,
+            wrap: None,
         }
         .index(self, acc)
     }

@@ -8,7 +8,9 @@ mod reader;
 use reader::Reader;
 mod stage;
 
-pub use encoding::{AccumulatorEncoding, GroupEncoding, Reading, Table, MAX_MULTIPLIER};
+pub use encoding::{
+    AccumulatorEncoding, GroupEncoding, Reading, Table, Tails, Wrap, MAX_MULTIPLIER,
+};
 pub use stage::{Connectivity, LookupStage, WeightedStage};
 
 use crate::arch::activation::Activation;
@@ -429,11 +431,41 @@ fn build_lookup(
     quantizer: Quantizer,
     fresh_inputs: bool,
 ) -> LookupStage {
+    let output = |j: usize, acc: i64| {
+        let y = activations
+            .iter()
+            .fold(stage.dequantize_group(j, acc), |y, a| a.apply(y));
+        quantizer.quantize(y)
+    };
     let encoding = AccumulatorEncoding::new(stage.exact_range(), reading);
-    // Fresh inputs: the groups spread themselves (multipliers), at any integer factor.
+    // Only spread readings wrap (see `Wrap`); their ranges span at most `N` values.
+    let tails: Vec<Option<Tails>> = stage
+        .exact_ranges
+        .iter()
+        .enumerate()
+        .map(|(j, &r)| (!encoding.exact && encoding.shift <= 0).then(|| tails(r, |a| output(j, a))))
+        .collect();
     let encoding = if fresh_inputs {
+        // Fresh inputs: the groups spread themselves (multipliers), at any integer factor.
         encoding.unspread()
     } else {
+        // Spread further while every group still fits, wrapping where it must.
+        let mut encoding = encoding;
+        while !encoding.exact
+            && encoding.shift <= 0
+            && encoding.precision() as i32 + encoding.shift > 1
+        {
+            let wider = encoding.with_shift(encoding.shift - 1);
+            let fits = stage
+                .exact_ranges
+                .iter()
+                .zip(&tails)
+                .all(|(&r, &t)| GroupEncoding::place(&wider, r, 1, t).is_some());
+            if !fits {
+                break;
+            }
+            encoding = wider;
+        }
         encoding
     };
     let rounding = match (encoding.exact, declared) {
@@ -447,7 +479,8 @@ fn build_lookup(
     let groups: Vec<GroupEncoding> = stage
         .exact_ranges
         .iter()
-        .map(|&r| GroupEncoding::new(&encoding, r, max_multiplier))
+        .zip(&tails)
+        .map(|(&r, &t)| GroupEncoding::new(&encoding, r, max_multiplier, t))
         .collect();
     let tables = (0..stage.groups)
         .map(|j| {
@@ -455,13 +488,7 @@ fn build_lookup(
             let g = groups[j];
             let (first, last) = (g.index(&encoding, r.min), g.index(&encoding, r.max));
             let values = (first..=last)
-                .map(|k| {
-                    let acc = g.value(&encoding, k).clamp(r.min, r.max);
-                    let y = activations
-                        .iter()
-                        .fold(stage.dequantize_group(j, acc), |y, a| a.apply(y));
-                    quantizer.quantize(y)
-                })
+                .map(|k| output(j, g.value(&encoding, k).clamp(r.min, r.max)))
                 .collect();
             Table { first, values }
         })
@@ -478,6 +505,24 @@ fn build_lookup(
     }
 }
 
+/// The saturated ends of `f` over `range`: how far its value at each end stays unchanged.
+fn tails(range: IntRange, f: impl Fn(i64) -> i64) -> Tails {
+    let (low, high) = (f(range.min), f(range.max));
+    let low_end = (range.min..=range.max)
+        .find(|&a| f(a) != low)
+        .map_or(range.max, |a| a - 1);
+    let high_start = (range.min..=range.max)
+        .rev()
+        .find(|&a| f(a) != high)
+        .map_or(range.min, |a| a + 1);
+    Tails {
+        low,
+        low_end,
+        high,
+        high_start,
+    }
+}
+
 /// The architecture as recorded in weight files: its layers in DSL spelling.
 pub fn architecture_signature(arch: &Architecture) -> String {
     arch.layers()
@@ -486,3 +531,6 @@ pub fn architecture_signature(arch: &Architecture) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod wrap_tests;

@@ -40,6 +40,11 @@ impl LookupStage {
         &self.tables
     }
 
+    /// How group `group` is placed on its table (offset, multiplier, wrapping).
+    pub fn placement(&self, group: usize) -> &GroupEncoding {
+        &self.groups[group]
+    }
+
     /// The table position of accumulator `acc` of group `group`.
     pub fn index(&self, group: usize, acc: i64) -> i64 {
         self.groups[group].index(&self.encoding, acc)
@@ -48,6 +53,62 @@ impl LookupStage {
     /// Clear's output for accumulator `acc` of group `group`.
     pub fn read(&self, group: usize, acc: i64) -> i64 {
         self.tables[group].get(self.index(group, acc))
+    }
+
+    /// Positions of the bootstrap's table (`N`, or `2^precision` boxes when exact).
+    fn positions(&self) -> i64 {
+        1i64 << self.encoding.precision()
+    }
+
+    /// Twice the constant added back after the bootstrap (the centre of a wrapping group's
+    /// tails, see [`Wrap`](super::encoding::Wrap); 0 otherwise).
+    pub(crate) fn center_doubled(&self, group: usize) -> i64 {
+        self.groups[group].wrap.map_or(0, |w| w.low + w.high)
+    }
+
+    /// Twice the value the bootstrap's table holds at position `x` in `0..positions`.
+    pub(crate) fn physical_doubled(&self, group: usize, x: i64) -> i64 {
+        let table = &self.tables[group];
+        let Some(w) = self.groups[group].wrap else {
+            return 2 * table.get(x);
+        };
+        let c2 = w.low + w.high;
+        let last = table.first + table.values.len() as i64 - 1;
+        if (table.first..=last).contains(&x) {
+            2 * table.get(x) - c2
+        } else if x + self.positions() <= last {
+            // Read negated at `x + N`.
+            c2 - 2 * table.get(x + self.positions())
+        } else if x > last {
+            // Beyond the high end (and, negated at `x + N`, below the low end).
+            2 * w.high - c2
+        } else {
+            2 * w.low - c2
+        }
+    }
+
+    /// The output of a bootstrap whose noisy reading lands on table position `k` (any
+    /// integer: the blind rotation reads it modulo `2N`, negated on the second half).
+    pub fn bootstrap_output(&self, group: usize, k: i64) -> i64 {
+        let n = self.positions();
+        let r = k.rem_euclid(2 * n);
+        let doubled = if r < n {
+            self.physical_doubled(group, r)
+        } else {
+            -self.physical_doubled(group, r - n)
+        };
+        (doubled + self.center_doubled(group)) / 2
+    }
+
+    /// The positions a reading may land on and still give the table's value at the nearest
+    /// end: the half torus, or for a wrapping group up to the negated copies of its tails.
+    /// Beyond them a lookup fails outright.
+    pub fn reach(&self, group: usize) -> (i64, i64) {
+        let n = self.positions();
+        match self.groups[group].wrap {
+            None => (0, n - 1),
+            Some(w) => (w.high_start - n, w.low_end + n),
+        }
     }
 }
 
