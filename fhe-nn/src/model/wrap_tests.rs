@@ -6,7 +6,6 @@
 use super::*;
 use crate::datasets::{digits_cnn_weights, digits_seed_weights, mnist_card_weights};
 use crate::datasets::{Card, Cnn, Seed};
-use crate::typed::Network;
 
 fn shipped() -> Vec<(&'static str, QuantModel)> {
     vec![
