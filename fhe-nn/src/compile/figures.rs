@@ -79,8 +79,10 @@ pub struct LookupFigures {
     pub sigma_positions: f64,
     /// Probability that one lookup fails outright (worst neuron).
     pub p_error: f64,
-    /// Whether every accumulator has a whole box (exact reading) or is read at the table's
-    /// full resolution (approximate).
+    /// Whether the lookups are exact: each accumulator value has a whole box of the set, or
+    /// (a lookup declared exact whose accumulator is wider than the boxes) positions of its
+    /// own wide enough that a wrong reading is a failure `p_error` bounds. Otherwise the
+    /// accumulators are read approximately at the table's full resolution.
     pub exact: bool,
     /// Probability that one lookup's output differs from Clear's, from Simulate.
     pub disagreement: Estimate,
@@ -302,7 +304,7 @@ pub(crate) fn evaluate(
                 norm2_squared: d.norm2_squared,
                 sigma_positions,
                 p_error,
-                exact: lookup.encoding.exact,
+                exact: lookup.encoding.exact || d.must_be_exact,
                 disagreement: Estimate::from_samples(&column(&sim.lookups, k)),
             },
         )

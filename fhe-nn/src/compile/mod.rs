@@ -174,6 +174,17 @@ impl QuantModel {
                 fresh: k == 0,
                 exact_bits: s.exact_bits(),
                 must_be_exact: l.declared == Rounding::Exact,
+                spans: (
+                    s.exact_ranges
+                        .iter()
+                        .map(|r| r.max - r.min + 1)
+                        .max()
+                        .unwrap_or(1),
+                    {
+                        let r = s.exact_range();
+                        r.max - r.min + 1
+                    },
+                ),
             })
             .collect();
         let last = self.layers.last().expect("a model has a weighted layer");

@@ -112,13 +112,15 @@ fn too_noisy(
     }
 }
 
-/// Every `exact` lookup must fit the set's boxes.
+/// Every `exact` lookup must fit the set's boxes, or spread each value over positions of its
+/// own (the failure probabilities then bound a wrong reading).
 fn check_exact(demand: &Demand, set: &ParameterSet) -> Result<(), CompileError> {
-    match demand
-        .lookups
-        .iter()
-        .find(|l| l.must_be_exact && l.exact_bits > set.precision)
-    {
+    let polynomial_size = set.params.polynomial_size.0;
+    match demand.lookups.iter().find(|l| {
+        l.must_be_exact
+            && l.exact_bits > set.precision
+            && l.positions_per_value(polynomial_size, set.precision) < 2
+    }) {
         Some(l) => Err(CompileError::PrecisionTooLow {
             layer: l.layer + 1,
             needed: l.exact_bits,

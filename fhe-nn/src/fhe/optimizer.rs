@@ -30,6 +30,10 @@ pub struct LayerDemand {
     pub exact_bits: u32,
     /// Whether the declaration requires an exact reading (`exact`).
     pub must_be_exact: bool,
+    /// Widest span (values) of one group's exact range, and of the union over the groups:
+    /// how far a reading narrower than `exact_bits` spreads each value
+    /// ([`positions_per_value`](Self::positions_per_value)).
+    pub spans: (i64, i64),
 }
 
 impl LayerDemand {
@@ -45,6 +49,42 @@ impl LayerDemand {
                 norm2 * m * m
             })
             .fold(self.norm2_squared, f64::max)
+    }
+}
+
+impl LayerDemand {
+    /// The fewest table positions any accumulator value gets when the table has `2N =
+    /// 2^(resolution+1)` positions per torus and margins of half a `precision`-bit box: each
+    /// group spreads itself by an integer multiplier on fresh inputs, the whole layer by a
+    /// power of two otherwise (see `model::build_lookup`).
+    pub fn positions_per_value(&self, polynomial_size: usize, precision: u32) -> i64 {
+        let resolution = polynomial_size.trailing_zeros();
+        let margin = 1i64 << resolution.saturating_sub(precision + 1);
+        let usable = polynomial_size as i64 - 2 * margin;
+        if self.fresh {
+            (usable / self.spans.0.max(1)).min(MAX_MULTIPLIER)
+        } else {
+            let fit = usable / self.spans.1.max(1);
+            if fit < 1 {
+                0
+            } else {
+                1i64 << fit.ilog2()
+            }
+        }
+    }
+
+    /// Half the width (torus units) within which noise keeps a reading right: half a box of
+    /// the set, and for a lookup declared exact but read spread (its accumulator wider than
+    /// the set's boxes), half the positions of one value less the phase's rounding.
+    fn half_width(&self, polynomial_size: usize, precision: u32) -> f64 {
+        let half = half_box(precision);
+        if self.must_be_exact && self.exact_bits > precision {
+            let per_value = self.positions_per_value(polynomial_size, precision);
+            let spread = (per_value - 1).max(0) as f64 / 2.0 / (2.0 * polynomial_size as f64);
+            half.min(spread)
+        } else {
+            half
+        }
     }
 }
 
@@ -100,7 +140,7 @@ pub fn failure_probabilities(
         .map(|l| {
             failure_probability(
                 noise.lookup_variance(l.norm2_squared_at(noise.polynomial_size), l.fresh),
-                half_box(precision),
+                l.half_width(noise.polynomial_size, precision),
             )
         })
         .collect();
@@ -122,18 +162,6 @@ fn meets(targets: &Targets, (layers, output, global): &(Vec<f64>, f64, f64)) -> 
         && targets.global_p_error.is_none_or(|g| *global <= g)
 }
 
-/// The smallest precision every `exact` lookup allows.
-fn exact_floor(demand: &Demand) -> u32 {
-    demand
-        .lookups
-        .iter()
-        .filter(|l| l.must_be_exact)
-        .map(|l| l.exact_bits)
-        .max()
-        .unwrap_or(0)
-        .max(*PRECISIONS.start())
-}
-
 /// The largest precision at which `params`'s shape meets the targets, if any (at most
 /// `log2 N - 1`, so a box has at least two positions).
 fn best_precision(
@@ -144,7 +172,7 @@ fn best_precision(
     cap: u32,
 ) -> Option<u32> {
     let top = (shape.polynomial_size.trailing_zeros() - 1).min(cap);
-    (exact_floor(demand)..=top)
+    (*PRECISIONS.start()..=top)
         .rev()
         .find(|&p| meets(targets, &failure_probabilities(demand, noise, p)))
 }
@@ -214,9 +242,7 @@ pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<
     for precision in PRECISIONS {
         let set = vetted(precision).expect("a vetted set per precision");
         let noise = NoiseModel::new(&set.params);
-        if precision >= exact_floor(demand)
-            && meets(targets, &failure_probabilities(demand, &noise, precision))
-        {
+        if meets(targets, &failure_probabilities(demand, &noise, precision)) {
             found.push(candidate(set, &noise));
         }
     }
@@ -250,6 +276,7 @@ mod tests {
                 fresh: true,
                 exact_bits: 10,
                 must_be_exact: false,
+                spans: (1186, 1186),
             }],
             outputs: (10, 200.0, false, 9),
             multiply_adds: 784 * 128 / 2 + 1280,

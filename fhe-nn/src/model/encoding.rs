@@ -35,7 +35,7 @@ pub struct AccumulatorEncoding {
 }
 
 /// Largest per-group multiplier (see [`GroupEncoding`]).
-pub const MAX_MULTIPLIER: i64 = 64;
+pub const MAX_MULTIPLIER: i64 = 256;
 
 /// How one group's (neuron's, or channel's) accumulators are placed on the table: the
 /// layer's encoding with the group's own offset and an integer multiplier of its weights, so
