@@ -1,8 +1,9 @@
 //! Simulate mode: the Clear integer pipeline with, before every lookup, the noise FHE would
 //! have there (input noise scaled by the neuron's weight 2-norm, plus keyswitch and modulus
-//! switch, from the chosen parameters), then the box the bootstrap would read (with the
-//! negacyclic wrap-around), then the table. Seeded and reproducible. The overflow detector
-//! reports readings that leave a table's range.
+//! switch, from the chosen parameters), then the position the bootstrap would read (modulo
+//! `2N`, negated on the second half, a wrapping table's centre added back), then the table.
+//! Seeded and reproducible. The overflow detector reports readings that leave a table's
+//! reach.
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -22,8 +23,9 @@ pub struct SimulationNoise {
     layers: Vec<Vec<f64>>,
 }
 
-/// A lookup whose noisy reading left its table's range and wrapped around the negacyclic
-/// bootstrap table (a failure, expected at most at the lookup's p_error rate).
+/// A lookup whose noisy reading left its table's reach (beyond the margins, or onto the
+/// negated copy of a wrapping table's transition): a failure, expected at most at the
+/// lookup's p_error rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Overflow {
     /// Declared index of the layer whose quantizer forms the lookup.

@@ -1,9 +1,10 @@
 //! The error figures of a compiled model, and what each means:
 //!
 //! - `p_error` (per lookup layer, and per decrypted output): the probability that one lookup
-//!   fails outright, its noisy input leaving its table or wrapping around the negacyclic
-//!   half; from TFHE-rs's noise formulas, Gaussian tail. `global_p_error`: the same for a
-//!   whole inference (union bound).
+//!   fails outright, its noisy input leaving its table's margins (for a wrapping table,
+//!   reaching the negated copy of its transition; for a lookup declared exact but read
+//!   spread, another value's positions); from TFHE-rs's noise formulas, Gaussian tail.
+//!   `global_p_error`: the same for a whole inference (union bound).
 //! - `disagreement` (per lookup layer): the probability that one lookup's output differs
 //!   from Clear's table on the same accumulator (a noisy reading near a step of the table);
 //!   predicted by Simulate on the calibration inputs.

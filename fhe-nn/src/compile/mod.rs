@@ -45,8 +45,8 @@ pub enum ParameterChoice {
 /// What the user may ask of compilation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FheOptions {
-    /// Largest failure probability of any single lookup (its noisy input leaves its table or
-    /// wraps around) and of any decrypted output.
+    /// Largest failure probability of any single lookup (its noisy input leaves its table's
+    /// margins, see [`FhePlan`]) and of any decrypted output.
     pub p_error: f64,
     /// Largest probability that anything fails in one inference (union bound), if set.
     pub global_p_error: Option<f64>,

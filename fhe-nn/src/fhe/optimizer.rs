@@ -328,6 +328,53 @@ mod tests {
     }
 
     #[test]
+    fn exact_lookups_may_be_read_spread_when_every_value_has_room() {
+        // The CNN's first convolution: 288 lookups declared exact on 6-bit accumulators
+        // (span 40), fresh inputs.
+        let targets = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let demand = |span| Demand {
+            lookups: vec![LayerDemand {
+                layer: 1,
+                count: 288,
+                norm2_squared: 25.0,
+                multiplier_bound: Vec::new(),
+                fresh: true,
+                exact_bits: 6,
+                must_be_exact: true,
+                spans: (span, span),
+            }],
+            outputs: (10, 200.0, false, 9),
+            multiply_adds: 2592,
+        };
+        let found = candidates(&demand(40), &targets, false);
+        // Read spread, cheaper than 6-bit boxes (which need N = 8192).
+        let best = &found[0];
+        assert!(best.set.precision < 6, "{}", best.set.name);
+        assert!(
+            best.set.params.polynomial_size.0 < 8192,
+            "{}",
+            best.set.name
+        );
+        for c in found.iter().filter(|c| c.set.precision < 6) {
+            // Half a value's width holds at least 7 standard deviations (2^-40 ≈ 7.1σ).
+            let n = c.set.params.polynomial_size.0;
+            let per_value = demand(40).lookups[0].positions_per_value(n, c.set.precision);
+            assert!(
+                (per_value - 1) as f64 / 2.0 >= 7.0 * c.sigma_positions[0],
+                "{}: {per_value} positions per value, σ {}",
+                c.set.name,
+                c.sigma_positions[0]
+            );
+        }
+        // A span too wide to give every value its own positions: only whole boxes remain.
+        let wide = candidates(&demand(2000), &targets, false);
+        assert!(wide.iter().all(|c| c.set.precision >= 6));
+    }
+
+    #[test]
     fn custom_sets_beat_the_vetted_ones() {
         let targets = Targets {
             p_error: 2f64.powi(-40),
