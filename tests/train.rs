@@ -157,20 +157,59 @@ fn trainer_reports_progress_and_refuses_bad_input() {
             found: 32
         }
     );
-    let pooled = fhe_net![
+    // Pooling an unquantized convolution: the runtime pools quantized images only.
+    let unquantized = fhe_net![
         QuantIdentity(3),
         QuantConv2d(1, 2, 3, w = 3, input = (8, 8)),
-        ReLU,
-        QuantIdentity(3),
         AvgPool2d(2),
         QuantIdentity(3),
         Flatten,
         QuantLinear(18, 10, w = 3)
     ];
     assert!(matches!(
-        train(&pooled, x, &labels, config, |_| {}).unwrap_err(),
-        TrainError::Unsupported { layer: 5, .. }
+        train(&unquantized, x, &labels, config, |_| {}).unwrap_err(),
+        TrainError::Unsupported { layer: 3, .. }
     ));
+}
+
+#[test]
+fn the_trainer_trains_average_pooling_as_the_runtime_runs_it() {
+    use fhe_nn::train::Trainer;
+    let pooled = fhe_net![
+        QuantIdentity(3),
+        QuantConv2d(1, 4, 3, w = 3, input = (8, 8)),
+        ReLU,
+        QuantIdentity(3),
+        AvgPool2d(2),
+        QuantIdentity(3),
+        Flatten,
+        QuantLinear(36, 10, w = 3)
+    ];
+    let data = digits().unwrap();
+    let labels = data.train.labels.to_vec();
+    let config = TrainConfig {
+        epochs: 15,
+        ..DIGITS_TRAINING
+    };
+    let mut trainer = Trainer::new(&pooled, data.train.images.view(), config.clone()).unwrap();
+    for epoch in 0..config.epochs {
+        trainer.epoch(data.train.images.view(), &labels, epoch);
+    }
+    let weights = trainer.export();
+    // The pooling has no weights of its own; its output quantizer has a scale.
+    assert!(!weights.tensors.contains_key("layers.4.weight"));
+    assert!(weights.tensors.contains_key("layers.5.scale"));
+    let model = QuantModel::from_tensors(&pooled, &weights).unwrap();
+    let runtime = accuracy(&model, &data.test);
+    let test_labels = data.test.labels.to_vec();
+    let trained = trainer.accuracy(data.test.images.view(), &test_labels);
+    eprintln!("pooled CNN: runtime Clear {runtime:.4}, trainer {trained:.4}");
+    assert!(runtime >= 0.75, "pooled CNN test accuracy {runtime}");
+    // The trainer's fake-quantized forward pass is the runtime's integer Clear.
+    assert!(
+        (runtime - trained).abs() <= 0.02,
+        "runtime Clear {runtime} vs trainer {trained}"
+    );
 }
 
 #[test]

@@ -41,7 +41,7 @@ impl Default for TrainConfig {
 /// Why training could not start.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum TrainError {
-    #[error("the trainer supports networks of QuantIdentity, QuantLinear, QuantConv2d, Flatten and activations; layer {layer} is `{name}`")]
+    #[error("the trainer supports networks of QuantIdentity, QuantLinear, QuantConv2d, AvgPool2d (of a quantized image), Flatten and activations; layer {layer} is `{name}`")]
     Unsupported { layer: usize, name: String },
     #[error("{inputs} input rows but {labels} labels")]
     LabelCount { inputs: usize, labels: usize },
@@ -120,6 +120,9 @@ struct Dense {
     per_channel: bool,
     /// A convolution's geometry; `None` for a fully connected layer.
     conv: Option<Geometry>,
+    /// An average pooling: fixed weights (`1/k²` on the window of its own channel), nothing
+    /// to train or export.
+    pool: bool,
 }
 
 /// Where a convolution's filters read: input image, kernel, stride, padding, output size.
@@ -238,8 +241,11 @@ impl Dense {
         (ints, scales)
     }
 
-    /// The fake-quantized weights.
+    /// The fake-quantized weights (a pooling's are exact).
     fn quantized_weight(&self) -> Array2<f64> {
+        if self.pool {
+            return self.weight.clone();
+        }
         let (ints, scales) = self.integer_weights();
         Array2::from_shape_fn(ints.dim(), |(j, i)| ints[(j, i)] as f64 * scales[j])
     }
@@ -366,6 +372,7 @@ impl Trainer {
                         adam: [Adam::new(n), Adam::new(out_features)],
                         per_channel: false,
                         conv: None,
+                        pool: false,
                     });
                 }
                 Layer::QuantConv2d(ref conv) => {
@@ -398,6 +405,37 @@ impl Trainer {
                         adam: [Adam::new(out * fan_in), Adam::new(out)],
                         per_channel: false,
                         conv: Some(geometry),
+                        pool: false,
+                    });
+                }
+                Layer::AvgPool2d { kernel } => {
+                    // Pools a quantized image: the layer before must end in a quantizer.
+                    let geometry = pool_geometry(arch, i, kernel)
+                        .filter(|_| dense.last().is_none_or(|d| d.next_quant.is_some()))
+                        .ok_or_else(|| TrainError::Unsupported {
+                            layer: i + 1,
+                            name: layer.to_string(),
+                        })?;
+                    let (channels, window) = (geometry.channels, kernel * kernel);
+                    let weight = Array2::from_shape_fn((channels, channels * window), |(o, c)| {
+                        if c / window == o {
+                            1.0 / window as f64
+                        } else {
+                            0.0
+                        }
+                    });
+                    dense.push(Dense {
+                        layer: i,
+                        weight,
+                        bias: Array1::zeros(channels),
+                        weight_bits: 2,
+                        has_bias: false,
+                        activations: Vec::new(),
+                        next_quant: None,
+                        adam: [Adam::new(0), Adam::new(0)],
+                        per_channel: false,
+                        conv: Some(geometry),
+                        pool: true,
                     });
                 }
                 Layer::Flatten => {}
@@ -531,6 +569,10 @@ impl Trainer {
                     grad *= &d;
                 }
                 let (gw, gb, grad_in) = layer.backward(&a_in, &grad, &wq);
+                grad = grad_in;
+                if layer.pool {
+                    continue;
+                }
                 let lr_t = lr;
                 let t = self.step;
                 let [aw, ab] = &mut layer.adam;
@@ -538,7 +580,6 @@ impl Trainer {
                 if layer.has_bias {
                     ab.step(layer.bias.iter_mut(), gb.iter().copied(), lr_t, t);
                 }
-                grad = grad_in;
             }
         }
         EpochStats {
@@ -566,7 +607,7 @@ impl Trainer {
         calibration: ArrayView2<f64>,
     ) -> Result<Trainer, TrainError> {
         let mut trainer = Trainer::new(arch, calibration, TrainConfig::default())?;
-        for layer in &mut trainer.layers {
+        for layer in trainer.layers.iter_mut().filter(|l| !l.pool) {
             layer.per_channel = true;
             let (out, inp) = layer.weight.dim();
             let name = format!("layers.{}.weight", layer.layer);
@@ -579,7 +620,7 @@ impl Trainer {
             }
         }
         if let Some(extra) = weights.tensors.keys().find(|k| {
-            !trainer.layers.iter().any(|l| {
+            !trainer.layers.iter().filter(|l| !l.pool).any(|l| {
                 **k == format!("layers.{}.weight", l.layer)
                     || **k == format!("layers.{}.bias", l.layer)
             })
@@ -607,6 +648,13 @@ impl Trainer {
             scalar(self.input_quant.scale),
         );
         for layer in &self.layers {
+            if layer.pool {
+                if let Some(q) = &layer.next_quant {
+                    file.tensors
+                        .insert(format!("layers.{}.scale", q.layer), scalar(q.scale));
+                }
+                continue;
+            }
             let (ints, scales) = layer.integer_weights();
             let i = layer.layer;
             file.tensors.insert(
@@ -659,6 +707,36 @@ fn conv_geometry(arch: &Architecture, i: usize, conv: &Conv2d) -> Option<Geometr
             kernel: conv.kernel,
             stride: conv.stride,
             padding: conv.padding,
+            out_height,
+            out_width,
+        }),
+        _ => None,
+    }
+}
+
+/// The geometry of average-pooling layer `i` (a `kernel`-wide window, stride `kernel`, no
+/// padding) over the image the layer before produces.
+fn pool_geometry(arch: &Architecture, i: usize, kernel: usize) -> Option<Geometry> {
+    let analysis = arch.analysis();
+    match (analysis[i.checked_sub(1)?].shape, analysis[i].shape) {
+        (
+            Shape::Image {
+                channels,
+                height,
+                width,
+            },
+            Shape::Image {
+                height: out_height,
+                width: out_width,
+                ..
+            },
+        ) => Some(Geometry {
+            channels,
+            height,
+            width,
+            kernel,
+            stride: kernel,
+            padding: 0,
             out_height,
             out_width,
         }),
