@@ -439,12 +439,6 @@ impl Trainer {
                     });
                 }
                 Layer::Flatten => {}
-                _ => {
-                    return Err(TrainError::Unsupported {
-                        layer: i + 1,
-                        name: layer.to_string(),
-                    })
-                }
             }
         }
         let Some(mut input_quant) = input_quant else {
@@ -856,6 +850,7 @@ mod tests {
             adam: [Adam::new(out * fan_in), Adam::new(out)],
             per_channel: false,
             conv: Some(geometry),
+            pool: false,
         }
     }
 
