@@ -322,3 +322,58 @@ fn the_trainer_trains_a_convolutional_network_that_loads_and_runs() {
         weights.to_safetensors().unwrap()
     );
 }
+
+#[test]
+fn batch_norm_folds_into_the_exported_tables() {
+    use fhe_nn::datasets::{Cnn, DIGITS_CNN_TRAINING};
+    use fhe_nn::train::Trainer;
+    let data = digits().unwrap();
+    let labels = data.train.labels.to_vec();
+    let config = TrainConfig {
+        epochs: 15,
+        batch_norm: true,
+        ..DIGITS_CNN_TRAINING
+    };
+    let mut trainer = Trainer::new(
+        Cnn::architecture(),
+        data.train.images.view(),
+        config.clone(),
+    )
+    .unwrap();
+    for epoch in 0..config.epochs {
+        trainer.epoch(data.train.images.view(), &labels, epoch);
+    }
+    let weights = trainer.export();
+    // Folded per channel: the three convolutions get one scale per output channel.
+    for (layer, channels) in [(1, 8), (4, 16), (7, 32)] {
+        let scale = &weights.tensors[&format!("layers.{layer}.weight_scale")];
+        assert_eq!(scale.shape, vec![channels], "layer {layer}");
+    }
+    let model = QuantModel::from_tensors(Cnn::architecture(), &weights).unwrap();
+    let runtime = accuracy(&model, &data.test);
+    let trained = trainer.accuracy(
+        data.test.images.view(),
+        data.test.labels.as_slice().unwrap(),
+    );
+    eprintln!("CNN with batch norm: runtime Clear {runtime:.4}, trainer {trained:.4}");
+    assert!(runtime >= 0.85, "test accuracy {runtime}");
+    // Folding changes nothing the trainer computes at evaluation (running statistics).
+    assert!(
+        (runtime - trained).abs() <= 0.02,
+        "runtime Clear {runtime} vs trainer {trained}"
+    );
+    // A layer without a bias cannot absorb the normalization's shift.
+    let no_bias = fhe_net![
+        QuantIdentity(3),
+        QuantLinear(64, 20, w = 3, bias = false),
+        ReLU,
+        QuantIdentity(3),
+        QuantLinear(20, 10, w = 3)
+    ];
+    assert_eq!(
+        Trainer::new(&no_bias, data.train.images.view(), config)
+            .err()
+            .unwrap(),
+        TrainError::BatchNormWithoutBias { layer: 2 }
+    );
+}

@@ -37,6 +37,10 @@ pub struct Options {
     /// Training seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Train with batch normalization after every weighted layer but the last (folded into
+    /// the exported scales and biases).
+    #[arg(long, requires = "train")]
+    pub batch_norm: bool,
     /// Encrypted inferences to run [default: the example's].
     #[arg(long)]
     pub samples: Option<usize>,
@@ -212,6 +216,7 @@ pub fn run(
         let config = TrainConfig {
             epochs: options.epochs.unwrap_or(training.epochs),
             seed: options.seed,
+            batch_norm: options.batch_norm || training.batch_norm,
             ..training
         };
         println!(

@@ -117,6 +117,7 @@ pub const DIGITS_CNN_TRAINING: crate::train::TrainConfig = crate::train::TrainCo
     batch_size: 64,
     learning_rate: 0.01,
     seed: 1,
+    batch_norm: false,
 };
 
 /// The trainer settings the shipped seed weights were made with (on the digits training
@@ -126,6 +127,7 @@ pub const DIGITS_SEED_TRAINING: crate::train::TrainConfig = crate::train::TrainC
     batch_size: 64,
     learning_rate: 0.003,
     seed: 1,
+    batch_norm: false,
 };
 
 /// The trainer settings the shipped card weights were made with (on the MNIST-5k training
@@ -135,6 +137,7 @@ pub const MNIST_CARD_TRAINING: crate::train::TrainConfig = crate::train::TrainCo
     batch_size: 32,
     learning_rate: 0.001,
     seed: 1,
+    batch_norm: false,
 };
 
 /// The shipped weights of Concrete ML's seed network on digits,

@@ -25,6 +25,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
+    /// Batch normalization after every weighted layer but the last (train-time statistics,
+    /// running averages at evaluation), folded into the exported weight scales, signs and
+    /// biases: the runtime's per-channel tables absorb it.
+    pub batch_norm: bool,
 }
 
 impl Default for TrainConfig {
@@ -34,6 +38,7 @@ impl Default for TrainConfig {
             batch_size: 64,
             learning_rate: 0.003,
             seed: 1,
+            batch_norm: false,
         }
     }
 }
@@ -63,6 +68,8 @@ pub enum TrainError {
     },
     #[error("tensor `{name}` {problem}")]
     Tensor { name: String, problem: String },
+    #[error("batch normalization folds into a bias, but layer {layer} is declared without one (`bias = false`)")]
+    BatchNormWithoutBias { layer: usize },
 }
 
 /// Per-epoch progress.
@@ -123,6 +130,106 @@ struct Dense {
     /// An average pooling: fixed weights (`1/k²` on the window of its own channel), nothing
     /// to train or export.
     pool: bool,
+    /// Batch normalization of the sums, per output channel.
+    norm: Option<BatchNorm>,
+}
+
+/// Batch normalization of a layer's sums, per output channel (a convolution's channel
+/// spans all its positions): `γ (z - μ) / σ + β`.
+struct BatchNorm {
+    gamma: Array1<f64>,
+    beta: Array1<f64>,
+    running_mean: Array1<f64>,
+    running_var: Array1<f64>,
+    adam: [Adam; 2],
+    /// The last training batch's normalized sums and per-channel `σ`, for backward.
+    saved: Option<(Array2<f64>, Array1<f64>)>,
+}
+
+const NORM_EPSILON: f64 = 1e-5;
+const NORM_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    fn new(channels: usize) -> BatchNorm {
+        BatchNorm {
+            gamma: Array1::ones(channels),
+            beta: Array1::zeros(channels),
+            running_mean: Array1::zeros(channels),
+            running_var: Array1::ones(channels),
+            adam: [Adam::new(channels), Adam::new(channels)],
+            saved: None,
+        }
+    }
+
+    /// Normalizes sums `z` (`[batch, channels × positions]`, channel-major): with the
+    /// batch's statistics when training (and updates the running ones), else the running.
+    fn forward(&mut self, z: &Array2<f64>, positions: usize, training: bool) -> Array2<f64> {
+        let channels = self.gamma.len();
+        let channel = |col: usize| col / positions;
+        let (mean, var) = if training {
+            let count = (z.nrows() * positions) as f64;
+            let mut mean: Array1<f64> = Array1::zeros(channels);
+            for ((_, col), &v) in z.indexed_iter() {
+                mean[channel(col)] += v / count;
+            }
+            let mut var: Array1<f64> = Array1::zeros(channels);
+            for ((_, col), &v) in z.indexed_iter() {
+                var[channel(col)] += (v - mean[channel(col)]).powi(2) / count;
+            }
+            self.running_mean = &self.running_mean * (1.0 - NORM_MOMENTUM) + &mean * NORM_MOMENTUM;
+            self.running_var = &self.running_var * (1.0 - NORM_MOMENTUM) + &var * NORM_MOMENTUM;
+            (mean, var)
+        } else {
+            (self.running_mean.clone(), self.running_var.clone())
+        };
+        let sigma = var.mapv(|v: f64| (v + NORM_EPSILON).sqrt());
+        let normalized = Array2::from_shape_fn(z.dim(), |(b, col)| {
+            (z[(b, col)] - mean[channel(col)]) / sigma[channel(col)]
+        });
+        let out = Array2::from_shape_fn(z.dim(), |(b, col)| {
+            self.gamma[channel(col)] * normalized[(b, col)] + self.beta[channel(col)]
+        });
+        if training {
+            self.saved = Some((normalized, sigma));
+        }
+        out
+    }
+
+    /// From the gradient of the normalized output: the gradients of `γ`, `β` and the sums
+    /// (through the batch statistics of the last training forward pass).
+    fn backward(
+        &self,
+        grad: &Array2<f64>,
+        positions: usize,
+    ) -> (Array1<f64>, Array1<f64>, Array2<f64>) {
+        let (normalized, sigma) = self.saved.as_ref().expect("a training forward pass first");
+        let channels = self.gamma.len();
+        let channel = |col: usize| col / positions;
+        let count = (grad.nrows() * positions) as f64;
+        let (mut g_gamma, mut g_beta) = (Array1::zeros(channels), Array1::zeros(channels));
+        for ((b, col), &g) in grad.indexed_iter() {
+            g_gamma[channel(col)] += g * normalized[(b, col)];
+            g_beta[channel(col)] += g;
+        }
+        // dz = γ/σ · (g - mean(g) - x̂ · mean(g · x̂)), per channel.
+        let g_z = Array2::from_shape_fn(grad.dim(), |(b, col)| {
+            let c = channel(col);
+            self.gamma[c] / sigma[c]
+                * (grad[(b, col)] - g_beta[c] / count - normalized[(b, col)] * g_gamma[c] / count)
+        });
+        (g_gamma, g_beta, g_z)
+    }
+
+    /// The affine map the running statistics give: `z ↦ a z + b`, per channel.
+    fn folded(&self) -> (Vec<f64>, Vec<f64>) {
+        let a: Vec<f64> = (0..self.gamma.len())
+            .map(|c| self.gamma[c] / (self.running_var[c] + NORM_EPSILON).sqrt())
+            .collect();
+        let b = (0..self.gamma.len())
+            .map(|c| self.beta[c] - a[c] * self.running_mean[c])
+            .collect();
+        (a, b)
+    }
 }
 
 /// Where a convolution's filters read: input image, kernel, stride, padding, output size.
@@ -166,6 +273,11 @@ impl Geometry {
 }
 
 impl Dense {
+    /// Output positions per channel (1 for a fully connected layer).
+    fn positions(&self) -> usize {
+        self.conv.map_or(1, |g| g.positions())
+    }
+
     /// Values each sample feeds the layer.
     fn in_features(&self) -> usize {
         match &self.conv {
@@ -373,6 +485,7 @@ impl Trainer {
                         per_channel: false,
                         conv: None,
                         pool: false,
+                        norm: None,
                     });
                 }
                 Layer::QuantConv2d(ref conv) => {
@@ -406,6 +519,7 @@ impl Trainer {
                         per_channel: false,
                         conv: Some(geometry),
                         pool: false,
+                        norm: None,
                     });
                 }
                 Layer::AvgPool2d { kernel } => {
@@ -436,9 +550,19 @@ impl Trainer {
                         per_channel: false,
                         conv: Some(geometry),
                         pool: true,
+                        norm: None,
                     });
                 }
                 Layer::Flatten => {}
+            }
+        }
+        if config.batch_norm {
+            let last = dense.len().saturating_sub(1);
+            for d in dense.iter_mut().take(last).filter(|d| !d.pool) {
+                if !d.has_bias {
+                    return Err(TrainError::BatchNormWithoutBias { layer: d.layer + 1 });
+                }
+                d.norm = Some(BatchNorm::new(d.weight.nrows()));
             }
         }
         let Some(mut input_quant) = input_quant else {
@@ -504,7 +628,11 @@ impl Trainer {
         let n_layers = self.layers.len();
         for (li, layer) in self.layers.iter_mut().enumerate() {
             let wq = layer.quantized_weight();
-            let z = layer.sums(&a, &wq);
+            let mut z = layer.sums(&a, &wq);
+            let positions = layer.positions();
+            if let Some(norm) = layer.norm.as_mut() {
+                z = norm.forward(&z, positions, training);
+            }
             let mut h = z.clone();
             for act in &layer.activations {
                 h.mapv_inplace(|v| act.apply(v));
@@ -561,6 +689,19 @@ impl Trainer {
                     let acts = layer.activations.clone();
                     let d = z.mapv(|v| derivative(&acts, v));
                     grad *= &d;
+                }
+                let positions = layer.positions();
+                if let Some(norm) = layer.norm.as_mut() {
+                    let (g_gamma, g_beta, g_z) = norm.backward(&grad, positions);
+                    let [ag, ab] = &mut norm.adam;
+                    ag.step(
+                        norm.gamma.iter_mut(),
+                        g_gamma.iter().copied(),
+                        lr,
+                        self.step,
+                    );
+                    ab.step(norm.beta.iter_mut(), g_beta.iter().copied(), lr, self.step);
+                    grad = g_z;
                 }
                 let (gw, gb, grad_in) = layer.backward(&a_in, &grad, &wq);
                 grad = grad_in;
@@ -649,13 +790,28 @@ impl Trainer {
                 }
                 continue;
             }
-            let (ints, scales) = layer.integer_weights();
+            let (mut ints, mut scales) = layer.integer_weights();
+            let mut bias = layer.bias.to_vec();
+            let mut per_channel = layer.per_channel;
+            if let Some(norm) = &layer.norm {
+                // γ(z - μ)/σ + β with z = scale · Σ w x + bias: the factor joins the scale
+                // (its sign the integer weights, scales stay positive), the rest the bias.
+                let (a, b) = norm.folded();
+                for (j, mut row) in ints.rows_mut().into_iter().enumerate() {
+                    if a[j] < 0.0 {
+                        row.mapv_inplace(|w| -w);
+                    }
+                    scales[j] *= a[j].abs().max(1e-12);
+                    bias[j] = a[j] * bias[j] + b[j];
+                }
+                per_channel = true;
+            }
             let i = layer.layer;
             file.tensors.insert(
                 format!("layers.{i}.weight"),
                 Tensor::int(ints.shape().to_vec(), ints.iter().copied().collect()),
             );
-            let scale_tensor = if layer.per_channel {
+            let scale_tensor = if per_channel {
                 Tensor::float(vec![scales.len()], scales)
             } else {
                 scalar(scales[0])
@@ -665,7 +821,7 @@ impl Trainer {
             if layer.has_bias {
                 file.tensors.insert(
                     format!("layers.{i}.bias"),
-                    Tensor::float(vec![layer.bias.len()], layer.bias.to_vec()),
+                    Tensor::float(vec![bias.len()], bias),
                 );
             }
             if let Some(q) = &layer.next_quant {
@@ -851,6 +1007,7 @@ mod tests {
             per_channel: false,
             conv: Some(geometry),
             pool: false,
+            norm: None,
         }
     }
 
@@ -922,6 +1079,61 @@ mod tests {
                 .map(|b| (0..6).map(|p| upstream[(b, o * 6 + p)]).sum::<f64>())
                 .sum();
             assert!((expected - g).abs() < 1e-12, "bias {o}: {expected} vs {g}");
+        }
+    }
+
+    #[test]
+    fn batch_norm_gradients_match_finite_differences() {
+        let mut rng = SplitMix64::new(9);
+        // Three channels of four positions, a batch of five.
+        let (channels, positions) = (3, 4);
+        let z = Array2::from_shape_fn((5, channels * positions), |_| 3.0 * rng.uniform() - 1.0);
+        let upstream = Array2::from_shape_fn(z.dim(), |_| rng.uniform() - 0.5);
+        let mut norm = BatchNorm::new(channels);
+        norm.gamma = Array1::from(vec![0.7, -1.3, 2.0]);
+        norm.beta = Array1::from(vec![0.1, 0.0, -0.4]);
+        let loss = |z: &Array2<f64>, gamma: &Array1<f64>, beta: &Array1<f64>| {
+            let mut n = BatchNorm::new(channels);
+            n.gamma = gamma.clone();
+            n.beta = beta.clone();
+            (n.forward(z, positions, true) * &upstream).sum()
+        };
+        let out = norm.forward(&z, positions, true);
+        // Each channel comes out with mean β and standard deviation |γ| (up to ε).
+        for c in 0..channels {
+            let values: Vec<f64> = out
+                .indexed_iter()
+                .filter(|((_, col), _)| col / positions == c)
+                .map(|(_, &v)| v)
+                .collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64)
+                .sqrt();
+            assert!((mean - norm.beta[c]).abs() < 1e-9);
+            assert!((sd - norm.gamma[c].abs()).abs() < 1e-3);
+        }
+        let (g_gamma, g_beta, g_z) = norm.backward(&upstream, positions);
+        let h = 1e-6;
+        for (idx, &g) in g_z.indexed_iter() {
+            let (mut up, mut down) = (z.clone(), z.clone());
+            up[idx] += h;
+            down[idx] -= h;
+            let numeric = (loss(&up, &norm.gamma, &norm.beta)
+                - loss(&down, &norm.gamma, &norm.beta))
+                / (2.0 * h);
+            assert!((numeric - g).abs() < 1e-6, "sum {idx:?}: {numeric} vs {g}");
+        }
+        for c in 0..channels {
+            let (mut up, mut down) = (norm.gamma.clone(), norm.gamma.clone());
+            up[c] += h;
+            down[c] -= h;
+            let numeric = (loss(&z, &up, &norm.beta) - loss(&z, &down, &norm.beta)) / (2.0 * h);
+            assert!((numeric - g_gamma[c]).abs() < 1e-6, "γ {c}");
+            let (mut up, mut down) = (norm.beta.clone(), norm.beta.clone());
+            up[c] += h;
+            down[c] -= h;
+            let numeric = (loss(&z, &norm.gamma, &up) - loss(&z, &norm.gamma, &down)) / (2.0 * h);
+            assert!((numeric - g_beta[c]).abs() < 1e-6, "β {c}");
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn tiny_weights() -> (TensorFile, Array2<f64>) {
         batch_size: 32,
         learning_rate: 0.02,
         seed: 3,
+        batch_norm: false,
     };
     let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
     (weights, pooled(&data.test.images))
