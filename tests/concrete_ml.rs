@@ -1,5 +1,6 @@
-//! Clear mode against an independent implementation: Concrete ML 1.9's `fhe="disable"` on a
-//! Brevitas-trained seed network (tools/concrete_fixture.py made the model and fixture).
+//! Clear mode against an independent implementation: Concrete ML 1.9's `fhe="disable"` on
+//! Brevitas-trained networks, the seed network and the CNN (`tools/concrete_fixture.py
+//! [seed|cnn]` made the models and fixtures).
 
 mod common;
 
@@ -23,15 +24,27 @@ fn array(file: &TensorFile, name: &str) -> (Vec<usize>, Vec<f64>) {
 
 #[test]
 fn clear_matches_concrete_ml_disable_mode() {
+    matches_fixture(Seed::architecture(), "seed");
+}
+
+#[test]
+fn clear_matches_concrete_ml_disable_mode_on_a_convolutional_network() {
+    matches_fixture(fhe_nn::datasets::Cnn::architecture(), "cnn");
+}
+
+/// `models/NAME_brevitas.safetensors` read by fhe-nn against Concrete ML's outputs on the
+/// same network (`tests/fixtures/NAME_concrete_ml.safetensors`, the 360 test digits).
+fn matches_fixture(arch: &fhe_nn::Architecture, name: &str) {
     let model = QuantModel::load(
-        Seed::architecture(),
-        root().join("models/seed_brevitas.safetensors"),
+        arch,
+        root().join(format!("models/{name}_brevitas.safetensors")),
     )
     .unwrap();
     // Concrete ML compiled with rounding_threshold_bits=None: every lookup is exact, as a
     // loaded (not compiled) model reads them.
     let fixture =
-        TensorFile::read(&root().join("tests/fixtures/seed_concrete_ml.safetensors")).unwrap();
+        TensorFile::read(&root().join(format!("tests/fixtures/{name}_concrete_ml.safetensors")))
+            .unwrap();
     let (shape, inputs) = array(&fixture, "inputs");
     let inputs = Array2::from_shape_vec((shape[0], shape[1]), inputs).unwrap();
     let (_, q_expected) = array(&fixture, "quantized_inputs");
@@ -53,7 +66,7 @@ fn clear_matches_concrete_ml_disable_mode() {
     let ours = argmax_rows(outputs.view());
     let theirs = argmax_rows(expected.view());
     let agree = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / 360.0;
-    eprintln!("argmax agreement with Concrete ML: {agree:.4}");
+    eprintln!("{name}: argmax agreement with Concrete ML: {agree:.4}");
     assert!(agree >= 0.995, "argmax agreement {agree}");
 
     // De-quantized outputs within one quantization step of the output layer.
@@ -68,7 +81,7 @@ fn clear_matches_concrete_ml_disable_mode() {
             within += 1;
         }
     }
-    eprintln!("outputs within one quantization step: {within}/360");
+    eprintln!("{name}: outputs within one quantization step: {within}/360");
     assert!(
         within as f64 / 360.0 >= 0.99,
         "{within}/360 samples within one step"

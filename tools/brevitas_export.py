@@ -71,8 +71,12 @@ def _weight_options(layer, qw):
     return bits, opts
 
 
-def export(module, path):
-    """Writes `module`'s integer weights and scales to `path`; returns the DSL spelling."""
+def export(module, path, input_size=None):
+    """Writes `module`'s integer weights and scales to `path`; returns the DSL spelling.
+
+    `input_size`: the `(height, width)` of the images a network starting with a convolution
+    reads (spelled `input = (h, w)` on that convolution, as the declaration must say).
+    """
     import brevitas.nn as qnn
     from safetensors.numpy import save_file
 
@@ -102,6 +106,7 @@ def export(module, path):
                     f"QuantConv2d({m.in_channels}, {m.out_channels}, {m.kernel_size[0]}"
                     + (f", stride = {m.stride[0]}" if m.stride[0] != 1 else "")
                     + (f", padding = {m.padding[0]}" if m.padding[0] != 0 else "")
+                    + (f", input = ({input_size[0]}, {input_size[1]})" if input_size and not any(l.startswith("Quant") and not l.startswith("QuantIdentity") for l in spelled) else "")
                     + f", {opts})"
                 )
                 ints = ints.reshape(ints.shape[0], -1)

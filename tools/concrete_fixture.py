@@ -1,11 +1,13 @@
-"""Trains Concrete ML's seed network with Brevitas on the digits data, exports it for fhe-nn,
-and records Concrete ML's ``fhe="disable"`` outputs on the test split as a fixture.
+"""Trains a network with Brevitas on the digits data, exports it for fhe-nn, and records
+Concrete ML's ``fhe="disable"`` outputs on the test split as a fixture.
 
 One-off (not part of CI):  pip install concrete-ml safetensors
-                           python tools/concrete_fixture.py
+                           python tools/concrete_fixture.py [seed|cnn]
 
-Writes models/seed_brevitas.safetensors and tests/fixtures/seed_concrete_ml.safetensors.
-The split reproduces src/data.rs exactly (SplitMix64 seeded 42, Fisher-Yates).
+seed (default): Concrete ML's seed network (64-30-30-10); cnn: the CNN of fhe-nn's
+``datasets::Cnn`` (three 3-bit convolutions and a linear layer). Writes
+models/NAME_brevitas.safetensors and tests/fixtures/NAME_concrete_ml.safetensors. The split
+reproduces fhe-nn/src/datasets.rs exactly (SplitMix64 seeded 42, Fisher-Yates).
 """
 
 import gzip
@@ -48,7 +50,7 @@ class SplitMix64:
 
 
 def digits_split():
-    with gzip.open(os.path.join(ROOT, "data", "digits.csv.gz"), "rt") as f:
+    with gzip.open(os.path.join(ROOT, "fhe-nn", "data", "digits.csv.gz"), "rt") as f:
         rows = [line.strip().split(",") for line in f if line.strip()]
     SplitMix64(42).shuffle(rows)
     data = np.array(rows, dtype=np.float64)
@@ -71,13 +73,40 @@ def seed_network(n_bits=3):
     )
 
 
+def cnn_network(n_bits=3):
+    import brevitas.nn as qnn
+
+    def conv(i, o, k, stride=1):
+        return qnn.QuantConv2d(i, o, k, stride=stride, bias=True, weight_bit_width=n_bits)
+
+    return nn.Sequential(
+        qnn.QuantIdentity(bit_width=n_bits, return_quant_tensor=True),
+        conv(1, 8, 3),
+        nn.ReLU(),
+        qnn.QuantIdentity(bit_width=n_bits, return_quant_tensor=True),
+        conv(8, 16, 3, stride=2),
+        nn.ReLU(),
+        qnn.QuantIdentity(bit_width=n_bits, return_quant_tensor=True),
+        conv(16, 32, 2),
+        nn.ReLU(),
+        qnn.QuantIdentity(bit_width=n_bits, return_quant_tensor=True),
+        nn.Flatten(),
+        qnn.QuantLinear(32, 10, bias=True, weight_bit_width=n_bits),
+    )
+
+
 def main():
     from concrete.ml.torch.compile import compile_brevitas_qat_model
     from safetensors.numpy import save_file
 
+    name = sys.argv[1] if len(sys.argv) > 1 else "seed"
     torch.manual_seed(0)
     x_train, y_train, x_test, y_test = digits_split()
-    model = seed_network()
+    if name == "cnn":
+        model, input_size = cnn_network(), (8, 8)
+        x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    else:
+        model, input_size = seed_network(), None
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     xt, yt = torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train)
     for epoch in range(40):
@@ -94,7 +123,7 @@ def main():
     print(f"Brevitas test accuracy: {acc:.4f}")
 
     os.makedirs(os.path.join(ROOT, "models"), exist_ok=True)
-    spelled = export(model, os.path.join(ROOT, "models", "seed_brevitas.safetensors"))
+    spelled = export(model, os.path.join(ROOT, "models", f"{name}_brevitas.safetensors"), input_size)
     print("exported:", spelled)
 
     qm = compile_brevitas_qat_model(model, x_train, rounding_threshold_bits=None)
@@ -105,12 +134,12 @@ def main():
     os.makedirs(os.path.join(ROOT, "tests", "fixtures"), exist_ok=True)
     save_file(
         {
-            "inputs": x_test.astype(np.float64),
+            "inputs": x_test.reshape(len(x_test), -1).astype(np.float64),
             "labels": y_test.astype(np.int64),
-            "quantized_inputs": np.asarray(q_in).astype(np.int64),
+            "quantized_inputs": np.asarray(q_in).reshape(len(x_test), -1).astype(np.int64),
             "outputs": np.asarray(out).astype(np.float64),
         },
-        os.path.join(ROOT, "tests", "fixtures", "seed_concrete_ml.safetensors"),
+        os.path.join(ROOT, "tests", "fixtures", f"{name}_concrete_ml.safetensors"),
         metadata={"concrete_ml": "1.9.0", "mode": "fhe=disable", "rounding_threshold_bits": "None", "brevitas_accuracy": f"{acc:.4f}"},
     )
 
