@@ -6,7 +6,8 @@ One-off (not part of CI):  pip install concrete-ml safetensors
 
 seed (default): Concrete ML's seed network (64-30-30-10); cnn: the CNN of fhe-nn's
 ``datasets::Cnn`` (three 3-bit convolutions and a linear layer). Writes
-models/NAME_brevitas.safetensors and tests/fixtures/NAME_concrete_ml.safetensors. The split
+models/NAME_brevitas.safetensors (and for the CNN models/cnn_brevitas.onnx, the same network
+exported to ONNX) and tests/fixtures/NAME_concrete_ml.safetensors. The split
 reproduces fhe-nn/src/datasets.rs exactly (SplitMix64 seeded 42, Fisher-Yates).
 """
 
@@ -124,6 +125,11 @@ def main():
 
     os.makedirs(os.path.join(ROOT, "models"), exist_ok=True)
     spelled = export(model, os.path.join(ROOT, "models", f"{name}_brevitas.safetensors"), input_size)
+    if name == "cnn":
+        from onnx_export import export_onnx
+
+        example = torch.tensor(x_test[:1], dtype=torch.float32)
+        export_onnx(model, os.path.join(ROOT, "models", "cnn_brevitas.onnx"), example)
     print("exported:", spelled)
 
     qm = compile_brevitas_qat_model(model, x_train, rounding_threshold_bits=None)

@@ -56,6 +56,7 @@ pub mod fhe;
 pub mod model;
 pub mod noise;
 mod npz;
+pub mod onnx;
 pub mod rng;
 mod simulate;
 pub mod tensors;

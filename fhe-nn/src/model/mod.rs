@@ -298,7 +298,7 @@ impl QuantModel {
     /// quantizer's range), e.g. `[0, max]` for pixels, which are never negative: the first
     /// layer's exact accumulator ranges shrink, so its lookups read them at a finer
     /// resolution. Clients refuse inputs outside the range with a named error
-    /// ([`InputError::OutOfRange`](crate::InputError::OutOfRange)), never a silent wrong
+    /// ([`InputError::OutOfRange`]), never a silent wrong
     /// output.
     pub fn restrict_inputs(&self, min: i64, max: i64) -> Result<QuantModel, crate::InputError> {
         let declared = self.input.range;

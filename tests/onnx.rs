@@ -1,0 +1,112 @@
+//! ONNX import: a Brevitas CNN exported both ways (safetensors by `tools/brevitas_export.py`,
+//! QCDQ ONNX by `tools/onnx_export.py`) gives identical Clear outputs; a network written with
+//! functional activations and a BatchNorm imports with the BatchNorm folded and predicts as
+//! Brevitas does; broken or unsupported files give named errors, never a panic.
+
+mod common;
+
+use common::Seed;
+use fhe_nn::datasets::{digits, Cnn};
+use fhe_nn::onnx::{OnnxError, OnnxModel};
+use fhe_nn::rng::SplitMix64;
+use fhe_nn::tensors::{TensorFile, Values};
+use fhe_nn::{argmax_rows, QuantModel};
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(root().join(path)).unwrap()
+}
+
+#[test]
+fn onnx_and_safetensors_exports_give_identical_clear_outputs() {
+    let bytes = read("models/cnn_brevitas.onnx");
+    let imported = OnnxModel::read(&bytes).unwrap();
+    assert_eq!(imported.architecture.layers(), Cnn::architecture().layers());
+    let from_onnx = QuantModel::from_onnx(Cnn::architecture(), &bytes).unwrap();
+    let from_safetensors = QuantModel::load(
+        Cnn::architecture(),
+        root().join("models/cnn_brevitas.safetensors"),
+    )
+    .unwrap();
+    let test = digits().unwrap().test.images;
+    let a = from_onnx.predict_clear(test.view()).unwrap();
+    let b = from_safetensors.predict_clear(test.view()).unwrap();
+    assert_eq!(a, b);
+    // And so Clear equals Concrete ML's fhe="disable" on this network (tests/concrete_ml.rs).
+    let err = QuantModel::from_onnx(Seed::architecture(), &bytes).unwrap_err();
+    assert!(matches!(err, OnnxError::Mismatch { .. }), "{err}");
+}
+
+#[test]
+fn functional_activations_and_batch_norm_import() {
+    let imported = OnnxModel::read(&read("tests/fixtures/onnx_functional_bn.onnx")).unwrap();
+    assert_eq!(
+        imported.spelling(),
+        "QuantIdentity(3), QuantConv2d(1, 8, 3, input = (8, 8), w = 3), ReLU, QuantIdentity(3), \
+         QuantConv2d(8, 16, 3, stride = 2, w = 3), ReLU, QuantIdentity(3), Flatten, \
+         QuantLinear(64, 10, w = 3)"
+    );
+    // The BatchNorm folded into per-channel scales of the first convolution.
+    assert_eq!(
+        imported.weights.tensors["layers.1.weight_scale"].shape,
+        vec![8]
+    );
+    let model = QuantModel::from_tensors(&imported.architecture, &imported.weights).unwrap();
+    let fixture =
+        TensorFile::read(&root().join("tests/fixtures/onnx_functional_bn.safetensors")).unwrap();
+    let floats = |name: &str| match &fixture.tensors[name].values {
+        Values::Float(v) => v.clone(),
+        Values::Int(v) => v.iter().map(|&x| x as f64).collect(),
+    };
+    let inputs = ndarray::Array2::from_shape_vec((360, 64), floats("inputs")).unwrap();
+    let brevitas = ndarray::Array2::from_shape_vec((360, 10), floats("outputs")).unwrap();
+    let ours = argmax_rows(model.predict_clear(inputs.view()).unwrap().view());
+    let theirs = argmax_rows(brevitas.view());
+    let agree = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count();
+    eprintln!("argmax agreement with Brevitas: {agree}/360");
+    assert!(agree >= 356, "{agree}/360 predictions agree with Brevitas");
+}
+
+#[test]
+fn unsupported_nodes_and_broken_files_are_named_errors() {
+    match OnnxModel::read(&read("tests/fixtures/onnx_maxpool.onnx")) {
+        Err(OnnxError::UnsupportedNode { op, name, .. }) => {
+            assert_eq!(op, "MaxPool");
+            assert!(name.contains("MaxPool"), "{name}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match OnnxModel::read(&read("tests/fixtures/onnx_bad_tensor.onnx")) {
+        Err(OnnxError::BadTensor { name, why }) => {
+            assert_eq!(name, "w");
+            assert!(why.contains("8 bytes"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        OnnxModel::read(b"not an onnx file"),
+        Err(OnnxError::Malformed(_))
+    ));
+    // Every truncation, and random byte changes: an error or a model, never a panic.
+    let bytes = read("models/cnn_brevitas.onnx");
+    for len in (0..bytes.len()).step_by(7) {
+        assert!(
+            OnnxModel::read(&bytes[..len]).is_err(),
+            "truncated to {len}"
+        );
+    }
+    let mut rng = SplitMix64::new(7);
+    let mut refused = 0;
+    for _ in 0..2000 {
+        let mut mutated = bytes.clone();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(mutated.len() as u64) as usize;
+            mutated[at] = rng.next_u64() as u8;
+        }
+        refused += OnnxModel::read(&mutated).is_err() as usize;
+    }
+    eprintln!("{refused} of 2000 mutated files refused");
+}
