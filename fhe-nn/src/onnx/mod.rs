@@ -164,28 +164,34 @@ fn unsupported(node: &Node, why: impl Into<String>) -> OnnxError {
 
 /// Width of a signed narrow-range weight bound `max` (`2^(w-1) - 1`).
 fn weight_bits(node: &Node, (min, max): (f64, f64)) -> Result<u32, OnnxError> {
+    let ok = (1.0..=32767.0).contains(&max) && min == -max && max.fract() == 0.0;
     let m = max as i64;
-    let bits = (m + 1).ilog2() + 1;
-    if m < 1 || (m + 1).count_ones() != 1 || min != -max || bits > 16 {
+    if !ok || !((m + 1) as u64).is_power_of_two() {
         return Err(unsupported(
             node,
             format!("weights clipped to [{min}, {max}]: fhe-nn takes signed narrow-range weights [-(2^(w-1)-1), 2^(w-1)-1]"),
         ));
     }
-    Ok(bits)
+    Ok((m + 1).ilog2() + 1)
 }
 
 /// Width and signedness of an activation quantizer's range.
 fn quantizer_bits(node: &Node, (min, max): (f64, f64)) -> Result<(u32, bool), OnnxError> {
-    let (lo, hi) = (min as i64, max as i64);
-    let span = hi - lo + 1;
-    if span < 2 || span.count_ones() != 1 || (lo != 0 && lo != -(span / 2)) || span > 1 << 16 {
-        return Err(unsupported(
+    let refuse = || {
+        unsupported(
             node,
             format!(
                 "quantizer range [{min}, {max}]: fhe-nn takes [0, 2^b-1] or [-2^(b-1), 2^(b-1)-1]"
             ),
-        ));
+        )
+    };
+    if !(min >= -65536.0 && max <= 65536.0 && min.fract() == 0.0 && max.fract() == 0.0) {
+        return Err(refuse());
+    }
+    let (lo, hi) = (min as i64, max as i64);
+    let span = hi - lo + 1;
+    if span < 2 || !(span as u64).is_power_of_two() || (lo != 0 && lo != -(span / 2)) {
+        return Err(refuse());
     }
     Ok((span.ilog2(), lo < 0))
 }
@@ -794,8 +800,11 @@ impl<'g> Importer<'g> {
 }
 
 /// How many consecutive values share one scale: 1 value per output channel (axis 0) when
-/// there is one scale per channel, all of them for a single scale.
+/// there is one scale per channel, all of them for a single scale. Scales must be positive.
 fn per_channel(node: &Node, scale: &[f64], dims: &[usize]) -> Result<usize, OnnxError> {
+    if scale.is_empty() || scale.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
+        return Err(unsupported(node, "scales must be positive"));
+    }
     let total: usize = dims.iter().product();
     match (scale.len(), dims.first()) {
         (1, _) => Ok(total.max(1)),
@@ -804,5 +813,31 @@ fn per_channel(node: &Node, scale: &[f64], dims: &[usize]) -> Result<usize, Onnx
             node,
             "scales must be per tensor or per output channel (axis 0)",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_widths_come_from_clip_bounds_and_odd_bounds_are_refused() {
+        let node = Node::default();
+        assert_eq!(weight_bits(&node, (-3.0, 3.0)).unwrap(), 3);
+        assert_eq!(weight_bits(&node, (-127.0, 127.0)).unwrap(), 8);
+        assert_eq!(quantizer_bits(&node, (-4.0, 3.0)).unwrap(), (3, true));
+        assert_eq!(quantizer_bits(&node, (0.0, 7.0)).unwrap(), (3, false));
+        for bounds in [
+            (-4.0, 4.0),
+            (-1.0, -1.0),
+            (0.0, 0.0),
+            (f64::NEG_INFINITY, f64::INFINITY),
+            (f64::NAN, 3.0),
+            (-1e300, 1e300),
+            (-2.5, 2.5),
+        ] {
+            assert!(weight_bits(&node, bounds).is_err(), "{bounds:?}");
+            assert!(quantizer_bits(&node, bounds).is_err(), "{bounds:?}");
+        }
     }
 }
