@@ -59,6 +59,19 @@ def digits_split():
     return x[:1437], y[:1437], x[1437:], y[1437:]
 
 
+def train(model, x, y, epochs):
+    """Adam (lr 0.01), batches of 64 in a fresh random order each epoch."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for k in range(0, len(xt), 64):
+            idx = perm[k:k + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+
+
 def seed_network(n_bits=3):
     import brevitas.nn as qnn
 
@@ -108,16 +121,7 @@ def main():
         x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
     else:
         model, input_size = seed_network(), None
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train)
-    for epoch in range(40):
-        perm = torch.randperm(len(xt))
-        for k in range(0, len(xt), 64):
-            idx = perm[k:k + 64]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
+    train(model, x_train, y_train, 40)
     model.eval()
     with torch.no_grad():
         acc = (model(torch.tensor(x_test, dtype=torch.float32)).argmax(1).numpy() == y_test).mean()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
-from concrete_fixture import digits_split  # noqa: E402
+from concrete_fixture import digits_split, train  # noqa: E402
 from onnx_export import export_onnx  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -57,15 +57,7 @@ def main():
     x_train, y_train, x_test, y_test = digits_split()
     x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
     model = FunctionalCnn()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    xt, yt = torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train)
-    for _ in range(20):
-        perm = torch.randperm(len(xt))
-        for k in range(0, len(xt), 64):
-            idx = perm[k:k + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
+    train(model, x_train, y_train, 20)
     model.eval()
     with torch.no_grad():
         out = model(torch.tensor(x_test, dtype=torch.float32)).numpy()

@@ -525,15 +525,24 @@ impl<'g> Importer<'g> {
         Ok(Some(c.values.clone()))
     }
 
+    /// Stores a weighted layer's tensors (it becomes the next layer); returns its options.
     fn store_weights(
         &mut self,
         ints: Vec<i64>,
         out: usize,
         scale: Vec<f64>,
+        bits: u32,
         bias: Option<Vec<f64>>,
-    ) {
+    ) -> WeightOptions {
         let i = self.layers.len();
         let fan_in = ints.len() / out.max(1);
+        let options = WeightOptions {
+            weight_bits: bits,
+            bias: bias.is_some(),
+            active: None,
+            round: None,
+            exact: false,
+        };
         let t = &mut self.tensors.tensors;
         t.insert(
             format!("layers.{i}.weight"),
@@ -546,6 +555,7 @@ impl<'g> Importer<'g> {
         if let Some(b) = bias {
             t.insert(format!("layers.{i}.bias"), Tensor::float(vec![out], b));
         }
+        options
     }
 
     fn gemm(&mut self, node: &Node) -> Result<(), OnnxError> {
@@ -585,14 +595,7 @@ impl<'g> Importer<'g> {
         } else {
             None
         };
-        let options = WeightOptions {
-            weight_bits: bits,
-            bias: bias.is_some(),
-            active: None,
-            round: None,
-            exact: false,
-        };
-        self.store_weights(ints, out, scale, bias);
+        let options = self.store_weights(ints, out, scale, bits, bias);
         self.push(Layer::QuantLinear {
             in_features: fan_in,
             out_features: out,
@@ -679,14 +682,7 @@ impl<'g> Importer<'g> {
                 ))
             }
         };
-        let options = WeightOptions {
-            weight_bits: bits,
-            bias: bias.is_some(),
-            active: None,
-            round: None,
-            exact: false,
-        };
-        self.store_weights(ints, out, scale, bias);
+        let options = self.store_weights(ints, out, scale, bits, bias);
         self.push(Layer::QuantConv2d(Conv2d {
             in_channels,
             out_channels: out,
