@@ -109,4 +109,8 @@ fn unsupported_nodes_and_broken_files_are_named_errors() {
         refused += OnnxModel::read(&mutated).is_err() as usize;
     }
     eprintln!("{refused} of 2000 mutated files refused");
+    assert!(
+        refused > 1000,
+        "only {refused} of 2000 mutated files refused"
+    );
 }

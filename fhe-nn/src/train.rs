@@ -12,7 +12,7 @@ use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use crate::arch::activation::Activation;
 use crate::arch::analysis::Shape;
 use crate::arch::analysis::{quantizer_range, weight_max};
-use crate::arch::layer::{Conv2d, Layer};
+use crate::arch::layer::{Conv2d, Layer, WeightOptions};
 use crate::model::{architecture_signature, ARCHITECTURE_KEY};
 use crate::rng::SplitMix64;
 use crate::tensors::{Tensor, TensorFile};
@@ -222,13 +222,53 @@ impl BatchNorm {
 
     /// The affine map the running statistics give: `z ↦ a z + b`, per channel.
     fn folded(&self) -> (Vec<f64>, Vec<f64>) {
-        let a: Vec<f64> = (0..self.gamma.len())
-            .map(|c| self.gamma[c] / (self.running_var[c] + NORM_EPSILON).sqrt())
-            .collect();
-        let b = (0..self.gamma.len())
-            .map(|c| self.beta[c] - a[c] * self.running_mean[c])
-            .collect();
-        (a, b)
+        affine_of_batch_norm(
+            self.gamma.as_slice().expect("contiguous"),
+            self.beta.as_slice().expect("contiguous"),
+            self.running_mean.as_slice().expect("contiguous"),
+            self.running_var.as_slice().expect("contiguous"),
+            NORM_EPSILON,
+        )
+    }
+}
+
+/// The per-channel affine map `z ↦ a z + b` of a batch normalization
+/// `γ (z - μ) / √(σ² + ε) + β`.
+pub(crate) fn affine_of_batch_norm(
+    gamma: &[f64],
+    beta: &[f64],
+    mean: &[f64],
+    var: &[f64],
+    epsilon: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let a: Vec<f64> = gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + epsilon).sqrt())
+        .collect();
+    let b = (0..a.len()).map(|c| beta[c] - a[c] * mean[c]).collect();
+    (a, b)
+}
+
+/// Folds a per-channel affine map `z ↦ a z + b` after a weighted layer (`z = scale · Σ w x +
+/// bias`, `ints` row-major, one row per channel) into the layer: `|a|` joins the scale (which
+/// stays positive), its sign the integer weights, and the bias becomes `a · bias + b`.
+pub(crate) fn fold_affine(
+    ints: &mut [i64],
+    scales: &mut [f64],
+    bias: &mut [f64],
+    a: &[f64],
+    b: &[f64],
+) {
+    let fan_in = ints.len() / a.len().max(1);
+    for (c, (&a, &b)) in a.iter().zip(b).enumerate() {
+        if a < 0.0 {
+            ints[c * fan_in..(c + 1) * fan_in]
+                .iter_mut()
+                .for_each(|w| *w = -*w);
+        }
+        scales[c] *= a.abs();
+        bias[c] = a * bias[c] + b;
     }
 }
 
@@ -273,6 +313,82 @@ impl Geometry {
 }
 
 impl Dense {
+    /// A layer with these weights and biases, nothing after it yet.
+    fn with_parts(
+        layer: usize,
+        weight: Array2<f64>,
+        bias: Array1<f64>,
+        options: WeightOptions,
+        conv: Option<Geometry>,
+    ) -> Dense {
+        let (out, fan_in) = weight.dim();
+        Dense {
+            layer,
+            weight,
+            bias,
+            weight_bits: options.weight_bits,
+            has_bias: options.bias,
+            activations: Vec::new(),
+            next_quant: None,
+            adam: [Adam::new(out * fan_in), Adam::new(out)],
+            per_channel: false,
+            conv,
+            pool: false,
+            norm: None,
+        }
+    }
+
+    /// A fully connected (`conv: None`) or convolution layer of `(out, fan_in)` weights
+    /// drawn uniformly in `±1/√fan_in`, and biases if it has them (PyTorch's default).
+    fn initialized(
+        rng: &mut SplitMix64,
+        layer: usize,
+        (out, fan_in): (usize, usize),
+        options: WeightOptions,
+        conv: Option<Geometry>,
+    ) -> Dense {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight = Array2::from_shape_fn((out, fan_in), |_| (2.0 * rng.uniform() - 1.0) * bound);
+        let bias = Array1::from_shape_fn(out, |_| {
+            if options.bias {
+                (2.0 * rng.uniform() - 1.0) * bound
+            } else {
+                0.0
+            }
+        });
+        Dense::with_parts(layer, weight, bias, options, conv)
+    }
+
+    /// An average pooling over `geometry`: `1/k²` on the window of each channel's own input
+    /// channel, nothing trained.
+    fn pooling(layer: usize, geometry: Geometry) -> Dense {
+        let (channels, window) = (geometry.channels, geometry.kernel * geometry.kernel);
+        let weight = Array2::from_shape_fn((channels, channels * window), |(o, c)| {
+            if c / window == o {
+                1.0 / window as f64
+            } else {
+                0.0
+            }
+        });
+        let options = WeightOptions {
+            weight_bits: 2,
+            bias: false,
+            active: None,
+            round: None,
+            exact: false,
+        };
+        Dense {
+            pool: true,
+            ..Dense::with_parts(
+                layer,
+                weight,
+                Array1::zeros(channels),
+                options,
+                Some(geometry),
+            )
+        }
+    }
+
     /// Output positions per channel (1 for a fully connected layer).
     fn positions(&self) -> usize {
         self.conv.map_or(1, |g| g.positions())
@@ -460,67 +576,26 @@ impl Trainer {
                     in_features,
                     out_features,
                     options,
-                } => {
-                    let bound = 1.0 / (in_features as f64).sqrt();
-                    let weight = Array2::from_shape_fn((out_features, in_features), |_| {
-                        (2.0 * rng.uniform() - 1.0) * bound
-                    });
-                    let bias = Array1::from_shape_fn(out_features, |_| {
-                        if options.bias {
-                            (2.0 * rng.uniform() - 1.0) * bound
-                        } else {
-                            0.0
-                        }
-                    });
-                    let n = out_features * in_features;
-                    dense.push(Dense {
-                        layer: i,
-                        weight,
-                        bias,
-                        weight_bits: options.weight_bits,
-                        has_bias: options.bias,
-                        activations: Vec::new(),
-                        next_quant: None,
-                        adam: [Adam::new(n), Adam::new(out_features)],
-                        per_channel: false,
-                        conv: None,
-                        pool: false,
-                        norm: None,
-                    });
-                }
+                } => dense.push(Dense::initialized(
+                    &mut rng,
+                    i,
+                    (out_features, in_features),
+                    options,
+                    None,
+                )),
                 Layer::QuantConv2d(ref conv) => {
                     let geometry =
                         conv_geometry(arch, i, conv).ok_or_else(|| TrainError::Unsupported {
                             layer: i + 1,
                             name: layer.to_string(),
                         })?;
-                    let fan_in = conv.fan_in();
-                    let bound = 1.0 / (fan_in as f64).sqrt();
-                    let out = conv.out_channels;
-                    let weight = Array2::from_shape_fn((out, fan_in), |_| {
-                        (2.0 * rng.uniform() - 1.0) * bound
-                    });
-                    let bias = Array1::from_shape_fn(out, |_| {
-                        if conv.options.bias {
-                            (2.0 * rng.uniform() - 1.0) * bound
-                        } else {
-                            0.0
-                        }
-                    });
-                    dense.push(Dense {
-                        layer: i,
-                        weight,
-                        bias,
-                        weight_bits: conv.options.weight_bits,
-                        has_bias: conv.options.bias,
-                        activations: Vec::new(),
-                        next_quant: None,
-                        adam: [Adam::new(out * fan_in), Adam::new(out)],
-                        per_channel: false,
-                        conv: Some(geometry),
-                        pool: false,
-                        norm: None,
-                    });
+                    dense.push(Dense::initialized(
+                        &mut rng,
+                        i,
+                        (conv.out_channels, conv.fan_in()),
+                        conv.options,
+                        Some(geometry),
+                    ));
                 }
                 Layer::AvgPool2d { kernel } => {
                     // Pools a quantized image: the layer before must end in a quantizer.
@@ -530,28 +605,7 @@ impl Trainer {
                             layer: i + 1,
                             name: layer.to_string(),
                         })?;
-                    let (channels, window) = (geometry.channels, kernel * kernel);
-                    let weight = Array2::from_shape_fn((channels, channels * window), |(o, c)| {
-                        if c / window == o {
-                            1.0 / window as f64
-                        } else {
-                            0.0
-                        }
-                    });
-                    dense.push(Dense {
-                        layer: i,
-                        weight,
-                        bias: Array1::zeros(channels),
-                        weight_bits: 2,
-                        has_bias: false,
-                        activations: Vec::new(),
-                        next_quant: None,
-                        adam: [Adam::new(0), Adam::new(0)],
-                        per_channel: false,
-                        conv: Some(geometry),
-                        pool: true,
-                        norm: None,
-                    });
+                    dense.push(Dense::pooling(i, geometry));
                 }
                 Layer::Flatten => {}
             }
@@ -797,13 +851,10 @@ impl Trainer {
                 // γ(z - μ)/σ + β with z = scale · Σ w x + bias: the factor joins the scale
                 // (its sign the integer weights, scales stay positive), the rest the bias.
                 let (a, b) = norm.folded();
-                for (j, mut row) in ints.rows_mut().into_iter().enumerate() {
-                    if a[j] < 0.0 {
-                        row.mapv_inplace(|w| -w);
-                    }
-                    scales[j] *= a[j].abs().max(1e-12);
-                    bias[j] = a[j] * bias[j] + b[j];
-                }
+                // A channel scaled to nothing keeps a tiny positive scale.
+                let a: Vec<f64> = a.iter().map(|&a| a.signum() * a.abs().max(1e-12)).collect();
+                let ints = ints.as_slice_mut().expect("contiguous");
+                fold_affine(ints, &mut scales, &mut bias, &a, &b);
                 per_channel = true;
             }
             let i = layer.layer;
@@ -995,20 +1046,20 @@ mod tests {
             out_width: 2,
         };
         let (out, fan_in) = (3, 2 * 3 * 3);
-        Dense {
-            layer: 1,
-            weight: Array2::from_shape_fn((out, fan_in), |_| rng.uniform() - 0.5),
-            bias: Array1::from_shape_fn(out, |_| rng.uniform() - 0.5),
+        let options = WeightOptions {
             weight_bits: 3,
-            has_bias: true,
-            activations: Vec::new(),
-            next_quant: None,
-            adam: [Adam::new(out * fan_in), Adam::new(out)],
-            per_channel: false,
-            conv: Some(geometry),
-            pool: false,
-            norm: None,
-        }
+            bias: true,
+            active: None,
+            round: None,
+            exact: false,
+        };
+        Dense::with_parts(
+            1,
+            Array2::from_shape_fn((out, fan_in), |_| rng.uniform() - 0.5),
+            Array1::from_shape_fn(out, |_| rng.uniform() - 0.5),
+            options,
+            Some(geometry),
+        )
     }
 
     #[test]

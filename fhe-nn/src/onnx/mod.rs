@@ -341,7 +341,7 @@ impl<'g> Importer<'g> {
                 ))
             }
             ("Gemm", _) => self.gemm(node)?,
-            ("MatMul", _) => self.linear(node, 1, false, false)?,
+            ("MatMul", _) => self.linear(node, true, false)?,
             ("Add", _) => self.bias_add(node)?,
             ("Conv", _) => self.conv(node)?,
             ("BatchNormalization", _) => self.batch_norm(node)?,
@@ -463,15 +463,16 @@ impl<'g> Importer<'g> {
         }
     }
 
-    /// The quantized weight at input `k`, as `[out][fan_in]` integers (transposed from
-    /// `[in, out]` when `transposed`), its per-output scales and its width.
-    fn weight(&self, node: &Node, k: usize, transposed: bool) -> Result<Weights, OnnxError> {
+    /// The quantized weight at input 1 (of `Gemm`, `MatMul`, `Conv`), as `[out][fan_in]`
+    /// integers (transposed from `[in, out]` when `transposed`), its per-output scales and
+    /// its width.
+    fn weight(&self, node: &Node, transposed: bool) -> Result<Weights, OnnxError> {
         let Value::Weight {
             ints,
             dims,
             scale,
             bounds,
-        } = self.value(node, k)?.clone()
+        } = self.value(node, 1)?.clone()
         else {
             return Err(unsupported(
                 node,
@@ -569,24 +570,19 @@ impl<'g> Importer<'g> {
             ));
         }
         let transposed = node.int("transB", 0) == 0;
-        self.linear(node, 1, transposed, true)
+        self.linear(node, transposed, true)
     }
 
-    /// A fully connected layer from weights at input `k` (`MatMul`'s are `[in, out]`).
-    fn linear(
-        &mut self,
-        node: &Node,
-        k: usize,
-        transposed: bool,
-        with_bias: bool,
-    ) -> Result<(), OnnxError> {
-        let transposed = transposed || node.op == "MatMul";
+    /// A fully connected layer from the weights at input 1, stored `[in, out]` when
+    /// `transposed` (`MatMul`'s, `Gemm`'s without `transB`), and the bias at input 2 when
+    /// `with_bias` (`Gemm`).
+    fn linear(&mut self, node: &Node, transposed: bool, with_bias: bool) -> Result<(), OnnxError> {
         let Weights {
             ints,
             dims,
             scale,
             bits,
-        } = self.weight(node, k, transposed)?;
+        } = self.weight(node, transposed)?;
         let [out, fan_in] = dims[..] else {
             return Err(unsupported(node, "fully connected weights must be 2-d"));
         };
@@ -642,7 +638,7 @@ impl<'g> Importer<'g> {
             dims,
             scale,
             bits,
-        } = self.weight(node, 1, false)?;
+        } = self.weight(node, false)?;
         let [out, in_channels, kh, kw] = dims[..] else {
             return Err(unsupported(node, "convolution weights must be 4-d"));
         };
@@ -758,30 +754,25 @@ impl<'g> Importer<'g> {
         else {
             unreachable!("stored as integers and floats")
         };
-        let fan_in = w.len() / out;
-        let mut b = match bias.map(|t| t.values) {
+        let mut bias = match bias.map(|t| t.values) {
             Some(crate::tensors::Values::Float(b)) => b,
             _ => vec![0.0; out],
         };
-        for c in 0..out {
-            let a = gamma[c] / (var[c] + epsilon).sqrt();
-            if !a.is_finite() || a == 0.0 {
-                return Err(OnnxError::BadTensor {
-                    name: node.inputs[1].clone(),
-                    why: format!("channel {c} scales by {a}"),
-                });
-            }
-            if a < 0.0 {
-                w[c * fan_in..(c + 1) * fan_in]
-                    .iter_mut()
-                    .for_each(|x| *x = -*x);
-            }
-            s[c] *= a.abs();
-            b[c] = a * (b[c] - mean[c]) + beta[c];
+        let (a, b) = crate::train::affine_of_batch_norm(&gamma, &beta, &mean, &var, epsilon);
+        if let Some((c, a)) = a
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !a.is_finite() || **a == 0.0)
+        {
+            return Err(OnnxError::BadTensor {
+                name: node.inputs[1].clone(),
+                why: format!("channel {c} scales by {a}"),
+            });
         }
+        crate::train::fold_affine(w, s, &mut bias, &a, &b);
         t.insert(format!("layers.{i}.weight"), weights);
         t.insert(format!("layers.{i}.weight_scale"), scales);
-        t.insert(format!("layers.{i}.bias"), Tensor::float(vec![out], b));
+        t.insert(format!("layers.{i}.bias"), Tensor::float(vec![out], bias));
         match &mut layer {
             Layer::QuantLinear { options, .. } => options.bias = true,
             Layer::QuantConv2d(c) => c.options.bias = true,
