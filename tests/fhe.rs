@@ -9,7 +9,8 @@ use common::tiny_model;
 use common::Seed;
 use fhe_nn::datasets::digits;
 use fhe_nn::fhe::{
-    ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
+    vetted, ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
+    InputKey,
 };
 use fhe_nn::{CompileError, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel};
 use ndarray::{Array2, Axis};
@@ -503,5 +504,75 @@ fn an_oversized_compressed_upload_is_refused_before_expansion() {
         ),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("a forged upload was expanded"),
+    }
+}
+
+#[test]
+fn inputs_under_either_key_give_clears_integers() {
+    // The same set with the inputs under the big key (every lookup keyswitches) and under
+    // the small key (the first layer's sums are n + 1 words and its lookups bootstrap
+    // directly): both give Clear's integers, and a sample made for one is refused by the
+    // other.
+    let (model, test) = tiny_model();
+    let mut servers = Vec::new();
+    for inputs in [InputKey::Big, InputKey::Small] {
+        let set = vetted(4).unwrap().with_inputs(inputs);
+        let options = FheOptions {
+            parameters: ParameterChoice::Fixed(Box::new(set.clone())),
+            ..FheOptions::default()
+        };
+        let compiled = model.compile(test.view(), &options).unwrap();
+        assert_eq!(compiled.parameters().inputs, inputs);
+        let (client, eval) = compiled.keygen().unwrap();
+        let server = compiled.server(eval).unwrap();
+        let p = &set.params;
+        let expected_size = match inputs {
+            InputKey::Big => p.glwe_dimension.0 * p.polynomial_size.0 + 1,
+            InputKey::Small => p.lwe_dimension.0 + 1,
+        };
+        for row in test.axis_iter(Axis(0)).take(SAMPLES / 2) {
+            let q = client.quantize(row).unwrap();
+            let sample = client.encrypt(row).unwrap();
+            assert!(sample
+                .ciphertexts()
+                .iter()
+                .all(|c| c.lwe_size().0 == expected_size));
+            let out = server.run(&sample).unwrap();
+            assert_eq!(
+                client.decrypt_int(&out).unwrap(),
+                model.clear_int(&q).unwrap()
+            );
+            // The compact upload decompresses to ciphertexts of the same key.
+            let upload = client.encrypt_compressed(row).unwrap().to_bytes().unwrap();
+            let out = server
+                .run(&server.read_compressed(&upload).unwrap())
+                .unwrap();
+            assert_eq!(
+                client.decrypt_int(&out).unwrap(),
+                model.clear_int(&q).unwrap()
+            );
+        }
+        let bytes = client.encrypt(test.row(0)).unwrap().to_bytes().unwrap();
+        servers.push((server, bytes));
+    }
+    // A sample made for one server, resealed with the other's key id and fingerprint (both
+    // travel in clear, at bytes 8..48 of the envelope), is refused for its ciphertexts' size:
+    // small-key ciphertexts by the big-key server when it runs them, big-key ones by the
+    // small-key server before it decodes them (too many bytes for its inputs).
+    let forge = |k: usize| {
+        let mut forged = servers[1 - k].1.clone();
+        forged[8..48].copy_from_slice(&servers[k].1[8..48]);
+        forged
+    };
+    let big = &servers[0].0;
+    match big.run(&big.read_sample(&forge(0)).unwrap()) {
+        Err(FheError::Shape(message)) => assert!(message.contains("LWE size"), "{message}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("ciphertexts under the wrong key were run"),
+    }
+    match servers[1].0.read_sample(&forge(1)) {
+        Err(FheError::TooLarge { .. }) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("an upload too large for the inputs was decoded"),
     }
 }

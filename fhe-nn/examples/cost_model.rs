@@ -1,15 +1,18 @@
-//! Times one keyswitch + programmable bootstrap (one thread) for a spread of parameter-set
-//! shapes and one leveled multiply-add, fits the optimizer's cost model to them, and prints
-//! the fit next to the committed one (`fhe_nn::fhe::cost::FITTED`).
+//! Times one keyswitch and one programmable bootstrap (one thread each) for a spread of
+//! parameter-set shapes and one leveled multiply-add, fits the optimizer's cost model to
+//! them, and prints the fit next to the committed one (`fhe_nn::fhe::cost::FITTED`).
 //!
 //!     cargo run --release -p fhe-nn --example cost_model -- [--repeats N] [--json FILE]
 
 use std::time::Instant;
 
-use fhe_nn::fhe::cost::{fit_lookups, FITTED};
+use fhe_nn::fhe::bootstrap::bootstrap;
+use fhe_nn::fhe::cost::{fit, Timing, FITTED};
 use fhe_nn::fhe::{vetted, ParameterSet, Shape};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
-use tfhe::shortint::{self, ciphertext::Degree, server_key::LookupTableOwned};
+use tfhe::core_crypto::prelude::{keyswitch_lwe_ciphertext, CiphertextModulus, LweCiphertext};
+use tfhe::shortint::atomic_pattern::AtomicPatternServerKey;
+use tfhe::shortint::{self, server_key::LookupTableOwned};
 
 fn shape(n: usize, k: usize, big_n: usize, pbs: (usize, usize), ks: (usize, usize)) -> Shape {
     Shape {
@@ -21,24 +24,46 @@ fn shape(n: usize, k: usize, big_n: usize, pbs: (usize, usize), ks: (usize, usiz
     }
 }
 
-/// Median seconds of one KS+PBS with `set`, over `repeats` runs.
-fn time_lookup(set: &ParameterSet, repeats: usize) -> f64 {
-    let client = shortint::ClientKey::new(set.params);
-    let server = shortint::ServerKey::new(&client);
-    let ct = client.encrypt(1);
-    let lut: LookupTableOwned = server.generate_lookup_table(|x| x);
-    let _ = server.apply_lookup_table(&ct, &lut);
+/// Median seconds of `f` over `repeats` runs (after one warm-up run).
+fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
     let mut times: Vec<f64> = (0..repeats)
         .map(|_| {
             let start = Instant::now();
-            let out = server.apply_lookup_table(&ct, &lut);
-            let t = start.elapsed().as_secs_f64();
-            assert_eq!(out.degree, Degree::new(out.degree.get()));
-            t
+            f();
+            start.elapsed().as_secs_f64()
         })
         .collect();
     times.sort_by(|a, b| a.total_cmp(b));
     times[times.len() / 2]
+}
+
+/// Median seconds of one keyswitch and of one bootstrap with `set`, over `repeats` runs each.
+fn time_set(set: &ParameterSet, repeats: usize) -> Result<Timing, String> {
+    let client = shortint::ClientKey::new(set.params);
+    let server = shortint::ServerKey::new(&client);
+    let big = client.encrypt(1);
+    let lut: LookupTableOwned = server.generate_lookup_table(|x| x);
+    let AtomicPatternServerKey::Standard(standard) = &server.atomic_pattern else {
+        return Err("not a standard KS-PBS key".into());
+    };
+    let ksk = &standard.key_switching_key;
+    let mut small = LweCiphertext::new(
+        0u64,
+        ksk.output_key_lwe_dimension().to_lwe_size(),
+        CiphertextModulus::new_native(),
+    );
+    let keyswitch = median_seconds(repeats, || {
+        keyswitch_lwe_ciphertext(ksk, &big.ct, &mut small)
+    });
+    let bootstrap = median_seconds(repeats, || {
+        std::hint::black_box(bootstrap(&server, &small, &lut).expect("a classic key"));
+    });
+    Ok(Timing {
+        shape: set.shape(),
+        keyswitch,
+        bootstrap,
+    })
 }
 
 /// Seconds per word of a leveled multiply-add.
@@ -84,17 +109,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shape(760, 1, 2048, (15, 2), (2, 8)),
         shape(880, 2, 1024, (23, 1), (5, 3)),
         shape(850, 1, 4096, (23, 1), (3, 5)),
+        shape(832, 1, 4096, (15, 2), (4, 4)),
+        shape(1000, 1, 4096, (15, 2), (7, 2)),
     ] {
         sets.push(ParameterSet::custom(s, 4));
     }
-    let mut samples = Vec::new();
-    println!("| set | n | k | N | pbs | ks | measured ms | committed model ms |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let mut timings = Vec::new();
+    println!("| set | n | k | N | pbs | ks | keyswitch ms | bootstrap ms | committed model ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for set in &sets {
-        let t = time_lookup(set, repeats);
-        let s = set.shape();
+        let t = time_set(set, repeats)?;
+        let s = t.shape;
         println!(
-            "| {} | {} | {} | {} | 2^{}×{} | 2^{}×{} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | 2^{}×{} | 2^{}×{} | {:.2} | {:.2} | {:.2} + {:.2} |",
             set.name,
             s.lwe_dimension,
             s.glwe_dimension,
@@ -103,31 +130,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.pbs.1,
             s.ks.0,
             s.ks.1,
-            1e3 * t,
-            1e3 * FITTED.lookup_seconds(&s)
+            1e3 * t.keyswitch,
+            1e3 * t.bootstrap,
+            1e3 * (FITTED.lookup_seconds(&s) - FITTED.bootstrap_seconds(&s)),
+            1e3 * FITTED.bootstrap_seconds(&s),
         );
-        samples.push((s, t));
+        timings.push(t);
     }
     let mac = time_multiply_add();
-    let fit = fit_lookups(&samples, mac);
-    println!("\nfit: {fit:?}\ncommitted: {FITTED:?}");
-    for (s, t) in &samples {
+    let fitted = fit(&timings, mac);
+    println!("\nfit: {fitted:?}\ncommitted: {FITTED:?}");
+    for t in &timings {
+        let s = &t.shape;
         println!(
-            "  {s:?}: measured {:.2} ms, fit {:.2} ms",
-            1e3 * t,
-            1e3 * fit.lookup_seconds(s)
+            "  {s:?}: keyswitch {:.2} ms (fit {:.2}), bootstrap {:.2} ms (fit {:.2})",
+            1e3 * t.keyswitch,
+            1e3 * (fitted.lookup_seconds(s) - fitted.bootstrap_seconds(s)),
+            1e3 * t.bootstrap,
+            1e3 * fitted.bootstrap_seconds(s),
         );
     }
     if let Some(path) = json {
-        let rows: Vec<String> = samples
+        let rows: Vec<String> = timings
             .iter()
-            .map(|(s, t)| format!("{{\"shape\": \"{s:?}\", \"seconds\": {t}}}"))
+            .map(|t| {
+                format!(
+                    "{{\"shape\": \"{:?}\", \"keyswitch_seconds\": {}, \"bootstrap_seconds\": {}}}",
+                    t.shape, t.keyswitch, t.bootstrap
+                )
+            })
             .collect();
         std::fs::write(
             path,
             format!(
                 "{{\"keyswitch\": {}, \"rotation\": {}, \"transform\": {}, \"multiply_add\": {}, \"samples\": [{}]}}\n",
-                fit.keyswitch, fit.rotation, fit.transform, fit.multiply_add, rows.join(", ")
+                fitted.keyswitch,
+                fitted.rotation,
+                fitted.transform,
+                fitted.multiply_add,
+                rows.join(", ")
             ),
         )?;
     }

@@ -8,13 +8,17 @@ use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_
 use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
+use crate::fhe::{InputKey, ParameterSet};
+
 pub use crate::arch::activation::erfc;
 
 /// Noise variances of a parameter set, in torus units (the torus has measure 1).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NoiseModel {
-    /// A fresh encryption under the big (GLWE-derived) key.
+    /// A fresh encryption under the key the client encrypts inputs under.
     pub fresh: f64,
+    /// Whether lookups on fresh inputs keyswitch first (inputs under the big key).
+    pub fresh_keyswitch: bool,
     /// The output of a bootstrap.
     pub bootstrap: f64,
     /// Added by the keyswitch.
@@ -34,15 +38,25 @@ fn gaussian_std(d: DynamicDistribution<u64>) -> f64 {
 }
 
 impl NoiseModel {
-    /// The variances of `params`, from TFHE-rs's formulas (which assume the secret keys'
-    /// noise is the minimal secure one for their dimension, as every set fhe-nn uses has).
-    pub fn new(params: &ClassicPBSParameters) -> NoiseModel {
+    /// The variances of a set (see [`new`](Self::new)).
+    pub fn of(set: &ParameterSet) -> NoiseModel {
+        NoiseModel::new(&set.params, set.inputs)
+    }
+
+    /// The variances of `params` with inputs encrypted under `inputs`, from TFHE-rs's
+    /// formulas (which assume the secret keys' noise is the minimal secure one for their
+    /// dimension, as every set fhe-nn uses has).
+    pub fn new(params: &ClassicPBSParameters, inputs: InputKey) -> NoiseModel {
         let p = params;
         let q = 2f64.powi(64);
         let big = LweDimension(p.glwe_dimension.0 * p.polynomial_size.0);
-        let glwe_std = gaussian_std(p.glwe_noise_distribution);
+        let fresh_std = gaussian_std(match inputs {
+            InputKey::Big => p.glwe_noise_distribution,
+            InputKey::Small => p.lwe_noise_distribution,
+        });
         NoiseModel {
-            fresh: glwe_std * glwe_std,
+            fresh: fresh_std * fresh_std,
+            fresh_keyswitch: inputs == InputKey::Big,
             bootstrap: pbs_variance_132_bits_security_gaussian_fft_mul(
                 p.lwe_dimension,
                 p.glwe_dimension,
@@ -73,9 +87,15 @@ impl NoiseModel {
     }
 
     /// Variance before the blind rotation of a lookup reading a weighted sum of squared
-    /// 2-norm `norm2_squared` of fresh (first layer) or bootstrapped ciphertexts.
+    /// 2-norm `norm2_squared` of fresh (first layer) or bootstrapped ciphertexts, keyswitched
+    /// unless they are fresh inputs under the small key.
     pub fn lookup_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
-        self.output_variance(norm2_squared, fresh_inputs) + self.keyswitch + self.modulus_switch
+        let keyswitch = if fresh_inputs && !self.fresh_keyswitch {
+            0.0
+        } else {
+            self.keyswitch
+        };
+        self.output_variance(norm2_squared, fresh_inputs) + keyswitch + self.modulus_switch
     }
 
     /// Variance of a weighted sum the client decrypts (no keyswitch, no modulus switch).

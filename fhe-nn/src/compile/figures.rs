@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::FheOptions;
 use crate::fhe::optimizer::{failure_probabilities, sigma_positions};
-use crate::fhe::ParameterSet;
+use crate::fhe::{InputKey, ParameterSet};
 use crate::model::QuantModel;
 use crate::noise::{log2, NoiseModel};
 use crate::simulate::{sample_rng, SimulationNoise};
@@ -128,10 +128,14 @@ impl FhePlan {
     pub fn report(&self) -> String {
         let p = &self.set.params;
         let mut s = format!(
-            "parameters: {} ({}; {}-bit boxes; n = {}, k = {}, N = {}, PBS base 2^{} × {}, KS base 2^{} × {}); modeled {:.3} s of one core per inference\n",
+            "parameters: {} ({}; {}-bit boxes; n = {}, k = {}, N = {}, PBS base 2^{} × {}, KS base 2^{} × {}; {}); modeled {:.3} s of one core per inference\n",
             self.set.name,
             if self.set.is_vetted() { "TFHE-rs vetted" } else { "custom, 128-bit secure by TFHE-rs's curve" },
             self.set.precision, p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0, p.pbs_base_log.0, p.pbs_level.0, p.ks_base_log.0, p.ks_level.0,
+            match self.set.inputs {
+                InputKey::Big => "inputs under the big key",
+                InputKey::Small => "inputs under the small key: the first lookups skip the keyswitch",
+            },
             self.modeled_seconds,
         );
         for l in &self.lookups {
@@ -276,7 +280,7 @@ pub(crate) fn evaluate(
     options: &FheOptions,
 ) -> FhePlan {
     let demand = tables.demand();
-    let noise_model = NoiseModel::new(&set.params);
+    let noise_model = NoiseModel::of(&set);
     let (per_layer, output_p_error, global_p_error) =
         failure_probabilities(&demand, &noise_model, set.precision);
     let calibration = capped(calibration);
@@ -310,11 +314,8 @@ pub(crate) fn evaluate(
             },
         )
         .collect();
-    let modeled_seconds = crate::fhe::cost::FITTED.inference_seconds(
-        &set.shape(),
-        demand.lookups(),
-        demand.multiply_adds,
-    );
+    let modeled_seconds =
+        crate::fhe::cost::FITTED.inference_seconds(&set.shape(), set.inputs, &demand.work);
     FhePlan {
         set,
         lookups,

@@ -15,6 +15,7 @@ pub use predict::{Mode, SampleDisagreement};
 use ndarray::ArrayView2;
 
 use crate::arch::analysis::Rounding;
+use crate::fhe::cost::Work;
 use crate::fhe::optimizer::{Demand, LayerDemand};
 use crate::fhe::{security, ParameterSet};
 use crate::model::{QuantModel, Reading, WeightedStage};
@@ -196,12 +197,30 @@ impl QuantModel {
                 self.layers.len() == 1,
                 self.output_encoding_bits(),
             ),
-            multiply_adds: self
-                .layers
-                .iter()
-                .map(|s| s.links.iter().map(Vec::len).sum::<usize>())
-                .sum(),
+            work: self.work(),
         }
+    }
+
+    /// The homomorphic work of one inference: the first layer reads fresh inputs (under the
+    /// small key), every later one bootstrap outputs.
+    fn work(&self) -> Work {
+        let mut work = Work::default();
+        for (k, s) in self.layers.iter().enumerate() {
+            let weights: usize = s.links.iter().map(Vec::len).sum();
+            let lookups = if s.lookup.is_some() {
+                s.out_features
+            } else {
+                0
+            };
+            if k == 0 {
+                work.fresh_multiply_adds += weights;
+                work.fresh_lookups += lookups;
+            } else {
+                work.multiply_adds += weights;
+                work.lookups += lookups;
+            }
+        }
+        work
     }
 }
 
@@ -242,7 +261,7 @@ impl CompiledModel {
                 resolution: set.resolution(),
             })
         });
-        let noise_model = NoiseModel::new(&set.params);
+        let noise_model = NoiseModel::of(&set);
         let noise = tables.simulation_noise(&noise_model);
         let plan = figures::evaluate(model, &tables, &noise, set, calibration, options);
         let fingerprint = Fingerprint::of(&tables, &plan.set);

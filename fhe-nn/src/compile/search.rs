@@ -53,7 +53,7 @@ pub(super) fn choose(
             });
         }
         check_exact(&demand, &set)?;
-        let noise = NoiseModel::new(&set.params);
+        let noise = NoiseModel::of(&set);
         let failures = failure_probabilities(&demand, &noise, set.precision);
         return match worst(&failures) {
             (p, layer) if p > targets.p_error => Err(too_noisy(&targets, &demand, set, p, layer)),
@@ -70,7 +70,7 @@ pub(super) fn choose(
         let (set, (p, layer)) = PRECISIONS
             .filter_map(vetted)
             .map(|s| {
-                let noise = NoiseModel::new(&s.params);
+                let noise = NoiseModel::of(&s);
                 let w = worst(&failure_probabilities(&demand, &noise, s.precision));
                 (s, w)
             })
@@ -160,7 +160,7 @@ impl<'a> Accuracy<'a> {
                 resolution: key.1,
             })
         });
-        let noise = tables.simulation_noise(&NoiseModel::new(&set.params));
+        let noise = tables.simulation_noise(&NoiseModel::of(set));
         let sim = simulate(
             tables,
             &noise,

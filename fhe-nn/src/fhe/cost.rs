@@ -1,10 +1,10 @@
 //! The cost model the optimizer minimizes: seconds of one core per keyswitch, per blind
 //! rotation and per leveled multiply-add, as functions of a set's shape, with coefficients
 //! fitted to timings of TFHE-rs on the project's 2-core machine
-//! (`cargo run --release --example cost_model` re-measures them and prints a new fit; the
+//! (`cargo run --release -p fhe-nn --example cost_model` re-measures them and prints a new fit; the
 //! committed fit is not re-measured at run time, so compilation is deterministic).
 
-use super::params::Shape;
+use super::params::{InputKey, Shape};
 
 /// Fitted coefficients (seconds per unit of each feature).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,15 +19,16 @@ pub struct CostModel {
     pub multiply_add: f64,
 }
 
-/// The committed fit (see the module documentation), measured 2026-11-26 on 11 sets (5
-/// vetted, 6 custom; N from 512 to 8192; the timings are in
-/// `fhe-nn/examples/cost_model_fit.json`): every set within 10% of its measured time, e.g.
-/// the vetted 4-bit set 14.1 ms measured, 13.7 ms fitted.
+/// The committed fit (see the module documentation), measured 2026-11-26 on 13 sets (5
+/// vetted, 8 custom; N from 512 to 8192; the timings are in
+/// `fhe-nn/examples/cost_model_fit.json`), keyswitch and bootstrap timed apart: every
+/// keyswitch within 17% and every bootstrap within 9% of its measured time, e.g. the vetted
+/// 4-bit set's 4.33 + 12.76 ms measured, 3.79 + 12.16 ms fitted.
 pub const FITTED: CostModel = CostModel {
-    keyswitch: 4.135e-10,
-    rotation: 5.672e-11,
-    transform: 1.108e-10,
-    multiply_add: 3.061e-10,
+    keyswitch: 3.412e-10,
+    rotation: 6.468e-11,
+    transform: 1.692e-10,
+    multiply_add: 3.004e-10,
 };
 
 /// The features of one keyswitch + bootstrap of `shape`: `[keyswitch, rotation, transform]`.
@@ -50,31 +51,105 @@ impl CostModel {
         self.keyswitch * ks + self.rotation * rot + self.transform * fft
     }
 
-    /// Seconds of one core for one leveled multiply-add (one non-zero weight).
-    pub fn multiply_add_seconds(&self, shape: &Shape) -> f64 {
-        self.multiply_add * (shape.glwe_dimension * shape.polynomial_size + 1) as f64
+    /// Seconds of one core for one programmable bootstrap without a keyswitch (a lookup
+    /// reading fresh inputs, which the client encrypts under the small key).
+    pub fn bootstrap_seconds(&self, shape: &Shape) -> f64 {
+        let [_, rot, fft] = lookup_features(shape);
+        self.rotation * rot + self.transform * fft
     }
 
-    /// Seconds of one core for one inference of `lookups` lookups and `multiply_adds`
-    /// non-zero weights.
-    pub fn inference_seconds(&self, shape: &Shape, lookups: usize, multiply_adds: usize) -> f64 {
-        lookups as f64 * self.lookup_seconds(shape)
-            + multiply_adds as f64 * self.multiply_add_seconds(shape)
+    /// Seconds of one core for one leveled multiply-add (one non-zero weight) on a ciphertext
+    /// under the big key (`k·N + 1` words) or the small key (`n + 1`).
+    pub fn multiply_add_seconds(&self, shape: &Shape, small_key: bool) -> f64 {
+        let words = if small_key {
+            shape.lwe_dimension + 1
+        } else {
+            shape.glwe_dimension * shape.polynomial_size + 1
+        };
+        self.multiply_add * words as f64
+    }
+
+    /// Seconds of one core for one inference of `work` with the inputs under `inputs`.
+    pub fn inference_seconds(&self, shape: &Shape, inputs: InputKey, work: &Work) -> f64 {
+        let small = inputs == InputKey::Small;
+        let fresh_lookup = if small {
+            self.bootstrap_seconds(shape)
+        } else {
+            self.lookup_seconds(shape)
+        };
+        work.lookups as f64 * self.lookup_seconds(shape)
+            + work.fresh_lookups as f64 * fresh_lookup
+            + work.multiply_adds as f64 * self.multiply_add_seconds(shape, false)
+            + work.fresh_multiply_adds as f64 * self.multiply_add_seconds(shape, small)
     }
 }
 
-/// Least-squares fit of the lookup coefficients to `(shape, seconds)` timings, with
-/// non-negative coefficients (a feature whose coefficient would be negative is dropped).
-pub fn fit_lookups(samples: &[(Shape, f64)], multiply_add: f64) -> CostModel {
-    let rows: Vec<([f64; 3], f64)> = samples
-        .iter()
-        .map(|(s, t)| (lookup_features(s), *t))
-        .collect();
-    let mut active = [true; 3];
+/// The homomorphic work of one inference, split by what it reads: fresh inputs (whose cost
+/// depends on the key they are under) or bootstrap outputs (under the big key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Lookups on bootstrap outputs (keyswitch + bootstrap).
+    pub lookups: usize,
+    /// Lookups on fresh inputs (the first layer's; bootstrap only under the small key).
+    pub fresh_lookups: usize,
+    /// Non-zero weights applied to bootstrap outputs.
+    pub multiply_adds: usize,
+    /// Non-zero weights applied to fresh inputs.
+    pub fresh_multiply_adds: usize,
+}
+
+impl Work {
+    /// Every lookup, with or without keyswitch.
+    pub fn all_lookups(&self) -> usize {
+        self.lookups + self.fresh_lookups
+    }
+}
+
+/// One timed set: its shape, the seconds of one keyswitch and of one bootstrap (modulus
+/// switch, blind rotation, sample extraction), each on one core.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    pub shape: Shape,
+    pub keyswitch: f64,
+    pub bootstrap: f64,
+}
+
+/// Least-squares fit of the coefficients to timings: the keyswitch's on the keyswitch times,
+/// the bootstrap's two on the bootstrap times, all non-negative (a feature whose coefficient
+/// would be negative is dropped).
+pub fn fit(timings: &[Timing], multiply_add: f64) -> CostModel {
+    let keyswitch = nonnegative_least_squares(
+        &timings
+            .iter()
+            .map(|t| (vec![lookup_features(&t.shape)[0]], t.keyswitch))
+            .collect::<Vec<_>>(),
+    );
+    let bootstrap = nonnegative_least_squares(
+        &timings
+            .iter()
+            .map(|t| {
+                let [_, rot, fft] = lookup_features(&t.shape);
+                (vec![rot, fft], t.bootstrap)
+            })
+            .collect::<Vec<_>>(),
+    );
+    CostModel {
+        keyswitch: keyswitch[0],
+        rotation: bootstrap[0],
+        transform: bootstrap[1],
+        multiply_add,
+    }
+}
+
+/// Least squares `features · x ≈ seconds` with `x ≥ 0`: solves the normal equations (features
+/// scaled to similar magnitudes), drops a feature whose coefficient comes out negative, and
+/// solves again.
+fn nonnegative_least_squares(rows: &[(Vec<f64>, f64)]) -> Vec<f64> {
+    let width = rows.first().map_or(0, |r| r.0.len());
+    let mut active = vec![true; width];
     loop {
-        let idx: Vec<usize> = (0..3).filter(|&i| active[i]).collect();
+        let idx: Vec<usize> = (0..width).filter(|&i| active[i]).collect();
         let m = idx.len();
-        // Normal equations (features scaled to similar magnitudes first).
         let scale: Vec<f64> = idx
             .iter()
             .map(|&i| {
@@ -85,7 +160,7 @@ pub fn fit_lookups(samples: &[(Shape, f64)], multiply_add: f64) -> CostModel {
             })
             .collect();
         let mut a = vec![vec![0.0; m + 1]; m];
-        for (f, t) in &rows {
+        for (f, t) in rows {
             for r in 0..m {
                 let xr = f[idx[r]] / scale[r];
                 for c in 0..m {
@@ -95,20 +170,13 @@ pub fn fit_lookups(samples: &[(Shape, f64)], multiply_add: f64) -> CostModel {
             }
         }
         let solution = solve(a);
-        let mut coefficients = [0.0; 3];
+        let mut coefficients = vec![0.0; width];
         for (r, &i) in idx.iter().enumerate() {
             coefficients[i] = solution[r] / scale[r];
         }
-        match (0..3).find(|&i| active[i] && coefficients[i] < 0.0) {
-            Some(i) if idx.len() > 1 => active[i] = false,
-            _ => {
-                return CostModel {
-                    keyswitch: coefficients[0].max(0.0),
-                    rotation: coefficients[1].max(0.0),
-                    transform: coefficients[2].max(0.0),
-                    multiply_add,
-                }
-            }
+        match (0..width).find(|&i| active[i] && coefficients[i] < 0.0) {
+            Some(i) if m > 1 => active[i] = false,
+            _ => return coefficients.into_iter().map(|c| c.max(0.0)).collect(),
         }
     }
 }
@@ -168,7 +236,7 @@ mod tests {
             transform: 5e-11,
             multiply_add: 0.0,
         };
-        let samples: Vec<(Shape, f64)> = [
+        let timings: Vec<Timing> = [
             shape(700, 1, 2048, 1, 4),
             shape(800, 1, 2048, 1, 6),
             shape(900, 1, 4096, 2, 6),
@@ -176,12 +244,22 @@ mod tests {
             shape(850, 2, 1024, 1, 5),
         ]
         .into_iter()
-        .map(|s| (s, truth.lookup_seconds(&s)))
+        .map(|s| Timing {
+            shape: s,
+            keyswitch: truth.lookup_seconds(&s) - truth.bootstrap_seconds(&s),
+            bootstrap: truth.bootstrap_seconds(&s),
+        })
         .collect();
-        let fit = fit_lookups(&samples, 0.0);
-        for (s, t) in &samples {
-            let rel = (fit.lookup_seconds(s) - t).abs() / t;
-            assert!(rel < 1e-6, "{s:?}: {rel}");
+        let fitted = fit(&timings, 0.0);
+        for t in &timings {
+            let s = &t.shape;
+            for (got, want) in [
+                (fitted.lookup_seconds(s), truth.lookup_seconds(s)),
+                (fitted.bootstrap_seconds(s), truth.bootstrap_seconds(s)),
+            ] {
+                let rel = (got - want).abs() / want;
+                assert!(rel < 1e-6, "{s:?}: {rel}");
+            }
         }
     }
 

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::prelude::*;
 use tfhe::shortint;
 use tfhe::shortint::ciphertext::MaxDegree;
+use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
 use tfhe::shortint::parameters::AtomicPatternParameters;
 
-use super::params::ParameterSet;
+use super::params::{InputKey, ParameterSet};
 use super::wire::{self, Kind};
 use super::{security, CompressedSample, EncryptedSample, FheError};
 use crate::arch::activation::Activation;
@@ -256,10 +257,11 @@ impl ClientKey {
         self.encrypt_quantized(&q)
     }
 
-    /// Encrypts one quantized sample, each value times Δ under the big LWE key.
+    /// Encrypts one quantized sample, each value times Δ under the key the compiled set
+    /// names ([`InputKey`](super::InputKey)).
     pub fn encrypt_quantized(&self, values: &[i64]) -> Result<EncryptedSample, crate::InputError> {
         self.check_quantized(values)?;
-        let (secret, noise) = self.key.encryption_key_and_noise();
+        let (secret, noise) = self.input_key();
         let mut seeder = new_seeder();
         let mut generator = EncryptionRandomGenerator::<DefaultRandomGenerator>::new(
             seeder.seed(),
@@ -310,7 +312,7 @@ impl ClientKey {
         values: &[i64],
     ) -> Result<CompressedSample, crate::InputError> {
         self.check_quantized(values)?;
-        let (secret, noise) = self.key.encryption_key_and_noise();
+        let (secret, noise) = self.input_key();
         let mut seeder = new_seeder();
         let plaintexts = PlaintextList::from_container(
             values
@@ -345,27 +347,51 @@ impl ClientKey {
                 "scaling factor 2^{delta_log2} is not in 2^1..2^62"
             )));
         }
-        let size = self
-            .key
-            .encryption_key_and_noise()
-            .0
-            .lwe_dimension()
-            .to_lwe_size();
-        if ct.lwe_size() != size {
-            return Err(FheError::Shape(format!(
-                "ciphertext of LWE size {}, expected {}",
-                ct.lwe_size().0,
-                size.0
-            )));
-        }
-        Ok(self.decode(ct, delta_log2))
+        let secret = self.secret_for(ct)?;
+        Ok(decode(&secret, ct, delta_log2))
     }
 
-    fn decode(&self, ct: &LweCiphertextOwned<u64>, delta_log2: u32) -> i64 {
-        let (secret, _) = self.key.encryption_key_and_noise();
-        let plain = decrypt_lwe_ciphertext(&secret, ct).0;
-        let rounded = plain.wrapping_add(1u64 << (delta_log2 - 1));
-        (rounded as i64) >> delta_log2
+    /// The key and noise inputs are encrypted under: the big key (TFHE-rs's choice for a
+    /// KS-PBS set) or the small one, as the compiled set says.
+    fn input_key(&self) -> (LweSecretKeyView<'_, u64>, DynamicDistribution<u64>) {
+        match (&self.key.atomic_pattern, self.spec.set.inputs) {
+            (AtomicPatternClientKey::Standard(standard), InputKey::Small) => (
+                standard.small_lwe_secret_key(),
+                standard.parameters.lwe_noise_distribution(),
+            ),
+            _ => self.key.encryption_key_and_noise(),
+        }
+    }
+
+    /// The small key (what the bootstraps read) and the big key (what they output under).
+    fn small_and_big_keys(&self) -> [LweSecretKeyView<'_, u64>; 2] {
+        let (big, _) = self.key.encryption_key_and_noise();
+        let small = match &self.key.atomic_pattern {
+            AtomicPatternClientKey::Standard(standard) => standard.small_lwe_secret_key(),
+            // fhe-nn only generates standard (KS-PBS) keys.
+            AtomicPatternClientKey::KeySwitch32(_) => self.key.encryption_key_and_noise().0,
+        };
+        [small, big]
+    }
+
+    /// The secret key a ciphertext of this size is under: the small key (inputs, or the
+    /// outputs of a network without lookups) or the big key (after a bootstrap).
+    fn secret_for(
+        &self,
+        ct: &LweCiphertextOwned<u64>,
+    ) -> Result<LweSecretKeyView<'_, u64>, FheError> {
+        let keys = self.small_and_big_keys();
+        let sizes = [keys[0].lwe_dimension(), keys[1].lwe_dimension()].map(|d| d.to_lwe_size().0);
+        keys.into_iter()
+            .find(|key| key.lwe_dimension().to_lwe_size() == ct.lwe_size())
+            .ok_or_else(|| {
+                FheError::Shape(format!(
+                    "ciphertext of LWE size {}, expected {} (small key) or {} (big key)",
+                    ct.lwe_size().0,
+                    sizes[0],
+                    sizes[1]
+                ))
+            })
     }
 
     fn check_sample(&self, sample: &EncryptedSample) -> Result<(), FheError> {
@@ -376,18 +402,15 @@ impl ClientKey {
                 found: sample.key_id,
             });
         }
-        let size = self
-            .key
-            .encryption_key_and_noise()
-            .0
-            .lwe_dimension()
-            .to_lwe_size();
-        if let Some(bad) = sample.cts.iter().find(|c| c.lwe_size() != size) {
-            return Err(FheError::Shape(format!(
-                "ciphertext of LWE size {}, expected {}",
-                bad.lwe_size().0,
-                size.0
-            )));
+        if let Some(first) = sample.cts.first() {
+            self.secret_for(first)?;
+            if let Some(bad) = sample.cts.iter().find(|c| c.lwe_size() != first.lwe_size()) {
+                return Err(FheError::Shape(format!(
+                    "ciphertexts of LWE sizes {} and {} in one sample",
+                    first.lwe_size().0,
+                    bad.lwe_size().0
+                )));
+            }
         }
         Ok(())
     }
@@ -402,11 +425,11 @@ impl ClientKey {
                 self.spec.output_unit.len()
             )));
         }
-        Ok(output
+        output
             .cts
             .iter()
-            .map(|c| self.decode(c, self.spec.output_delta_log2))
-            .collect())
+            .map(|c| Ok(decode(&self.secret_for(c)?, c, self.spec.output_delta_log2)))
+            .collect()
     }
 
     /// Decrypts and de-quantizes the server's output.
@@ -517,4 +540,15 @@ impl EvaluationKey {
     pub fn serialized_size(&self) -> Result<u64, FheError> {
         Ok(self.to_bytes()?.len() as u64)
     }
+}
+
+/// The signed integer a ciphertext under `secret` encodes times `2^delta_log2`.
+fn decode(
+    secret: &LweSecretKeyView<'_, u64>,
+    ct: &LweCiphertextOwned<u64>,
+    delta_log2: u32,
+) -> i64 {
+    let plain = decrypt_lwe_ciphertext(secret, ct).0;
+    let rounded = plain.wrapping_add(1u64 << (delta_log2 - 1));
+    (rounded as i64) >> delta_log2
 }

@@ -1,6 +1,7 @@
 //! Fhe mode on TFHE-rs: parameter choice from noise, keys, encrypted inference, and the
 //! checked serialized formats that let client and server be separate processes.
 
+pub mod bootstrap;
 pub mod cost;
 mod keys;
 pub mod optimizer;
@@ -10,7 +11,7 @@ mod server;
 pub(crate) mod wire;
 
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
-pub use params::{vetted, ParameterSet, Shape, PRECISIONS};
+pub use params::{vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 pub(crate) use server::max_compressed_sample_bytes;
 pub use server::{CompressedSample, EncryptedSample, FheServer};
 pub use wire::FORMAT_VERSION;

@@ -5,8 +5,8 @@
 //! TFHE-rs's formulas), and its cost from the fitted [`CostModel`](super::cost::CostModel). The feasible candidates
 //! come back cheapest first; the compile step then checks accuracy (Simulate) in that order.
 
-use super::cost::FITTED;
-use super::params::{classic_custom, vetted, ParameterSet, Shape, PRECISIONS};
+use super::cost::{Work, FITTED};
+use super::params::{classic_custom, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 use crate::model::MAX_MULTIPLIER;
 use crate::noise::{failure_probability, half_box, NoiseModel};
 
@@ -96,8 +96,9 @@ pub struct Demand {
     /// Outputs the client decrypts, their largest squared weight 2-norm, whether the output
     /// layer reads fresh encryptions, and the width of the output encoding.
     pub outputs: (usize, f64, bool, u32),
-    /// Non-zero weights (leveled multiply-adds) per inference.
-    pub multiply_adds: usize,
+    /// The homomorphic work of one inference (lookups and non-zero weights, on fresh inputs
+    /// or on bootstrap outputs), which the cost model prices.
+    pub work: Work,
 }
 
 impl Demand {
@@ -229,31 +230,34 @@ pub fn grid() -> Vec<Shape> {
 
 /// The feasible candidates for `demand`, cheapest first by the fitted cost model: custom
 /// sets from [`grid`] (unless `vetted_only`) at the largest precision that meets the
-/// targets (at most 10 bits), and the vetted sets.
+/// targets (at most 10 bits), and the vetted sets, each with the inputs under either key.
 pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<Candidate> {
-    let lookups = demand.lookups();
     let mut found = Vec::new();
-    let price = |shape: &Shape| FITTED.inference_seconds(shape, lookups, demand.multiply_adds);
     let candidate = |set: ParameterSet, noise: &NoiseModel| Candidate {
-        cost: price(&set.shape()),
+        cost: FITTED.inference_seconds(&set.shape(), set.inputs, &demand.work),
         sigma_positions: sigma_positions(demand, noise),
         set,
     };
-    for precision in PRECISIONS {
-        let set = vetted(precision).expect("a vetted set per precision");
-        let noise = NoiseModel::new(&set.params);
-        if meets(targets, &failure_probabilities(demand, &noise, precision)) {
-            found.push(candidate(set, &noise));
+    for inputs in [InputKey::Big, InputKey::Small] {
+        for precision in PRECISIONS {
+            let set = vetted(precision)
+                .expect("a vetted set per precision")
+                .with_inputs(inputs);
+            let noise = NoiseModel::of(&set);
+            if meets(targets, &failure_probabilities(demand, &noise, precision)) {
+                found.push(candidate(set, &noise));
+            }
         }
-    }
-    if !vetted_only {
-        // The largest precision a custom set may use; beyond 10 bits a box is too narrow
-        // for any noise this grid produces.
-        for shape in grid() {
-            let params = classic_custom(&shape, 2);
-            let noise = NoiseModel::new(&params);
-            if let Some(precision) = best_precision(demand, &shape, &noise, targets, 10) {
-                found.push(candidate(ParameterSet::custom(shape, precision), &noise));
+        if !vetted_only {
+            // The largest precision a custom set may use; beyond 10 bits a box is too
+            // narrow for any noise this grid produces.
+            for shape in grid() {
+                let params = classic_custom(&shape, 2);
+                let noise = NoiseModel::new(&params, inputs);
+                if let Some(precision) = best_precision(demand, &shape, &noise, targets, 10) {
+                    let set = ParameterSet::custom(shape, precision).with_inputs(inputs);
+                    found.push(candidate(set, &noise));
+                }
             }
         }
     }
@@ -279,7 +283,12 @@ mod tests {
                 spans: (1186, 1186),
             }],
             outputs: (10, 200.0, false, 9),
-            multiply_adds: 784 * 128 / 2 + 1280,
+            work: Work {
+                lookups: 0,
+                fresh_lookups: 128,
+                multiply_adds: 1280,
+                fresh_multiply_adds: 784 * 128 / 2,
+            },
         }
     }
 
@@ -294,7 +303,7 @@ mod tests {
         assert!(!found.is_empty());
         for c in &found {
             security::check(&c.set.params).unwrap();
-            let noise = NoiseModel::new(&c.set.params);
+            let noise = NoiseModel::of(&c.set);
             let (layers, output, _) = failure_probabilities(&demand, &noise, c.set.precision);
             assert!(layers
                 .iter()
@@ -302,6 +311,44 @@ mod tests {
                 .all(|&p| p <= targets.p_error));
         }
         assert!(found.windows(2).all(|w| w[0].cost <= w[1].cost));
+    }
+
+    #[test]
+    fn the_input_key_is_chosen_by_noise_and_cost() {
+        let targets = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let best = |demand: &Demand, inputs: InputKey| {
+            candidates(demand, &targets, false)
+                .into_iter()
+                .find(|c| c.set.inputs == inputs)
+                .expect("a candidate for each input key")
+        };
+        // The card: every lookup reads fresh inputs through moderate weights, so skipping
+        // the keyswitch (its time and its noise) pays.
+        let card = card_like();
+        let (small, big) = (best(&card, InputKey::Small), best(&card, InputKey::Big));
+        assert!(small.cost < big.cost, "{} vs {}", small.cost, big.cost);
+        assert_eq!(
+            candidates(&card, &targets, false)[0].set.inputs,
+            InputKey::Small
+        );
+        // Without a keyswitch the first lookups' noise is the modulus switch's and the
+        // inputs' only: less than with it, on the same shape.
+        let shape = big.set.shape();
+        let params = classic_custom(&shape, 2);
+        let [with, without] = [InputKey::Big, InputKey::Small]
+            .map(|k| sigma_positions(&card, &NoiseModel::new(&params, k))[0]);
+        assert!(without < with, "{without} vs {with}");
+        // Huge first-layer weights amplify the small key's larger input noise past what the
+        // keyswitch costs: the big key wins.
+        let mut heavy = card_like();
+        heavy.lookups[0].norm2_squared = 1e8;
+        assert_eq!(
+            candidates(&heavy, &targets, false)[0].set.inputs,
+            InputKey::Big
+        );
     }
 
     #[test]
@@ -347,7 +394,12 @@ mod tests {
                 spans: (span, span),
             }],
             outputs: (10, 200.0, false, 9),
-            multiply_adds: 2592,
+            work: Work {
+                lookups: 0,
+                fresh_lookups: 288,
+                multiply_adds: 0,
+                fresh_multiply_adds: 2592,
+            },
         };
         let found = candidates(&demand(40), &targets, false);
         // Read spread, cheaper than 6-bit boxes (which need N = 8192).

@@ -22,7 +22,27 @@ pub struct ParameterSet {
     /// Bits a lookup is indexed by (`2^precision` boxes, plus the padding bit).
     pub precision: u32,
     pub params: ClassicPBSParameters,
+    /// The key the client encrypts its inputs under.
+    pub inputs: InputKey,
 }
+
+/// Which secret key of a set the client encrypts a sample's inputs under; the optimizer
+/// chooses per network.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, tfhe::Versionize,
+)]
+#[versionize(InputKeyVersions)]
+pub enum InputKey {
+    /// The big key (`k·N`), as TFHE-rs's KS-PBS sets encrypt: every lookup keyswitches
+    /// first; the inputs carry the big key's tiny noise.
+    Big,
+    /// The small key (`n`) the bootstraps read: the first layer's sums are `n + 1` words and
+    /// its lookups skip the keyswitch and its noise, but the inputs carry the small key's
+    /// larger noise, which the first layer's weights amplify.
+    Small,
+}
+
+super::wire::versioned!(pub InputKey, InputKeyVersions, "fhe_nn::InputKey");
 
 /// The shape of a classic KS-PBS set: what the optimizer searches over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,7 +78,13 @@ impl ParameterSet {
             ),
             precision,
             params: classic_custom(&shape, precision),
+            inputs: InputKey::Big,
         }
+    }
+
+    /// The same set with the inputs encrypted under `inputs`.
+    pub fn with_inputs(self, inputs: InputKey) -> ParameterSet {
+        ParameterSet { inputs, ..self }
     }
 
     /// The set's shape.
@@ -105,6 +131,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 3,
                 -128.186,
             ),
+            inputs: InputKey::Big,
         },
         3 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128".into(),
@@ -121,6 +148,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 7,
                 -128.536,
             ),
+            inputs: InputKey::Big,
         },
         4 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128".into(),
@@ -137,6 +165,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 15,
                 -128.103,
             ),
+            inputs: InputKey::Big,
         },
         5 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128".into(),
@@ -153,6 +182,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 31,
                 -128.607,
             ),
+            inputs: InputKey::Big,
         },
         6 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128".into(),
@@ -169,6 +199,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 63,
                 -128.068,
             ),
+            inputs: InputKey::Big,
         },
         7 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_6_KS_PBS_GAUSSIAN_2M128".into(),
@@ -185,6 +216,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 127,
                 -128.147,
             ),
+            inputs: InputKey::Big,
         },
         8 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_7_KS_PBS_GAUSSIAN_2M128".into(),
@@ -201,6 +233,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 255,
                 -128.787,
             ),
+            inputs: InputKey::Big,
         },
         _ => return None,
     };

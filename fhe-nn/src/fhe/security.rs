@@ -33,7 +33,7 @@ pub enum SecurityError {
         std: f64,
         minimal: f64,
     },
-    #[error("the parameter set must encrypt under the big key with the native 64-bit modulus")]
+    #[error("the parameter set must keyswitch before it bootstraps (outputs under the big key) and use the native 64-bit modulus")]
     Shape,
     #[error("parameter {what} = {value} is outside the supported {min}..={max}")]
     OutOfBounds {

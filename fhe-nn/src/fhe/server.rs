@@ -1,6 +1,9 @@
 //! Encrypted inference on the server: leveled weighted sums on LWE ciphertexts, then one
-//! keyswitch + programmable bootstrap per neuron with its own table (per channel for
-//! convolutions).
+//! programmable bootstrap per neuron with its own table (per channel for convolutions).
+//!
+//! A bootstrap's output is under the big key (`k·N + 1` words), so lookups on it keyswitch
+//! first. Inputs are under the key the compiled set names: under the small one, the first
+//! layer's sums are short (`n + 1` words) and its lookups bootstrap directly.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -10,7 +13,9 @@ use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
 use tfhe::shortint::server_key::LookupTableOwned;
 use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder};
 
+use super::bootstrap;
 use super::keys::EvaluationKey;
+use super::params::InputKey;
 use super::wire::{self, Kind};
 use super::{check_model, check_upload_size, FheError};
 use crate::model::{QuantModel, WeightedStage};
@@ -178,7 +183,10 @@ pub struct FheServer {
     /// The decompressed evaluation key.
     server_key: tfhe::shortint::ServerKey,
     layers: Vec<ServerLayer>,
-    lwe_size: LweSize,
+    /// Size of the inputs' ciphertexts (`n + 1` under the small key).
+    input_lwe_size: LweSize,
+    /// Size of a bootstrap's output (big key, `k·N + 1`).
+    big_lwe_size: LweSize,
     params: tfhe::shortint::parameters::ClassicPBSParameters,
 }
 
@@ -195,7 +203,7 @@ impl FheServer {
         }
         let params = key.set.params;
         let model = compiled.tables();
-        let lwe_size =
+        let big_lwe_size =
             LweDimension(params.glwe_dimension.0 * params.polynomial_size.0).to_lwe_size();
         let layers = model
             .layers()
@@ -203,12 +211,22 @@ impl FheServer {
             .enumerate()
             .map(|(k, stage)| server_layer(model, k, stage, &params))
             .collect();
+        let server_key = key.compressed.decompress();
+        if !bootstrap::has_classic_key(&server_key) {
+            return Err(FheError::Shape(
+                "the evaluation key has no classic bootstrapping key".into(),
+            ));
+        }
         Ok(FheServer {
             key_id: key.key_id,
             fingerprint: key.fingerprint,
-            server_key: key.compressed.decompress(),
+            server_key,
             layers,
-            lwe_size,
+            input_lwe_size: match key.set.inputs {
+                InputKey::Small => params.lwe_dimension.to_lwe_size(),
+                InputKey::Big => big_lwe_size,
+            },
+            big_lwe_size,
             params,
         })
     }
@@ -255,10 +273,23 @@ impl FheServer {
     }
 
     /// Largest serialized full sample this server can need (bytes): its inputs' ciphertexts
-    /// of `k·N + 1` words each, with the envelope and framing.
+    /// (`n + 1` words each) or its outputs' (`k·N + 1` after a lookup), with the envelope and
+    /// framing.
     pub fn max_sample_bytes(&self) -> u64 {
-        let count = self.input_count().max(self.output_count()) as u64;
-        count * (8 * self.lwe_size.0 as u64 + 64) + 4096
+        let bytes = |count: usize, size: LweSize| count as u64 * (8 * size.0 as u64 + 64);
+        bytes(self.input_count(), self.input_lwe_size)
+            .max(bytes(self.output_count(), self.output_lwe_size()))
+            + 4096
+    }
+
+    /// Size of the outputs' ciphertexts: under the big key once any lookup ran, else the
+    /// inputs'.
+    fn output_lwe_size(&self) -> LweSize {
+        if self.lookups() > 0 {
+            self.big_lwe_size
+        } else {
+            self.input_lwe_size
+        }
     }
 
     /// Largest serialized compressed sample this server can need (bytes): one body per input.
@@ -298,11 +329,11 @@ impl FheServer {
                 self.input_count()
             )));
         }
-        if input.list.lwe_size() != self.lwe_size {
+        if input.list.lwe_size() != self.input_lwe_size {
             return Err(FheError::Shape(format!(
                 "compressed ciphertexts of LWE size {}, the key expects {}",
                 input.list.lwe_size().0,
-                self.lwe_size.0
+                self.input_lwe_size.0
             )));
         }
         let list = input.list.clone().decompress_into_lwe_ciphertext_list();
@@ -363,19 +394,24 @@ impl FheServer {
                 input.cts.len()
             )));
         }
-        if let Some(bad) = input.cts.iter().find(|c| c.lwe_size() != self.lwe_size) {
+        if let Some(bad) = input
+            .cts
+            .iter()
+            .find(|c| c.lwe_size() != self.input_lwe_size)
+        {
             return Err(FheError::Shape(format!(
                 "ciphertext of LWE size {}, the key expects {}",
                 bad.lwe_size().0,
-                self.lwe_size.0
+                self.input_lwe_size.0
             )));
         }
         let mut x: Vec<LweCiphertextOwned<u64>> = Vec::new();
         for (k, layer) in self.layers.iter().enumerate() {
-            let inputs = if k == 0 { &input.cts } else { &x };
+            let fresh = k == 0;
+            let inputs = if fresh { &input.cts } else { &x };
             let outputs: Vec<_> = (0..layer.out_features)
                 .into_par_iter()
-                .map(|j| self.neuron(layer, j, inputs))
+                .map(|j| self.neuron(layer, j, inputs, fresh))
                 .collect();
             if k + 1 < self.layers.len() {
                 visit(&outputs);
@@ -385,13 +421,22 @@ impl FheServer {
         Ok(x)
     }
 
+    /// One neuron: its weighted sum of `x` (the inputs if `fresh`, else a bootstrap's
+    /// outputs), then its lookup if the layer has one: keyswitch + bootstrap on a sum under
+    /// the big key, the bootstrap alone on one under the small key.
     fn neuron(
         &self,
         layer: &ServerLayer,
         j: usize,
         x: &[LweCiphertextOwned<u64>],
+        fresh: bool,
     ) -> LweCiphertextOwned<u64> {
-        let mut acc = LweCiphertext::new(0u64, self.lwe_size, CiphertextModulus::new_native());
+        let size = if fresh {
+            self.input_lwe_size
+        } else {
+            self.big_lwe_size
+        };
+        let mut acc = LweCiphertext::new(0u64, size, CiphertextModulus::new_native());
         for &(i, w) in &layer.sparse[j] {
             slice_wrapping_add_scalar_mul_assign(acc.as_mut(), x[i].as_ref(), w);
         }
@@ -399,17 +444,22 @@ impl FheServer {
             return acc;
         };
         lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offsets[layer.groups[j]]));
-        let p = &self.params;
-        let ct = Ciphertext::new(
-            acc,
-            Degree::new(0),
-            NoiseLevel::NOMINAL,
-            p.message_modulus,
-            p.carry_modulus,
-            AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
-        );
         let group = layer.groups[j];
-        let mut out = self.server_key.apply_lookup_table(&ct, &tables[group]).ct;
+        let mut out = if size != self.big_lwe_size {
+            bootstrap::bootstrap(&self.server_key, &acc, &tables[group])
+                .expect("checked when the server was built")
+        } else {
+            let p = &self.params;
+            let ct = Ciphertext::new(
+                acc,
+                Degree::new(0),
+                NoiseLevel::NOMINAL,
+                p.message_modulus,
+                p.carry_modulus,
+                AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
+            );
+            self.server_key.apply_lookup_table(&ct, &tables[group]).ct
+        };
         if centers[group] != 0 {
             lwe_ciphertext_plaintext_add_assign(&mut out, Plaintext(centers[group]));
         }

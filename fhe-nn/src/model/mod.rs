@@ -473,8 +473,9 @@ fn build_lookup(
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
     };
-    // Multipliers only where the inputs are fresh encryptions (the first layer): their noise
-    // is negligible, so scaling the weights scales nothing but the spread.
+    // Multipliers only where the inputs are fresh encryptions (the first layer): scaling the
+    // weights scales their noise with the spread, not the modulus switch's, which dominates;
+    // a bootstrap output's noise is too large to scale.
     let max_multiplier = if fresh_inputs { MAX_MULTIPLIER } else { 1 };
     let groups: Vec<GroupEncoding> = stage
         .exact_ranges

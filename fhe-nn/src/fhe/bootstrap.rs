@@ -1,0 +1,83 @@
+//! A programmable bootstrap without keyswitch, for sums of inputs the client encrypted under
+//! the small key: TFHE-rs's lookup minus its keyswitch (the key's own modulus switch, the
+//! blind rotation, the sample extraction).
+
+use std::cell::RefCell;
+
+use tfhe::core_crypto::prelude::*;
+use tfhe::shortint::atomic_pattern::AtomicPatternServerKey;
+use tfhe::shortint::server_key::{
+    LookupTableOwned, ModulusSwitchConfiguration, ShortintBootstrappingKey,
+};
+use tfhe::shortint::ServerKey;
+
+thread_local! {
+    /// Scratch memory of the bootstraps run on this thread.
+    static BUFFERS: RefCell<ComputationBuffers> = RefCell::new(ComputationBuffers::new());
+}
+
+/// The classic bootstrapping key of a server key and its modulus switch, if it has them.
+fn classic_key(
+    key: &ServerKey,
+) -> Option<(
+    &FourierLweBootstrapKeyOwned,
+    &ModulusSwitchConfiguration<u64>,
+)> {
+    match &key.atomic_pattern {
+        AtomicPatternServerKey::Standard(standard) => match &standard.bootstrapping_key {
+            ShortintBootstrappingKey::Classic {
+                bsk,
+                modulus_switch_noise_reduction_key,
+            } => Some((bsk, modulus_switch_noise_reduction_key)),
+            ShortintBootstrappingKey::MultiBit { .. } => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `key` has a classic bootstrapping key (every key fhe-nn generates does).
+pub fn has_classic_key(key: &ServerKey) -> bool {
+    classic_key(key).is_some()
+}
+
+/// Bootstraps `input` (under `key`'s small LWE key) through `table`; the result is under the
+/// big key. `None` if `key` has no classic bootstrapping key or `input` is not of its size.
+pub fn bootstrap(
+    key: &ServerKey,
+    input: &LweCiphertextOwned<u64>,
+    table: &LookupTableOwned,
+) -> Option<LweCiphertextOwned<u64>> {
+    let (bsk, modulus_switch) = classic_key(key)?;
+    if input.lwe_size() != bsk.input_lwe_dimension().to_lwe_size()
+        || table.acc.glwe_size() != bsk.glwe_size()
+        || table.acc.polynomial_size() != bsk.polynomial_size()
+    {
+        return None;
+    }
+    let polynomial_size = bsk.polynomial_size();
+    let switched = modulus_switch.lwe_ciphertext_modulus_switch(
+        input,
+        polynomial_size.to_blind_rotation_input_modulus_log(),
+    );
+    let mut rotated = table.acc.clone();
+    let fft = Fft::new(polynomial_size);
+    let fft = fft.as_view();
+    BUFFERS.with_borrow_mut(|buffers| {
+        buffers.resize(
+            blind_rotate_assign_mem_optimized_requirement::<u64>(
+                bsk.glwe_size(),
+                polynomial_size,
+                fft,
+            )
+            .unaligned_bytes_required(),
+        );
+        blind_rotate_assign_mem_optimized(&switched, &mut rotated, bsk, fft, buffers.stack());
+    });
+    let mut out = LweCiphertext::new(
+        0u64,
+        bsk.output_lwe_dimension().to_lwe_size(),
+        CiphertextModulus::new_native(),
+    );
+    extract_lwe_sample_from_glwe_ciphertext(&rotated, &mut out, MonomialDegree(0));
+    Some(out)
+}
