@@ -473,6 +473,37 @@ fn a_looser_p_error_buys_cheaper_parameters_when_accuracy_allows() {
 }
 
 #[test]
+fn a_looser_p_error_never_costs_more_when_accuracy_binds() {
+    // The shipped seed network: the 1% disagreement limit binds at both targets. The widest
+    // boxes 0.01 allows leave narrow margins that noise crosses, so the search also runs on
+    // the default target's candidates and keeps the cheaper accurate choice.
+    let images = digits().unwrap().test.images;
+    let model = QuantModel::load(Seed::architecture(), common::shipped_seed_path()).unwrap();
+    let compile = |p_error| {
+        model
+            .compile(
+                images.view(),
+                &FheOptions {
+                    p_error,
+                    ..FheOptions::default()
+                },
+            )
+            .unwrap()
+    };
+    let (strict, loose) = (compile(fhe_nn::DEFAULT_P_ERROR), compile(0.01));
+    assert!(
+        loose.plan().modeled_seconds <= strict.plan().modeled_seconds,
+        "{} vs {}",
+        loose.parameters().label(),
+        strict.parameters().label()
+    );
+    for compiled in [&strict, &loose] {
+        let plan = compiled.plan();
+        assert!(plan.predictions_vs_exact.mean <= plan.options.max_disagreement);
+    }
+}
+
+#[test]
 fn an_oversized_compressed_upload_is_refused_before_expansion() {
     // Reproducer of the 16 GB expansion: an upload of another model's input width (64
     // values), resealed with this server's key id and fingerprint (both travel in clear, at

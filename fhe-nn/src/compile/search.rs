@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use ndarray::ArrayView2;
 
 use super::figures::{capped, clear_predictions, simulate, FIGURES_SEED, REPORT_RUNS};
-use super::{CompileError, FheOptions, ParameterChoice};
+use super::{CompileError, FheOptions, ParameterChoice, DEFAULT_P_ERROR};
 use crate::fhe::optimizer::{candidates, failure_probabilities, Candidate, Demand, Targets};
 use crate::fhe::{security, vetted, ParameterSet, PRECISIONS};
 use crate::model::{QuantModel, Reading};
@@ -84,7 +84,33 @@ pub(super) fn choose(
     if calibration.nrows() == 0 {
         return Ok(found[0].set.clone().into());
     }
-    Accuracy::new(model, calibration, options.max_disagreement).cheapest(found)
+    let mut accuracy = Accuracy::new(model, calibration, options.max_disagreement);
+    let mut best = accuracy.cheapest(found);
+    // A looser target must never cost more than the default one: the search over the
+    // default target's candidates runs too (its boxes are narrower, its margins wider, which
+    // a loose target's widest boxes may lack), and the cheaper accurate choice wins.
+    if targets.p_error > DEFAULT_P_ERROR {
+        let strict = Targets {
+            p_error: DEFAULT_P_ERROR,
+            ..targets
+        };
+        let found = candidates(&demand, &strict, vetted_only);
+        if !found.is_empty() {
+            if let Ok(other) = accuracy.cheapest(found) {
+                if best.as_ref().map_or(true, |b| other.cost < b.cost) {
+                    best = Ok(other);
+                }
+            }
+        }
+    }
+    let best = best?;
+    let tables = accuracy
+        .tables
+        .remove(&(best.set.precision, best.set.resolution()));
+    Ok(Chosen {
+        set: best.set,
+        tables,
+    })
 }
 
 /// The worst failure probability and the declared layer (1-based) where it happens.
@@ -138,7 +164,13 @@ struct Accuracy<'a> {
     reference: Vec<usize>,
     max_disagreement: f64,
     tables: HashMap<(u32, u32), QuantModel>,
+    /// Disagreement of every set checked so far, by label.
+    checked: HashMap<String, f64>,
 }
+
+/// Candidates cheaper than the binary searches' choice checked one by one, cheapest first,
+/// after them: a frontier over several layers' noise is not ordered by accuracy.
+const EXTRA_CHECKS: usize = 12;
 
 impl<'a> Accuracy<'a> {
     fn new(model: &'a QuantModel, calibration: ArrayView2<'a, i64>, max: f64) -> Accuracy<'a> {
@@ -148,11 +180,21 @@ impl<'a> Accuracy<'a> {
             reference: clear_predictions(model, calibration),
             max_disagreement: max,
             tables: HashMap::new(),
+            checked: HashMap::new(),
         }
     }
 
     /// The simulated fraction of predictions that differ from exact Clear under `set`.
     fn disagreement(&mut self, set: &ParameterSet) -> f64 {
+        if let Some(&d) = self.checked.get(&set.label()) {
+            return d;
+        }
+        let d = self.simulated_disagreement(set);
+        self.checked.insert(set.label(), d);
+        d
+    }
+
+    fn simulated_disagreement(&mut self, set: &ParameterSet) -> f64 {
         let key = (set.precision, set.resolution());
         let tables = self.tables.entry(key).or_insert_with(|| {
             self.model.with_reading(Reading::Table {
@@ -173,7 +215,7 @@ impl<'a> Accuracy<'a> {
     }
 
     /// The cheapest accurate candidate (`found` is sorted by cost).
-    fn cheapest(mut self, found: Vec<Candidate>) -> Result<Chosen, CompileError> {
+    fn cheapest(&mut self, found: Vec<Candidate>) -> Result<Candidate, CompileError> {
         let mut rings: Vec<Vec<Candidate>> = Vec::new();
         for c in found {
             let ring = (
@@ -204,7 +246,7 @@ impl<'a> Accuracy<'a> {
         rings.sort_by(|a, b| a[0].cost.total_cmp(&b[0].cost));
         let mut best: Option<Candidate> = None;
         let mut closest: Option<(f64, ParameterSet)> = None;
-        for frontier in rings {
+        for frontier in &rings {
             let limit = best.as_ref().map_or(f64::INFINITY, |b| b.cost);
             let len = frontier.iter().take_while(|c| c.cost < limit).count();
             // Smallest index whose candidate is accurate (accuracy grows along the frontier).
@@ -227,11 +269,22 @@ impl<'a> Accuracy<'a> {
                 best = Some(frontier[i].clone());
             }
         }
-        match (best, closest) {
-            (Some(b), _) => {
-                let tables = self.tables.remove(&(b.set.precision, b.set.resolution()));
-                Ok(Chosen { set: b.set, tables })
+        if let Some(limit) = best.as_ref().map(|b| b.cost) {
+            let mut cheaper: Vec<&Candidate> = rings
+                .iter()
+                .flatten()
+                .filter(|c| c.cost < limit && !self.checked.contains_key(&c.set.label()))
+                .collect();
+            cheaper.sort_by(|a, b| a.cost.total_cmp(&b.cost));
+            for c in cheaper.into_iter().take(EXTRA_CHECKS) {
+                if self.disagreement(&c.set) <= self.max_disagreement {
+                    best = Some(c.clone());
+                    break;
+                }
             }
+        }
+        match (best, closest) {
+            (Some(b), _) => Ok(b),
             (None, Some((d, set))) => Err(CompileError::Inaccurate {
                 max: self.max_disagreement,
                 best: d,

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 
 use tfhe::core_crypto::prelude::*;
 use tfhe::shortint::atomic_pattern::AtomicPatternServerKey;
+use tfhe::shortint::parameters::ClassicPBSParameters;
 use tfhe::shortint::server_key::{
     LookupTableOwned, ModulusSwitchConfiguration, ShortintBootstrappingKey,
 };
@@ -35,9 +36,14 @@ fn classic_key(
     }
 }
 
-/// Whether `key` has a classic bootstrapping key (every key fhe-nn generates does).
-pub fn has_classic_key(key: &ServerKey) -> bool {
-    classic_key(key).is_some()
+/// Whether `key` has a classic bootstrapping key of `params`'s dimensions (every key fhe-nn
+/// generates for them does), so that [`bootstrap`] accepts its inputs and tables.
+pub fn fits(key: &ServerKey, params: &ClassicPBSParameters) -> bool {
+    classic_key(key).is_some_and(|(bsk, _)| {
+        bsk.input_lwe_dimension() == params.lwe_dimension
+            && bsk.glwe_size() == params.glwe_dimension.to_glwe_size()
+            && bsk.polynomial_size() == params.polynomial_size
+    })
 }
 
 /// Bootstraps `input` (under `key`'s small LWE key) through `table`; the result is under the

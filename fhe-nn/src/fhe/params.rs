@@ -82,6 +82,16 @@ impl ParameterSet {
         }
     }
 
+    /// The set's name, its lookup precision and, when the inputs are under the small key,
+    /// that: what tells two sets apart.
+    pub fn label(&self) -> String {
+        let inputs = match self.inputs {
+            InputKey::Big => "",
+            InputKey::Small => ", inputs under the small key",
+        };
+        format!("{} ({}-bit boxes{inputs})", self.name, self.precision)
+    }
+
     /// The same set with the inputs encrypted under `inputs`.
     pub fn with_inputs(self, inputs: InputKey) -> ParameterSet {
         ParameterSet { inputs, ..self }

@@ -197,8 +197,8 @@ impl FheServer {
         check_model(compiled.fingerprint(), key.fingerprint)?;
         if key.set != *compiled.parameters() {
             return Err(FheError::ParameterMismatch {
-                key: key.set.name.clone(),
-                model: compiled.parameters().name.clone(),
+                key: key.set.label(),
+                model: compiled.parameters().label(),
             });
         }
         let params = key.set.params;
@@ -212,10 +212,11 @@ impl FheServer {
             .map(|(k, stage)| server_layer(model, k, stage, &params))
             .collect();
         let server_key = key.compressed.decompress();
-        if !bootstrap::has_classic_key(&server_key) {
-            return Err(FheError::Shape(
-                "the evaluation key has no classic bootstrapping key".into(),
-            ));
+        if !bootstrap::fits(&server_key, &params) {
+            return Err(FheError::Shape(format!(
+                "the evaluation key has no classic bootstrapping key of {}'s dimensions",
+                key.set.name
+            )));
         }
         Ok(FheServer {
             key_id: key.key_id,
