@@ -187,6 +187,8 @@ pub struct Predicted {
 #[derive(Clone, Debug, Serialize)]
 pub struct Parameters {
     pub name: String,
+    /// `"small"` or `"big"`: the key the inputs are encrypted under.
+    pub input_key: String,
     pub vetted: bool,
     pub precision: u32,
     pub lwe_dimension: usize,
@@ -462,6 +464,10 @@ pub fn run(
         global_p_error: plan.global_p_error,
         parameters: Parameters {
             name: plan.set.name.clone(),
+            input_key: match plan.set.inputs {
+                fhe_nn::fhe::InputKey::Small => "small".into(),
+                fhe_nn::fhe::InputKey::Big => "big".into(),
+            },
             vetted: plan.set.is_vetted(),
             precision: plan.set.precision,
             lwe_dimension: p.lwe_dimension.0,

@@ -107,6 +107,9 @@ pub struct FhePlan {
     pub calibration_samples: usize,
     /// Seconds of one core per inference by the cost model.
     pub modeled_seconds: f64,
+    /// Keyswitches per inference (lookups on bootstrap outputs, and on inputs under the big
+    /// key); with none, the set's keyswitch decomposition is never used.
+    pub keyswitches: usize,
     pub options: FheOptions,
 }
 
@@ -132,9 +135,10 @@ impl FhePlan {
             self.set.name,
             if self.set.is_vetted() { "TFHE-rs vetted" } else { "custom, 128-bit secure by TFHE-rs's curve" },
             self.set.precision, p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0, p.pbs_base_log.0, p.pbs_level.0, p.ks_base_log.0, p.ks_level.0,
-            match self.set.inputs {
-                InputKey::Big => "inputs under the big key",
-                InputKey::Small => "inputs under the small key: the first lookups skip the keyswitch",
+            match (self.set.inputs, self.keyswitches) {
+                (InputKey::Big, _) => "inputs under the big key",
+                (InputKey::Small, 0) => "inputs under the small key: no lookup keyswitches, the keyswitch key is unused",
+                (InputKey::Small, _) => "inputs under the small key: the first lookups skip the keyswitch",
             },
             self.modeled_seconds,
         );
@@ -316,9 +320,15 @@ pub(crate) fn evaluate(
         .collect();
     let modeled_seconds =
         crate::fhe::cost::FITTED.inference_seconds(&set.shape(), set.inputs, &demand.work);
+    let keyswitches = demand.work.lookups
+        + match set.inputs {
+            InputKey::Big => demand.work.fresh_lookups,
+            InputKey::Small => 0,
+        };
     FhePlan {
         set,
         lookups,
+        keyswitches,
         output_p_error,
         global_p_error,
         predictions: Estimate::from_samples(&column(&sim.flips, 0)),
