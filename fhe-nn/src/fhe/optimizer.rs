@@ -101,13 +101,6 @@ pub struct Demand {
     pub work: Work,
 }
 
-impl Demand {
-    /// Lookups per inference.
-    pub fn lookups(&self) -> usize {
-        self.lookups.iter().map(|l| l.count).sum()
-    }
-}
-
 /// A parameter set that meets the failure targets, with its cost and noise.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
