@@ -54,6 +54,13 @@ fn approximate_lookups_stay_close_to_clear() {
     };
     let test = digits().unwrap().test.images;
     let compiled = model.compile(test.view(), &options).unwrap();
+    // The hidden layer's values are spread over a number of positions that is no power of
+    // two, carried by the first lookups' scaling factor: decrypting below checks it.
+    let spread = compiled.layers()[1].lookup().unwrap().spread();
+    assert!(
+        spread > 2 && !(spread as u64).is_power_of_two(),
+        "spread {spread}"
+    );
     let (client, eval) = compiled.keygen().unwrap();
     let server = compiled.server(eval).unwrap();
     let (mut lookups, mut off_by_one, mut agree) = (0, 0, 0);
@@ -71,7 +78,7 @@ fn approximate_lookups_stay_close_to_clear() {
             let Some(lookup) = stage.lookup() else {
                 continue;
             };
-            let delta = compiled.input_delta_log2(k + 1);
+            let delta = compiled.input_delta(k + 1);
             let margin =
                 1i64 << (lookup.encoding().precision() - compiled.parameters().precision - 1);
             let mut outputs = Vec::new();

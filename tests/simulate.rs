@@ -63,7 +63,7 @@ fn simulate_predicts_fhe_error_rates() {
                         .iter()
                         .map(|c| {
                             client
-                                .decrypt_value(c, compiled.input_delta_log2(k + 1))
+                                .decrypt_value(c, compiled.input_delta(k + 1))
                                 .unwrap()
                         })
                         .collect()

@@ -313,10 +313,11 @@ impl CompiledModel {
         self.model.output_features()
     }
 
-    /// log2 of the scaling factor of the ciphertexts entering weighted layer `k` (for
-    /// decrypting traced intermediate values).
-    pub fn input_delta_log2(&self, k: usize) -> u32 {
-        self.model.input_delta_log2(k)
+    /// The scaling factor Δ of the ciphertexts entering weighted layer `k` (for decrypting
+    /// traced intermediate values with [`ClientKey::decrypt_value`](crate::ClientKey::decrypt_value)):
+    /// a power of two times the spread of the lookup after the layer.
+    pub fn input_delta(&self, k: usize) -> u64 {
+        self.model.input_delta(k)
     }
 
     /// Per-layer exact ranges next to the compile-time bounds, and the lookup encodings.

@@ -202,7 +202,7 @@ impl CompiledModel {
                     trace.len()
                 ))
             })?;
-            let delta = self.input_delta_log2(k + 1);
+            let delta = self.input_delta(k + 1);
             let outputs = layer
                 .ciphertexts()
                 .iter()

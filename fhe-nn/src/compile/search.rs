@@ -166,11 +166,15 @@ struct Accuracy<'a> {
     tables: HashMap<(u32, u32), QuantModel>,
     /// Disagreement of every set checked so far, by label.
     checked: HashMap<String, f64>,
+    /// The candidates found inaccurate so far (input key, noise per layer in accumulator
+    /// values): a candidate with the same input key and at least as much noise at every
+    /// layer is taken to be inaccurate too, and is not simulated.
+    inaccurate: Vec<(crate::fhe::InputKey, Vec<f64>)>,
 }
 
-/// Candidates cheaper than the binary searches' choice checked one by one, cheapest first,
-/// after them: a frontier over several layers' noise is not ordered by accuracy.
-const EXTRA_CHECKS: usize = 12;
+/// Most candidates cheaper than the binary searches' choice checked one by one, cheapest
+/// first, after them: a frontier over several layers' noise is not ordered by accuracy.
+const EXTRA_CHECKS: usize = 40;
 
 impl<'a> Accuracy<'a> {
     fn new(model: &'a QuantModel, calibration: ArrayView2<'a, i64>, max: f64) -> Accuracy<'a> {
@@ -181,7 +185,71 @@ impl<'a> Accuracy<'a> {
             max_disagreement: max,
             tables: HashMap::new(),
             checked: HashMap::new(),
+            inaccurate: Vec::new(),
         }
+    }
+
+    /// Whether `c` is accurate: simulated, unless an inaccurate candidate with the same input
+    /// key had no more noise at any layer, counted in accumulator values.
+    fn accurate(&mut self, c: &Candidate) -> bool {
+        let noise = self.value_noise(c);
+        let quieter = |(key, bad): &(crate::fhe::InputKey, Vec<f64>)| {
+            *key == c.set.inputs && bad.iter().zip(&noise).all(|(b, x)| b <= x)
+        };
+        if self.inaccurate.iter().any(quieter) {
+            return false;
+        }
+        let ok = self.disagreement(&c.set) <= self.max_disagreement;
+        if !ok {
+            self.inaccurate.push((c.set.inputs, noise));
+        }
+        ok
+    }
+
+    /// Records `c` as inaccurate.
+    fn reject(&mut self, c: &Candidate) {
+        let noise = self.value_noise(c);
+        self.inaccurate.push((c.set.inputs, noise));
+    }
+
+    /// The noise before each lookup layer in accumulator values: its standard deviation in
+    /// table positions over the fewest positions any value of the layer gets (a whole box
+    /// where the reading is exact).
+    fn value_noise(&mut self, c: &Candidate) -> Vec<f64> {
+        let tables = self.tables_for(&c.set);
+        let per_value: Vec<f64> = tables
+            .layers()
+            .iter()
+            .filter_map(|stage| stage.lookup())
+            .map(|l| {
+                let e = l.encoding();
+                if e.exact {
+                    2f64.powi(c.set.resolution() as i32 - c.set.precision as i32)
+                } else {
+                    let fewest = (0..l.tables().len())
+                        .map(|g| l.placement(g).multiplier)
+                        .min()
+                        .unwrap_or(1);
+                    fewest as f64 * 2f64.powi(-e.shift)
+                }
+            })
+            .collect();
+        c.sigma_positions
+            .iter()
+            .zip(&per_value)
+            .map(|(s, v)| s / v)
+            .collect()
+    }
+
+    /// The model's tables as `set` reads them (built once per precision and resolution).
+    fn tables_for(&mut self, set: &ParameterSet) -> &QuantModel {
+        let key = (set.precision, set.resolution());
+        self.tables.entry(key).or_insert_with(|| {
+            self.model.with_reading(Reading::Table {
+                precision: key.0,
+                resolution: key.1,
+            })
+        })
     }
 
     /// The simulated fraction of predictions that differ from exact Clear under `set`.
@@ -195,13 +263,8 @@ impl<'a> Accuracy<'a> {
     }
 
     fn simulated_disagreement(&mut self, set: &ParameterSet) -> f64 {
-        let key = (set.precision, set.resolution());
-        let tables = self.tables.entry(key).or_insert_with(|| {
-            self.model.with_reading(Reading::Table {
-                precision: key.0,
-                resolution: key.1,
-            })
-        });
+        self.tables_for(set);
+        let tables = &self.tables[&(set.precision, set.resolution())];
         let noise = tables.simulation_noise(&NoiseModel::of(set));
         let sim = simulate(
             tables,
@@ -216,6 +279,7 @@ impl<'a> Accuracy<'a> {
 
     /// The cheapest accurate candidate (`found` is sorted by cost).
     fn cheapest(&mut self, found: Vec<Candidate>) -> Result<Candidate, CompileError> {
+        let all = found.clone();
         let mut rings: Vec<Vec<Candidate>> = Vec::new();
         for c in found {
             let ring = (
@@ -262,6 +326,7 @@ impl<'a> Accuracy<'a> {
                     hit = Some(mid);
                     hi = mid;
                 } else {
+                    self.reject(&frontier[mid]);
                     lo = mid + 1;
                 }
             }
@@ -270,15 +335,24 @@ impl<'a> Accuracy<'a> {
             }
         }
         if let Some(limit) = best.as_ref().map(|b| b.cost) {
-            let mut cheaper: Vec<&Candidate> = rings
-                .iter()
-                .flatten()
+            // Every candidate cheaper than the choice, cheapest first, skipping those an
+            // inaccurate one alike shows to be inaccurate (a frontier over several layers'
+            // noise is not ordered by accuracy, so the binary searches can miss).
+            let mut cheaper: Vec<Candidate> = all
+                .into_iter()
                 .filter(|c| c.cost < limit && !self.checked.contains_key(&c.set.label()))
                 .collect();
             cheaper.sort_by(|a, b| a.cost.total_cmp(&b.cost));
-            for c in cheaper.into_iter().take(EXTRA_CHECKS) {
-                if self.disagreement(&c.set) <= self.max_disagreement {
-                    best = Some(c.clone());
+            let mut simulated = 0;
+            for c in cheaper {
+                if simulated == EXTRA_CHECKS {
+                    break;
+                }
+                let known = self.checked.len();
+                let ok = self.accurate(&c);
+                simulated += self.checked.len() - known;
+                if ok {
+                    best = Some(c);
                     break;
                 }
             }

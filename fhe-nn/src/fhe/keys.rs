@@ -335,20 +335,17 @@ impl ClientKey {
         })
     }
 
-    /// Decrypts one ciphertext encoding a signed integer times `2^delta_log2` (for
-    /// inspecting intermediate values; `decrypt_int` reads the outputs).
-    pub fn decrypt_value(
-        &self,
-        ct: &LweCiphertextOwned<u64>,
-        delta_log2: u32,
-    ) -> Result<i64, FheError> {
-        if !(1..=62).contains(&delta_log2) {
+    /// Decrypts one ciphertext encoding a signed integer times `delta` (for inspecting
+    /// intermediate values, with [`CompiledModel::input_delta`]; `decrypt_int` reads the
+    /// outputs).
+    pub fn decrypt_value(&self, ct: &LweCiphertextOwned<u64>, delta: u64) -> Result<i64, FheError> {
+        if !(2..=1u64 << 62).contains(&delta) {
             return Err(FheError::Shape(format!(
-                "scaling factor 2^{delta_log2} is not in 2^1..2^62"
+                "scaling factor {delta} is not in 2..2^62"
             )));
         }
         let secret = self.secret_for(ct)?;
-        Ok(decode(&secret, ct, delta_log2))
+        Ok(decode(&secret, ct, delta))
     }
 
     /// The key and noise inputs are encrypted under: the big key (TFHE-rs's choice for a
@@ -428,7 +425,13 @@ impl ClientKey {
         output
             .cts
             .iter()
-            .map(|c| Ok(decode(&self.secret_for(c)?, c, self.spec.output_delta_log2)))
+            .map(|c| {
+                Ok(decode(
+                    &self.secret_for(c)?,
+                    c,
+                    1u64 << self.spec.output_delta_log2,
+                ))
+            })
             .collect()
     }
 
@@ -542,13 +545,10 @@ impl EvaluationKey {
     }
 }
 
-/// The signed integer a ciphertext under `secret` encodes times `2^delta_log2`.
-fn decode(
-    secret: &LweSecretKeyView<'_, u64>,
-    ct: &LweCiphertextOwned<u64>,
-    delta_log2: u32,
-) -> i64 {
+/// The signed integer a ciphertext under `secret` encodes times `delta` (at least 2), rounded
+/// to the nearest.
+fn decode(secret: &LweSecretKeyView<'_, u64>, ct: &LweCiphertextOwned<u64>, delta: u64) -> i64 {
     let plain = decrypt_lwe_ciphertext(secret, ct).0;
-    let rounded = plain.wrapping_add(1u64 << (delta_log2 - 1));
-    (rounded as i64) >> delta_log2
+    let rounded = plain.wrapping_add(delta / 2);
+    (rounded as i64).div_euclid(delta as i64)
 }

@@ -55,22 +55,18 @@ impl LayerDemand {
 impl LayerDemand {
     /// The fewest table positions any accumulator value gets when the table has `2N =
     /// 2^(resolution+1)` positions per torus and margins of half a `precision`-bit box: each
-    /// group spreads itself by an integer multiplier on fresh inputs, the whole layer by a
-    /// power of two otherwise (see `model::build_lookup`).
+    /// group spreads itself by an integer multiplier on fresh inputs, the whole layer by one
+    /// integer otherwise (see `model::build_lookup`; wrapping, which may give more, aside).
     pub fn positions_per_value(&self, polynomial_size: usize, precision: u32) -> i64 {
         let resolution = polynomial_size.trailing_zeros();
         let margin = 1i64 << resolution.saturating_sub(precision + 1);
         let usable = polynomial_size as i64 - 2 * margin;
-        if self.fresh {
-            (usable / self.spans.0.max(1)).min(MAX_MULTIPLIER)
+        let span = if self.fresh {
+            self.spans.0
         } else {
-            let fit = usable / self.spans.1.max(1);
-            if fit < 1 {
-                0
-            } else {
-                1i64 << fit.ilog2()
-            }
-        }
+            self.spans.1
+        };
+        (usable / span.max(1)).min(MAX_MULTIPLIER)
     }
 
     /// Half the width (torus units) within which noise keeps a reading right: half a box of

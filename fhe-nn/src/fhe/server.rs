@@ -475,7 +475,7 @@ fn server_layer(
     params: &tfhe::shortint::parameters::ClassicPBSParameters,
 ) -> ServerLayer {
     let groups: Vec<usize> = (0..stage.out_features).map(|j| stage.group(j)).collect();
-    // Each output's weights times its group's multiplier.
+    // Each output's weights times its group's weight multiplier.
     let sparse = stage
         .links
         .iter()
@@ -490,8 +490,9 @@ fn server_layer(
         None => (Vec::new(), None),
         Some(lookup) => {
             // The tables hold twice their values (a wrapping group's are centred on a
-            // half-integer), so they are scaled by half the next layer's Δ.
-            let half_delta_out = model.input_delta_log2(k + 1) - 1;
+            // half-integer), so they are scaled by half the next layer's Δ (even: a power of
+            // two of at least 2 times the next layer's spread).
+            let half_delta_out = model.input_delta(k + 1) / 2;
             let precision = lookup.encoding.precision();
             let tables = (0..lookup.tables.len())
                 .map(|g| {
@@ -506,7 +507,7 @@ fn server_layer(
                 .map(|g| ((g.offset * g.multiplier) as u64).wrapping_shl(delta_in))
                 .collect();
             let centers = (0..lookup.tables.len())
-                .map(|g| (lookup.center_doubled(g) as u64).wrapping_shl(half_delta_out))
+                .map(|g| (lookup.center_doubled(g) as u64).wrapping_mul(half_delta_out))
                 .collect();
             (offsets, Some((tables, centers)))
         }
@@ -522,12 +523,12 @@ fn server_layer(
 }
 
 /// A bootstrap accumulator for `2^precision` boxes (plus the padding bit) whose box `k`
-/// holds `f(k) · 2^delta_out` (signed, wrapping), rotated by half a box so that a value
+/// holds `f(k) · delta_out` (signed, wrapping), rotated by half a box so that a value
 /// anywhere within half a box of `k` reads `f(k)`.
 fn build_table(
     params: &tfhe::shortint::parameters::ClassicPBSParameters,
     precision: u32,
-    delta_out: u32,
+    delta_out: u64,
     f: impl Fn(i64) -> i64,
 ) -> LookupTableOwned {
     let n = params.polynomial_size.0;
@@ -542,7 +543,7 @@ fn build_table(
     let mut body = acc.get_mut_body();
     let coefficients = body.as_mut();
     for k in 0..boxes {
-        let value = (f(k as i64) as u64).wrapping_shl(delta_out);
+        let value = (f(k as i64) as u64).wrapping_mul(delta_out);
         coefficients[k * box_size..(k + 1) * box_size].fill(value);
     }
     let half = box_size / 2;

@@ -45,7 +45,10 @@ pub const MAX_MULTIPLIER: i64 = 256;
 pub struct GroupEncoding {
     /// Added to the accumulator (before the multiplier).
     pub offset: i64,
-    /// The weights are multiplied by this (1 where no room is left).
+    /// Positions per accumulator unit (1 where no room is left). On the first layer the
+    /// group's weights are multiplied by it; on later layers the whole layer shares it, and
+    /// the scaling factor of the previous lookups' outputs carries it (the lookup's
+    /// `spread`), which scales no noise.
     pub multiplier: i64,
     /// Set when the placement runs past the table's `N` positions into the negacyclic half
     /// (see [`Wrap`]).
@@ -110,10 +113,23 @@ impl GroupEncoding {
         max_multiplier: i64,
         tails: Option<Tails>,
     ) -> Option<Self> {
+        (1..=max_multiplier.max(1))
+            .rev()
+            .find_map(|m| Self::place_at(encoding, range, m, tails))
+    }
+
+    /// The placement of a group with accumulators in `range` at exactly `multiplier`
+    /// positions per accumulator unit (before the encoding's own spread), if it fits.
+    pub(crate) fn place_at(
+        encoding: &AccumulatorEncoding,
+        range: IntRange,
+        multiplier: i64,
+        tails: Option<Tails>,
+    ) -> Option<Self> {
         let positions = 1i64 << encoding.precision();
         let margin = encoding.margin;
         let top = positions - 1 - margin;
-        let placed = |multiplier: i64| {
+        {
             // The smallest offset that keeps the minimum at or above the margin.
             let shift = encoding.shift;
             let need = if shift >= 0 {
@@ -152,8 +168,7 @@ impl GroupEncoding {
                     wrap: Some(wrap),
                     ..g
                 })
-        };
-        (1..=max_multiplier.max(1)).rev().find_map(placed)
+        }
     }
 
     /// The table position of an accumulator value.
@@ -248,17 +263,6 @@ impl AccumulatorEncoding {
             shift: 0,
             exact: false,
             margin: self.margin,
-        }
-    }
-
-    /// The same reading spread by `2^-shift` positions per accumulator unit (`shift <= 0`).
-    pub(crate) fn with_shift(&self, shift: i32) -> AccumulatorEncoding {
-        let base_offset = self.offset - margin_units(self.margin, self.shift);
-        AccumulatorEncoding {
-            bits: (self.precision() as i32 + shift) as u32,
-            offset: base_offset + margin_units(self.margin, shift),
-            shift,
-            ..*self
         }
     }
 

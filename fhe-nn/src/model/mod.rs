@@ -328,14 +328,23 @@ impl QuantModel {
         IntRange::new(r.min.min(-1), r.max.max(0)).bits()
     }
 
-    /// log2 of the scaling factor Δ of the ciphertexts entering weighted layer `k`: the
-    /// accumulator they sum into is encoded on the top bits below the padding bit.
+    /// log2 of the power of two in the scaling factor Δ of the ciphertexts entering weighted
+    /// layer `k`: the accumulator they sum into is encoded on the top bits below the padding
+    /// bit (the whole Δ: [`input_delta`](Self::input_delta)).
     pub(crate) fn input_delta_log2(&self, k: usize) -> u32 {
         let bits = match &self.layers[k].lookup {
             Some(l) => l.encoding.bits,
             None => self.output_encoding_bits(),
         };
         63 - bits
+    }
+
+    /// The scaling factor Δ of the ciphertexts entering weighted layer `k`: `2^`
+    /// [`input_delta_log2`](Self::input_delta_log2) times the spread of the lookup after the
+    /// layer (a power of two for the first layer's inputs and for the outputs).
+    pub(crate) fn input_delta(&self, k: usize) -> u64 {
+        let spread = self.layers[k].lookup.as_ref().map_or(1, |l| l.spread);
+        (spread as u64) << self.input_delta_log2(k)
     }
 
     /// Per-layer exact ranges next to the compile-time bounds, and the lookup encodings.
@@ -363,7 +372,21 @@ impl QuantModel {
                     match (l.encoding.exact, l.encoding.shift) {
                         (true, _) => ", exact".to_string(),
                         (false, s) if s > 0 => format!(", {s} low bits rounded off"),
-                        (false, s) => format!(", approximate, {} positions per value", 1i64 << -s),
+                        (false, s) => {
+                            let per_unit = |g: &GroupEncoding| g.multiplier << -s;
+                            let low = l.groups.iter().map(per_unit).min().unwrap_or(1);
+                            let high = l.groups.iter().map(per_unit).max().unwrap_or(1);
+                            let carried = if l.spread > 1 {
+                                " (carried by the inputs' scaling factor)"
+                            } else {
+                                ""
+                            };
+                            if low == high {
+                                format!(", approximate, {low} positions per value{carried}")
+                            } else {
+                                format!(", approximate, {low} to {high} positions per value")
+                            }
+                        }
                     }
                 ),
             };
@@ -445,44 +468,58 @@ fn build_lookup(
         .enumerate()
         .map(|(j, &r)| (!encoding.exact && encoding.shift <= 0).then(|| tails(r, |a| output(j, a))))
         .collect();
-    let encoding = if fresh_inputs {
-        // Fresh inputs: the groups spread themselves (multipliers), at any integer factor.
-        encoding.unspread()
-    } else {
-        // Spread further while every group still fits, wrapping where it must.
-        let mut encoding = encoding;
-        while !encoding.exact
-            && encoding.shift <= 0
-            && encoding.precision() as i32 + encoding.shift > 1
-        {
-            let wider = encoding.with_shift(encoding.shift - 1);
-            let fits = stage
-                .exact_ranges
-                .iter()
-                .zip(&tails)
-                .all(|(&r, &t)| GroupEncoding::place(&wider, r, 1, t).is_some());
-            if !fits {
-                break;
-            }
-            encoding = wider;
-        }
+    // Spread readings place each value on as many positions as fit, at any integer factor
+    // (one table position per accumulator unit, times the groups' multipliers).
+    let encoding = if encoding.exact || encoding.shift > 0 {
         encoding
+    } else {
+        encoding.unspread()
     };
     let rounding = match (encoding.exact, declared) {
         (true, _) => Rounding::Exact,
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
     };
-    // Multipliers only where the inputs are fresh encryptions (the first layer): scaling the
-    // weights scales their noise with the spread, not the modulus switch's, which dominates;
-    // a bootstrap output's noise is too large to scale.
-    let max_multiplier = if fresh_inputs { MAX_MULTIPLIER } else { 1 };
-    let groups: Vec<GroupEncoding> = stage
-        .exact_ranges
-        .iter()
-        .zip(&tails)
-        .map(|(&r, &t)| GroupEncoding::new(&encoding, r, max_multiplier, t))
-        .collect();
+    let (groups, spread): (Vec<GroupEncoding>, i64) = if fresh_inputs || encoding.shift > 0 {
+        // Fresh inputs (the first layer): each group multiplies its weights by its own
+        // factor, which scales the inputs' noise with the spread but not the modulus
+        // switch's, which dominates.
+        let max_multiplier = if fresh_inputs { MAX_MULTIPLIER } else { 1 };
+        let groups = stage
+            .exact_ranges
+            .iter()
+            .zip(&tails)
+            .map(|(&r, &t)| GroupEncoding::new(&encoding, r, max_multiplier, t))
+            .collect();
+        (groups, 1)
+    } else {
+        // Bootstrap outputs: scaling the weights would scale the bootstrap's noise, so the
+        // whole layer shares one factor, which the previous lookups' outputs carry in their
+        // scaling factor at no noise: the largest every group fits at, wrapping where it must.
+        let placed_at = |m: i64| {
+            stage
+                .exact_ranges
+                .iter()
+                .zip(&tails)
+                .map(|(&r, &t)| GroupEncoding::place_at(&encoding, r, m, t))
+                .collect::<Option<Vec<_>>>()
+        };
+        match (1..=MAX_MULTIPLIER)
+            .rev()
+            .find_map(|m| placed_at(m).map(|g| (g, m)))
+        {
+            Some(found) => found,
+            None => {
+                let groups = stage
+                    .exact_ranges
+                    .iter()
+                    .zip(&tails)
+                    .map(|(&r, &t)| GroupEncoding::new(&encoding, r, 1, t))
+                    .collect();
+                (groups, 1)
+            }
+        }
+    };
     let tables = (0..stage.groups)
         .map(|j| {
             let r = stage.exact_ranges[j];
@@ -501,6 +538,7 @@ fn build_lookup(
         declared,
         tables,
         groups,
+        spread,
         activations,
         quantizer,
     }

@@ -17,8 +17,12 @@ pub struct LookupStage {
     /// What the declaration asked for (compile-time analysis).
     pub(crate) declared: Rounding,
     pub(crate) tables: Vec<Table>,
-    /// Each group's placement on its table (offset, weight multiplier).
+    /// Each group's placement on its table (offset, multiplier).
     pub(crate) groups: Vec<GroupEncoding>,
+    /// The part of every group's multiplier that the scaling factor of this layer's inputs
+    /// carries (positions per accumulator unit, the same for the whole layer; 1 on the first
+    /// layer, whose groups multiply their weights instead).
+    pub(crate) spread: i64,
     /// Real functions folded into the table (activations, then the quantizer).
     pub(crate) activations: Vec<Activation>,
     pub(crate) quantizer: Quantizer,
@@ -43,6 +47,17 @@ impl LookupStage {
     /// How group `group` is placed on its table (offset, multiplier, wrapping).
     pub fn placement(&self, group: usize) -> &GroupEncoding {
         &self.groups[group]
+    }
+
+    /// Positions per accumulator unit that the scaling factor of the layer's inputs carries
+    /// (the previous lookups' outputs are encoded that much wider; 1 on the first layer).
+    pub fn spread(&self) -> i64 {
+        self.spread
+    }
+
+    /// What group `group`'s weights are multiplied by: its multiplier less the layer's spread.
+    pub fn weight_multiplier(&self, group: usize) -> i64 {
+        self.groups[group].multiplier / self.spread
     }
 
     /// The table position of accumulator `acc` of group `group`.
@@ -256,11 +271,12 @@ impl WeightedStage {
     }
 
     /// The integer an output's weights are multiplied by on its way into its lookup (see
-    /// [`GroupEncoding`]); 1 for the output layer.
+    /// [`GroupEncoding`]; the layer's spread is carried by its inputs' scaling factor
+    /// instead); 1 for the output layer.
     pub fn multiplier(&self, neuron: usize) -> i64 {
         self.lookup
             .as_ref()
-            .map_or(1, |l| l.groups[self.group(neuron)].multiplier)
+            .map_or(1, |l| l.weight_multiplier(self.group(neuron)))
     }
 
     /// The accumulator of one output for the inputs `x`.

@@ -86,3 +86,39 @@ fn wrapped_readings_equal_clear_within_the_margins() {
     }
     assert!(wrapping > 100, "only {wrapping} groups wrap");
 }
+
+#[test]
+fn hidden_layers_share_the_largest_integer_spread_that_fits() {
+    for (name, model) in shipped() {
+        for (precision, resolution) in [(4, 11), (5, 12), (3, 10)] {
+            let tables = model.with_reading(Reading::Table {
+                precision,
+                resolution,
+            });
+            for (k, stage) in tables.layers().iter().enumerate() {
+                let Some(lookup) = stage.lookup() else {
+                    continue;
+                };
+                let spread = lookup.spread();
+                if k == 0 || lookup.encoding().exact || lookup.encoding().shift > 0 {
+                    // The first layer's groups multiply their weights instead.
+                    assert_eq!(spread, 1, "{name} layer {k}");
+                    continue;
+                }
+                for g in 0..lookup.tables().len() {
+                    assert_eq!(lookup.placement(g).multiplier, spread, "{name} layer {k}");
+                    assert_eq!(lookup.weight_multiplier(g), 1, "{name} layer {k}");
+                }
+                // One more position per value leaves some group without room.
+                let wider_fits = stage.exact_ranges().iter().enumerate().all(|(g, &r)| {
+                    let t = tails(r, |a| lookup.read(g, a));
+                    GroupEncoding::place_at(lookup.encoding(), r, spread + 1, Some(t)).is_some()
+                });
+                assert!(
+                    !wider_fits,
+                    "{name} layer {k}: spread {spread} is not the largest"
+                );
+            }
+        }
+    }
+}
