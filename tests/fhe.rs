@@ -54,13 +54,16 @@ fn approximate_lookups_stay_close_to_clear() {
     };
     let test = digits().unwrap().test.images;
     let compiled = model.compile(test.view(), &options).unwrap();
-    // The hidden layer's values are spread over a number of positions that is no power of
-    // two, carried by the first lookups' scaling factor: decrypting below checks it.
-    let spread = compiled.layers()[1].lookup().unwrap().spread();
-    assert!(
-        spread > 2 && !(spread as u64).is_power_of_two(),
-        "spread {spread}"
-    );
+    // Both layers' values are spread over numbers of positions that are no powers of two,
+    // carried by the inputs' scaling factors (the client's for the first layer, the first
+    // lookups' for the second): decrypting below checks both encodings.
+    for stage in compiled.layers().iter().filter_map(|l| l.lookup()) {
+        let spread = stage.spread();
+        assert!(
+            spread > 2 && !(spread as u64).is_power_of_two(),
+            "spread {spread}"
+        );
+    }
     let (client, eval) = compiled.keygen().unwrap();
     let server = compiled.server(eval).unwrap();
     let (mut lookups, mut off_by_one, mut agree) = (0, 0, 0);

@@ -40,8 +40,9 @@ pub struct ClientSpec {
     /// The quantized input values the model's tables were built for.
     pub input_min: i64,
     pub input_max: i64,
-    /// log2 of the scaling factor of encrypted inputs.
-    pub input_delta_log2: u32,
+    /// The scaling factor of encrypted inputs (a power of two times the first layer's
+    /// spread).
+    pub input_delta: u64,
     /// log2 of the scaling factor of encrypted outputs.
     pub output_delta_log2: u32,
     /// Real value of one output unit, and bias, per output.
@@ -71,7 +72,7 @@ impl ClientSpec {
             input_signed: input.quantizer.signed,
             input_min: input.range.min,
             input_max: input.range.max,
-            input_delta_log2: model.input_delta_log2(0),
+            input_delta: model.input_delta(0),
             output_delta_log2: 63 - model.output_encoding_bits(),
             output_unit: (0..last.out_features)
                 .map(|j| last.unit[last.group(j)])
@@ -95,7 +96,7 @@ impl ClientSpec {
             && (1..=16).contains(&self.input_bits)
             && self.input_scale.is_finite()
             && self.input_scale > 0.0
-            && (1..=62).contains(&self.input_delta_log2)
+            && (2..=1u64 << 62).contains(&self.input_delta)
             && (1..=62).contains(&self.output_delta_log2)
             && self.input_min <= self.input_max
             && self.output_unit.len() == self.output_bias.len()
@@ -270,7 +271,7 @@ impl ClientKey {
         let cts = values
             .iter()
             .map(|&v| {
-                let plaintext = Plaintext((v as u64).wrapping_shl(self.spec.input_delta_log2));
+                let plaintext = Plaintext((v as u64).wrapping_mul(self.spec.input_delta));
                 allocate_and_encrypt_new_lwe_ciphertext(
                     &secret,
                     plaintext,
@@ -317,7 +318,7 @@ impl ClientKey {
         let plaintexts = PlaintextList::from_container(
             values
                 .iter()
-                .map(|&v| (v as u64).wrapping_shl(self.spec.input_delta_log2))
+                .map(|&v| (v as u64).wrapping_mul(self.spec.input_delta))
                 .collect::<Vec<_>>(),
         );
         let mut list = SeededLweCiphertextList::new(

@@ -38,15 +38,21 @@ pub struct LayerDemand {
 
 impl LayerDemand {
     /// The largest squared weight 2-norm the lookups can have with a table of
-    /// `polynomial_size` positions: each group's weights times the largest multiplier its span
-    /// allows.
+    /// `polynomial_size` positions: each group's weights times the largest weight multiplier
+    /// it can get. A group's whole multiplier is at most what its span allows on the whole
+    /// torus (`2N` positions, wrapping); the layer's common spread, which the inputs'
+    /// scaling factor carries and which scales no noise, is at least what the widest group
+    /// allows on half of the half torus (margins of at most an eighth of it at both ends).
     pub fn norm2_squared_at(&self, polynomial_size: usize) -> f64 {
+        let n = polynomial_size as i64;
+        let widest = self.multiplier_bound.iter().map(|b| b.1).max().unwrap_or(1);
+        let spread = (n / 2 / widest.max(1)).clamp(1, MAX_MULTIPLIER);
         self.multiplier_bound
             .iter()
             .map(|&(norm2, span)| {
-                // A wrapping placement spans up to the whole torus, `2N` positions.
-                let m = (2 * polynomial_size as i64 / span.max(1)).clamp(1, MAX_MULTIPLIER) as f64;
-                norm2 * m * m
+                let whole = (2 * n / span.max(1)).clamp(1, MAX_MULTIPLIER);
+                let w = (whole / spread).max(1) as f64;
+                norm2 * w * w
             })
             .fold(self.norm2_squared, f64::max)
     }

@@ -364,31 +364,36 @@ impl QuantModel {
             let exact = s.exact_range();
             let lookup = match &s.lookup {
                 None => "output (decrypted)".to_string(),
-                Some(l) => format!(
-                    "{} × {}-bit encoding, {} bits read{}",
-                    s.out_features,
-                    l.encoding.bits,
-                    l.encoding.precision(),
-                    match (l.encoding.exact, l.encoding.shift) {
-                        (true, _) => ", exact".to_string(),
-                        (false, s) if s > 0 => format!(", {s} low bits rounded off"),
-                        (false, s) => {
-                            let per_unit = |g: &GroupEncoding| g.multiplier << -s;
-                            let low = l.groups.iter().map(per_unit).min().unwrap_or(1);
-                            let high = l.groups.iter().map(per_unit).max().unwrap_or(1);
-                            let carried = if l.spread > 1 {
-                                " (carried by the inputs' scaling factor)"
-                            } else {
-                                ""
-                            };
-                            if low == high {
-                                format!(", approximate, {low} positions per value{carried}")
-                            } else {
-                                format!(", approximate, {low} to {high} positions per value")
+                Some(l) => {
+                    format!(
+                        "{} × {}-bit encoding, {} bits read{}",
+                        s.out_features,
+                        l.encoding.bits,
+                        l.encoding.precision(),
+                        match (l.encoding.exact, l.encoding.shift) {
+                            (true, _) => ", exact".to_string(),
+                            (false, s) if s > 0 => format!(", {s} low bits rounded off"),
+                            (false, s) => {
+                                let per_unit = |g: &GroupEncoding| g.multiplier << -s;
+                                let low = l.groups.iter().map(per_unit).min().unwrap_or(1);
+                                let high = l.groups.iter().map(per_unit).max().unwrap_or(1);
+                                let carried = if l.spread > 1 {
+                                    format!(
+                                        " ({} carried by the inputs' scaling factor)",
+                                        l.spread << -s
+                                    )
+                                } else {
+                                    String::new()
+                                };
+                                if low == high {
+                                    format!(", approximate, {low} positions per value{carried}")
+                                } else {
+                                    format!(", approximate, {low} to {high} positions per value{carried}")
+                                }
                             }
                         }
-                    }
-                ),
+                    )
+                }
             };
             out.push_str(&format!(
                 "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",
@@ -480,46 +485,7 @@ fn build_lookup(
         (_, Rounding::Declared) => Rounding::Declared,
         _ => Rounding::Runtime,
     };
-    let (groups, spread): (Vec<GroupEncoding>, i64) = if fresh_inputs || encoding.shift > 0 {
-        // Fresh inputs (the first layer): each group multiplies its weights by its own
-        // factor, which scales the inputs' noise with the spread but not the modulus
-        // switch's, which dominates.
-        let max_multiplier = if fresh_inputs { MAX_MULTIPLIER } else { 1 };
-        let groups = stage
-            .exact_ranges
-            .iter()
-            .zip(&tails)
-            .map(|(&r, &t)| GroupEncoding::new(&encoding, r, max_multiplier, t))
-            .collect();
-        (groups, 1)
-    } else {
-        // Bootstrap outputs: scaling the weights would scale the bootstrap's noise, so the
-        // whole layer shares one factor, which the previous lookups' outputs carry in their
-        // scaling factor at no noise: the largest every group fits at, wrapping where it must.
-        let placed_at = |m: i64| {
-            stage
-                .exact_ranges
-                .iter()
-                .zip(&tails)
-                .map(|(&r, &t)| GroupEncoding::place_at(&encoding, r, m, t))
-                .collect::<Option<Vec<_>>>()
-        };
-        match (1..=MAX_MULTIPLIER)
-            .rev()
-            .find_map(|m| placed_at(m).map(|g| (g, m)))
-        {
-            Some(found) => found,
-            None => {
-                let groups = stage
-                    .exact_ranges
-                    .iter()
-                    .zip(&tails)
-                    .map(|(&r, &t)| GroupEncoding::new(&encoding, r, 1, t))
-                    .collect();
-                (groups, 1)
-            }
-        }
-    };
+    let (groups, spread) = place_groups(stage, &encoding, &tails, fresh_inputs);
     let tables = (0..stage.groups)
         .map(|j| {
             let r = stage.exact_ranges[j];
@@ -542,6 +508,65 @@ fn build_lookup(
         activations,
         quantizer,
     }
+}
+
+/// Each group's placement, and the spread the layer's inputs carry in their scaling factor.
+///
+/// The spread is the largest factor every group fits at (wrapping where it must): it costs
+/// no noise, since the inputs' noise does not grow with their scaling factor. On fresh
+/// inputs (the first layer) each group then multiplies its weights by the largest integer
+/// that still fits: that scales the inputs' encryption noise with the spread but not the
+/// modulus switch's. On bootstrap outputs the weights stay as they are (their noise is the
+/// bootstrap's, too large to scale).
+fn place_groups(
+    stage: &WeightedStage,
+    encoding: &AccumulatorEncoding,
+    tails: &[Option<Tails>],
+    fresh_inputs: bool,
+) -> (Vec<GroupEncoding>, i64) {
+    // Without a common spread: on fresh inputs each group's own multiplier, if any fits.
+    let plain = || -> Vec<GroupEncoding> {
+        let max = if fresh_inputs { MAX_MULTIPLIER } else { 1 };
+        stage
+            .exact_ranges
+            .iter()
+            .zip(tails)
+            .map(|(&r, &t)| GroupEncoding::new(encoding, r, max, t))
+            .collect()
+    };
+    if encoding.exact || encoding.shift > 0 {
+        return (plain(), 1);
+    }
+    let placed_at = |m: i64| {
+        stage
+            .exact_ranges
+            .iter()
+            .zip(tails)
+            .map(|(&r, &t)| GroupEncoding::place_at(encoding, r, m, t))
+            .collect::<Option<Vec<_>>>()
+    };
+    let Some((groups, spread)) = (1..=MAX_MULTIPLIER)
+        .rev()
+        .find_map(|m| placed_at(m).map(|g| (g, m)))
+    else {
+        return (plain(), 1);
+    };
+    if !fresh_inputs {
+        return (groups, spread);
+    }
+    let groups = stage
+        .exact_ranges
+        .iter()
+        .zip(tails)
+        .zip(groups)
+        .map(|((&r, &t), at_spread)| {
+            (2..=MAX_MULTIPLIER / spread)
+                .rev()
+                .find_map(|w| GroupEncoding::place_at(encoding, r, spread * w, t))
+                .unwrap_or(at_spread)
+        })
+        .collect();
+    (groups, spread)
 }
 
 /// The saturated ends of `f` over `range`: how far its value at each end stays unchanged.

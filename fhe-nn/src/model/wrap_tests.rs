@@ -88,7 +88,8 @@ fn wrapped_readings_equal_clear_within_the_margins() {
 }
 
 #[test]
-fn hidden_layers_share_the_largest_integer_spread_that_fits() {
+fn layers_share_the_largest_integer_spread_that_fits() {
+    let mut uneven = 0;
     for (name, model) in shipped() {
         for (precision, resolution) in [(4, 11), (5, 12), (3, 10)] {
             let tables = model.with_reading(Reading::Table {
@@ -100,25 +101,47 @@ fn hidden_layers_share_the_largest_integer_spread_that_fits() {
                     continue;
                 };
                 let spread = lookup.spread();
-                if k == 0 || lookup.encoding().exact || lookup.encoding().shift > 0 {
-                    // The first layer's groups multiply their weights instead.
+                let e = lookup.encoding();
+                if e.exact || e.shift > 0 {
                     assert_eq!(spread, 1, "{name} layer {k}");
                     continue;
                 }
-                for g in 0..lookup.tables().len() {
-                    assert_eq!(lookup.placement(g).multiplier, spread, "{name} layer {k}");
-                    assert_eq!(lookup.weight_multiplier(g), 1, "{name} layer {k}");
-                }
-                // One more position per value leaves some group without room.
-                let wider_fits = stage.exact_ranges().iter().enumerate().all(|(g, &r)| {
+                uneven += usize::from(!(spread as u64).is_power_of_two());
+                let fits = |g: usize, r: IntRange, m: i64| {
                     let t = tails(r, |a| lookup.read(g, a));
-                    GroupEncoding::place_at(lookup.encoding(), r, spread + 1, Some(t)).is_some()
-                });
+                    GroupEncoding::place_at(e, r, m, Some(t)).is_some()
+                };
+                // One more position per value leaves some group without room.
                 assert!(
-                    !wider_fits,
+                    !stage
+                        .exact_ranges()
+                        .iter()
+                        .enumerate()
+                        .all(|(g, &r)| fits(g, r, spread + 1)),
                     "{name} layer {k}: spread {spread} is not the largest"
                 );
+                for (g, &r) in stage.exact_ranges().iter().enumerate() {
+                    let w = lookup.weight_multiplier(g);
+                    assert_eq!(
+                        lookup.placement(g).multiplier,
+                        spread * w,
+                        "{name} layer {k}"
+                    );
+                    if k == 0 {
+                        // Fresh inputs: each group's weights take the largest factor left
+                        // (up to the cap on multipliers).
+                        let more = spread * (w + 1);
+                        assert!(
+                            more > MAX_MULTIPLIER || !fits(g, r, more),
+                            "{name} layer {k} group {g}"
+                        );
+                    } else {
+                        // A bootstrap's noise is not worth scaling.
+                        assert_eq!(w, 1, "{name} layer {k}");
+                    }
+                }
             }
         }
     }
+    assert!(uneven > 0, "no spread was other than a power of two");
 }
