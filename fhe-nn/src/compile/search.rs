@@ -1,8 +1,9 @@
 //! Choosing the parameter set: the optimizer's feasible candidates (failure targets met,
 //! cheapest first), then the accuracy constraint checked with Simulate on the calibration
 //! inputs. Per ring (`k`, `N`) the candidates not dominated in cost and noise form a
-//! frontier along which accuracy improves with cost; a binary search finds its cheapest
-//! accurate point, and the cheapest over all rings wins.
+//! frontier along which accuracy mostly improves with cost; a binary search finds its
+//! cheapest accurate point, the cheapest over all rings wins, and cheaper candidates the
+//! binary searches passed over are checked afterwards.
 
 use std::collections::HashMap;
 
@@ -335,9 +336,9 @@ impl<'a> Accuracy<'a> {
             }
         }
         if let Some(limit) = best.as_ref().map(|b| b.cost) {
-            // Every candidate cheaper than the choice, cheapest first, skipping those an
-            // inaccurate one alike shows to be inaccurate (a frontier over several layers'
-            // noise is not ordered by accuracy, so the binary searches can miss).
+            // Candidates cheaper than the choice, cheapest first, skipping those with at
+            // least an inaccurate one's noise at every layer (a frontier over several
+            // layers' noise is not ordered by accuracy, so the binary searches can miss).
             let mut cheaper: Vec<Candidate> = all
                 .into_iter()
                 .filter(|c| c.cost < limit && !self.checked.contains_key(&c.set.label()))
