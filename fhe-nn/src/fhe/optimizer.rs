@@ -43,15 +43,24 @@ impl LayerDemand {
     /// torus (`2N` positions, wrapping); the layer's common spread, which the inputs'
     /// scaling factor carries and which scales no noise, is at least what the widest group
     /// allows on half of the half torus (margins of at most an eighth of it at both ends).
+    /// A layer whose accumulators overflow the table is read with its low bits rounded off
+    /// (by less than `8/3` of its span over `N`), and a group's multiplier then reaches that
+    /// factor times `N` over its span.
     pub fn norm2_squared_at(&self, polynomial_size: usize) -> f64 {
         let n = polynomial_size as i64;
         let widest = self.multiplier_bound.iter().map(|b| b.1).max().unwrap_or(1);
         let spread = (n / 2 / widest.max(1)).clamp(1, MAX_MULTIPLIER);
+        let layer_span = self.spans.1.max(widest);
         self.multiplier_bound
             .iter()
             .map(|&(norm2, span)| {
-                let whole = (2 * n / span.max(1)).clamp(1, MAX_MULTIPLIER);
-                let w = (whole / spread).max(1) as f64;
+                let span = span.max(1);
+                let mut whole = 2 * n / span;
+                // Within three quarters of `N` the layer fits (margins of at most `N/8`).
+                if 4 * layer_span > 3 * n - 4 {
+                    whole = whole.max(3 * layer_span / span + 1);
+                }
+                let w = (whole.clamp(1, MAX_MULTIPLIER) / spread).max(1) as f64;
                 norm2 * w * w
             })
             .fold(self.norm2_squared, f64::max)

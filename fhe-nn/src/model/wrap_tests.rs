@@ -145,3 +145,38 @@ fn layers_share_the_largest_integer_spread_that_fits() {
     }
     assert!(uneven > 0, "no spread was other than a power of two");
 }
+
+/// The optimizer bounds each lookup layer's noise before compiling, from the exact model:
+/// the weight multipliers compilation gives must stay within that bound, or a candidate's
+/// `p_error` would be understated.
+#[test]
+fn compiled_weight_norms_stay_within_the_optimizers_bound() {
+    for (name, model) in shipped() {
+        let demand = model.demand();
+        for (precision, resolution) in [(2, 10), (4, 11), (5, 12), (3, 12), (6, 13)] {
+            let tables = model.with_reading(Reading::Table {
+                precision,
+                resolution,
+            });
+            let compiled: Vec<f64> = tables
+                .layers()
+                .iter()
+                .filter(|s| s.lookup().is_some())
+                .map(|s| {
+                    (0..s.out_features)
+                        .map(|j| s.effective_norm2_squared(j))
+                        .fold(0.0, f64::max)
+                })
+                .collect();
+            assert_eq!(compiled.len(), demand.lookups.len());
+            for (k, (got, layer)) in compiled.iter().zip(&demand.lookups).enumerate() {
+                let bound = layer.norm2_squared_at(1 << resolution);
+                assert!(
+                    *got <= bound * (1.0 + 1e-12),
+                    "{name} at 2^{resolution}, {precision}-bit boxes, lookup layer {k}: \
+                     compiled norm² {got} above the bound {bound}"
+                );
+            }
+        }
+    }
+}
