@@ -364,36 +364,13 @@ impl QuantModel {
             let exact = s.exact_range();
             let lookup = match &s.lookup {
                 None => "output (decrypted)".to_string(),
-                Some(l) => {
-                    format!(
-                        "{} × {}-bit encoding, {} bits read{}",
-                        s.out_features,
-                        l.encoding.bits,
-                        l.encoding.precision(),
-                        match (l.encoding.exact, l.encoding.shift) {
-                            (true, _) => ", exact".to_string(),
-                            (false, s) if s > 0 => format!(", {s} low bits rounded off"),
-                            (false, s) => {
-                                let per_unit = |g: &GroupEncoding| g.multiplier << -s;
-                                let low = l.groups.iter().map(per_unit).min().unwrap_or(1);
-                                let high = l.groups.iter().map(per_unit).max().unwrap_or(1);
-                                let carried = if l.spread > 1 {
-                                    format!(
-                                        " ({} carried by the inputs' scaling factor)",
-                                        l.spread << -s
-                                    )
-                                } else {
-                                    String::new()
-                                };
-                                if low == high {
-                                    format!(", approximate, {low} positions per value{carried}")
-                                } else {
-                                    format!(", approximate, {low} to {high} positions per value{carried}")
-                                }
-                            }
-                        }
-                    )
-                }
+                Some(l) => format!(
+                    "{} × {}-bit encoding, {} bits read{}",
+                    s.out_features,
+                    l.encoding.bits,
+                    l.encoding.precision(),
+                    l.describe_spread()
+                ),
             };
             out.push_str(&format!(
                 "{:>3}  {:<34} {:>22} {:>5}  {:>22} {:>5}  {}\n",

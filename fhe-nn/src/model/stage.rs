@@ -55,6 +55,37 @@ impl LookupStage {
         self.spread
     }
 
+    /// How the lookup reads its accumulators, for reports: exactly, with low bits rounded
+    /// off, or each value spread over some table positions (and how many of them the
+    /// inputs' scaling factor carries).
+    pub(crate) fn describe_spread(&self) -> String {
+        let shift = self.encoding.shift;
+        if self.encoding.exact {
+            return ", exact".to_string();
+        }
+        if shift > 0 {
+            return format!(", {shift} low bits rounded off");
+        }
+        let per_value = |m: i64| m << -shift;
+        let low = self.groups.iter().map(|g| per_value(g.multiplier)).min();
+        let high = self.groups.iter().map(|g| per_value(g.multiplier)).max();
+        let (low, high) = (low.unwrap_or(1), high.unwrap_or(1));
+        let range = if low == high {
+            format!("{low}")
+        } else {
+            format!("{low} to {high}")
+        };
+        let carried = if self.spread > 1 {
+            format!(
+                " ({} carried by the inputs' scaling factor)",
+                per_value(self.spread)
+            )
+        } else {
+            String::new()
+        };
+        format!(", approximate, {range} positions per value{carried}")
+    }
+
     /// What group `group`'s weights are multiplied by: its multiplier less the layer's spread.
     pub fn weight_multiplier(&self, group: usize) -> i64 {
         self.groups[group].multiplier / self.spread
