@@ -186,6 +186,15 @@ impl QuantModel {
                         r.max - r.min + 1
                     },
                 ),
+                reaches: s
+                    .exact_ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(g, &r)| {
+                        let t = crate::model::tails(r, |a| l.read(g, a));
+                        (r.max - r.min + 1, t.high_start - r.min, r.max - t.low_end)
+                    })
+                    .collect(),
             })
             .collect();
         let last = self.layers.last().expect("a model has a weighted layer");

@@ -34,6 +34,10 @@ pub struct LayerDemand {
     /// how far a reading narrower than `exact_bits` spreads each value
     /// ([`positions_per_value`](Self::positions_per_value)).
     pub spans: (i64, i64),
+    /// Per group, for wrapping placements (see `model::Wrap`): the span of its exact range,
+    /// the values from its minimum to where its function's high tail starts, and from where
+    /// its low tail ends to its maximum. Empty where unknown (no wrapping counted).
+    pub reaches: Vec<(i64, i64, i64)>,
 }
 
 impl LayerDemand {
@@ -75,13 +79,33 @@ impl LayerDemand {
     pub fn positions_per_value(&self, polynomial_size: usize, precision: u32) -> i64 {
         let resolution = polynomial_size.trailing_zeros();
         let margin = 1i64 << resolution.saturating_sub(precision + 1);
-        let usable = polynomial_size as i64 - 2 * margin;
+        let n = polynomial_size as i64;
+        let usable = n - 2 * margin;
         let span = if self.fresh {
             self.spans.0
         } else {
             self.spans.1
         };
-        (usable / span.max(1)).min(MAX_MULTIPLIER)
+        let plain = (usable / span.max(1)).min(MAX_MULTIPLIER);
+        if self.reaches.is_empty() || self.spans.1 > usable {
+            // Unknown tails, or low bits rounded off (no wrapping).
+            return plain;
+        }
+        // The layer's spread is the largest factor every group fits at, on the half torus
+        // or wrapping (`GroupEncoding::place_at`: its reading may run up to the negated copy
+        // of the other tail, less a margin, and span at most `2N` less the margins).
+        self.reaches
+            .iter()
+            .map(|&(span, to_high, from_low)| {
+                let half = usable / span.max(1);
+                let wrapped = ((n - margin) / to_high.max(1))
+                    .min((n - margin) / from_low.max(1))
+                    .min((2 * n - 2 * margin) / span.max(1));
+                half.max(wrapped)
+            })
+            .min()
+            .unwrap_or(plain)
+            .min(MAX_MULTIPLIER)
     }
 
     /// Half the width (torus units) within which noise keeps a reading right: half a box of
@@ -285,6 +309,7 @@ mod tests {
                 exact_bits: 10,
                 must_be_exact: false,
                 spans: (1186, 1186),
+                reaches: Vec::new(),
             }],
             outputs: (10, 200.0, false, 9),
             work: Work {
@@ -396,6 +421,7 @@ mod tests {
                 exact_bits: 6,
                 must_be_exact: true,
                 spans: (span, span),
+                reaches: Vec::new(),
             }],
             outputs: (10, 200.0, false, 9),
             work: Work {

@@ -547,7 +547,7 @@ fn place_groups(
 }
 
 /// The saturated ends of `f` over `range`: how far its value at each end stays unchanged.
-fn tails(range: IntRange, f: impl Fn(i64) -> i64) -> Tails {
+pub(crate) fn tails(range: IntRange, f: impl Fn(i64) -> i64) -> Tails {
     let (low, high) = (f(range.min), f(range.max));
     let low_end = (range.min..=range.max)
         .find(|&a| f(a) != low)

@@ -147,10 +147,11 @@ fn layers_share_the_largest_integer_spread_that_fits() {
 }
 
 /// The optimizer bounds each lookup layer's noise before compiling, from the exact model:
-/// the weight multipliers compilation gives must stay within that bound, or a candidate's
-/// `p_error` would be understated.
+/// the weight multipliers compilation gives must stay within that bound, and the positions
+/// each value gets must be at least what it counts on, or a candidate's `p_error` would be
+/// understated.
 #[test]
-fn compiled_weight_norms_stay_within_the_optimizers_bound() {
+fn compiled_tables_stay_within_the_optimizers_bounds() {
     for (name, model) in shipped() {
         let demand = model.demand();
         for (precision, resolution) in [(2, 10), (4, 11), (5, 12), (3, 12), (6, 13)] {
@@ -169,6 +170,23 @@ fn compiled_weight_norms_stay_within_the_optimizers_bound() {
                 })
                 .collect();
             assert_eq!(compiled.len(), demand.lookups.len());
+            let lookups = tables.layers().iter().filter_map(|s| s.lookup());
+            for (k, (lookup, layer)) in lookups.zip(&demand.lookups).enumerate() {
+                let e = lookup.encoding();
+                if e.exact || e.shift > 0 {
+                    continue;
+                }
+                let fewest = (0..lookup.tables().len())
+                    .map(|g| lookup.placement(g).multiplier << -e.shift)
+                    .min()
+                    .unwrap();
+                let counted = layer.positions_per_value(1 << resolution, precision);
+                assert!(
+                    fewest >= counted,
+                    "{name} at 2^{resolution}, {precision}-bit boxes, lookup layer {k}: \
+                     {fewest} positions per value, the optimizer counts on {counted}"
+                );
+            }
             for (k, (got, layer)) in compiled.iter().zip(&demand.lookups).enumerate() {
                 let bound = layer.norm2_squared_at(1 << resolution);
                 assert!(
