@@ -73,9 +73,10 @@ impl LayerDemand {
 
 impl LayerDemand {
     /// The fewest table positions any accumulator value gets when the table has `2N =
-    /// 2^(resolution+1)` positions per torus and margins of half a `precision`-bit box: each
-    /// group spreads itself by an integer multiplier on fresh inputs, the whole layer by one
-    /// integer otherwise (see `model::build_lookup`; wrapping, which may give more, aside).
+    /// 2^(resolution+1)` positions per torus and margins of half a `precision`-bit box: the
+    /// whole layer is spread by the largest integer every group fits at, on the half torus
+    /// or wrapping where the group's tails allow it (see `model::build_lookup`), and on fresh
+    /// inputs each group's weights may spread it further.
     pub fn positions_per_value(&self, polynomial_size: usize, precision: u32) -> i64 {
         let resolution = polynomial_size.trailing_zeros();
         let margin = 1i64 << resolution.saturating_sub(precision + 1);
