@@ -38,17 +38,16 @@ pub struct AccumulatorEncoding {
 pub const MAX_MULTIPLIER: i64 = 256;
 
 /// How one group's (neuron's, or channel's) accumulators are placed on the table: the
-/// layer's encoding with the group's own offset and an integer multiplier of its weights, so
-/// that a group whose exact range is narrower than the layer's spreads its values over more
-/// positions (noise then moves its reading less, in accumulator units).
+/// layer's encoding with the group's own offset and an integer multiplier, so that each value
+/// spreads over as many positions as fit (noise then moves its reading less, in accumulator
+/// units).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupEncoding {
     /// Added to the accumulator (before the multiplier).
     pub offset: i64,
-    /// Positions per accumulator unit (1 where no room is left). On the first layer the
-    /// group's weights are multiplied by it; on later layers the whole layer shares it, and
-    /// the scaling factor of the previous lookups' outputs carries it (the lookup's
-    /// `spread`), which scales no noise.
+    /// Positions per accumulator unit (1 where no room is left): the layer's `spread`, which
+    /// the scaling factor of its inputs carries at no noise, times, on the first layer, a
+    /// factor the group's weights are multiplied by.
     pub multiplier: i64,
     /// Set when the placement runs past the table's `N` positions into the negacyclic half
     /// (see [`Wrap`]).

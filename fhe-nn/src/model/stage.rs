@@ -20,8 +20,8 @@ pub struct LookupStage {
     /// Each group's placement on its table (offset, multiplier).
     pub(crate) groups: Vec<GroupEncoding>,
     /// The part of every group's multiplier that the scaling factor of this layer's inputs
-    /// carries (positions per accumulator unit, the same for the whole layer; 1 on the first
-    /// layer, whose groups multiply their weights instead).
+    /// carries (positions per accumulator unit, the same for the whole layer): the client's
+    /// Δ on the first layer, the previous lookups' outputs on the others.
     pub(crate) spread: i64,
     /// Real functions folded into the table (activations, then the quantizer).
     pub(crate) activations: Vec<Activation>,
@@ -50,7 +50,7 @@ impl LookupStage {
     }
 
     /// Positions per accumulator unit that the scaling factor of the layer's inputs carries
-    /// (the previous lookups' outputs are encoded that much wider; 1 on the first layer).
+    /// (the client's inputs, or the previous lookups' outputs, are encoded that much wider).
     pub fn spread(&self) -> i64 {
         self.spread
     }
@@ -86,7 +86,8 @@ impl LookupStage {
         format!(", approximate, {range} positions per value{carried}")
     }
 
-    /// What group `group`'s weights are multiplied by: its multiplier less the layer's spread.
+    /// What group `group`'s weights are multiplied by: its multiplier divided by the layer's
+    /// spread (1 after a bootstrap, whose noise is not worth scaling).
     pub fn weight_multiplier(&self, group: usize) -> i64 {
         self.groups[group].multiplier / self.spread
     }
