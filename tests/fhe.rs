@@ -617,3 +617,69 @@ fn inputs_under_either_key_give_clears_integers() {
         Ok(_) => panic!("an upload too large for the inputs was decoded"),
     }
 }
+
+#[test]
+fn a_last_lookup_layer_with_its_own_bootstrap_key_gives_clears_integers() {
+    // The optimizer gives the last lookup layer, whose outputs the client decrypts, a finer
+    // bootstrap decomposition than the others when exact decryption needs it; the evaluation
+    // key then carries a second bootstrapping key of the same secret keys. Forced here on the
+    // tiny model's one lookup layer, with the inputs under either key (a keyswitch before the
+    // second key's bootstrap, or none): Clear's integers, through serialized keys.
+    let (model, test) = tiny_model();
+    for inputs in [InputKey::Big, InputKey::Small] {
+        let plain = vetted(4).unwrap().with_inputs(inputs);
+        let set = plain.clone().with_last_layer_pbs(Some((15, 2)));
+        assert_eq!(set.last_layer_pbs, Some((15, 2)));
+        assert!(
+            set.label().contains("last lookups pbs 2^15x2"),
+            "{}",
+            set.label()
+        );
+        // The set's own decomposition is no second key.
+        assert_eq!(
+            plain
+                .clone()
+                .with_last_layer_pbs(Some((23, 1)))
+                .last_layer_pbs,
+            None
+        );
+        let compile = |set: &fhe_nn::fhe::ParameterSet| {
+            let options = FheOptions {
+                parameters: ParameterChoice::Fixed(Box::new(set.clone())),
+                ..FheOptions::default()
+            };
+            model.compile(test.view(), &options).unwrap()
+        };
+        let compiled = compile(&set);
+        assert_eq!(compiled.parameters(), &set);
+        let (client, eval) = compiled.keygen().unwrap();
+        let bytes = eval.to_bytes().unwrap();
+        // The second key's bodies: n · (k+1) · levels · N words.
+        let p = &set.params;
+        let second = p.lwe_dimension.0 * (p.glwe_dimension.0 + 1) * 2 * p.polynomial_size.0 * 8;
+        let (_, plain_eval) = compile(&plain).keygen().unwrap();
+        let plain_bytes = plain_eval.to_bytes().unwrap().len();
+        assert!(
+            bytes.len() >= plain_bytes + second && bytes.len() <= plain_bytes + second * 11 / 10,
+            "{} bytes, {plain_bytes} without the second key ({second} expected more)",
+            bytes.len()
+        );
+        assert!(bytes.len() as u64 <= compiled.max_evaluation_key_bytes());
+        let server = compiled
+            .server(compiled.read_evaluation_key(&bytes).unwrap())
+            .unwrap();
+        for row in test.axis_iter(Axis(0)).take(SAMPLES / 2) {
+            let q = client.quantize(row).unwrap();
+            let out = server.run(&client.encrypt(row).unwrap()).unwrap();
+            assert_eq!(
+                client.decrypt_int(&out).unwrap(),
+                model.clear_int(&q).unwrap()
+            );
+        }
+        // A key made without the second bootstrapping key does not fit this model.
+        assert!(matches!(
+            compiled.server(plain_eval),
+            Err(FheError::ParameterMismatch { .. }) | Err(FheError::WrongModel { .. })
+        ));
+    }
+}

@@ -196,6 +196,8 @@ pub struct Parameters {
     pub polynomial_size: usize,
     pub pbs_base_log: usize,
     pub pbs_level: usize,
+    /// The last lookup layer's bootstrap decomposition where it has its own key.
+    pub last_layer_pbs: Option<(usize, usize)>,
     pub ks_base_log: usize,
     pub ks_level: usize,
     pub log2_worst_lookup_p_error: f64,
@@ -475,6 +477,7 @@ pub fn run(
             polynomial_size: p.polynomial_size.0,
             pbs_base_log: p.pbs_base_log.0,
             pbs_level: p.pbs_level.0,
+            last_layer_pbs: plan.set.last_layer_pbs,
             ks_base_log: p.ks_base_log.0,
             ks_level: p.ks_level.0,
             log2_worst_lookup_p_error: plan.worst_p_error().max(f64::MIN_POSITIVE).log2(),

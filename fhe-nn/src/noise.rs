@@ -5,7 +5,9 @@
 use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance;
 use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian;
 use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul;
-use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
+use tfhe::core_crypto::commons::parameters::{
+    DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, LweDimension,
+};
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
 use crate::fhe::{InputKey, ParameterSet};
@@ -19,8 +21,12 @@ pub struct NoiseModel {
     pub fresh: f64,
     /// Whether lookups on fresh inputs keyswitch first (inputs under the big key).
     pub fresh_keyswitch: bool,
-    /// The output of a bootstrap.
+    /// The output of a bootstrap feeding further lookups.
     pub bootstrap: f64,
+    /// The output of a bootstrap of the last lookup layer, which the client decrypts
+    /// (through the output layer's weights): `bootstrap` unless that layer bootstraps at its
+    /// own decomposition.
+    pub last_bootstrap: f64,
     /// Added by the keyswitch.
     pub keyswitch: f64,
     /// Added by the centered modulus switch to `2N`.
@@ -40,7 +46,21 @@ fn gaussian_std(d: DynamicDistribution<u64>) -> f64 {
 impl NoiseModel {
     /// The variances of a set (see [`new`](Self::new)).
     pub fn of(set: &ParameterSet) -> NoiseModel {
+        let last = set.last_layer_params();
         NoiseModel::new(&set.params, set.inputs)
+            .with_last_layer_pbs(&set.params, (last.pbs_base_log.0, last.pbs_level.0))
+    }
+
+    /// The same variances with the last lookup layer bootstrapping at decomposition `pbs`
+    /// (`params` being the set's own parameters).
+    pub fn with_last_layer_pbs(self, params: &ClassicPBSParameters, pbs: (usize, usize)) -> Self {
+        let mut last = *params;
+        last.pbs_base_log = DecompositionBaseLog(pbs.0);
+        last.pbs_level = DecompositionLevelCount(pbs.1);
+        NoiseModel {
+            last_bootstrap: bootstrap_variance(&last),
+            ..self
+        }
     }
 
     /// The variances of `params` with inputs encrypted under `inputs`, from TFHE-rs's
@@ -54,19 +74,12 @@ impl NoiseModel {
             InputKey::Big => p.glwe_noise_distribution,
             InputKey::Small => p.lwe_noise_distribution,
         });
+        let bootstrap = bootstrap_variance(p);
         NoiseModel {
             fresh: fresh_std * fresh_std,
             fresh_keyswitch: inputs == InputKey::Big,
-            bootstrap: pbs_variance_132_bits_security_gaussian_fft_mul(
-                p.lwe_dimension,
-                p.glwe_dimension,
-                p.polynomial_size,
-                p.pbs_base_log,
-                p.pbs_level,
-                53.0,
-                q,
-            )
-            .0,
+            bootstrap,
+            last_bootstrap: bootstrap,
             keyswitch: keyswitch_additive_variance_132_bits_security_gaussian(
                 big,
                 p.lwe_dimension,
@@ -95,11 +108,12 @@ impl NoiseModel {
         } else {
             self.keyswitch
         };
-        self.output_variance(norm2_squared, fresh_inputs) + keyswitch + self.modulus_switch
+        self.hidden_sum_variance(norm2_squared, fresh_inputs) + keyswitch + self.modulus_switch
     }
 
-    /// Variance of a weighted sum the client decrypts (no keyswitch, no modulus switch).
-    pub fn output_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
+    /// Variance of a weighted sum of fresh inputs or of bootstrap outputs that feed further
+    /// lookups (not the last lookup layer's).
+    pub fn hidden_sum_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
         norm2_squared
             * if fresh_inputs {
                 self.fresh
@@ -107,6 +121,31 @@ impl NoiseModel {
                 self.bootstrap
             }
     }
+
+    /// Variance of a weighted sum the client decrypts (no keyswitch, no modulus switch) of
+    /// fresh inputs or of the last lookup layer's outputs.
+    pub fn output_variance(&self, norm2_squared: f64, fresh_inputs: bool) -> f64 {
+        norm2_squared
+            * if fresh_inputs {
+                self.fresh
+            } else {
+                self.last_bootstrap
+            }
+    }
+}
+
+/// Variance of a bootstrap's output under `params` (TFHE-rs's formula, 53-bit FFT).
+fn bootstrap_variance(p: &ClassicPBSParameters) -> f64 {
+    pbs_variance_132_bits_security_gaussian_fft_mul(
+        p.lwe_dimension,
+        p.glwe_dimension,
+        p.polynomial_size,
+        p.pbs_base_log,
+        p.pbs_level,
+        53.0,
+        2f64.powi(64),
+    )
+    .0
 }
 
 /// Probability that centered Gaussian noise of `variance` exceeds `half_width` in magnitude.

@@ -131,10 +131,15 @@ impl FhePlan {
     pub fn report(&self) -> String {
         let p = &self.set.params;
         let mut s = format!(
-            "parameters: {} ({}; {}-bit boxes; n = {}, k = {}, N = {}, PBS base 2^{} × {}, KS base 2^{} × {}; {}); modeled {:.3} s of one core per inference\n",
+            "parameters: {} ({}; {}-bit boxes; n = {}, k = {}, N = {}, PBS base 2^{} × {}{}, KS base 2^{} × {}; {}); modeled {:.3} s of one core per inference\n",
             self.set.name,
             if self.set.is_vetted() { "TFHE-rs vetted" } else { "custom, 128-bit secure by TFHE-rs's curve" },
-            self.set.precision, p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0, p.pbs_base_log.0, p.pbs_level.0, p.ks_base_log.0, p.ks_level.0,
+            self.set.precision, p.lwe_dimension.0, p.glwe_dimension.0, p.polynomial_size.0, p.pbs_base_log.0, p.pbs_level.0,
+            match self.set.last_layer_pbs {
+                Some((base, levels)) => format!(" (the last lookup layer, whose outputs are decrypted: 2^{base} × {levels}, its own key)"),
+                None => String::new(),
+            },
+            p.ks_base_log.0, p.ks_level.0,
             match (self.set.inputs, self.keyswitches) {
                 (InputKey::Big, _) => "inputs under the big key",
                 (InputKey::Small, 0) => "inputs under the small key: no lookup keyswitches, the keyswitch key is unused",
@@ -318,8 +323,12 @@ pub(crate) fn evaluate(
             },
         )
         .collect();
-    let modeled_seconds =
-        crate::fhe::cost::FITTED.inference_seconds(&set.shape(), set.inputs, &demand.work);
+    let modeled_seconds = crate::fhe::cost::FITTED.inference_seconds(
+        &set.shape(),
+        set.last_layer_decomposition(),
+        set.inputs,
+        &demand.work,
+    );
     let keyswitches = demand.work.lookups
         + match set.inputs {
             InputKey::Big => demand.work.fresh_lookups,

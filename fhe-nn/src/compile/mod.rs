@@ -228,6 +228,9 @@ impl QuantModel {
                 work.multiply_adds += weights;
                 work.lookups += lookups;
             }
+            if lookups > 0 {
+                work.last_layer_lookups = lookups;
+            }
         }
         work
     }

@@ -156,7 +156,7 @@ impl CompiledModel {
     }
 
     /// Largest serialized (compressed) evaluation key this model's parameters can need
-    /// (bytes): the bootstrapping key's bodies (`n · (k+1) · levels · N` words) and the
+    /// (bytes): the bootstrapping keys' bodies (`n · (k+1) · levels · N` words each) and the
     /// keyswitching key's (`k·N · levels` words), with framing.
     pub fn max_evaluation_key_bytes(&self) -> u64 {
         let p = &self.parameters().params;
@@ -165,7 +165,11 @@ impl CompiledModel {
             p.glwe_dimension.0 as u64,
             p.polynomial_size.0 as u64,
         );
-        let bootstrap = n * (k + 1) * p.pbs_level.0 as u64 * big_n * 8;
+        let last_levels = match self.parameters().last_layer_pbs {
+            Some((_, levels)) => levels as u64,
+            None => 0,
+        };
+        let bootstrap = n * (k + 1) * (p.pbs_level.0 as u64 + last_levels) * big_n * 8;
         let keyswitch = k * big_n * p.ks_level.0 as u64 * 8;
         (bootstrap + keyswitch) * 11 / 10 + (1 << 20)
     }

@@ -46,7 +46,7 @@ pub(super) fn choose(
         ParameterChoice::Optimized | ParameterChoice::VettedOnly => None,
     };
     if let Some(set) = forced {
-        security::check(&set.params)?;
+        security::check_set(&set)?;
         if set.precision < 2 || set.precision >= set.resolution() {
             return Err(CompileError::BadPrecision {
                 precision: set.precision,

@@ -1,6 +1,7 @@
 //! A programmable bootstrap without keyswitch, for sums of inputs the client encrypted under
 //! the small key: TFHE-rs's lookup minus its keyswitch (the key's own modulus switch, the
-//! blind rotation, the sample extraction).
+//! blind rotation, the sample extraction); and the same with a second bootstrapping key of the
+//! same secret keys, after a keyswitch where the input is under the big key.
 
 use std::cell::RefCell;
 
@@ -54,6 +55,57 @@ pub fn bootstrap(
     table: &LookupTableOwned,
 ) -> Option<LweCiphertextOwned<u64>> {
     let (bsk, modulus_switch) = classic_key(key)?;
+    bootstrap_with(bsk, modulus_switch, input, table)
+}
+
+/// Bootstraps `input` through `table` with `bsk` (another bootstrapping key of `key`'s
+/// secret keys, at its own decomposition) and `key`'s modulus switch. `None` as for
+/// [`bootstrap`], or if `bsk` is not of `key`'s dimensions.
+pub fn bootstrap_other(
+    key: &ServerKey,
+    bsk: &FourierLweBootstrapKeyOwned,
+    input: &LweCiphertextOwned<u64>,
+    table: &LookupTableOwned,
+) -> Option<LweCiphertextOwned<u64>> {
+    let (own, modulus_switch) = classic_key(key)?;
+    if own.input_lwe_dimension() != bsk.input_lwe_dimension()
+        || own.glwe_size() != bsk.glwe_size()
+        || own.polynomial_size() != bsk.polynomial_size()
+    {
+        return None;
+    }
+    bootstrap_with(bsk, modulus_switch, input, table)
+}
+
+/// Keyswitches `input` (under `key`'s big key) to `key`'s small key. `None` if `key` is not a
+/// standard (KS-PBS) key or `input` is not of its size.
+pub fn keyswitch(
+    key: &ServerKey,
+    input: &LweCiphertextOwned<u64>,
+) -> Option<LweCiphertextOwned<u64>> {
+    let AtomicPatternServerKey::Standard(standard) = &key.atomic_pattern else {
+        return None;
+    };
+    let ksk = &standard.key_switching_key;
+    if input.lwe_size() != ksk.input_key_lwe_dimension().to_lwe_size() {
+        return None;
+    }
+    let mut out = LweCiphertext::new(
+        0u64,
+        ksk.output_key_lwe_dimension().to_lwe_size(),
+        CiphertextModulus::new_native(),
+    );
+    keyswitch_lwe_ciphertext(ksk, input, &mut out);
+    Some(out)
+}
+
+/// The modulus switch, blind rotation and sample extraction of one bootstrap.
+fn bootstrap_with(
+    bsk: &FourierLweBootstrapKeyOwned,
+    modulus_switch: &ModulusSwitchConfiguration<u64>,
+    input: &LweCiphertextOwned<u64>,
+    table: &LookupTableOwned,
+) -> Option<LweCiphertextOwned<u64>> {
     if input.lwe_size() != bsk.input_lwe_dimension().to_lwe_size()
         || table.acc.glwe_size() != bsk.glwe_size()
         || table.acc.polynomial_size() != bsk.polynomial_size()

@@ -73,8 +73,20 @@ impl CostModel {
         self.multiply_add * words as f64
     }
 
-    /// Seconds of one core for one inference of `work` with the inputs under `inputs`.
-    pub fn inference_seconds(&self, shape: &Shape, inputs: InputKey, work: &Work) -> f64 {
+    /// Seconds of one core for one inference of `work` on a set of `shape` with the inputs
+    /// under `inputs` and the last lookup layer bootstrapping at decomposition `last_pbs`.
+    pub fn inference_seconds(
+        &self,
+        shape: &Shape,
+        last_pbs: (usize, usize),
+        inputs: InputKey,
+        work: &Work,
+    ) -> f64 {
+        let last = Shape {
+            pbs: last_pbs,
+            ..*shape
+        };
+        let last_layer_extra = self.bootstrap_seconds(&last) - self.bootstrap_seconds(shape);
         let small = inputs == InputKey::Small;
         let fresh_lookup = if small {
             self.bootstrap_seconds(shape)
@@ -85,6 +97,7 @@ impl CostModel {
             + work.fresh_lookups as f64 * fresh_lookup
             + work.multiply_adds as f64 * self.multiply_add_seconds(shape, false)
             + work.fresh_multiply_adds as f64 * self.multiply_add_seconds(shape, small)
+            + work.last_layer_lookups as f64 * last_layer_extra
     }
 }
 
@@ -100,6 +113,9 @@ pub struct Work {
     pub multiply_adds: usize,
     /// Non-zero weights applied to fresh inputs.
     pub fresh_multiply_adds: usize,
+    /// The last lookup layer's lookups (counted in `lookups` or `fresh_lookups` too), which
+    /// bootstrap at that layer's own decomposition.
+    pub last_layer_lookups: usize,
 }
 
 /// One timed set: its shape, the seconds of one keyswitch and of one bootstrap (modulus

@@ -3,6 +3,8 @@
 
 use ndarray::ArrayView1;
 use serde::{Deserialize, Serialize};
+use tfhe::conformance::ParameterSetConformant;
+use tfhe::core_crypto::fft_impl::fft64::crypto::bootstrap::LweBootstrapKeyConformanceParams;
 use tfhe::core_crypto::prelude::*;
 use tfhe::shortint;
 use tfhe::shortint::ciphertext::MaxDegree;
@@ -91,7 +93,7 @@ impl ClientSpec {
     }
 
     fn check(&self) -> Result<(), FheError> {
-        security::check(&self.set.params)?;
+        security::check_set(&self.set)?;
         let ok = (2..=16).contains(&self.set.precision)
             && (1..=16).contains(&self.input_bits)
             && self.input_scale.is_finite()
@@ -135,6 +137,7 @@ impl ClientSpec {
         self.check()?;
         let key = shortint::ClientKey::new(self.set.params);
         let compressed = shortint::CompressedServerKey::new(&key);
+        let last_layer_key = self.set.last_layer_pbs.map(|pbs| last_layer_key(&key, pbs));
         let key_id = {
             let mut seeder = new_seeder();
             (seeder.seed().0 as u64) | 1
@@ -151,6 +154,7 @@ impl ClientSpec {
             fingerprint: self.fingerprint,
             set: self.set.clone(),
             compressed,
+            last_layer_key,
         };
         Ok((client, eval))
     }
@@ -216,6 +220,9 @@ pub struct EvaluationKey {
     pub(crate) fingerprint: Fingerprint,
     pub(crate) set: ParameterSet,
     pub(crate) compressed: shortint::CompressedServerKey,
+    /// The last lookup layer's bootstrapping key, where the set gives that layer its own
+    /// decomposition ([`ParameterSet::last_layer_pbs`]); compressed too.
+    pub(crate) last_layer_key: Option<SeededLweBootstrapKeyOwned<u64>>,
 }
 
 #[derive(Serialize, Deserialize, tfhe::Versionize)]
@@ -223,6 +230,31 @@ pub struct EvaluationKey {
 struct EvaluationKeyWire {
     set: ParameterSet,
     compressed: shortint::CompressedServerKey,
+    last_layer_key: Option<SeededLweBootstrapKeyOwned<u64>>,
+}
+
+/// A bootstrapping key of `key`'s secret keys at decomposition `(base_log, levels)`, with
+/// the GLWE noise of `key`'s parameters, compressed (the masks as a seed).
+fn last_layer_key(
+    key: &shortint::ClientKey,
+    pbs: (usize, usize),
+) -> SeededLweBootstrapKeyOwned<u64> {
+    let AtomicPatternClientKey::Standard(standard) = &key.atomic_pattern else {
+        unreachable!("fhe-nn generates standard (KS-PBS) keys only")
+    };
+    let params = standard.parameters;
+    let big = standard.large_lwe_secret_key();
+    let glwe = GlweSecretKey::from_container(big.as_ref(), params.polynomial_size());
+    let mut seeder = new_seeder();
+    par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+        &standard.small_lwe_secret_key(),
+        &glwe,
+        DecompositionBaseLog(pbs.0),
+        DecompositionLevelCount(pbs.1),
+        params.glwe_noise_distribution(),
+        params.ciphertext_modulus(),
+        seeder.as_mut(),
+    )
 }
 
 wire::versioned!(
@@ -509,6 +541,7 @@ impl EvaluationKey {
         let wire = EvaluationKeyWire {
             set: self.set.clone(),
             compressed: self.compressed.clone(),
+            last_layer_key: self.last_layer_key.clone(),
         };
         wire::seal(Kind::EvaluationKey, self.key_id, self.fingerprint, &wire)
     }
@@ -516,11 +549,10 @@ impl EvaluationKey {
     /// Reads a serialized evaluation key and checks that its parameter set is secure and that
     /// the key conforms to it ([`FheServer::new`](super::FheServer::new) decompresses it).
     pub fn from_bytes(bytes: &[u8]) -> Result<EvaluationKey, FheError> {
-        use tfhe::conformance::ParameterSetConformant;
         let (key_id, fingerprint, wire): (u64, Fingerprint, EvaluationKeyWire) =
             wire::open(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
         let set = wire.set;
-        security::check(&set.params)?;
+        security::check_set(&set)?;
         let p = set.params;
         let max_degree = MaxDegree::new(p.message_modulus.0 * p.carry_modulus.0 - 1);
         if !wire
@@ -532,11 +564,31 @@ impl EvaluationKey {
                 set.name
             )));
         }
+        let last = set.last_layer_params();
+        let last_conforms = match (&wire.last_layer_key, set.last_layer_pbs) {
+            (None, None) => true,
+            (Some(bsk), Some(_)) => bsk.is_conformant(&LweBootstrapKeyConformanceParams {
+                decomp_base_log: last.pbs_base_log,
+                decomp_level_count: last.pbs_level,
+                input_lwe_dimension: last.lwe_dimension,
+                output_glwe_size: last.glwe_dimension.to_glwe_size(),
+                polynomial_size: last.polynomial_size,
+                ciphertext_modulus: last.ciphertext_modulus,
+            }),
+            _ => false,
+        };
+        if !last_conforms {
+            return Err(FheError::Decode(format!(
+                "the last lookup layer's bootstrapping key does not conform to {}",
+                set.label()
+            )));
+        }
         Ok(EvaluationKey {
             key_id,
             fingerprint,
             set,
             compressed: wire.compressed,
+            last_layer_key: wire.last_layer_key,
         })
     }
 

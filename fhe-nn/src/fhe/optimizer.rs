@@ -9,6 +9,7 @@ use super::cost::{Work, FITTED};
 use super::params::{classic_custom, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 use crate::model::MAX_MULTIPLIER;
 use crate::noise::{failure_probability, half_box, NoiseModel};
+use tfhe::shortint::parameters::ClassicPBSParameters;
 
 /// What the lookups after one weighted layer ask of a parameter set.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +224,38 @@ pub(crate) fn sigma_positions(demand: &Demand, noise: &NoiseModel) -> Vec<f64> {
         .collect()
 }
 
+/// Bootstrap decompositions `(base_log, levels)` searched, cheapest (fewest levels) first.
+const PBS_DECOMPOSITIONS: [(usize, usize); 5] = [(23, 1), (18, 1), (15, 2), (11, 3), (9, 4)];
+
+/// The decomposition the last lookup layer bootstraps at, and the noise with it: `params`'s
+/// own where the outputs decrypt within the targets with it, else, where other lookup layers
+/// come before it (which keep `params`'s, their outputs only feeding further lookups), the
+/// cheapest that does. `None` if none does.
+fn last_layer_pbs(
+    demand: &Demand,
+    params: &ClassicPBSParameters,
+    noise: NoiseModel,
+    targets: &Targets,
+) -> Option<((usize, usize), NoiseModel)> {
+    let own = (params.pbs_base_log.0, params.pbs_level.0);
+    let (_, norm2, fresh, bits) = demand.outputs;
+    let decrypts = |noise: &NoiseModel| {
+        failure_probability(noise.output_variance(norm2, fresh), half_box(bits)) <= targets.p_error
+    };
+    if demand.lookups.is_empty() || decrypts(&noise) {
+        return Some((own, noise));
+    }
+    if demand.lookups.len() < 2 {
+        // The only lookup layer: a second key would leave the set's own unused.
+        return None;
+    }
+    PBS_DECOMPOSITIONS
+        .into_iter()
+        .filter(|&pbs| pbs != own)
+        .map(|pbs| (pbs, noise.with_last_layer_pbs(params, pbs)))
+        .find(|(_, noise)| decrypts(noise))
+}
+
 /// The grid of custom shapes searched.
 pub fn grid() -> Vec<Shape> {
     const RINGS: [(usize, usize); 8] = [
@@ -235,11 +268,10 @@ pub fn grid() -> Vec<Shape> {
         (1, 8192),
         (1, 16384),
     ];
-    const PBS: [(usize, usize); 5] = [(23, 1), (18, 1), (15, 2), (11, 3), (9, 4)];
     let mut shapes = Vec::new();
     for (k, big_n) in RINGS {
         for n in (560..=1120).step_by(8) {
-            for pbs in PBS {
+            for pbs in PBS_DECOMPOSITIONS {
                 for ks_base in 1..=10usize {
                     for ks_levels in 1..=(44 / ks_base).min(16) {
                         shapes.push(Shape {
@@ -263,7 +295,12 @@ pub fn grid() -> Vec<Shape> {
 pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<Candidate> {
     let mut found = Vec::new();
     let candidate = |set: ParameterSet, noise: &NoiseModel| Candidate {
-        cost: FITTED.inference_seconds(&set.shape(), set.inputs, &demand.work),
+        cost: FITTED.inference_seconds(
+            &set.shape(),
+            set.last_layer_decomposition(),
+            set.inputs,
+            &demand.work,
+        ),
         sigma_positions: sigma_positions(demand, noise),
         set,
     };
@@ -283,8 +320,13 @@ pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<
             for shape in grid() {
                 let params = classic_custom(&shape, 2);
                 let noise = NoiseModel::new(&params, inputs);
+                let Some((last, noise)) = last_layer_pbs(demand, &params, noise, targets) else {
+                    continue;
+                };
                 if let Some(precision) = best_precision(demand, &shape, &noise, targets, 10) {
-                    let set = ParameterSet::custom(shape, precision).with_inputs(inputs);
+                    let set = ParameterSet::custom(shape, precision)
+                        .with_inputs(inputs)
+                        .with_last_layer_pbs(Some(last));
                     found.push(candidate(set, &noise));
                 }
             }
@@ -318,6 +360,7 @@ mod tests {
                 fresh_lookups: 128,
                 multiply_adds: 1280,
                 fresh_multiply_adds: 784 * 128 / 2,
+                last_layer_lookups: 128,
             },
         }
     }
@@ -332,7 +375,7 @@ mod tests {
         let found = candidates(&demand, &targets, false);
         assert!(!found.is_empty());
         for c in &found {
-            security::check(&c.set.params).unwrap();
+            security::check_set(&c.set).unwrap();
             let noise = NoiseModel::of(&c.set);
             let (layers, output, _) = failure_probabilities(&demand, &noise, c.set.precision);
             assert!(layers
@@ -379,6 +422,86 @@ mod tests {
             candidates(&heavy, &targets, false)[0].set.inputs,
             InputKey::Big
         );
+    }
+
+    /// The CNN's three lookup layers (288 exact on fresh inputs, 64 and 32 approximate) and
+    /// its 10 outputs, which decrypt exactly only with a fine bootstrap decomposition.
+    fn cnn_like() -> Demand {
+        let layer =
+            |layer, count, norm2_squared, fresh, exact_bits, must_be_exact, span| LayerDemand {
+                layer,
+                count,
+                norm2_squared,
+                multiplier_bound: Vec::new(),
+                fresh,
+                exact_bits,
+                must_be_exact,
+                spans: (span, span),
+                reaches: Vec::new(),
+            };
+        Demand {
+            lookups: vec![
+                layer(1, 288, 25.0, true, 6, true, 40),
+                layer(4, 64, 60.0, false, 8, false, 148),
+                layer(7, 32, 75.0, false, 8, false, 163),
+            ],
+            outputs: (10, 150.0, false, 10),
+            work: Work {
+                lookups: 96,
+                fresh_lookups: 288,
+                multiply_adds: 5000,
+                fresh_multiply_adds: 2592,
+                last_layer_lookups: 32,
+            },
+        }
+    }
+
+    #[test]
+    fn the_last_lookup_layer_gets_its_own_decomposition_where_it_pays() {
+        let targets = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let demand = cnn_like();
+        let found = candidates(&demand, &targets, false);
+        let best = &found[0];
+        let (own, last) = (
+            best.set.params.pbs_level.0,
+            best.set.last_layer_decomposition().1,
+        );
+        assert!(last > own, "{}", best.set.label());
+        // Cheaper than the best set whose lookups all bootstrap alike, by the lookups before
+        // the last layer (352 of 384) bootstrapping at fewer levels.
+        let uniform = found
+            .iter()
+            .find(|c| c.set.last_layer_pbs.is_none())
+            .expect("a set with one decomposition");
+        assert!(
+            best.cost < 0.9 * uniform.cost,
+            "{} vs {}",
+            best.cost,
+            uniform.cost
+        );
+        for c in &found {
+            security::check_set(&c.set).unwrap();
+            let noise = NoiseModel::of(&c.set);
+            let (layers, output, _) = failure_probabilities(&demand, &noise, c.set.precision);
+            assert!(layers
+                .iter()
+                .chain([&output])
+                .all(|&p| p <= targets.p_error));
+            if c.set.last_layer_pbs.is_some() {
+                // Only where the set's own decomposition leaves the outputs too noisy.
+                let own = NoiseModel::new(&c.set.params, c.set.inputs);
+                let (_, norm2, fresh, bits) = demand.outputs;
+                let p = failure_probability(own.output_variance(norm2, fresh), half_box(bits));
+                assert!(p > targets.p_error, "{}", c.set.label());
+            }
+        }
+        // With one lookup layer (the card) there is nothing to split.
+        assert!(candidates(&card_like(), &targets, false)
+            .iter()
+            .all(|c| c.set.last_layer_pbs.is_none()));
     }
 
     #[test]
@@ -430,6 +553,7 @@ mod tests {
                 fresh_lookups: 288,
                 multiply_adds: 0,
                 fresh_multiply_adds: 2592,
+                last_layer_lookups: 288,
             },
         };
         let found = candidates(&demand(40), &targets, false);

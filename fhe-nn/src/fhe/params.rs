@@ -24,6 +24,12 @@ pub struct ParameterSet {
     pub params: ClassicPBSParameters,
     /// The key the client encrypts its inputs under.
     pub inputs: InputKey,
+    /// The bootstrap decomposition `(base_log, levels)` of the last lookup layer, whose
+    /// outputs the client decrypts (through the output layer's weights), where it differs
+    /// from `params`'s: the lookups feeding further lookups tolerate a coarser, cheaper
+    /// decomposition than exact decryption of the outputs does. Same secret keys; the
+    /// evaluation key then holds a second bootstrapping key.
+    pub last_layer_pbs: Option<(usize, usize)>,
 }
 
 /// Which secret key of a set the client encrypts a sample's inputs under; the optimizer
@@ -79,6 +85,7 @@ impl ParameterSet {
             precision,
             params: classic_custom(&shape, precision),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         }
     }
 
@@ -89,12 +96,43 @@ impl ParameterSet {
             InputKey::Big => "",
             InputKey::Small => ", inputs under the small key",
         };
-        format!("{} ({}-bit boxes{inputs})", self.name, self.precision)
+        let last = match self.last_layer_pbs {
+            Some((base, levels)) => format!(", last lookups pbs 2^{base}x{levels}"),
+            None => String::new(),
+        };
+        format!("{} ({}-bit boxes{inputs}{last})", self.name, self.precision)
     }
 
     /// The same set with the inputs encrypted under `inputs`.
     pub fn with_inputs(self, inputs: InputKey) -> ParameterSet {
         ParameterSet { inputs, ..self }
+    }
+
+    /// The same set with the last lookup layer bootstrapping at decomposition `pbs` (`None`,
+    /// or `params`'s own: the same key as the other lookups).
+    pub fn with_last_layer_pbs(self, pbs: Option<(usize, usize)>) -> ParameterSet {
+        let own = (self.params.pbs_base_log.0, self.params.pbs_level.0);
+        ParameterSet {
+            last_layer_pbs: pbs.filter(|&p| p != own),
+            ..self
+        }
+    }
+
+    /// The bootstrap decomposition `(base_log, levels)` of the last lookup layer.
+    pub fn last_layer_decomposition(&self) -> (usize, usize) {
+        self.last_layer_pbs
+            .unwrap_or((self.params.pbs_base_log.0, self.params.pbs_level.0))
+    }
+
+    /// The TFHE-rs parameters of the last lookup layer's bootstraps: `params` with
+    /// [`last_layer_pbs`](Self::last_layer_pbs)'s decomposition, if set.
+    pub fn last_layer_params(&self) -> ClassicPBSParameters {
+        let mut params = self.params;
+        if let Some((base, levels)) = self.last_layer_pbs {
+            params.pbs_base_log = DecompositionBaseLog(base);
+            params.pbs_level = DecompositionLevelCount(levels);
+        }
+        params
     }
 
     /// The set's shape.
@@ -142,6 +180,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.186,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         3 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128".into(),
@@ -159,6 +198,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.536,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         4 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128".into(),
@@ -176,6 +216,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.103,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         5 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128".into(),
@@ -193,6 +234,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.607,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         6 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128".into(),
@@ -210,6 +252,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.068,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         7 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_6_KS_PBS_GAUSSIAN_2M128".into(),
@@ -227,6 +270,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.147,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         8 => ParameterSet {
             name: "V1_4_PARAM_MESSAGE_1_CARRY_7_KS_PBS_GAUSSIAN_2M128".into(),
@@ -244,6 +288,7 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
                 -128.787,
             ),
             inputs: InputKey::Big,
+            last_layer_pbs: None,
         },
         _ => return None,
     };

@@ -130,3 +130,10 @@ pub fn check(params: &ClassicPBSParameters) -> Result<(), SecurityError> {
     }
     Ok(())
 }
+
+/// [`check`] on both of a set's parameter lists: its own and its last lookup layer's, which
+/// differ only in the bootstrap decomposition.
+pub fn check_set(set: &super::ParameterSet) -> Result<(), SecurityError> {
+    check(&set.params)?;
+    check(&set.last_layer_params())
+}

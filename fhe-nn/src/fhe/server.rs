@@ -188,6 +188,9 @@ pub struct FheServer {
     /// Size of a bootstrap's output (big key, `k·N + 1`).
     big_lwe_size: LweSize,
     params: tfhe::shortint::parameters::ClassicPBSParameters,
+    /// Where the last lookup layer bootstraps with its own key: that layer's index and the
+    /// key (Fourier domain).
+    last_layer: Option<(usize, FourierLweBootstrapKeyOwned)>,
 }
 
 impl FheServer {
@@ -218,6 +221,11 @@ impl FheServer {
                 key.set.name
             )));
         }
+        let last_index = model.layers().iter().rposition(|s| s.lookup.is_some());
+        let last_layer = match (key.last_layer_key, last_index) {
+            (Some(seeded), Some(index)) => Some((index, to_fourier(seeded))),
+            _ => None,
+        };
         Ok(FheServer {
             key_id: key.key_id,
             fingerprint: key.fingerprint,
@@ -229,6 +237,7 @@ impl FheServer {
             },
             big_lwe_size,
             params,
+            last_layer,
         })
     }
 
@@ -268,9 +277,13 @@ impl FheServer {
             p.glwe_dimension.0 as u64,
             p.polynomial_size.0 as u64,
         );
-        let bootstrap = n * (k + 1) * (k + 1) * p.pbs_level.0 as u64 * big_n * 8;
+        let bootstrap = |levels: usize| n * (k + 1) * (k + 1) * levels as u64 * big_n * 8;
         let keyswitch = k * big_n * p.ks_level.0 as u64 * (n + 1) * 8;
-        bootstrap + keyswitch
+        let last = self
+            .last_layer
+            .as_ref()
+            .map_or(0, |(_, bsk)| bootstrap(bsk.decomposition_level_count().0));
+        bootstrap(p.pbs_level.0) + keyswitch + last
     }
 
     /// Largest serialized full sample this server can need (bytes): its inputs' ciphertexts
@@ -410,9 +423,14 @@ impl FheServer {
         for (k, layer) in self.layers.iter().enumerate() {
             let fresh = k == 0;
             let inputs = if fresh { &input.cts } else { &x };
+            let own_key = self
+                .last_layer
+                .as_ref()
+                .filter(|(index, _)| *index == k)
+                .map(|(_, bsk)| bsk);
             let outputs: Vec<_> = (0..layer.out_features)
                 .into_par_iter()
-                .map(|j| self.neuron(layer, j, inputs, fresh))
+                .map(|j| self.neuron(layer, j, inputs, fresh, own_key))
                 .collect();
             if k + 1 < self.layers.len() {
                 visit(&outputs);
@@ -424,13 +442,15 @@ impl FheServer {
 
     /// One neuron: its weighted sum of `x` (the inputs if `fresh`, else a bootstrap's
     /// outputs), then its lookup if the layer has one: keyswitch + bootstrap on a sum under
-    /// the big key, the bootstrap alone on one under the small key.
+    /// the big key, the bootstrap alone on one under the small key; with `own_key` where the
+    /// layer bootstraps with a key of its own.
     fn neuron(
         &self,
         layer: &ServerLayer,
         j: usize,
         x: &[LweCiphertextOwned<u64>],
         fresh: bool,
+        own_key: Option<&FourierLweBootstrapKeyOwned>,
     ) -> LweCiphertextOwned<u64> {
         let size = if fresh {
             self.input_lwe_size
@@ -446,7 +466,16 @@ impl FheServer {
         };
         lwe_ciphertext_plaintext_add_assign(&mut acc, Plaintext(layer.offsets[layer.groups[j]]));
         let group = layer.groups[j];
-        let mut out = if size != self.big_lwe_size {
+        let mut out = if let Some(bsk) = own_key {
+            let small = if size == self.big_lwe_size {
+                bootstrap::keyswitch(&self.server_key, &acc)
+                    .expect("checked when the server was built")
+            } else {
+                acc
+            };
+            bootstrap::bootstrap_other(&self.server_key, bsk, &small, &tables[group])
+                .expect("checked when the server was built")
+        } else if size != self.big_lwe_size {
             bootstrap::bootstrap(&self.server_key, &acc, &tables[group])
                 .expect("checked when the server was built")
         } else {
@@ -466,6 +495,20 @@ impl FheServer {
         }
         out
     }
+}
+
+/// A compressed bootstrapping key, decompressed into the Fourier domain.
+fn to_fourier(seeded: SeededLweBootstrapKeyOwned<u64>) -> FourierLweBootstrapKeyOwned {
+    let standard = seeded.par_decompress_into_lwe_bootstrap_key();
+    let mut fourier = FourierLweBootstrapKey::new(
+        standard.input_lwe_dimension(),
+        standard.glwe_size(),
+        standard.polynomial_size(),
+        standard.decomposition_base_log(),
+        standard.decomposition_level_count(),
+    );
+    par_convert_standard_lwe_bootstrap_key_to_fourier(&standard, &mut fourier);
+    fourier
 }
 
 fn server_layer(

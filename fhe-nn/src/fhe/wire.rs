@@ -14,8 +14,9 @@ use crate::Fingerprint;
 
 const MAGIC: &[u8; 5] = b"FHENN";
 /// Version of the serialized formats (3: payloads through `tfhe::safe_serialization`; 4:
-/// the client spec's input scaling factor whole, any integer, instead of its log2).
-pub const FORMAT_VERSION: u16 = 4;
+/// the client spec's input scaling factor whole, any integer, instead of its log2; 5: the
+/// last lookup layer's own bootstrap decomposition in parameter sets and evaluation keys).
+pub const FORMAT_VERSION: u16 = 5;
 const HEADER: usize = 5 + 2 + 1 + 8 + 32 + 8 + 8;
 
 /// What a serialized blob holds.
