@@ -131,10 +131,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let f = &r.figures;
         let join = |v: Vec<String>| v.join(", ");
         println!(
-            "| {} | {} | {}, inputs under the {} key | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.4} | {:.4} | {:.4} | {:.2}% | {} of {} | {} | {} |",
+            "| {} | {} | {}{}, inputs under the {} key | {} | {:.3} | {:.0} | {:.2} | {:.1} | {:.4} | {:.4} | {:.4} | {:.2}% | {} of {} | {} | {} |",
             r.network,
             if (r.p_error - fhe_nn::DEFAULT_P_ERROR).abs() < 1e-20 { "2^-40".to_string() } else { format!("{}", r.p_error) },
             f.parameters.name,
+            match f.parameters.last_layer_pbs {
+                Some((base, levels)) => format!(" (last lookup layer pbs 2^{base}x{levels})"),
+                None => String::new(),
+            },
             f.parameters.input_key,
             f.lookups_per_inference,
             f.fhe.seconds_per_inference,

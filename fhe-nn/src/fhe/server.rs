@@ -268,8 +268,9 @@ impl FheServer {
     }
 
     /// Memory held by the decompressed evaluation key (bytes, from the parameters): the
-    /// Fourier bootstrapping key, `n · (k+1)² · levels · N` words, and the keyswitching key,
-    /// `k·N · levels · (n+1)` words.
+    /// Fourier bootstrapping keys, `n · (k+1)² · levels · N` words each (the last lookup
+    /// layer's own, if any, at its levels), and the keyswitching key, `k·N · levels · (n+1)`
+    /// words.
     pub fn key_bytes(&self) -> u64 {
         let p = &self.params;
         let (n, k, big_n) = (
