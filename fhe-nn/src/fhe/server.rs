@@ -226,6 +226,17 @@ impl FheServer {
             (Some(seeded), Some(index)) => Some((index, to_fourier(seeded))),
             _ => None,
         };
+        if let Some((_, bsk)) = &last_layer {
+            if bsk.input_lwe_dimension() != params.lwe_dimension
+                || bsk.glwe_size() != params.glwe_dimension.to_glwe_size()
+                || bsk.polynomial_size() != params.polynomial_size
+            {
+                return Err(FheError::Shape(format!(
+                    "the evaluation key's last-layer bootstrapping key is not of {}'s dimensions",
+                    key.set.name
+                )));
+            }
+        }
         Ok(FheServer {
             key_id: key.key_id,
             fingerprint: key.fingerprint,
