@@ -605,3 +605,51 @@ fn decode(secret: &LweSecretKeyView<'_, u64>, ct: &LweCiphertextOwned<u64>, delt
     let rounded = plain.wrapping_add(delta / 2);
     (rounded as i64).div_euclid(delta as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhe::vetted;
+
+    /// An evaluation key of the smallest vetted set: `set`'s keys, with the last-layer key
+    /// made at `last` (if any) whatever `set` says.
+    fn key_bytes(set: &ParameterSet, last: Option<(usize, usize)>) -> Vec<u8> {
+        let client = shortint::ClientKey::new(set.params);
+        let eval = EvaluationKey {
+            key_id: 7,
+            fingerprint: Fingerprint([3; 32]),
+            set: set.clone(),
+            compressed: shortint::CompressedServerKey::new(&client),
+            last_layer_key: last.map(|pbs| last_layer_key(&client, pbs)),
+        };
+        eval.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn the_last_layer_key_must_match_the_set() {
+        let plain = vetted(2).unwrap();
+        let split = plain.clone().with_last_layer_pbs(Some((15, 2)));
+        // As made: read back.
+        let read = EvaluationKey::from_bytes(&key_bytes(&split, Some((15, 2)))).unwrap();
+        assert_eq!(read.set, split);
+        assert!(EvaluationKey::from_bytes(&key_bytes(&plain, None)).is_ok());
+        // Missing, unexpected, or at another decomposition: refused before any use.
+        for (set, last) in [
+            (&split, None),
+            (&plain, Some((15, 2))),
+            (&split, Some((18, 1))),
+        ] {
+            match EvaluationKey::from_bytes(&key_bytes(set, last)) {
+                Err(FheError::Decode(message)) => {
+                    assert!(message.contains("last lookup layer"), "{message}")
+                }
+                Err(e) => panic!("wrong error: {e}"),
+                Ok(_) => panic!("{} with a last-layer key at {last:?} was read", set.label()),
+            }
+        }
+        // A decomposition beyond 64 bits is refused by the security check.
+        let mut bad = split.clone();
+        bad.last_layer_pbs = Some((40, 2));
+        assert!(EvaluationKey::from_bytes(&key_bytes(&bad, Some((15, 2)))).is_err());
+    }
+}
