@@ -514,6 +514,47 @@ fn a_looser_p_error_never_costs_more_when_accuracy_binds() {
 }
 
 #[test]
+fn the_plan_lists_what_a_looser_max_disagreement_buys() {
+    // The shipped seed network under a tight disagreement limit: the plan names cheaper sets
+    // the search simulated and rejected, each markedly cheaper than the one before and more
+    // off Clear; allowing the first one's disagreement buys a set at most as costly.
+    let images = digits().unwrap().test.images;
+    let model = QuantModel::load(Seed::architecture(), common::shipped_seed_path()).unwrap();
+    let compile = |max_disagreement| {
+        model
+            .compile(
+                images.view(),
+                &FheOptions {
+                    max_disagreement,
+                    ..FheOptions::default()
+                },
+            )
+            .unwrap()
+    };
+    let tight = compile(0.003);
+    let plan = tight.plan();
+    eprintln!("{}", plan.report());
+    assert!(!plan.cheaper.is_empty(), "{}", plan.report());
+    let mut last = (plan.modeled_seconds, plan.options.max_disagreement);
+    for c in &plan.cheaper {
+        assert!(c.modeled_seconds <= 0.8 * last.0, "{c:?}");
+        assert!(c.disagreement > last.1, "{c:?}");
+        last = (c.modeled_seconds, c.disagreement);
+    }
+    assert!(plan.report().contains(&plan.cheaper[0].label));
+    let first = &plan.cheaper[0];
+    let looser = compile(first.disagreement + 1e-9);
+    assert!(
+        looser.plan().modeled_seconds <= first.modeled_seconds * (1.0 + 1e-9),
+        "{} ({} s) vs {} ({} s)",
+        looser.parameters().label(),
+        looser.plan().modeled_seconds,
+        first.label,
+        first.modeled_seconds
+    );
+}
+
+#[test]
 fn an_oversized_compressed_upload_is_refused_before_expansion() {
     // Reproducer of the 16 GB expansion: an upload of another model's input width (64
     // values), resealed with this server's key id and fingerprint (both travel in clear, at

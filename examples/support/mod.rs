@@ -181,6 +181,9 @@ pub struct Predicted {
     pub prediction_disagreement_vs_exact: Estimate,
     pub lookups: Vec<LookupFigures>,
     pub calibration_samples: usize,
+    /// Cheaper sets the search rejected as too far off Clear (what a larger
+    /// `max_disagreement` allows).
+    pub cheaper_rejected: Vec<fhe_nn::CheaperSet>,
 }
 
 /// The parameter set.
@@ -455,6 +458,7 @@ pub fn run(
             prediction_disagreement_vs_exact: plan.predictions_vs_exact,
             lookups: plan.lookups.clone(),
             calibration_samples: plan.calibration_samples,
+            cheaper_rejected: plan.cheaper.clone(),
         },
         compile_seconds: compile_secs,
         keygen_seconds: keygen,

@@ -66,8 +66,8 @@ mod typed;
 pub use architecture::{ArchErrors, Architecture, Report};
 pub use clear::{argmax, argmax_rows};
 pub use compile::{
-    CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode, ParameterChoice,
-    DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
+    CheaperSet, CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode,
+    ParameterChoice, DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
 };
 pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;

@@ -89,6 +89,18 @@ pub struct LookupFigures {
     pub disagreement: Estimate,
 }
 
+/// A set cheaper than the chosen one that the search simulated and found off exact Clear on
+/// more predictions than `max_disagreement` allows.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CheaperSet {
+    /// The set's label ([`ParameterSet::label`]).
+    pub label: String,
+    /// Seconds of one core per inference by the cost model.
+    pub modeled_seconds: f64,
+    /// Simulated fraction of predictions that differ from exact Clear.
+    pub disagreement: f64,
+}
+
 /// The chosen parameters and the error figures (see the module documentation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FhePlan {
@@ -110,6 +122,10 @@ pub struct FhePlan {
     /// Keyswitches per inference (lookups on bootstrap outputs, and on inputs under the big
     /// key); with none, the set's keyswitch decomposition is never used.
     pub keyswitches: usize,
+    /// What a looser `max_disagreement` would buy: cheaper sets the search simulated and
+    /// found too inaccurate, each markedly cheaper than the one before it and less off Clear
+    /// than any cheaper one it simulated; most expensive first, possibly none.
+    pub cheaper: Vec<CheaperSet>,
     pub options: FheOptions,
 }
 
@@ -172,6 +188,20 @@ impl FhePlan {
             self.predictions_vs_exact,
             100.0 * self.options.max_disagreement,
         ));
+        if !self.cheaper.is_empty() {
+            s.push_str(
+                "  cheaper sets the search rejected (a larger max_disagreement allows them):\n",
+            );
+        }
+        for c in &self.cheaper {
+            s.push_str(&format!(
+                "    {:.2}% of predictions off exact Clear, {:.2}× the modeled time ({:.3} s of one core): {}\n",
+                100.0 * c.disagreement,
+                c.modeled_seconds / self.modeled_seconds,
+                c.modeled_seconds,
+                c.label,
+            ));
+        }
         s
     }
 }
@@ -285,6 +315,7 @@ pub(crate) fn evaluate(
     tables: &QuantModel,
     noise: &SimulationNoise,
     set: ParameterSet,
+    cheaper: Vec<CheaperSet>,
     calibration: ArrayView2<i64>,
     options: &FheOptions,
 ) -> FhePlan {
@@ -338,6 +369,7 @@ pub(crate) fn evaluate(
         set,
         lookups,
         keyswitches,
+        cheaper,
         output_p_error,
         global_p_error,
         predictions: Estimate::from_samples(&column(&sim.flips, 0)),

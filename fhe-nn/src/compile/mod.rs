@@ -8,7 +8,7 @@ mod fingerprint;
 mod predict;
 mod search;
 
-pub use figures::{Estimate, FhePlan, LookupFigures};
+pub use figures::{CheaperSet, Estimate, FhePlan, LookupFigures};
 pub use fingerprint::Fingerprint;
 pub use predict::{Mode, SampleDisagreement};
 
@@ -266,7 +266,11 @@ impl CompiledModel {
         calibration: ArrayView2<i64>,
         options: &FheOptions,
     ) -> CompiledModel {
-        let search::Chosen { set, tables } = chosen;
+        let search::Chosen {
+            set,
+            tables,
+            cheaper,
+        } = chosen;
         let tables = tables.unwrap_or_else(|| {
             model.with_reading(Reading::Table {
                 precision: set.precision,
@@ -275,7 +279,7 @@ impl CompiledModel {
         });
         let noise_model = NoiseModel::of(&set);
         let noise = tables.simulation_noise(&noise_model);
-        let plan = figures::evaluate(model, &tables, &noise, set, calibration, options);
+        let plan = figures::evaluate(model, &tables, &noise, set, cheaper, calibration, options);
         let fingerprint = Fingerprint::of(&tables, &plan.set);
         CompiledModel {
             model: tables,

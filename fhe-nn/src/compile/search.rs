@@ -9,8 +9,9 @@ use std::collections::HashMap;
 
 use ndarray::ArrayView2;
 
-use super::figures::{capped, clear_predictions, simulate, FIGURES_SEED, REPORT_RUNS};
+use super::figures::{capped, clear_predictions, simulate, CheaperSet, FIGURES_SEED, REPORT_RUNS};
 use super::{CompileError, FheOptions, ParameterChoice, DEFAULT_P_ERROR};
+use crate::fhe::cost::{Work, FITTED};
 use crate::fhe::optimizer::{candidates, failure_probabilities, Candidate, Demand, Targets};
 use crate::fhe::{security, vetted, ParameterSet, PRECISIONS};
 use crate::model::{QuantModel, Reading};
@@ -21,11 +22,17 @@ use crate::noise::NoiseModel;
 pub(super) struct Chosen {
     pub set: ParameterSet,
     pub tables: Option<QuantModel>,
+    /// What a looser `max_disagreement` would buy (see [`Accuracy::trade_offs`]).
+    pub cheaper: Vec<CheaperSet>,
 }
 
 impl From<ParameterSet> for Chosen {
     fn from(set: ParameterSet) -> Chosen {
-        Chosen { set, tables: None }
+        Chosen {
+            set,
+            tables: None,
+            cheaper: Vec::new(),
+        }
     }
 }
 
@@ -105,12 +112,14 @@ pub(super) fn choose(
         }
     }
     let best = best?;
+    let cheaper = accuracy.trade_offs(best.cost, &demand.work);
     let tables = accuracy
         .tables
         .remove(&(best.set.precision, best.set.resolution()));
     Ok(Chosen {
         set: best.set,
         tables,
+        cheaper,
     })
 }
 
@@ -167,11 +176,16 @@ struct Accuracy<'a> {
     tables: HashMap<(u32, u32), QuantModel>,
     /// Disagreement of every set checked so far, by label.
     checked: HashMap<String, f64>,
+    /// Every set simulated so far, with its disagreement.
+    simulated: Vec<(ParameterSet, f64)>,
     /// The candidates found inaccurate so far (input key, noise per layer in accumulator
     /// values): a candidate with the same input key and at least as much noise at every
     /// layer is taken to be inaccurate too, and is not simulated.
     inaccurate: Vec<(crate::fhe::InputKey, Vec<f64>)>,
 }
+
+/// Most trade-offs the plan reports (see [`Accuracy::trade_offs`]).
+const TRADE_OFFS: usize = 3;
 
 /// Most candidates cheaper than the binary searches' choice checked one by one, cheapest
 /// first, after them: a frontier over several layers' noise is not ordered by accuracy.
@@ -186,6 +200,7 @@ impl<'a> Accuracy<'a> {
             max_disagreement: max,
             tables: HashMap::new(),
             checked: HashMap::new(),
+            simulated: Vec::new(),
             inaccurate: Vec::new(),
         }
     }
@@ -260,7 +275,51 @@ impl<'a> Accuracy<'a> {
         }
         let d = self.simulated_disagreement(set);
         self.checked.insert(set.label(), d);
+        self.simulated.push((set.clone(), d));
         d
+    }
+
+    /// What a looser `max_disagreement` would buy: of the simulated sets too inaccurate for
+    /// it and cheaper than `limit` seconds (by the cost model, for `work`), those no cheaper
+    /// one beats on disagreement, thinned to at most [`TRADE_OFFS`], each at most 0.8 times
+    /// the time of the one before it (starting from `limit`); most expensive first.
+    fn trade_offs(&self, limit: f64, work: &Work) -> Vec<CheaperSet> {
+        let mut cheaper: Vec<CheaperSet> = self
+            .simulated
+            .iter()
+            .filter(|(_, d)| *d > self.max_disagreement)
+            .map(|(set, d)| CheaperSet {
+                label: set.label(),
+                modeled_seconds: FITTED.inference_seconds(
+                    &set.shape(),
+                    set.last_layer_decomposition(),
+                    set.inputs,
+                    work,
+                ),
+                disagreement: *d,
+            })
+            .filter(|c| c.modeled_seconds < limit)
+            .collect();
+        cheaper.sort_by(|a, b| a.modeled_seconds.total_cmp(&b.modeled_seconds));
+        // The frontier: cheapest first, each less off Clear than every cheaper one.
+        let mut frontier: Vec<CheaperSet> = Vec::new();
+        for c in cheaper {
+            if frontier
+                .last()
+                .is_none_or(|f| c.disagreement < f.disagreement)
+            {
+                frontier.push(c);
+            }
+        }
+        let mut kept = Vec::new();
+        let mut last = limit;
+        for c in frontier.into_iter().rev() {
+            if kept.len() < TRADE_OFFS && c.modeled_seconds <= 0.8 * last {
+                last = c.modeled_seconds;
+                kept.push(c);
+            }
+        }
+        kept
     }
 
     fn simulated_disagreement(&mut self, set: &ParameterSet) -> f64 {
