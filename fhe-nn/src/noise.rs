@@ -5,9 +5,7 @@
 use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance;
 use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian;
 use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul;
-use tfhe::core_crypto::commons::parameters::{
-    DecompositionBaseLog, DecompositionLevelCount, DynamicDistribution, LweDimension,
-};
+use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
 use crate::fhe::{InputKey, ParameterSet};
@@ -46,19 +44,15 @@ fn gaussian_std(d: DynamicDistribution<u64>) -> f64 {
 impl NoiseModel {
     /// The variances of a set (see [`new`](Self::new)).
     pub fn of(set: &ParameterSet) -> NoiseModel {
-        let last = set.last_layer_params();
         NoiseModel::new(&set.params, set.inputs)
-            .with_last_layer_pbs(&set.params, (last.pbs_base_log.0, last.pbs_level.0))
+            .with_last_layer_pbs(&set.params, set.last_layer_decomposition())
     }
 
     /// The same variances with the last lookup layer bootstrapping at decomposition `pbs`
     /// (`params` being the set's own parameters).
     pub fn with_last_layer_pbs(self, params: &ClassicPBSParameters, pbs: (usize, usize)) -> Self {
-        let mut last = *params;
-        last.pbs_base_log = DecompositionBaseLog(pbs.0);
-        last.pbs_level = DecompositionLevelCount(pbs.1);
         NoiseModel {
-            last_bootstrap: bootstrap_variance(&last),
+            last_bootstrap: bootstrap_variance(&crate::fhe::with_pbs(params, pbs)),
             ..self
         }
     }

@@ -40,7 +40,7 @@ impl QuantModel {
     /// The noise Simulate injects under `noise`.
     pub(crate) fn simulation_noise(&self, noise: &NoiseModel) -> SimulationNoise {
         let noise = *noise;
-        let last_lookup = self.layers.iter().rposition(|s| s.lookup.is_some());
+        let last_lookup = self.last_lookup_layer();
         let layers = self
             .layers
             .iter()

@@ -354,12 +354,7 @@ pub(crate) fn evaluate(
             },
         )
         .collect();
-    let modeled_seconds = crate::fhe::cost::FITTED.inference_seconds(
-        &set.shape(),
-        set.last_layer_decomposition(),
-        set.inputs,
-        &demand.work,
-    );
+    let modeled_seconds = crate::fhe::cost::FITTED.inference_seconds(&set, &demand.work);
     let keyswitches = demand.work.lookups
         + match set.inputs {
             InputKey::Big => demand.work.fresh_lookups,

@@ -228,10 +228,10 @@ impl QuantModel {
                 work.multiply_adds += weights;
                 work.lookups += lookups;
             }
-            if lookups > 0 {
-                work.last_layer_lookups = lookups;
-            }
         }
+        work.last_layer_lookups = self
+            .last_lookup_layer()
+            .map_or(0, |k| self.layers[k].out_features);
         work
     }
 }

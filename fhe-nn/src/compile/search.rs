@@ -174,10 +174,8 @@ struct Accuracy<'a> {
     reference: Vec<usize>,
     max_disagreement: f64,
     tables: HashMap<(u32, u32), QuantModel>,
-    /// Disagreement of every set checked so far, by label.
-    checked: HashMap<String, f64>,
-    /// Every set simulated so far, with its disagreement.
-    simulated: Vec<(ParameterSet, f64)>,
+    /// Every set simulated so far, with its disagreement, by label.
+    checked: HashMap<String, (ParameterSet, f64)>,
     /// The candidates found inaccurate so far (input key, noise per layer in accumulator
     /// values): a candidate with the same input key and at least as much noise at every
     /// layer is taken to be inaccurate too, and is not simulated.
@@ -200,7 +198,6 @@ impl<'a> Accuracy<'a> {
             max_disagreement: max,
             tables: HashMap::new(),
             checked: HashMap::new(),
-            simulated: Vec::new(),
             inaccurate: Vec::new(),
         }
     }
@@ -242,11 +239,7 @@ impl<'a> Accuracy<'a> {
                 if e.exact {
                     2f64.powi(c.set.resolution() as i32 - c.set.precision as i32)
                 } else {
-                    let fewest = (0..l.tables().len())
-                        .map(|g| l.placement(g).multiplier)
-                        .min()
-                        .unwrap_or(1);
-                    fewest as f64 * 2f64.powi(-e.shift)
+                    l.positions_per_value().0
                 }
             })
             .collect();
@@ -270,12 +263,11 @@ impl<'a> Accuracy<'a> {
 
     /// The simulated fraction of predictions that differ from exact Clear under `set`.
     fn disagreement(&mut self, set: &ParameterSet) -> f64 {
-        if let Some(&d) = self.checked.get(&set.label()) {
-            return d;
+        if let Some((_, d)) = self.checked.get(&set.label()) {
+            return *d;
         }
         let d = self.simulated_disagreement(set);
-        self.checked.insert(set.label(), d);
-        self.simulated.push((set.clone(), d));
+        self.checked.insert(set.label(), (set.clone(), d));
         d
     }
 
@@ -285,22 +277,23 @@ impl<'a> Accuracy<'a> {
     /// the time of the one before it (starting from `limit`); most expensive first.
     fn trade_offs(&self, limit: f64, work: &Work) -> Vec<CheaperSet> {
         let mut cheaper: Vec<CheaperSet> = self
-            .simulated
-            .iter()
+            .checked
+            .values()
             .filter(|(_, d)| *d > self.max_disagreement)
             .map(|(set, d)| CheaperSet {
                 label: set.label(),
-                modeled_seconds: FITTED.inference_seconds(
-                    &set.shape(),
-                    set.last_layer_decomposition(),
-                    set.inputs,
-                    work,
-                ),
+                modeled_seconds: FITTED.inference_seconds(set, work),
                 disagreement: *d,
             })
             .filter(|c| c.modeled_seconds < limit)
             .collect();
-        cheaper.sort_by(|a, b| a.modeled_seconds.total_cmp(&b.modeled_seconds));
+        // By cost, then disagreement, then label: the same list whatever the map's order.
+        cheaper.sort_by(|a, b| {
+            a.modeled_seconds
+                .total_cmp(&b.modeled_seconds)
+                .then(a.disagreement.total_cmp(&b.disagreement))
+                .then_with(|| a.label.cmp(&b.label))
+        });
         // The frontier: cheapest first, each less off Clear than every cheaper one.
         let mut frontier: Vec<CheaperSet> = Vec::new();
         for c in cheaper {

@@ -4,7 +4,7 @@
 //! (`cargo run --release -p fhe-nn --example cost_model` re-measures them and prints a new fit; the
 //! committed fit is not re-measured at run time, so compilation is deterministic).
 
-use super::params::{InputKey, Shape};
+use super::params::{InputKey, ParameterSet, Shape};
 
 /// Fitted coefficients (seconds per unit of each feature).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,21 +73,16 @@ impl CostModel {
         self.multiply_add * words as f64
     }
 
-    /// Seconds of one core for one inference of `work` on a set of `shape` with the inputs
-    /// under `inputs` and the last lookup layer bootstrapping at decomposition `last_pbs`.
-    pub fn inference_seconds(
-        &self,
-        shape: &Shape,
-        last_pbs: (usize, usize),
-        inputs: InputKey,
-        work: &Work,
-    ) -> f64 {
+    /// Seconds of one core for one inference of `work` under `set` (its inputs' key, and its
+    /// last lookup layer's decomposition).
+    pub fn inference_seconds(&self, set: &ParameterSet, work: &Work) -> f64 {
+        let shape = &set.shape();
         let last = Shape {
-            pbs: last_pbs,
+            pbs: set.last_layer_decomposition(),
             ..*shape
         };
         let last_layer_extra = self.bootstrap_seconds(&last) - self.bootstrap_seconds(shape);
-        let small = inputs == InputKey::Small;
+        let small = set.inputs == InputKey::Small;
         let fresh_lookup = if small {
             self.bootstrap_seconds(shape)
         } else {

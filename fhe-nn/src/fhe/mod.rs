@@ -11,6 +11,7 @@ mod server;
 pub(crate) mod wire;
 
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
+pub(crate) use params::with_pbs;
 pub use params::{vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 pub(crate) use server::max_compressed_sample_bytes;
 pub use server::{CompressedSample, EncryptedSample, FheServer};

@@ -175,17 +175,23 @@ pub fn failure_probabilities(
             )
         })
         .collect();
-    let (outputs, norm2, fresh, bits) = demand.outputs;
-    let output = failure_probability(noise.output_variance(norm2, fresh), half_box(bits));
+    let output = output_failure(demand, noise);
     let global = (demand
         .lookups
         .iter()
         .zip(&per_layer)
         .map(|(l, p)| l.count as f64 * p)
         .sum::<f64>()
-        + outputs as f64 * output)
+        + demand.outputs.0 as f64 * output)
         .min(1.0);
     (per_layer, output, global)
+}
+
+/// The failure probability of decoding one output (its weighted sum of the last lookups'
+/// bootstraps, or of fresh inputs, off by more than half a box of its encoding).
+fn output_failure(demand: &Demand, noise: &NoiseModel) -> f64 {
+    let (_, norm2, fresh, bits) = demand.outputs;
+    failure_probability(noise.output_variance(norm2, fresh), half_box(bits))
 }
 
 fn meets(targets: &Targets, (layers, output, global): &(Vec<f64>, f64, f64)) -> bool {
@@ -238,10 +244,7 @@ fn last_layer_pbs(
     targets: &Targets,
 ) -> Option<((usize, usize), NoiseModel)> {
     let own = (params.pbs_base_log.0, params.pbs_level.0);
-    let (_, norm2, fresh, bits) = demand.outputs;
-    let decrypts = |noise: &NoiseModel| {
-        failure_probability(noise.output_variance(norm2, fresh), half_box(bits)) <= targets.p_error
-    };
+    let decrypts = |noise: &NoiseModel| output_failure(demand, noise) <= targets.p_error;
     if demand.lookups.is_empty() || decrypts(&noise) {
         return Some((own, noise));
     }
@@ -295,12 +298,7 @@ pub fn grid() -> Vec<Shape> {
 pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<Candidate> {
     let mut found = Vec::new();
     let candidate = |set: ParameterSet, noise: &NoiseModel| Candidate {
-        cost: FITTED.inference_seconds(
-            &set.shape(),
-            set.last_layer_decomposition(),
-            set.inputs,
-            &demand.work,
-        ),
+        cost: FITTED.inference_seconds(&set, &demand.work),
         sigma_positions: sigma_positions(demand, noise),
         set,
     };
@@ -497,8 +495,7 @@ mod tests {
             if c.set.last_layer_pbs.is_some() {
                 // Only where the set's own decomposition leaves the outputs too noisy.
                 let own = NoiseModel::new(&c.set.params, c.set.inputs);
-                let (_, norm2, fresh, bits) = demand.outputs;
-                let p = failure_probability(own.output_variance(norm2, fresh), half_box(bits));
+                let p = output_failure(&demand, &own);
                 assert!(p > targets.p_error, "{}", c.set.label());
             }
         }

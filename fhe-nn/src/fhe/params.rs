@@ -127,12 +127,7 @@ impl ParameterSet {
     /// The TFHE-rs parameters of the last lookup layer's bootstraps: `params` with
     /// [`last_layer_pbs`](Self::last_layer_pbs)'s decomposition, if set.
     pub fn last_layer_params(&self) -> ClassicPBSParameters {
-        let mut params = self.params;
-        if let Some((base, levels)) = self.last_layer_pbs {
-            params.pbs_base_log = DecompositionBaseLog(base);
-            params.pbs_level = DecompositionLevelCount(levels);
-        }
-        params
+        with_pbs(&self.params, self.last_layer_decomposition())
     }
 
     /// The set's shape.
@@ -293,6 +288,15 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
         _ => return None,
     };
     Some(set)
+}
+
+/// `params` with the bootstrap decomposition `(base_log, levels)`.
+pub(crate) fn with_pbs(params: &ClassicPBSParameters, pbs: (usize, usize)) -> ClassicPBSParameters {
+    ClassicPBSParameters {
+        pbs_base_log: DecompositionBaseLog(pbs.0),
+        pbs_level: DecompositionLevelCount(pbs.1),
+        ..*params
+    }
 }
 
 /// The TFHE-rs parameters of a custom set: minimal secure noise for both keys.

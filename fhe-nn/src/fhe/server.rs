@@ -221,7 +221,7 @@ impl FheServer {
                 key.set.name
             )));
         }
-        let last_index = model.layers().iter().rposition(|s| s.lookup.is_some());
+        let last_index = model.last_lookup_layer();
         let last_layer = match (key.last_layer_key, last_index) {
             (Some(seeded), Some(index)) => Some((index, to_fourier(seeded))),
             _ => None,

@@ -318,6 +318,12 @@ impl QuantModel {
         Ok(model)
     }
 
+    /// Index of the last weighted layer followed by lookups: the one whose bootstraps the
+    /// client decrypts (through the layers after it), if any.
+    pub(crate) fn last_lookup_layer(&self) -> Option<usize> {
+        self.layers.iter().rposition(|s| s.lookup.is_some())
+    }
+
     /// Signed width of the output accumulators, as the client decodes them.
     pub(crate) fn output_encoding_bits(&self) -> u32 {
         let r = self

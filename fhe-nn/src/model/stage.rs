@@ -66,10 +66,7 @@ impl LookupStage {
         if shift > 0 {
             return format!(", {shift} low bits rounded off");
         }
-        let per_value = |m: i64| m << -shift;
-        let low = self.groups.iter().map(|g| per_value(g.multiplier)).min();
-        let high = self.groups.iter().map(|g| per_value(g.multiplier)).max();
-        let (low, high) = (low.unwrap_or(1), high.unwrap_or(1));
+        let (low, high) = self.positions_per_value();
         let range = if low == high {
             format!("{low}")
         } else {
@@ -78,12 +75,28 @@ impl LookupStage {
         let carried = if self.spread > 1 {
             format!(
                 " ({} carried by the inputs' scaling factor)",
-                per_value(self.spread)
+                self.spread << -shift
             )
         } else {
             String::new()
         };
         format!(", approximate, {range} positions per value{carried}")
+    }
+
+    /// The fewest and the most table positions one accumulator value gets, over the groups
+    /// (a fraction where low bits are rounded off).
+    pub(crate) fn positions_per_value(&self) -> (f64, f64) {
+        let per_value = self
+            .groups
+            .iter()
+            .map(|g| g.multiplier as f64 * 2f64.powi(-self.encoding.shift));
+        let low = per_value.clone().fold(f64::INFINITY, f64::min);
+        let high = per_value.fold(0.0, f64::max);
+        if self.groups.is_empty() {
+            (1.0, 1.0)
+        } else {
+            (low, high)
+        }
     }
 
     /// What group `group`'s weights are multiplied by: its multiplier divided by the layer's

@@ -159,38 +159,27 @@ fn compiled_tables_stay_within_the_optimizers_bounds() {
                 precision,
                 resolution,
             });
-            let compiled: Vec<f64> = tables
-                .layers()
-                .iter()
-                .filter(|s| s.lookup().is_some())
-                .map(|s| {
-                    (0..s.out_features)
-                        .map(|j| s.effective_norm2_squared(j))
-                        .fold(0.0, f64::max)
-                })
-                .collect();
-            assert_eq!(compiled.len(), demand.lookups.len());
+            let compiled = tables.demand();
+            assert_eq!(compiled.lookups.len(), demand.lookups.len());
             let lookups = tables.layers().iter().filter_map(|s| s.lookup());
             for (k, (lookup, layer)) in lookups.zip(&demand.lookups).enumerate() {
                 let e = lookup.encoding();
                 if e.exact || e.shift > 0 {
                     continue;
                 }
-                let fewest = (0..lookup.tables().len())
-                    .map(|g| lookup.placement(g).multiplier << -e.shift)
-                    .min()
-                    .unwrap();
+                let fewest = lookup.positions_per_value().0;
                 let counted = layer.positions_per_value(1 << resolution, precision);
                 assert!(
-                    fewest >= counted,
+                    fewest >= counted as f64,
                     "{name} at 2^{resolution}, {precision}-bit boxes, lookup layer {k}: \
                      {fewest} positions per value, the optimizer counts on {counted}"
                 );
             }
-            for (k, (got, layer)) in compiled.iter().zip(&demand.lookups).enumerate() {
+            for (k, (got, layer)) in compiled.lookups.iter().zip(&demand.lookups).enumerate() {
+                let got = got.norm2_squared;
                 let bound = layer.norm2_squared_at(1 << resolution);
                 assert!(
-                    *got <= bound * (1.0 + 1e-12),
+                    got <= bound * (1.0 + 1e-12),
                     "{name} at 2^{resolution}, {precision}-bit boxes, lookup layer {k}: \
                      compiled norm² {got} above the bound {bound}"
                 );
