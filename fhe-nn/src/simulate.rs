@@ -40,28 +40,22 @@ impl QuantModel {
     /// The noise Simulate injects under `noise`.
     pub(crate) fn simulation_noise(&self, noise: &NoiseModel) -> SimulationNoise {
         let noise = *noise;
-        let last_lookup = self.last_lookup_layer();
         let layers = self
             .layers
             .iter()
             .enumerate()
             .map(|(k, stage)| {
                 let fresh = k == 0;
-                // A sum after the last lookup layer reads its bootstraps, which the client
-                // decrypts; one before a later lookup reads the others'.
-                let decrypted = last_lookup.is_none_or(|l| k > l);
                 let (variance, scale): (Box<dyn Fn(f64) -> f64>, f64) = match &stage.lookup {
                     // A table position is 2^-(r+1) of the torus.
                     Some(l) => (
                         Box::new(move |n| noise.lookup_variance(n, fresh)),
                         2f64.powi(l.encoding.precision() as i32 + 1),
                     ),
-                    None if decrypted => (
-                        Box::new(move |n| noise.output_variance(n, fresh)),
-                        2f64.powi(self.output_encoding_bits() as i32 + 1),
-                    ),
+                    // Only the output layer has no lookup: its sums, of the last lookup
+                    // layer's bootstraps (or of the inputs), are what the client decrypts.
                     None => (
-                        Box::new(move |n| noise.hidden_sum_variance(n, fresh)),
+                        Box::new(move |n| noise.output_variance(n, fresh)),
                         2f64.powi(self.output_encoding_bits() as i32 + 1),
                     ),
                 };

@@ -67,14 +67,21 @@ pub fn bootstrap_other(
     input: &LweCiphertextOwned<u64>,
     table: &LookupTableOwned,
 ) -> Option<LweCiphertextOwned<u64>> {
-    let (own, modulus_switch) = classic_key(key)?;
-    if own.input_lwe_dimension() != bsk.input_lwe_dimension()
-        || own.glwe_size() != bsk.glwe_size()
-        || own.polynomial_size() != bsk.polynomial_size()
-    {
+    if !fits_other(key, bsk) {
         return None;
     }
+    let (_, modulus_switch) = classic_key(key)?;
     bootstrap_with(bsk, modulus_switch, input, table)
+}
+
+/// Whether `bsk` has the dimensions of `key`'s own classic bootstrapping key, so that
+/// [`bootstrap_other`] accepts it.
+pub fn fits_other(key: &ServerKey, bsk: &FourierLweBootstrapKeyOwned) -> bool {
+    classic_key(key).is_some_and(|(own, _)| {
+        own.input_lwe_dimension() == bsk.input_lwe_dimension()
+            && own.glwe_size() == bsk.glwe_size()
+            && own.polynomial_size() == bsk.polynomial_size()
+    })
 }
 
 /// Keyswitches `input` (under `key`'s big key) to `key`'s small key. `None` if `key` is not a

@@ -650,6 +650,60 @@ mod tests {
         // A decomposition beyond 64 bits is refused by the security check.
         let mut bad = split.clone();
         bad.last_layer_pbs = Some((40, 2));
-        assert!(EvaluationKey::from_bytes(&key_bytes(&bad, Some((15, 2)))).is_err());
+        assert!(matches!(
+            EvaluationKey::from_bytes(&key_bytes(&bad, Some((15, 2)))),
+            Err(FheError::Insecure(
+                security::SecurityError::OutOfBounds { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn the_last_lookup_layer_bootstraps_with_the_second_key() {
+        use crate::datasets::{digits, digits_seed_weights, Seed};
+        use crate::{FheOptions, ParameterChoice, QuantModel};
+        // The seed network (two lookup layers) on TFHE-rs's 4-bit set, its last lookup layer
+        // forced to a second key at 2^15 × 2.
+        let model = QuantModel::from_tensors(Seed::architecture(), &digits_seed_weights().unwrap())
+            .unwrap();
+        let test = digits().unwrap().test.images;
+        let set = vetted(4).unwrap().with_last_layer_pbs(Some((15, 2)));
+        let options = FheOptions {
+            parameters: ParameterChoice::Fixed(Box::new(set)),
+            ..FheOptions::default()
+        };
+        let compiled = model.compile(test.view(), &options).unwrap();
+        let q = compiled.quantize(test.view()).unwrap();
+        let (client, eval) = compiled.keygen().unwrap();
+        // Lookups of each layer whose outputs differ from Clear's table, over 3 samples.
+        let differing = |eval: EvaluationKey| -> Vec<usize> {
+            let server = compiled.server(eval).unwrap();
+            let mut total = vec![0; 2];
+            for i in 0..3 {
+                let input = q.row(i).to_vec();
+                let trace = server
+                    .run_traced(&client.encrypt_quantized(&input).unwrap())
+                    .unwrap();
+                let found = compiled
+                    .lookup_differences(&client, &input, &trace)
+                    .unwrap();
+                for (t, (d, _)) in total.iter_mut().zip(found) {
+                    *t += d;
+                }
+            }
+            total
+        };
+        // The same evaluation key with the second key made from another client's secrets:
+        // only the last lookup layer reads garbage, so the server uses that key there and
+        // nowhere else.
+        let other = shortint::ClientKey::new(compiled.parameters().params);
+        let foreign = EvaluationKey {
+            last_layer_key: Some(last_layer_key(&other, (15, 2))),
+            ..eval.clone()
+        };
+        let (own, foreign) = (differing(eval), differing(foreign));
+        eprintln!("own key: {own:?} of 90 per layer; another client's: {foreign:?}");
+        assert!(own.iter().all(|&d| d <= 5), "{own:?}");
+        assert!(foreign[0] <= 5 && foreign[1] >= 30, "{foreign:?}");
     }
 }

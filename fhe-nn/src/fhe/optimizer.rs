@@ -6,7 +6,7 @@
 //! come back cheapest first; the compile step then checks accuracy (Simulate) in that order.
 
 use super::cost::{Work, FITTED};
-use super::params::{classic_custom, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
+use super::params::{classic_custom, pbs_of, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 use crate::model::MAX_MULTIPLIER;
 use crate::noise::{failure_probability, half_box, NoiseModel};
 use tfhe::shortint::parameters::ClassicPBSParameters;
@@ -243,7 +243,7 @@ fn last_layer_pbs(
     noise: NoiseModel,
     targets: &Targets,
 ) -> Option<((usize, usize), NoiseModel)> {
-    let own = (params.pbs_base_log.0, params.pbs_level.0);
+    let own = pbs_of(params);
     let decrypts = |noise: &NoiseModel| output_failure(demand, noise) <= targets.p_error;
     if demand.lookups.is_empty() || decrypts(&noise) {
         return Some((own, noise));

@@ -111,7 +111,7 @@ impl ParameterSet {
     /// The same set with the last lookup layer bootstrapping at decomposition `pbs` (`None`,
     /// or `params`'s own: the same key as the other lookups).
     pub fn with_last_layer_pbs(self, pbs: Option<(usize, usize)>) -> ParameterSet {
-        let own = (self.params.pbs_base_log.0, self.params.pbs_level.0);
+        let own = pbs_of(&self.params);
         ParameterSet {
             last_layer_pbs: pbs.filter(|&p| p != own),
             ..self
@@ -120,8 +120,7 @@ impl ParameterSet {
 
     /// The bootstrap decomposition `(base_log, levels)` of the last lookup layer.
     pub fn last_layer_decomposition(&self) -> (usize, usize) {
-        self.last_layer_pbs
-            .unwrap_or((self.params.pbs_base_log.0, self.params.pbs_level.0))
+        self.last_layer_pbs.unwrap_or(pbs_of(&self.params))
     }
 
     /// The TFHE-rs parameters of the last lookup layer's bootstraps: `params` with
@@ -137,7 +136,7 @@ impl ParameterSet {
             lwe_dimension: p.lwe_dimension.0,
             glwe_dimension: p.glwe_dimension.0,
             polynomial_size: p.polynomial_size.0,
-            pbs: (p.pbs_base_log.0, p.pbs_level.0),
+            pbs: pbs_of(p),
             ks: (p.ks_base_log.0, p.ks_level.0),
         }
     }
@@ -288,6 +287,11 @@ pub fn vetted(precision: u32) -> Option<ParameterSet> {
         _ => return None,
     };
     Some(set)
+}
+
+/// The bootstrap decomposition `(base_log, levels)` of `params`.
+pub(crate) fn pbs_of(params: &ClassicPBSParameters) -> (usize, usize) {
+    (params.pbs_base_log.0, params.pbs_level.0)
 }
 
 /// `params` with the bootstrap decomposition `(base_log, levels)`.

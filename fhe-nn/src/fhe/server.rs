@@ -221,16 +221,12 @@ impl FheServer {
                 key.set.name
             )));
         }
-        let last_index = model.last_lookup_layer();
-        let last_layer = match (key.last_layer_key, last_index) {
+        let last_layer = match (key.last_layer_key, model.last_lookup_layer()) {
             (Some(seeded), Some(index)) => Some((index, to_fourier(seeded))),
             _ => None,
         };
         if let Some((_, bsk)) = &last_layer {
-            if bsk.input_lwe_dimension() != params.lwe_dimension
-                || bsk.glwe_size() != params.glwe_dimension.to_glwe_size()
-                || bsk.polynomial_size() != params.polynomial_size
-            {
+            if !bootstrap::fits_other(&server_key, bsk) {
                 return Err(FheError::Shape(format!(
                     "the evaluation key's last-layer bootstrapping key is not of {}'s dimensions",
                     key.set.name
