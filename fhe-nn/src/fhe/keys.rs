@@ -11,6 +11,7 @@ use tfhe::shortint::ciphertext::MaxDegree;
 use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
 use tfhe::shortint::parameters::AtomicPatternParameters;
 
+use super::keygen;
 use super::params::{InputKey, ParameterSet};
 use super::wire::{self, Kind};
 use super::{security, CompressedSample, EncryptedSample, FheError};
@@ -136,7 +137,7 @@ impl ClientSpec {
     pub fn keygen(&self) -> Result<(ClientKey, EvaluationKey), FheError> {
         self.check()?;
         let key = shortint::ClientKey::new(self.set.params);
-        let compressed = shortint::CompressedServerKey::new(&key);
+        let compressed = keygen::compressed_server_key(&key);
         let last_layer_key = self.set.last_layer_pbs.map(|pbs| last_layer_key(&key, pbs));
         let key_id = {
             let mut seeder = new_seeder();
@@ -245,15 +246,13 @@ fn last_layer_key(
     let params = standard.parameters;
     let big = standard.large_lwe_secret_key();
     let glwe = GlweSecretKey::from_container(big.as_ref(), params.polynomial_size());
-    let mut seeder = new_seeder();
-    par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+    keygen::seeded_bootstrap_key(
         &standard.small_lwe_secret_key(),
         &glwe,
         DecompositionBaseLog(pbs.0),
         DecompositionLevelCount(pbs.1),
         params.glwe_noise_distribution(),
         params.ciphertext_modulus(),
-        seeder.as_mut(),
     )
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod cost;
+mod keygen;
 mod keys;
 pub mod optimizer;
 mod params;

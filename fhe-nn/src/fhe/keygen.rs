@@ -1,0 +1,543 @@
+//! Fast generation of compressed (seeded) bootstrapping keys, bit-for-bit in TFHE-rs's
+//! layout.
+//!
+//! A seeded bootstrapping key holds only the bodies of its GLWE rows; the masks are
+//! regenerated from a public seed by whoever decompresses it. TFHE-rs computes each body's
+//! product `Σ mask_t · S_t` (64-bit mask polynomials times the binary GLWE secret key) with
+//! Karatsuba, which is about two thirds of a client's key generation time. Here the masks
+//! are regenerated exactly as TFHE-rs's decompression will (the same function), and the
+//! products are computed with the 64-bit FFT, exactly: each mask is split into three signed
+//! digits of at most 2^21 in magnitude, so every coefficient of a digit's product with a
+//! binary key stays below 2^21 · k · N ≤ 2^35 and the FFT's rounding error far below 1/2
+//! (`tests::products_are_exact`). Noise is drawn from TFHE-rs's CSPRNG-based samplers with
+//! the set's distribution, from fresh OS seeds, as TFHE-rs's own key generation does.
+
+use rayon::prelude::*;
+use std::time::Duration;
+use tfhe::core_crypto::commons::generators::MaskRandomGenerator;
+use tfhe::core_crypto::commons::math::decomposition::DecompositionLevel;
+use tfhe::core_crypto::commons::math::random::{RandomGenerator, Seed, Uniform};
+use tfhe::core_crypto::prelude::*;
+use tfhe::shortint;
+use tfhe::shortint::atomic_pattern::compressed::{
+    CompressedAtomicPatternServerKey, CompressedStandardAtomicPatternServerKey,
+};
+use tfhe::shortint::ciphertext::MaxDegree;
+use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
+use tfhe::shortint::server_key::{
+    CompressedModulusSwitchConfiguration, ShortintCompressedBootstrappingKey,
+};
+use tfhe_fft::c64;
+use tfhe_fft::unordered::{Method, Plan};
+
+/// Bits per digit of a mask coefficient (three digits cover 64 bits).
+const DIGIT_BITS: u32 = 22;
+const DIGITS: usize = 3;
+
+/// The compressed server key of `key` (keyswitching key from TFHE-rs, bootstrapping key
+/// from [`seeded_bootstrap_key`]), as `shortint::CompressedServerKey::new` makes it.
+pub(crate) fn compressed_server_key(key: &shortint::ClientKey) -> shortint::CompressedServerKey {
+    let AtomicPatternClientKey::Standard(standard) = &key.atomic_pattern else {
+        unreachable!("fhe-nn generates standard (KS-PBS) keys only")
+    };
+    let params = standard.parameters;
+    let shortint::PBSParameters::PBS(pbs) = params else {
+        unreachable!("fhe-nn generates classic (not multi-bit) bootstrapping keys only")
+    };
+    let small = standard.small_lwe_secret_key();
+    let large = standard.large_lwe_secret_key();
+    let mut seeder = new_seeder();
+    let keyswitch = allocate_and_generate_new_seeded_lwe_keyswitch_key(
+        &large,
+        &small,
+        pbs.ks_base_log,
+        pbs.ks_level,
+        pbs.lwe_noise_distribution,
+        pbs.ciphertext_modulus,
+        seeder.as_mut(),
+    );
+    let glwe = GlweSecretKey::from_container(large.as_ref(), pbs.polynomial_size);
+    let bsk = seeded_bootstrap_key(
+        &small,
+        &glwe,
+        pbs.pbs_base_log,
+        pbs.pbs_level,
+        pbs.glwe_noise_distribution,
+        pbs.ciphertext_modulus,
+    );
+    let modulus_switch = match pbs.modulus_switch_noise_reduction_params {
+        shortint::parameters::ModulusSwitchType::CenteredMeanNoiseReduction => {
+            CompressedModulusSwitchConfiguration::CenteredMeanNoiseReduction
+        }
+        shortint::parameters::ModulusSwitchType::Standard => {
+            CompressedModulusSwitchConfiguration::Standard
+        }
+        shortint::parameters::ModulusSwitchType::DriftTechniqueNoiseReduction(_) => {
+            unreachable!("fhe-nn's sets use no drift-technique key")
+        }
+    };
+    let atomic = CompressedStandardAtomicPatternServerKey::from_raw_parts(
+        keyswitch,
+        ShortintCompressedBootstrappingKey::Classic {
+            bsk,
+            modulus_switch_noise_reduction_key: modulus_switch,
+        },
+        pbs.encryption_key_choice.into(),
+    );
+    let max_degree = MaxDegree::new(pbs.message_modulus.0 * pbs.carry_modulus.0 - 1);
+    shortint::CompressedServerKey::from_raw_parts(
+        CompressedAtomicPatternServerKey::Standard(atomic),
+        pbs.message_modulus,
+        pbs.carry_modulus,
+        max_degree,
+        pbs.max_noise_level,
+    )
+}
+
+/// A seeded bootstrapping key of the LWE secret `small` under the GLWE secret `glwe`, with
+/// the decomposition `(base_log, levels)` and the bodies' `noise`: what TFHE-rs's
+/// `par_allocate_and_generate_new_seeded_lwe_bootstrap_key` makes, several times faster.
+pub(crate) fn seeded_bootstrap_key(
+    small: &LweSecretKey<&[u64]>,
+    glwe: &GlweSecretKey<&[u64]>,
+    base_log: DecompositionBaseLog,
+    levels: DecompositionLevelCount,
+    noise: DynamicDistribution<u64>,
+    modulus: CiphertextModulus<u64>,
+) -> SeededLweBootstrapKeyOwned<u64> {
+    assert!(
+        modulus.is_native_modulus(),
+        "fhe-nn's sets use the native modulus"
+    );
+    let glwe_size = glwe.glwe_dimension().to_glwe_size();
+    let size = glwe.polynomial_size();
+    let mut seeder = new_seeder();
+    let mut bsk = SeededLweBootstrapKey::new(
+        0u64,
+        glwe_size,
+        size,
+        base_log,
+        levels,
+        small.lwe_dimension(),
+        seeder.seed().into(),
+        modulus,
+    );
+    let seed = bsk.compression_seed();
+    let per_ggsw = bsk
+        .decompression_fork_config(Uniform)
+        .mask_byte_count_per_child()
+        .0;
+    let ggsw_bodies = levels.0 * glwe_size.0 * size.0;
+    // Chunks of consecutive GGSWs, each with its own mask generator positioned where
+    // TFHE-rs's decompression forks the chunk's first GGSW, and its own fresh noise seed.
+    let chunk = small
+        .lwe_dimension()
+        .0
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
+    let chunks = small.lwe_dimension().0.div_ceil(chunk);
+    let noise_seeds: Vec<Seed> = (0..chunks).map(|_| seeder.seed()).collect();
+    let products = KeyProducts::new(glwe);
+    bsk.as_mut()
+        .par_chunks_mut(chunk * ggsw_bodies)
+        .zip(small.as_ref().par_chunks(chunk))
+        .zip(noise_seeds)
+        .enumerate()
+        .for_each(|(index, ((bodies, bits), noise_seed))| {
+            let mut masks = MaskRandomGenerator::<DefaultRandomGenerator>::new(seed.clone());
+            if index > 0 {
+                masks.skip(EncryptionMaskByteCount(index * chunk * per_ggsw));
+            }
+            let mut noise_generator = RandomGenerator::<DefaultRandomGenerator>::new(noise_seed);
+            let mut scratch = products.scratch();
+            let mut full = GgswCiphertext::new(0u64, glwe_size, size, base_log, levels, modulus);
+            for (bodies, &bit) in bodies.chunks_exact_mut(ggsw_bodies).zip(bits) {
+                let seeded = SeededGgswCiphertext::from_container(
+                    &*bodies,
+                    glwe_size,
+                    size,
+                    base_log,
+                    seed.clone(),
+                    modulus,
+                );
+                decompress_seeded_ggsw_ciphertext_with_pre_seeded_generator(
+                    &mut full, &seeded, &mut masks,
+                );
+                fill_bodies(
+                    &products,
+                    bit,
+                    (base_log, levels),
+                    noise,
+                    full.as_ref(),
+                    bodies,
+                    (&mut noise_generator, &mut scratch),
+                );
+            }
+        });
+    bsk
+}
+
+/// Writes the bodies of one seeded GGSW encrypting `bit`, from the masks of its
+/// decompressed form `full` (layout: levels from the highest, then `k + 1` rows, each `k`
+/// mask polynomials and a body).
+fn fill_bodies(
+    products: &KeyProducts,
+    bit: u64,
+    (base_log, levels): (DecompositionBaseLog, DecompositionLevelCount),
+    noise: DynamicDistribution<u64>,
+    full: &[u64],
+    bodies: &mut [u64],
+    (noise_generator, scratch): (
+        &mut RandomGenerator<DefaultRandomGenerator>,
+        &mut ProductScratch,
+    ),
+) {
+    let n = products.size;
+    let k = products.keys.len();
+    let modulus = CiphertextModulus::<u64>::new_native();
+    for (index, (body, row)) in bodies
+        .chunks_exact_mut(n)
+        .zip(full.chunks_exact((k + 1) * n))
+        .enumerate()
+    {
+        let (matrix, row_index) = (index / (k + 1), index % (k + 1));
+        let level = DecompositionLevel(levels.0 - matrix);
+        let factor =
+            ggsw_encryption_multiplicative_factor(modulus, level, base_log, Cleartext(bit));
+        // The message: factor · S_j in the j-th row, -factor in the constant of the last.
+        if row_index < k {
+            for (b, s) in body.iter_mut().zip(products.key_polynomial(row_index)) {
+                *b = s.wrapping_mul(factor);
+            }
+        } else {
+            body.fill(0);
+            body[0] = factor.wrapping_neg();
+        }
+        add_noise(body, noise, noise_generator);
+        products.add_product(body, &row[..k * n], scratch);
+    }
+}
+
+/// Adds one sample of `noise` to each coefficient. A Gaussian is sampled in pairs: TFHE-rs's
+/// polar method yields two independent samples per draw, of which its one-sample path keeps
+/// one.
+fn add_noise(
+    body: &mut [u64],
+    noise: DynamicDistribution<u64>,
+    generator: &mut RandomGenerator<DefaultRandomGenerator>,
+) {
+    match noise {
+        DynamicDistribution::Gaussian(gaussian) => {
+            let mut pairs = body.chunks_exact_mut(2);
+            for pair in &mut pairs {
+                let (e0, e1): (u64, u64) = generator.random_from_distribution(gaussian);
+                pair[0] = pair[0].wrapping_add(e0);
+                pair[1] = pair[1].wrapping_add(e1);
+            }
+            for b in pairs.into_remainder() {
+                let e: u64 = generator.random_from_distribution(gaussian);
+                *b = b.wrapping_add(e);
+            }
+        }
+        other => {
+            for b in body.iter_mut() {
+                let e: u64 = generator.random_from_distribution(other);
+                *b = b.wrapping_add(e);
+            }
+        }
+    }
+}
+
+/// The GLWE secret key's polynomials, in the Fourier domain, for exact products.
+///
+/// A negacyclic product of size `N` is a cyclic one of size `N / 2` over complex numbers:
+/// coefficients `j` and `j + N/2` are folded into one, twisted by `e^{iπj/N}`.
+struct KeyProducts {
+    size: usize,
+    plan: Plan,
+    /// `e^{iπj/N}` for `j < N/2`.
+    twist: Vec<c64>,
+    /// The binary key polynomials as integers.
+    key: Vec<u64>,
+    /// Their transforms.
+    keys: Vec<Vec<c64>>,
+}
+
+/// Per-thread buffers of [`KeyProducts::add_product`].
+struct ProductScratch {
+    buffers: ComputationBuffers,
+    transform: Vec<c64>,
+    sums: Vec<Vec<c64>>,
+    /// A mask's digits, as reals.
+    split: Vec<[f64; DIGITS]>,
+}
+
+impl KeyProducts {
+    fn new(glwe: &GlweSecretKey<&[u64]>) -> KeyProducts {
+        let size = glwe.polynomial_size().0;
+        let half = size / 2;
+        // A short measurement: the plan serves one key generation, not the server.
+        let plan = Plan::new(half, Method::Measure(Duration::from_millis(1)));
+        let twist = (0..half)
+            .map(|j| {
+                let angle = std::f64::consts::PI * j as f64 / size as f64;
+                c64::new(angle.cos(), angle.sin())
+            })
+            .collect();
+        let mut products = KeyProducts {
+            size,
+            plan,
+            twist,
+            key: glwe.as_ref().to_vec(),
+            keys: Vec::new(),
+        };
+        let mut scratch = products.scratch();
+        for polynomial in glwe.as_ref().chunks_exact(size) {
+            assert!(
+                polynomial.iter().all(|&s| s <= 1),
+                "exact FFT products need a binary GLWE key"
+            );
+            let mut transform = vec![c64::default(); half];
+            products.forward(
+                &mut transform,
+                |j| polynomial[j] as f64,
+                &mut scratch.buffers,
+            );
+            products.keys.push(transform);
+        }
+        products
+    }
+
+    fn key_polynomial(&self, index: usize) -> &[u64] {
+        &self.key[index * self.size..(index + 1) * self.size]
+    }
+
+    fn scratch(&self) -> ProductScratch {
+        let mut buffers = ComputationBuffers::new();
+        buffers.resize(self.plan.fft_scratch().unaligned_bytes_required());
+        let half = self.size / 2;
+        ProductScratch {
+            buffers,
+            transform: vec![c64::default(); half],
+            sums: vec![vec![c64::default(); half]; DIGITS],
+            split: vec![[0.0; DIGITS]; self.size],
+        }
+    }
+
+    /// The transform of the real polynomial whose `j`-th coefficient is `value(j)`.
+    fn forward(
+        &self,
+        out: &mut [c64],
+        value: impl Fn(usize) -> f64,
+        buffers: &mut ComputationBuffers,
+    ) {
+        let half = self.size / 2;
+        for (j, (z, w)) in out.iter_mut().zip(&self.twist).enumerate() {
+            *z = c64::new(value(j), value(j + half)) * *w;
+        }
+        self.plan.fwd(out, buffers.stack());
+    }
+
+    /// `body += Σ_t mask_t · S_t` (negacyclic, modulo 2^64), exactly.
+    fn add_product(&self, body: &mut [u64], masks: &[u64], scratch: &mut ProductScratch) {
+        let half = self.size / 2;
+        for sum in &mut scratch.sums {
+            sum.fill(c64::default());
+        }
+        let ProductScratch {
+            buffers,
+            transform,
+            sums,
+            split,
+        } = scratch;
+        for (mask, key) in masks.chunks_exact(self.size).zip(&self.keys) {
+            for (out, &a) in split.iter_mut().zip(mask) {
+                *out = digits(a).map(|d| d as i64 as f64);
+            }
+            for (d, sum) in sums.iter_mut().enumerate() {
+                self.forward(transform, |j| split[j][d], buffers);
+                for ((s, &x), &y) in sum.iter_mut().zip(transform.iter()).zip(key) {
+                    *s += x * y;
+                }
+            }
+        }
+        let scale = 1.0 / half as f64;
+        for (d, sum) in sums.iter_mut().enumerate() {
+            self.plan.inv(sum, buffers.stack());
+            let shift = d as u32 * DIGIT_BITS;
+            for (j, (z, w)) in sum.iter().zip(&self.twist).enumerate() {
+                let value = *z * w.conj() * scale;
+                // Each coefficient is an integer below 2^35 in magnitude: rounding is exact.
+                let low = value.re.round() as i64 as u64;
+                let high = value.im.round() as i64 as u64;
+                body[j] = body[j].wrapping_add(low << shift);
+                body[j + half] = body[j + half].wrapping_add(high << shift);
+            }
+        }
+    }
+}
+
+/// The signed digits of `a` in base 2^22, balanced (each in [-2^21, 2^21), the top one,
+/// 20 bits wide, in [-2^19, 2^19)), as two's complement u64s: `Σ_d digits[d] << 22d = a`
+/// modulo 2^64.
+fn digits(a: u64) -> [u64; DIGITS] {
+    let mut out = [0u64; DIGITS];
+    let mut rest = a;
+    for (d, slot) in out.iter_mut().enumerate() {
+        let shift = d as u32 * DIGIT_BITS;
+        let bits = DIGIT_BITS.min(64 - shift);
+        let raw = (rest >> shift) & ((1u64 << bits) - 1);
+        // Sign-extend the `bits`-bit field: values at or above half wrap to negatives.
+        let signed = ((raw << (64 - bits)) as i64) >> (64 - bits);
+        *slot = signed as u64;
+        rest = rest.wrapping_sub((signed as u64) << shift);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+    use tfhe::core_crypto::algorithms::polynomial_algorithms::polynomial_wrapping_add_multisum_assign;
+
+    fn binary_key(rng: &mut SplitMix64, k: usize, n: usize) -> GlweSecretKeyOwned<u64> {
+        let bits = (0..k * n).map(|_| rng.next_u64() & 1).collect();
+        GlweSecretKey::from_container(bits, PolynomialSize(n))
+    }
+
+    /// TFHE-rs's (Karatsuba) product, the reference.
+    fn reference(body: &[u64], masks: &[u64], key: &GlweSecretKeyOwned<u64>) -> Vec<u64> {
+        let size = key.polynomial_size();
+        let mut out = Polynomial::from_container(body.to_vec());
+        polynomial_wrapping_add_multisum_assign(
+            &mut out,
+            &PolynomialList::from_container(masks, size),
+            &key.as_polynomial_list(),
+        );
+        out.into_container()
+    }
+
+    #[test]
+    fn digits_recompose_and_stay_small() {
+        let mut rng = SplitMix64::new(7);
+        let samples = (0..10_000).map(|_| rng.next_u64());
+        let edges = [
+            0,
+            1,
+            u64::MAX,
+            1 << 63,
+            (1 << 63) - 1,
+            0x2000_0000_0020_0000,
+        ];
+        for a in samples.chain(edges) {
+            let d = digits(a);
+            let sum = d.iter().enumerate().fold(0u64, |s, (i, &x)| {
+                s.wrapping_add(x << (i as u32 * DIGIT_BITS))
+            });
+            assert_eq!(sum, a, "{a:#x}");
+            assert!(
+                d.iter().all(|&x| (x as i64).unsigned_abs() <= 1 << 21),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn products_are_exact() {
+        let mut rng = SplitMix64::new(11);
+        for (k, n) in [(1, 256), (2, 1024), (1, 4096), (1, 8192)] {
+            let key = binary_key(&mut rng, k, n);
+            let products = KeyProducts::new(&key.as_view());
+            let mut scratch = products.scratch();
+            for _ in 0..3 {
+                let masks: Vec<u64> = (0..k * n).map(|_| rng.next_u64()).collect();
+                let body: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
+                let mut ours = body.clone();
+                products.add_product(&mut ours, &masks, &mut scratch);
+                assert_eq!(ours, reference(&body, &masks, &key), "k={k} N={n}");
+            }
+            // The largest products: every key bit 1, every digit at -2^21.
+            let ones = GlweSecretKey::from_container(vec![1u64; k * n], PolynomialSize(n));
+            let products = KeyProducts::new(&ones.as_view());
+            let mut scratch = products.scratch();
+            let worst = 0xFFFE_0000_0800_0200_u64.wrapping_sub(0x0000_0200_0020_0000);
+            let masks = vec![worst; k * n];
+            let mut ours = vec![0u64; n];
+            products.add_product(&mut ours, &masks, &mut scratch);
+            assert_eq!(
+                ours,
+                reference(&vec![0; n], &masks, &ones),
+                "worst, k={k} N={n}"
+            );
+        }
+    }
+
+    /// The key TFHE-rs decompresses encrypts the LWE secret bit by bit, with noise of the
+    /// asked deviation.
+    #[test]
+    fn ggsws_decrypt_to_the_secret_with_the_asked_noise() {
+        let mut rng = SplitMix64::new(3);
+        let sigma = 2f64.powi(-40);
+        for (k, n, base_log, levels) in [(1, 512, 10, 2), (2, 256, 15, 1), (1, 1024, 6, 3)] {
+            let small = LweSecretKey::from_container(
+                (0..24).map(|_| rng.next_u64() & 1).collect::<Vec<u64>>(),
+            );
+            let glwe = binary_key(&mut rng, k, n);
+            let (base_log, levels) = (
+                DecompositionBaseLog(base_log),
+                DecompositionLevelCount(levels),
+            );
+            let modulus = CiphertextModulus::new_native();
+            let noise = DynamicDistribution::new_gaussian_from_std_dev(StandardDev(sigma));
+            let seeded = seeded_bootstrap_key(
+                &small.as_view(),
+                &glwe.as_view(),
+                base_log,
+                levels,
+                noise,
+                modulus,
+            );
+            let bsk = seeded.par_decompress_into_lwe_bootstrap_key();
+            let mut errors = Vec::new();
+            for (ggsw, &bit) in bsk.iter().zip(small.as_ref()) {
+                let decrypted = decrypt_constant_ggsw_ciphertext(&glwe, &ggsw);
+                assert_eq!(decrypted.0, bit, "k={k} N={n}");
+                for (index, row) in ggsw.as_glwe_list().iter().enumerate() {
+                    let (matrix, row_index) = (index / (k + 1), index % (k + 1));
+                    let level = DecompositionLevel(levels.0 - matrix);
+                    let factor = ggsw_encryption_multiplicative_factor(
+                        modulus,
+                        level,
+                        base_log,
+                        Cleartext(bit),
+                    );
+                    let mut phase = PlaintextList::new(0u64, PlaintextCount(n));
+                    decrypt_glwe_ciphertext(&glwe, &row, &mut phase);
+                    let expected: Vec<u64> = if row_index < k {
+                        let s = &glwe.as_ref()[row_index * n..(row_index + 1) * n];
+                        s.iter().map(|&b| b.wrapping_mul(factor)).collect()
+                    } else {
+                        let mut m = vec![0u64; n];
+                        m[0] = factor.wrapping_neg();
+                        m
+                    };
+                    for (p, m) in phase.as_ref().iter().zip(expected) {
+                        errors.push(p.wrapping_sub(m) as i64 as f64 / 2f64.powi(64));
+                    }
+                }
+            }
+            let count = errors.len() as f64;
+            let mean = errors.iter().sum::<f64>() / count;
+            let std = (errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / count).sqrt();
+            assert!(
+                mean.abs() < 5.0 * sigma / count.sqrt(),
+                "mean {mean:e}, k={k} N={n}"
+            );
+            assert!(
+                (0.96..1.04).contains(&(std / sigma)),
+                "std {std:e} for {sigma:e}, k={k} N={n}"
+            );
+        }
+    }
+}
