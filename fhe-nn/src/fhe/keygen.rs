@@ -24,6 +24,7 @@ use tfhe::shortint::atomic_pattern::compressed::{
 };
 use tfhe::shortint::ciphertext::MaxDegree;
 use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
+use tfhe::shortint::parameters::ModulusSwitchType;
 use tfhe::shortint::server_key::{
     CompressedModulusSwitchConfiguration, ShortintCompressedBootstrappingKey,
 };
@@ -34,15 +35,25 @@ use tfhe_fft::unordered::{Method, Plan};
 const DIGIT_BITS: u32 = 22;
 const DIGITS: usize = 3;
 
-/// The compressed server key of `key` (keyswitching key from TFHE-rs, bootstrapping key
-/// from [`seeded_bootstrap_key`]), as `shortint::CompressedServerKey::new` makes it.
+/// The compressed server key of `key`, as `shortint::CompressedServerKey::new` makes it:
+/// the keyswitching key from TFHE-rs, the bootstrapping key from [`seeded_bootstrap_key`].
+/// Shapes fhe-nn's sets never have (multi-bit, 32-bit keyswitch, drift-technique modulus
+/// switch) are left to TFHE-rs entirely.
 pub(crate) fn compressed_server_key(key: &shortint::ClientKey) -> shortint::CompressedServerKey {
     let AtomicPatternClientKey::Standard(standard) = &key.atomic_pattern else {
-        unreachable!("fhe-nn generates standard (KS-PBS) keys only")
+        return shortint::CompressedServerKey::new(key);
     };
-    let params = standard.parameters;
-    let shortint::PBSParameters::PBS(pbs) = params else {
-        unreachable!("fhe-nn generates classic (not multi-bit) bootstrapping keys only")
+    let shortint::PBSParameters::PBS(pbs) = standard.parameters else {
+        return shortint::CompressedServerKey::new(key);
+    };
+    let modulus_switch = match pbs.modulus_switch_noise_reduction_params {
+        ModulusSwitchType::CenteredMeanNoiseReduction => {
+            CompressedModulusSwitchConfiguration::CenteredMeanNoiseReduction
+        }
+        ModulusSwitchType::Standard => CompressedModulusSwitchConfiguration::Standard,
+        ModulusSwitchType::DriftTechniqueNoiseReduction(_) => {
+            return shortint::CompressedServerKey::new(key);
+        }
     };
     let small = standard.small_lwe_secret_key();
     let large = standard.large_lwe_secret_key();
@@ -65,17 +76,6 @@ pub(crate) fn compressed_server_key(key: &shortint::ClientKey) -> shortint::Comp
         pbs.glwe_noise_distribution,
         pbs.ciphertext_modulus,
     );
-    let modulus_switch = match pbs.modulus_switch_noise_reduction_params {
-        shortint::parameters::ModulusSwitchType::CenteredMeanNoiseReduction => {
-            CompressedModulusSwitchConfiguration::CenteredMeanNoiseReduction
-        }
-        shortint::parameters::ModulusSwitchType::Standard => {
-            CompressedModulusSwitchConfiguration::Standard
-        }
-        shortint::parameters::ModulusSwitchType::DriftTechniqueNoiseReduction(_) => {
-            unreachable!("fhe-nn's sets use no drift-technique key")
-        }
-    };
     let atomic = CompressedStandardAtomicPatternServerKey::from_raw_parts(
         keyswitch,
         ShortintCompressedBootstrappingKey::Classic {
@@ -538,6 +538,74 @@ mod tests {
                 (0.96..1.04).contains(&(std / sigma)),
                 "std {std:e} for {sigma:e}, k={k} N={n}"
             );
+        }
+    }
+
+    /// Everything but the key material is what TFHE-rs makes, and the decompressed key
+    /// evaluates lookups (a vetted set with k = 4: four key polynomials per product).
+    #[test]
+    fn the_server_key_is_tfhe_rs_s_but_for_its_random_parts() {
+        let set = crate::fhe::vetted(2).expect("a vetted 2-bit set");
+        let key = shortint::ClientKey::new(set.params);
+        let (ours, message, carry, degree, noise) = compressed_server_key(&key).into_raw_parts();
+        let (theirs, message_t, carry_t, degree_t, noise_t) =
+            shortint::CompressedServerKey::new(&key).into_raw_parts();
+        assert_eq!(
+            (message, carry, degree, noise),
+            (message_t, carry_t, degree_t, noise_t)
+        );
+        let (
+            CompressedAtomicPatternServerKey::Standard(ours),
+            CompressedAtomicPatternServerKey::Standard(theirs),
+        ) = (ours, theirs)
+        else {
+            panic!("standard atomic patterns")
+        };
+        let (ksk, bsk, order) = ours.into_raw_parts();
+        let (ksk_t, bsk_t, order_t) = theirs.into_raw_parts();
+        assert_eq!(order, order_t);
+        let ksk_shape = |k: &SeededLweKeyswitchKeyOwned<u64>| {
+            (
+                k.input_key_lwe_dimension(),
+                k.output_key_lwe_dimension(),
+                k.decomposition_base_log(),
+                k.decomposition_level_count(),
+                k.as_ref().len(),
+            )
+        };
+        assert_eq!(ksk_shape(&ksk), ksk_shape(&ksk_t));
+        let (
+            ShortintCompressedBootstrappingKey::Classic {
+                bsk,
+                modulus_switch_noise_reduction_key: switch,
+            },
+            ShortintCompressedBootstrappingKey::Classic {
+                bsk: bsk_t,
+                modulus_switch_noise_reduction_key: switch_t,
+            },
+        ) = (bsk, bsk_t)
+        else {
+            panic!("classic bootstrapping keys")
+        };
+        assert_eq!(switch, switch_t);
+        let bsk_shape = |b: &SeededLweBootstrapKeyOwned<u64>| {
+            (
+                b.input_lwe_dimension(),
+                b.glwe_size(),
+                b.polynomial_size(),
+                b.decomposition_base_log(),
+                b.decomposition_level_count(),
+                b.as_ref().len(),
+            )
+        };
+        assert_eq!(bsk_shape(&bsk), bsk_shape(&bsk_t));
+        assert_ne!(bsk.as_ref(), bsk_t.as_ref(), "fresh randomness");
+        // The whole shortint path on the decompressed key: a NOT on its 1-bit messages.
+        let server = compressed_server_key(&key).decompress();
+        let table = server.generate_lookup_table(|x| (x + 1) % 2);
+        for x in [0, 1, 1, 0, 1, 0] {
+            let ct = key.encrypt(x);
+            assert_eq!(key.decrypt(&server.apply_lookup_table(&ct, &table)), 1 - x);
         }
     }
 }
