@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn products_are_exact() {
         let mut rng = SplitMix64::new(11);
-        for (k, n) in [(1, 256), (2, 1024), (1, 4096), (1, 8192)] {
+        for (k, n) in [(1, 256), (2, 1024), (4, 512), (1, 4096), (1, 16384)] {
             let key = binary_key(&mut rng, k, n);
             let products = KeyProducts::new(&key.as_view());
             let mut scratch = products.scratch();
@@ -457,11 +457,18 @@ mod tests {
                 products.add_product(&mut ours, &masks, &mut scratch);
                 assert_eq!(ours, reference(&body, &masks, &key), "k={k} N={n}");
             }
-            // The largest products: every key bit 1, every digit at -2^21.
+            // The largest products: every key bit 1, every digit at its most negative.
             let ones = GlweSecretKey::from_container(vec![1u64; k * n], PolynomialSize(n));
             let products = KeyProducts::new(&ones.as_view());
             let mut scratch = products.scratch();
-            let worst = 0xFFFE_0000_0800_0200_u64.wrapping_sub(0x0000_0200_0020_0000);
+            let worst = 0u64
+                .wrapping_sub(1 << 21)
+                .wrapping_sub(1 << 43)
+                .wrapping_sub(1 << 63);
+            assert_eq!(
+                digits(worst).map(|d| d as i64),
+                [-(1 << 21), -(1 << 21), -(1 << 19)]
+            );
             let masks = vec![worst; k * n];
             let mut ours = vec![0u64; n];
             products.add_product(&mut ours, &masks, &mut scratch);
