@@ -1,16 +1,16 @@
-//! Fast generation of compressed (seeded) bootstrapping keys, bit-for-bit in TFHE-rs's
-//! layout.
+//! Fast generation of compressed (seeded) evaluation keys, bit-for-bit in TFHE-rs's layout.
 //!
-//! A seeded bootstrapping key holds only the bodies of its GLWE rows; the masks are
-//! regenerated from a public seed by whoever decompresses it. TFHE-rs computes each body's
-//! product `Σ mask_t · S_t` (64-bit mask polynomials times the binary GLWE secret key) with
-//! Karatsuba, which is about two thirds of a client's key generation time. Here the masks
-//! are regenerated exactly as TFHE-rs's decompression will (the same function), and the
-//! products are computed with the 64-bit FFT, exactly: each mask is split into three signed
-//! digits of at most 2^21 in magnitude, so every coefficient of a digit's product with a
-//! binary key stays below 2^21 · k · N ≤ 2^35 and the FFT's rounding error far below 1/2
-//! (`tests::products_are_exact`). Noise is drawn from TFHE-rs's CSPRNG-based samplers with
-//! the set's distribution, from fresh OS seeds, as TFHE-rs's own key generation does.
+//! A seeded key holds only the bodies of its rows; the masks are regenerated from a public
+//! seed by whoever decompresses it. Here the masks are regenerated exactly as TFHE-rs's
+//! decompression will (the same functions), one generator per chunk of rows, so chunks run
+//! in parallel (TFHE-rs makes keyswitching keys sequentially). TFHE-rs computes each
+//! bootstrapping-key body's product `Σ mask_t · S_t` (64-bit mask polynomials times the
+//! binary GLWE secret key) with Karatsuba, about two thirds of a client's key generation
+//! time; here it is computed with the 64-bit FFT, exactly: each mask is split into three
+//! signed digits of at most 2^21 in magnitude, so every coefficient of a digit's product
+//! with a binary key stays below 2^21 · k · N ≤ 2^35 and the FFT's rounding error far below
+//! 1/2 (`tests::products_are_exact`). Noise is drawn from TFHE-rs's CSPRNG-based samplers
+//! with the set's distribution, from fresh OS seeds, as TFHE-rs's own key generation does.
 
 use rayon::prelude::*;
 use std::time::Duration;
