@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use std::time::Duration;
 use tfhe::core_crypto::commons::generators::MaskRandomGenerator;
 use tfhe::core_crypto::commons::math::decomposition::DecompositionLevel;
-use tfhe::core_crypto::commons::math::random::{RandomGenerator, Seed, Uniform};
+use tfhe::core_crypto::commons::math::random::{CompressionSeed, RandomGenerator, Seed, Uniform};
 use tfhe::core_crypto::prelude::*;
 use tfhe::shortint;
 use tfhe::shortint::atomic_pattern::compressed::{
@@ -96,6 +96,17 @@ fn chunk_length(count: usize) -> usize {
     count.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
+/// The mask generator of a seeded key with compression seed `seed`, positioned `bytes` into
+/// its stream: where TFHE-rs's decompression forks the row that starts there.
+fn masks_from(seed: &CompressionSeed, bytes: usize) -> MaskRandomGenerator<DefaultRandomGenerator> {
+    let mut masks = MaskRandomGenerator::new(seed.clone());
+    // A skip of zero bytes is refused (a fork needs a non-empty child).
+    if bytes > 0 {
+        masks.skip(EncryptionMaskByteCount(bytes));
+    }
+    masks
+}
+
 /// A seeded keyswitching key from the LWE secret `input` to the LWE secret `output`: what
 /// TFHE-rs's `allocate_and_generate_new_seeded_lwe_keyswitch_key` makes (one seeded LWE
 /// ciphertext per input key bit and level, from the highest level), in parallel. The masks
@@ -139,10 +150,7 @@ pub(crate) fn seeded_keyswitch_key(
         .zip(noise_seeds)
         .enumerate()
         .for_each(|(index, (bodies, noise_seed))| {
-            let mut masks = MaskRandomGenerator::<DefaultRandomGenerator>::new(seed.clone());
-            if index > 0 {
-                masks.skip(EncryptionMaskByteCount(index * chunk * per_ciphertext));
-            }
+            let mut masks = masks_from(&seed, index * chunk * per_ciphertext);
             let mut full =
                 LweCiphertextList::new(0u64, lwe_size, LweCiphertextCount(bodies.len()), modulus);
             decompress_seeded_lwe_ciphertext_list_with_pre_seeded_generator(
@@ -219,10 +227,7 @@ pub(crate) fn seeded_bootstrap_key(
         .zip(noise_seeds)
         .enumerate()
         .for_each(|(index, ((bodies, bits), noise_seed))| {
-            let mut masks = MaskRandomGenerator::<DefaultRandomGenerator>::new(seed.clone());
-            if index > 0 {
-                masks.skip(EncryptionMaskByteCount(index * chunk * per_ggsw));
-            }
+            let mut masks = masks_from(&seed, index * chunk * per_ggsw);
             let mut noise_generator = RandomGenerator::<DefaultRandomGenerator>::new(noise_seed);
             let mut scratch = products.scratch();
             let mut full = GgswCiphertext::new(0u64, glwe_size, size, base_log, levels, modulus);
@@ -256,7 +261,7 @@ pub(crate) fn seeded_bootstrap_key(
 /// decompressed form `full` (layout: levels from the highest, then `k + 1` rows, each `k`
 /// mask polynomials and a body).
 fn fill_bodies(
-    products: &KeyProducts,
+    products: &KeyProducts<'_>,
     bit: u64,
     (base_log, levels): (DecompositionBaseLog, DecompositionLevelCount),
     noise: DynamicDistribution<u64>,
@@ -327,13 +332,13 @@ fn add_noise(
 ///
 /// A negacyclic product of size `N` is a cyclic one of size `N / 2` over complex numbers:
 /// coefficients `j` and `j + N/2` are folded into one, twisted by `e^{iπj/N}`.
-struct KeyProducts {
+struct KeyProducts<'a> {
     size: usize,
     plan: Plan,
     /// `e^{iπj/N}` for `j < N/2`.
     twist: Vec<c64>,
     /// The binary key polynomials as integers.
-    key: Vec<u64>,
+    key: &'a [u64],
     /// Their transforms.
     keys: Vec<Vec<c64>>,
 }
@@ -347,8 +352,8 @@ struct ProductScratch {
     split: Vec<[f64; DIGITS]>,
 }
 
-impl KeyProducts {
-    fn new(glwe: &GlweSecretKey<&[u64]>) -> KeyProducts {
+impl<'a> KeyProducts<'a> {
+    fn new(glwe: &GlweSecretKey<&'a [u64]>) -> KeyProducts<'a> {
         let size = glwe.polynomial_size().0;
         let half = size / 2;
         // A short measurement: the plan serves one key generation, not the server.
@@ -363,7 +368,7 @@ impl KeyProducts {
             size,
             plan,
             twist,
-            key: glwe.as_ref().to_vec(),
+            key: glwe.clone().into_container(),
             keys: Vec::new(),
         };
         let mut scratch = products.scratch();
