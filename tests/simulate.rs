@@ -180,10 +180,13 @@ fn overflow_detector_reports_where_readings_wrap() {
     let q = compiled.quantize(test.view()).unwrap();
     // With the chosen parameters (p_error far below 2^-40), nothing wraps.
     assert_eq!(compiled.simulate_overflows(q.view(), 1).unwrap(), vec![]);
-    // A deliberately broken set (a one-level keyswitch: far too much noise) is refused at
-    // 2^-40; accepted with a p_error near 1, it overflows, and the detector says where.
-    let mut noisy = compiled.parameters().clone();
-    noisy.params.ks_level = tfhe::core_crypto::commons::parameters::DecompositionLevelCount(1);
+    // A deliberately broken set (the custom set of the vetted set's shape with a one-level
+    // keyswitch: far too much noise) is refused at 2^-40; accepted with a p_error near 1, it
+    // overflows, and the detector says where.
+    let chosen = compiled.parameters();
+    let mut shape = chosen.shape();
+    shape.ks.1 = 1;
+    let noisy = fhe_nn::fhe::ParameterSet::custom(shape, chosen.precision);
     let fixed = |p_error| FheOptions {
         p_error,
         parameters: ParameterChoice::Fixed(Box::new(noisy.clone())),

@@ -44,7 +44,7 @@ pub struct Options {
     /// Encrypted inferences to run [default: the example's].
     #[arg(long)]
     pub samples: Option<usize>,
-    /// Failure probability of one lookup.
+    /// Failure probability of one lookup (`2^-64`: the strict profile).
     #[arg(long, default_value_t = DEFAULT_P_ERROR, value_parser = probability)]
     pub p_error: f64,
     /// Use TFHE-rs's vetted set of this lookup precision in bits (2..8).
@@ -86,9 +86,14 @@ pub fn exit_on_error<T>(result: Result<T, Box<dyn std::error::Error>>) {
     }
 }
 
+/// A probability, as a decimal (`0.01`) or a power of two (`2^-64`, the strict profile).
 fn probability(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+    let parsed = match s.strip_prefix("2^") {
+        Some(exponent) => exponent.parse::<i32>().map(|e| 2f64.powi(e)).ok(),
+        None => s.parse::<f64>().ok(),
+    };
+    match parsed {
+        Some(p) if p > 0.0 && p < 1.0 => Ok(p),
         _ => Err(format!("`{s}` is not a probability in (0, 1)")),
     }
 }

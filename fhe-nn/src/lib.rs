@@ -67,7 +67,7 @@ pub use architecture::{ArchErrors, Architecture, Report};
 pub use clear::{argmax, argmax_rows};
 pub use compile::{
     CheaperSet, CompileError, CompiledModel, Estimate, FheOptions, FhePlan, Fingerprint, Mode,
-    ParameterChoice, DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR,
+    ParameterChoice, DEFAULT_MAX_DISAGREEMENT, DEFAULT_P_ERROR, STRICT_P_ERROR,
 };
 pub use error::{InputError, LoadError};
 pub use fhe_nn_macros::fhe_net;

@@ -125,6 +125,24 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
 }
 
+/// Writes a secret: readable and writable by the owner only (on Unix), replacing any file
+/// there (whose permissions might be wider).
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| -> Error { format!("cannot write {}: {e}", path.display()).into() };
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)
+}
+
 fn keygen(client: &Client, model: &str, dir: &Path) -> Result<(), Error> {
     let detail = client.model(model)?;
     let spec = detail.client_spec()?;
@@ -138,7 +156,7 @@ fn keygen(client: &Client, model: &str, dir: &Path) -> Result<(), Error> {
         evaluation.len() as f64 / 1e6
     );
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    write(&dir.join("client.key"), &client_key.to_bytes()?)?;
+    write_secret(&dir.join("client.key"), &client_key.to_bytes()?)?;
     write(&dir.join("evaluation.key"), &evaluation)?;
     write(&dir.join("model"), model.as_bytes())?;
     println!("keys for `{model}` written to {}", dir.display());
@@ -237,4 +255,26 @@ fn predict(client: &Client, dir: &Path, source: &SampleSource, json: bool) -> Re
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_is_written_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("fhe-nn-client-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("client.key");
+        // A world-readable file already there is replaced, not reused.
+        std::fs::write(&path, b"old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret(&path, b"secret").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -25,6 +25,11 @@ use crate::simulate::SimulationNoise;
 /// Default failure probability of one lookup, as Concrete ML.
 pub const DEFAULT_P_ERROR: f64 = 9.094_947_017_729_282e-13; // 2^-40
 
+/// The strict profile's failure probability of one lookup, for deployments where decrypted
+/// results are observable by whoever computes on the ciphertexts: decryption failures are
+/// information about the secret key (see the threat model in `docs/threat-model.md`).
+pub const STRICT_P_ERROR: f64 = 5.421_010_862_427_522e-20; // 2^-64
+
 /// Default largest fraction of calibration predictions that Simulate may see differ from
 /// exact Clear.
 pub const DEFAULT_MAX_DISAGREEMENT: f64 = 0.01;
@@ -65,6 +70,17 @@ impl Default for FheOptions {
             global_p_error: None,
             max_disagreement: DEFAULT_MAX_DISAGREEMENT,
             parameters: ParameterChoice::Optimized,
+        }
+    }
+}
+
+impl FheOptions {
+    /// The strict profile: every lookup and every decrypted output fails with probability
+    /// at most [`STRICT_P_ERROR`] (2^-64) instead of 2^-40; the rest as the default.
+    pub fn strict() -> FheOptions {
+        FheOptions {
+            p_error: STRICT_P_ERROR,
+            ..FheOptions::default()
         }
     }
 }

@@ -52,6 +52,9 @@ pub struct ClientSpec {
     pub output_unit: Vec<f64>,
     pub output_bias: Vec<f64>,
     pub output_activations: Vec<(String, Vec<f64>)>,
+    /// The secret key the outputs are under: the big key after a lookup, or the inputs' key
+    /// in a network without lookups. The client decrypts nothing else.
+    pub output_key: InputKey,
 }
 
 impl ClientSpec {
@@ -84,6 +87,10 @@ impl ClientSpec {
                 .map(|j| last.bias[last.group(j)])
                 .collect(),
             output_activations: spell(model.output_activations()),
+            output_key: match model.last_lookup_layer() {
+                Some(_) => InputKey::Big,
+                None => compiled.parameters().inputs,
+            },
         }
     }
 
@@ -224,6 +231,16 @@ pub struct EvaluationKey {
     /// The last lookup layer's bootstrapping key, where the set gives that layer its own
     /// decomposition ([`ParameterSet::last_layer_pbs`]); compressed too.
     pub(crate) last_layer_key: Option<SeededLweBootstrapKeyOwned<u64>>,
+}
+
+impl std::fmt::Debug for EvaluationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvaluationKey")
+            .field("key_id", &self.key_id)
+            .field("fingerprint", &self.fingerprint)
+            .field("set", &self.set.label())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize, Deserialize, tfhe::Versionize)]
@@ -444,27 +461,33 @@ impl ClientKey {
         Ok(())
     }
 
-    /// Decrypts the server's output: the output layer's integer accumulators.
+    /// Decrypts the server's output: the output layer's integer accumulators. Anything but
+    /// the model's output (as many ciphertexts as it has outputs, under the key its outputs
+    /// are under) is refused: a server cannot have the client decrypt its own inputs.
     pub fn decrypt_int(&self, output: &EncryptedSample) -> Result<Vec<i64>, FheError> {
         self.check_sample(output)?;
-        if output.cts.len() != self.spec.output_unit.len() {
-            return Err(FheError::Shape(format!(
-                "{} outputs, expected {}",
-                output.cts.len(),
-                self.spec.output_unit.len()
-            )));
+        let [small, big] = self.small_and_big_keys();
+        let secret = match self.spec.output_key {
+            InputKey::Big => big,
+            InputKey::Small => small,
+        };
+        let expected_size = secret.lwe_dimension().to_lwe_size().0;
+        let count = self.spec.output_unit.len();
+        let size = output.cts.first().map_or(expected_size, |c| c.lwe_size().0);
+        if output.cts.len() != count || size != expected_size {
+            return Err(FheError::NotModelOutput {
+                count: output.cts.len(),
+                lwe_size: size,
+                expected_count: count,
+                expected_lwe_size: expected_size,
+            });
         }
-        output
+        let delta = 1u64 << self.spec.output_delta_log2;
+        Ok(output
             .cts
             .iter()
-            .map(|c| {
-                Ok(decode(
-                    &self.secret_for(c)?,
-                    c,
-                    1u64 << self.spec.output_delta_log2,
-                ))
-            })
-            .collect()
+            .map(|c| decode(&secret, c, delta))
+            .collect())
     }
 
     /// Decrypts and de-quantizes the server's output.
@@ -655,6 +678,92 @@ mod tests {
                 security::SecurityError::OutOfBounds { .. }
             ))
         ));
+    }
+
+    #[test]
+    fn keys_whose_set_was_tampered_with_are_refused_by_field() {
+        use tfhe::core_crypto::prelude::Gaussian;
+        let genuine = vetted(2).unwrap();
+        // The secret key of the genuine set; the set on the wire tampered with.
+        let key = shortint::ClientKey::new(genuine.params);
+        let spec_of = |set: &ParameterSet| ClientSpec {
+            set: set.clone(),
+            fingerprint: Fingerprint([5; 32]),
+            features: 2,
+            input_activations: Vec::new(),
+            input_scale: 0.5,
+            input_bits: 2,
+            input_signed: false,
+            input_min: 0,
+            input_max: 3,
+            input_delta: 1 << 60,
+            output_delta_log2: 58,
+            output_unit: vec![1.0],
+            output_bias: vec![0.0],
+            output_activations: Vec::new(),
+            output_key: InputKey::Big,
+        };
+        let client_bytes = |set: &ParameterSet| {
+            let wire = ClientKeyWire {
+                key_id: 9,
+                spec: spec_of(set),
+                key: key.clone(),
+            };
+            wire::seal(Kind::ClientKey, 9, Fingerprint([5; 32]), &wire).unwrap()
+        };
+        let eval_bytes = |set: &ParameterSet| {
+            let wire = EvaluationKeyWire {
+                set: set.clone(),
+                compressed: shortint::CompressedServerKey::new(&key),
+                last_layer_key: None,
+            };
+            wire::seal(Kind::EvaluationKey, 9, Fingerprint([5; 32]), &wire).unwrap()
+        };
+        let field_of = |e: FheError| match e {
+            FheError::Insecure(security::SecurityError::Tampered { field, .. }) => field,
+            e => panic!("refused otherwise: {e}"),
+        };
+        ClientKey::from_bytes(&client_bytes(&genuine)).unwrap();
+        EvaluationKey::from_bytes(&eval_bytes(&genuine)).unwrap();
+        for (std, mean) in [
+            (1e20, 0.0),
+            (f64::NAN, 0.0),
+            (f64::INFINITY, 0.0),
+            (1e-5, 1e9),
+        ] {
+            let noise = DynamicDistribution::Gaussian(Gaussian { std, mean });
+            for (field, tampered) in [
+                ("lwe_noise_distribution", {
+                    let mut set = genuine.clone();
+                    set.params.lwe_noise_distribution = noise;
+                    set
+                }),
+                ("glwe_noise_distribution", {
+                    let mut set = genuine.clone();
+                    set.params.glwe_noise_distribution = noise;
+                    set
+                }),
+            ] {
+                let client = ClientKey::from_bytes(&client_bytes(&tampered)).unwrap_err();
+                assert_eq!(
+                    field_of(client),
+                    field,
+                    "client key, std {std}, mean {mean}"
+                );
+                let eval = EvaluationKey::from_bytes(&eval_bytes(&tampered)).unwrap_err();
+                assert_eq!(
+                    field_of(eval),
+                    field,
+                    "evaluation key, std {std}, mean {mean}"
+                );
+            }
+        }
+        // A vetted set must be TFHE-rs's constant: its name with a custom set's noise is
+        // refused.
+        let mut renamed = ParameterSet::custom(genuine.shape(), 2);
+        renamed.name = genuine.name.clone();
+        let field = field_of(EvaluationKey::from_bytes(&eval_bytes(&renamed)).unwrap_err());
+        eprintln!("a vetted name on a custom set: refused at {field}");
     }
 
     #[test]

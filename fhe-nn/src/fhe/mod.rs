@@ -55,6 +55,13 @@ pub enum FheError {
         expected: Fingerprint,
         found: Fingerprint,
     },
+    #[error("not the model's output: {count} ciphertexts of LWE size {lwe_size}, where the model outputs {expected_count} of LWE size {expected_lwe_size}")]
+    NotModelOutput {
+        count: usize,
+        lwe_size: usize,
+        expected_count: usize,
+        expected_lwe_size: usize,
+    },
     #[error("the evaluation key uses parameters `{key}`, the compiled model `{model}`")]
     ParameterMismatch { key: String, model: String },
 }

@@ -70,23 +70,28 @@ impl ParameterSet {
     /// TFHE-rs's security curve allows for their dimensions (see [`super::security`]), with
     /// `2^precision` boxes.
     pub fn custom(shape: Shape, precision: u32) -> ParameterSet {
+        ParameterSet {
+            name: ParameterSet::custom_name(&shape),
+            precision,
+            params: classic_custom(&shape, precision),
+            inputs: InputKey::Big,
+            last_layer_pbs: None,
+        }
+    }
+
+    /// The name of the custom set of `shape`.
+    pub(crate) fn custom_name(shape: &Shape) -> String {
         let Shape {
             lwe_dimension: n,
             glwe_dimension: k,
             polynomial_size: big_n,
             pbs,
             ks,
-        } = shape;
-        ParameterSet {
-            name: format!(
-                "fhe-nn n={n} k={k} N={big_n} pbs 2^{}x{} ks 2^{}x{}",
-                pbs.0, pbs.1, ks.0, ks.1
-            ),
-            precision,
-            params: classic_custom(&shape, precision),
-            inputs: InputKey::Big,
-            last_layer_pbs: None,
-        }
+        } = *shape;
+        format!(
+            "fhe-nn n={n} k={k} N={big_n} pbs 2^{}x{} ks 2^{}x{}",
+            pbs.0, pbs.1, ks.0, ks.1
+        )
     }
 
     /// The set's name, its lookup precision and, when the inputs are under the small key,
@@ -304,7 +309,7 @@ pub(crate) fn with_pbs(params: &ClassicPBSParameters, pbs: (usize, usize)) -> Cl
 }
 
 /// The TFHE-rs parameters of a custom set: minimal secure noise for both keys.
-pub(super) fn classic_custom(shape: &Shape, precision: u32) -> ClassicPBSParameters {
+pub(crate) fn classic_custom(shape: &Shape, precision: u32) -> ClassicPBSParameters {
     use super::security::minimal_secure_std;
     let (n, k, big_n) = (
         shape.lwe_dimension,

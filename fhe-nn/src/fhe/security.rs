@@ -2,12 +2,19 @@
 //! dimension `n` on the 64-bit torus
 //! (`noise_formulas::secure_noise::minimal_lwe_variance_for_132_bits_security_gaussian`,
 //! 132 bits by the lattice estimator, the margin TFHE-rs keeps over 128). Every parameter
-//! set fhe-nn generates keys for, vetted or custom, must pass [`check`]; keys read from
-//! bytes are checked again.
+//! set fhe-nn generates keys for, vetted or custom, must pass [`check`].
+//!
+//! A set that arrives from elsewhere (a client spec, a key, an upload, a user's fixed
+//! choice) is never trusted: [`check_set`] rebuilds it from its shape with fhe-nn's own rule
+//! (TFHE-rs's constant for a vetted set, the curve's minimal noise for a custom one) and
+//! refuses it, naming the field, if any field differs, so a forged noise deviation, mean,
+//! modulus switch or failure estimate cannot reach key generation.
 
 use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_variance_for_132_bits_security_gaussian;
 use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::{ClassicPBSParameters, EncryptionKeyChoice};
+
+use super::params::{classic_custom, vetted, InputKey, ParameterSet};
 
 /// Relative slack on the standard deviation (TFHE-rs prints its vetted sets' deviations to
 /// 16 significant digits).
@@ -42,7 +49,18 @@ pub enum SecurityError {
         min: u64,
         max: u64,
     },
+    #[error("{which}: field `{field}` is {found}, where fhe-nn's set of this shape has {expected} (parameters are rebuilt, never trusted)")]
+    Tampered {
+        /// Which of the set's parameter lists: the set's own or its last lookup layer's.
+        which: &'static str,
+        field: &'static str,
+        found: String,
+        expected: String,
+    },
 }
+
+/// Lookup precisions a set may declare (`2^precision` boxes).
+const SET_PRECISIONS: std::ops::RangeInclusive<u32> = 2..=16;
 
 /// Bounds on every dimension a parameter set may have: far beyond any useful set, tight
 /// enough that a forged set cannot make key generation or decoding allocate without bound.
@@ -81,7 +99,9 @@ fn check_bounds(params: &ClassicPBSParameters) -> Result<(), SecurityError> {
         ("ks", params.ks_base_log.0, params.ks_level.0),
     ] {
         within(what, base, 1, 63)?;
-        within(what, levels, 1, 64)?;
+        // TFHE-rs's sets use at most 11 keyswitch and 4 bootstrap levels; more only makes
+        // keys larger (a 64-level bootstrapping key of a small set is over a gigabyte).
+        within(what, levels, 1, if what == "pbs" { 16 } else { 64 })?;
         within(what, base * levels, 1, 64)?;
     }
     let boxes = params
@@ -131,9 +151,146 @@ pub fn check(params: &ClassicPBSParameters) -> Result<(), SecurityError> {
     Ok(())
 }
 
-/// [`check`] on both of a set's parameter lists: its own and its last lookup layer's, which
-/// differ only in the bootstrap decomposition.
-pub fn check_set(set: &super::ParameterSet) -> Result<(), SecurityError> {
-    check(&set.params)?;
-    check(&set.last_layer_params())
+/// Relative tolerance on a rebuilt Gaussian deviation: the curve is evaluated with the
+/// platform's `ln` and `powf`, which may differ in the last digits between machines.
+const REBUILD_STD_TOLERANCE: f64 = 1e-12;
+
+/// Checks a parameter set that arrived from elsewhere: it is rebuilt from its shape,
+/// precision, input key and last-lookup-layer decomposition with fhe-nn's own rule, every
+/// field must equal the rebuilt set's (deviations to [`REBUILD_STD_TOLERANCE`], means zero,
+/// finite values only), and the rebuilt set must meet [`check`] for both of its parameter
+/// lists (its own and its last lookup layer's).
+pub fn check_set(set: &ParameterSet) -> Result<(), SecurityError> {
+    if !SET_PRECISIONS.contains(&set.precision) {
+        return Err(SecurityError::OutOfBounds {
+            what: "precision",
+            value: set.precision as u64,
+            min: *SET_PRECISIONS.start() as u64,
+            max: *SET_PRECISIONS.end() as u64,
+        });
+    }
+    check_bounds(&set.params)?;
+    check_bounds(&set.last_layer_params())?;
+    let rebuilt = rebuild(set);
+    same_field("set", "name", &set.name, &rebuilt.name)?;
+    same_field(
+        "set",
+        "last_layer_pbs",
+        &set.last_layer_pbs,
+        &rebuilt.last_layer_pbs,
+    )?;
+    same_params("parameters", &set.params, &rebuilt.params)?;
+    same_params(
+        "last lookup layer's parameters",
+        &set.last_layer_params(),
+        &rebuilt.last_layer_params(),
+    )?;
+    check(&rebuilt.params)?;
+    check(&rebuilt.last_layer_params())
+}
+
+/// fhe-nn's set of `set`'s shape: TFHE-rs's vetted constant where `set` names the vetted
+/// set of its precision, else the custom set of its shape; with `set`'s input key and
+/// last-lookup-layer decomposition.
+fn rebuild(set: &ParameterSet) -> ParameterSet {
+    let shape = set.shape();
+    let base = vetted(set.precision)
+        .filter(|v| v.name == set.name)
+        .unwrap_or_else(|| ParameterSet {
+            name: ParameterSet::custom_name(&shape),
+            precision: set.precision,
+            params: classic_custom(&shape, set.precision),
+            inputs: InputKey::Big,
+            last_layer_pbs: None,
+        });
+    base.with_inputs(set.inputs)
+        .with_last_layer_pbs(set.last_layer_pbs)
+}
+
+fn same_field<T: PartialEq + std::fmt::Debug>(
+    which: &'static str,
+    field: &'static str,
+    found: &T,
+    expected: &T,
+) -> Result<(), SecurityError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(SecurityError::Tampered {
+            which,
+            field,
+            found: format!("{found:?}"),
+            expected: format!("{expected:?}"),
+        })
+    }
+}
+
+/// Every field of `found` equals `expected`'s, the Gaussian deviations to
+/// [`REBUILD_STD_TOLERANCE`].
+fn same_params(
+    which: &'static str,
+    found: &ClassicPBSParameters,
+    expected: &ClassicPBSParameters,
+) -> Result<(), SecurityError> {
+    // The noise first: what a forged set is after.
+    for (field, found, expected) in [
+        (
+            "lwe_noise_distribution",
+            found.lwe_noise_distribution,
+            expected.lwe_noise_distribution,
+        ),
+        (
+            "glwe_noise_distribution",
+            found.glwe_noise_distribution,
+            expected.glwe_noise_distribution,
+        ),
+    ] {
+        let refuse = || SecurityError::Tampered {
+            which,
+            field,
+            found: format!("{found:?}"),
+            expected: format!("{expected:?}"),
+        };
+        let (DynamicDistribution::Gaussian(f), DynamicDistribution::Gaussian(e)) =
+            (found, expected)
+        else {
+            return Err(refuse());
+        };
+        let close = f.std.is_finite()
+            && f.std > 0.0
+            && ((f.std - e.std) / e.std).abs() <= REBUILD_STD_TOLERANCE;
+        if !close || f.mean != 0.0 || e.mean != 0.0 {
+            return Err(refuse());
+        }
+    }
+    macro_rules! same {
+        ($($field:ident),* $(,)?) => {
+            $(same_field(which, stringify!($field), &found.$field, &expected.$field)?;)*
+        };
+    }
+    same!(
+        lwe_dimension,
+        glwe_dimension,
+        polynomial_size,
+        pbs_base_log,
+        pbs_level,
+        ks_base_log,
+        ks_level,
+        message_modulus,
+        carry_modulus,
+        max_noise_level,
+        ciphertext_modulus,
+        encryption_key_choice,
+        modulus_switch_noise_reduction_params,
+    );
+    // Compared by bits: a NaN estimate is refused too.
+    if found.log2_p_fail.to_bits() != expected.log2_p_fail.to_bits() {
+        return Err(SecurityError::Tampered {
+            which,
+            field: "log2_p_fail",
+            found: found.log2_p_fail.to_string(),
+            expected: expected.log2_p_fail.to_string(),
+        });
+    }
+    Ok(())
 }

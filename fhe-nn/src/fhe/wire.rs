@@ -15,8 +15,9 @@ use crate::Fingerprint;
 const MAGIC: &[u8; 5] = b"FHENN";
 /// Version of the serialized formats (3: payloads through `tfhe::safe_serialization`; 4:
 /// the client spec's input scaling factor whole, any integer, instead of its log2; 5: the
-/// last lookup layer's own bootstrap decomposition in parameter sets and evaluation keys).
-pub const FORMAT_VERSION: u16 = 5;
+/// last lookup layer's own bootstrap decomposition in parameter sets and evaluation keys; 6:
+/// the key of the outputs in client specs).
+pub const FORMAT_VERSION: u16 = 6;
 const HEADER: usize = 5 + 2 + 1 + 8 + 32 + 8 + 8;
 
 /// What a serialized blob holds.
