@@ -129,7 +129,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// there (whose permissions might be wider).
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
-    let fail = |e: std::io::Error| -> Error { format!("cannot write {}: {e}", path.display()).into() };
+    let fail =
+        |e: std::io::Error| -> Error { format!("cannot write {}: {e}", path.display()).into() };
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
         _ => {}
