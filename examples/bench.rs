@@ -16,7 +16,7 @@ use fhe_nn::datasets::{
     digits, digits_cnn_weights, digits_seed_weights, mnist_5k, mnist_card_weights, Card, Cnn, Seed,
     DIGITS_CNN_TRAINING, DIGITS_SEED_TRAINING, MNIST_CARD_TRAINING,
 };
-use fhe_nn::fhe::vetted;
+use fhe_nn::params::vetted;
 use serde::Serialize;
 use tfhe::shortint;
 

@@ -9,9 +9,9 @@ use common::tiny_model;
 use common::Seed;
 use fhe_nn::datasets::digits;
 use fhe_nn::fhe::{
-    vetted, ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
-    InputKey,
+    ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
 };
+use fhe_nn::params::{vetted, InputKey};
 use fhe_nn::{CompileError, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel};
 use ndarray::{Array2, Axis};
 
@@ -371,7 +371,7 @@ fn compiling_leaves_the_model_unchanged_and_failures_leave_nothing_behind() {
         model.compile(test.view(), &no_such_set),
         Err(CompileError::NoVettedSet(9))
     ));
-    let mut insecure = fhe_nn::fhe::vetted(4).unwrap();
+    let mut insecure = fhe_nn::params::vetted(4).unwrap();
     insecure.params.lwe_dimension = tfhe::core_crypto::commons::parameters::LweDimension(600);
     assert!(matches!(
         model.compile(
@@ -383,8 +383,8 @@ fn compiling_leaves_the_model_unchanged_and_failures_leave_nothing_behind() {
         ),
         Err(CompileError::Insecure(_))
     ));
-    let too_fine = fhe_nn::fhe::ParameterSet::custom(
-        fhe_nn::fhe::Shape {
+    let too_fine = fhe_nn::params::ParameterSet::custom(
+        fhe_nn::params::Shape {
             lwe_dimension: 900,
             glwe_dimension: 1,
             polynomial_size: 2048,
@@ -465,7 +465,7 @@ fn a_looser_p_error_buys_cheaper_parameters_when_accuracy_allows() {
         strict.parameters().name
     );
     for compiled in [&strict, &loose] {
-        fhe_nn::fhe::security::check(&compiled.parameters().params).unwrap();
+        fhe_nn::params::security::check(&compiled.parameters().params).unwrap();
         assert!(compiled.plan().worst_p_error() <= compiled.plan().options.p_error);
     }
     // Vetted sets only: never cheaper than the optimizer's choice.
@@ -677,7 +677,7 @@ fn a_last_lookup_layer_with_its_own_bootstrap_key_gives_clears_integers() {
                 .last_layer_pbs,
             None
         );
-        let compile = |set: &fhe_nn::fhe::ParameterSet| {
+        let compile = |set: &fhe_nn::params::ParameterSet| {
             let options = FheOptions {
                 parameters: ParameterChoice::Fixed(Box::new(set.clone())),
                 ..FheOptions::default()

@@ -19,7 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{tiny_weights, Tiny};
-use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample, ParameterSet, Shape};
+use fhe_nn::fhe::{ClientKey, ClientSpec, EncryptedSample};
+use fhe_nn::params::{ParameterSet, Shape};
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::tensors::TensorFile;
 use fhe_nn::{CompiledModel, FheOptions, ParameterChoice, QuantModel};

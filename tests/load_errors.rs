@@ -136,6 +136,17 @@ fn bad_scales_and_zero_points() {
         load(&file).unwrap_err(),
         LoadError::NonPositiveScale { .. }
     ));
+    // A scale that would make Clear's outputs infinite, or one that vanishes.
+    for (tensor, value) in [("layers.1.weight_scale", 1e308), ("layers.3.scale", 1e-300)] {
+        let file = edit(tensor, |t| {
+            let n = t.shape.iter().product::<usize>();
+            t.values = Values::Float(vec![value; n]);
+        });
+        match load(&file).unwrap_err() {
+            LoadError::ScaleOutOfRange { tensor: name, .. } => assert_eq!(name, tensor),
+            e => panic!("{tensor} = {value}: {e}"),
+        }
+    }
     let file = edit("layers.0.zero_point", |t| {
         t.values = Values::Float(vec![2.0])
     });

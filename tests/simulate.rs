@@ -186,7 +186,7 @@ fn overflow_detector_reports_where_readings_wrap() {
     let chosen = compiled.parameters();
     let mut shape = chosen.shape();
     shape.ks.1 = 1;
-    let noisy = fhe_nn::fhe::ParameterSet::custom(shape, chosen.precision);
+    let noisy = fhe_nn::params::ParameterSet::custom(shape, chosen.precision);
     let fixed = |p_error| FheOptions {
         p_error,
         parameters: ParameterChoice::Fixed(Box::new(noisy.clone())),

@@ -5,8 +5,9 @@
 mod common;
 
 use common::tiny_model;
-use fhe_nn::fhe::security::SecurityError;
-use fhe_nn::fhe::{vetted, ClientSpec, EncryptedSample, FheError, InputKey, ParameterSet};
+use fhe_nn::fhe::{ClientSpec, EncryptedSample, FheError};
+use fhe_nn::params::security::SecurityError;
+use fhe_nn::params::{vetted, InputKey, ParameterSet};
 use fhe_nn::{CompiledModel, FheOptions, ParameterChoice};
 use ndarray::Array2;
 use tfhe::core_crypto::prelude::{

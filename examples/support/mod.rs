@@ -476,8 +476,8 @@ pub fn run(
         parameters: Parameters {
             name: plan.set.name.clone(),
             input_key: match plan.set.inputs {
-                fhe_nn::fhe::InputKey::Small => "small".into(),
-                fhe_nn::fhe::InputKey::Big => "big".into(),
+                fhe_nn::params::InputKey::Small => "small".into(),
+                fhe_nn::params::InputKey::Big => "big".into(),
             },
             vetted: plan.set.is_vetted(),
             precision: plan.set.precision,

@@ -800,6 +800,46 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_pooling_kernel_is_an_error_not_an_overflow() {
+        let conv = Layer::QuantConv2d(Conv2d {
+            in_channels: 1,
+            out_channels: 2,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            input: Some((8, 8)),
+            options: WeightOptions {
+                weight_bits: 3,
+                bias: true,
+                active: None,
+                round: None,
+                exact: false,
+            },
+        });
+        for kernel in [1 << 40, usize::MAX] {
+            let net = [
+                Layer::QuantIdentity {
+                    bits: 2,
+                    signed: false,
+                },
+                conv,
+                RELU,
+                quant(3),
+                Layer::AvgPool2d { kernel },
+                quant(3),
+                Layer::Flatten,
+                linear(2, 10, 3),
+            ];
+            let errs = analyze(&net).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| matches!(e.kind, ArchErrorKind::ImageTooSmall { .. })),
+                "kernel {kernel}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
     fn convolution_shapes_and_ranges() {
         let conv = |ic, oc, k, s, p, input| {
             Layer::QuantConv2d(Conv2d {

@@ -1,14 +1,14 @@
 //! Times one keyswitch and one programmable bootstrap (one thread each) for a spread of
 //! parameter-set shapes and one leveled multiply-add, fits the optimizer's cost model to
-//! them, and prints the fit next to the committed one (`fhe_nn::fhe::cost::FITTED`).
+//! them, and prints the fit next to the committed one (`fhe_nn::params::cost::FITTED`).
 //!
 //!     cargo run --release -p fhe-nn --example cost_model -- [--repeats N] [--json FILE]
 
 use std::time::Instant;
 
 use fhe_nn::fhe::bootstrap::bootstrap;
-use fhe_nn::fhe::cost::{fit, Timing, FITTED};
-use fhe_nn::fhe::{vetted, ParameterSet, Shape};
+use fhe_nn::params::cost::{fit, Timing, FITTED};
+use fhe_nn::params::{vetted, ParameterSet, Shape};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{keyswitch_lwe_ciphertext, CiphertextModulus, LweCiphertext};
 use tfhe::shortint::atomic_pattern::AtomicPatternServerKey;

@@ -144,20 +144,20 @@ pub const MNIST_CARD_TRAINING: crate::train::TrainConfig = crate::train::TrainCo
 /// `QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU, QuantIdentity(3), QuantLinear(30, 30,
 /// w = 3), ReLU, QuantIdentity(3), QuantLinear(30, 10, w = 3)`, trained by fhe-nn's QAT
 /// trainer (embedded: 14 kB).
-pub fn digits_seed_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
+pub fn digits_seed_weights() -> Result<crate::tensors::TensorFile, crate::error::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_seed.safetensors"))
 }
 
 /// The shipped weights of the card network on MNIST, `QuantIdentity(3), QuantLinear(784,
 /// 128, w = 3), ReLU, QuantIdentity(3), QuantLinear(128, 10, w = 3)`, trained by fhe-nn's QAT
 /// trainer (embedded: 408 kB).
-pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
+pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::error::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/mnist_card.safetensors"))
 }
 
 /// The shipped weights of the [`Cnn`] on digits, trained by fhe-nn's QAT trainer with
 /// [`DIGITS_CNN_TRAINING`] (embedded: 16 kB).
-pub fn digits_cnn_weights() -> Result<crate::tensors::TensorFile, crate::LoadError> {
+pub fn digits_cnn_weights() -> Result<crate::tensors::TensorFile, crate::error::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_cnn.safetensors"))
 }
 

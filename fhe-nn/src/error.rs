@@ -58,6 +58,12 @@ pub enum LoadError {
         value: f64,
         index: usize,
     },
+    #[error("tensor `{tensor}`: scale {value} at index {index} is outside 1e-30..=1e30 (products of scales and accumulators would not be finite)")]
+    ScaleOutOfRange {
+        tensor: String,
+        value: f64,
+        index: usize,
+    },
     #[error("tensor `{tensor}`: zero point {value} is not supported (Brevitas quantizers here use zero point 0)")]
     ZeroPoint { tensor: String, value: f64 },
     #[error("layer {layer} `{description}`: {what} is not supported by the runtime yet")]

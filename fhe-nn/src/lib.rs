@@ -54,14 +54,15 @@ pub mod datasets;
 mod error;
 pub mod fhe;
 pub mod model;
-pub mod noise;
 mod npz;
 pub mod onnx;
+pub mod params;
 pub mod rng;
 mod simulate;
 pub mod tensors;
 pub mod train;
 mod typed;
+mod versioned;
 
 pub use architecture::{ArchErrors, Architecture, Report};
 pub use clear::{argmax, argmax_rows};

@@ -68,6 +68,13 @@ pub fn check_npy(name: &str, data: &[u8]) -> Result<(), LoadError> {
         .filter(|&e| e <= data.len())
         .ok_or_else(|| bad("header longer than the entry"))?;
     let header = std::str::from_utf8(&data[start..end]).map_err(|_| bad("header is not text"))?;
+    // Each key once: a reader that takes another occurrence than this check would allocate
+    // for a shape nobody checked.
+    for key in ["'descr'", "'fortran_order'", "'shape'"] {
+        if header.matches(key).count() > 1 {
+            return Err(bad(&format!("the header names {key} more than once")));
+        }
+    }
     let item = item_size(header).ok_or_else(|| bad("unreadable `descr` in the header"))?;
     let shape = shape(header).ok_or_else(|| bad("unreadable `shape` in the header"))?;
     let elements = shape
@@ -137,5 +144,10 @@ mod tests {
         let scalar = "{'descr': '<i8', 'fortran_order': False, 'shape': (), }";
         check_npy("a", &npy(scalar, 8)).unwrap();
         assert!(check_npy("a", b"\x93NUMPY\x01\x00\xff\xff").is_err());
+        // A second `shape` (the one a reader may take) is refused whatever it says.
+        let twice =
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'shape': (99999999999,), }";
+        let err = check_npy("a", &npy(twice, 48)).unwrap_err().to_string();
+        assert!(err.contains("more than once"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::clear::{accumulate, rows_to_array};
 use crate::error::InputError;
 use crate::model::QuantModel;
-use crate::noise::NoiseModel;
+use crate::params::noise::NoiseModel;
 use crate::rng::SplitMix64;
 
 /// The noise standard deviation before every lookup (in table positions) and on every

@@ -13,10 +13,10 @@ use crate::arch::activation::Activation;
 use crate::arch::analysis::Shape;
 use crate::arch::analysis::{quantizer_range, weight_max};
 use crate::arch::layer::{Conv2d, Layer, WeightOptions};
+use crate::architecture::Architecture;
 use crate::model::{architecture_signature, ARCHITECTURE_KEY};
 use crate::rng::SplitMix64;
 use crate::tensors::{Tensor, TensorFile};
-use crate::Architecture;
 
 /// Training settings.
 #[derive(Clone, Debug)]
@@ -781,7 +781,7 @@ impl Trainer {
     /// Accuracy of the fake-quantized network on labelled data.
     pub fn accuracy(&mut self, inputs: ArrayView2<f64>, labels: &[usize]) -> f64 {
         let (logits, _) = self.forward(&inputs.to_owned(), false);
-        let pred = crate::argmax_rows(logits.view());
+        let pred = crate::clear::argmax_rows(logits.view());
         pred.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / labels.len().max(1) as f64
     }
 

@@ -270,7 +270,9 @@ impl Analyzer<'_> {
             }
             _ => Shape::Unknown,
         };
-        let window = kernel * kernel;
+        // Saturating: a kernel beyond the image was refused above, and a saturated range is
+        // refused as too wide.
+        let window = kernel.saturating_mul(kernel);
         flow.value = match flow.value {
             Value::Real { nonneg } => Value::Real { nonneg },
             Value::Quant { range } => Value::Acc {

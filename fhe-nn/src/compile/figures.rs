@@ -16,10 +16,10 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::FheOptions;
-use crate::fhe::optimizer::{failure_probabilities, sigma_positions};
-use crate::fhe::{InputKey, ParameterSet};
 use crate::model::QuantModel;
-use crate::noise::{log2, NoiseModel};
+use crate::params::noise::{log2, NoiseModel};
+use crate::params::optimizer::{failure_probabilities, sigma_positions};
+use crate::params::{InputKey, ParameterSet};
 use crate::simulate::{sample_rng, SimulationNoise};
 
 /// Simulations per calibration sample for the reported figures.
@@ -354,7 +354,7 @@ pub(crate) fn evaluate(
             },
         )
         .collect();
-    let modeled_seconds = crate::fhe::cost::FITTED.inference_seconds(&set, &demand.work);
+    let modeled_seconds = crate::params::cost::FITTED.inference_seconds(&set, &demand.work);
     let keyswitches = demand.work.lookups
         + match set.inputs {
             InputKey::Big => demand.work.fresh_lookups,

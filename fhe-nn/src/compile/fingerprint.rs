@@ -4,8 +4,8 @@
 
 use sha3::{Digest, Sha3_256};
 
-use crate::fhe::ParameterSet;
 use crate::model::QuantModel;
+use crate::params::ParameterSet;
 
 /// A compiled model's identity (SHA3-256).
 #[derive(
@@ -14,7 +14,7 @@ use crate::model::QuantModel;
 #[versionize(FingerprintVersions)]
 pub struct Fingerprint(pub [u8; 32]);
 
-crate::fhe::wire::versioned!(pub Fingerprint, FingerprintVersions, "fhe_nn::Fingerprint");
+crate::versioned::versioned!(pub Fingerprint, FingerprintVersions, "fhe_nn::Fingerprint");
 
 impl Fingerprint {
     /// The fingerprint of `tables` (a model with its compiled tables) under `set`.

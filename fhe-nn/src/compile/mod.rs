@@ -15,11 +15,11 @@ pub use predict::{Mode, SampleDisagreement};
 use ndarray::ArrayView2;
 
 use crate::arch::analysis::Rounding;
-use crate::fhe::cost::Work;
-use crate::fhe::optimizer::{Demand, LayerDemand};
-use crate::fhe::{security, ParameterSet};
 use crate::model::{QuantModel, Reading, WeightedStage};
-use crate::noise::NoiseModel;
+use crate::params::cost::Work;
+use crate::params::noise::NoiseModel;
+use crate::params::optimizer::{Demand, LayerDemand};
+use crate::params::{security, ParameterSet};
 use crate::simulate::SimulationNoise;
 
 /// Default failure probability of one lookup, as Concrete ML.
@@ -111,7 +111,7 @@ pub enum CompileError {
     #[error("the parameter set is not 128-bit secure: {0}")]
     Insecure(#[from] security::SecurityError),
     #[error("calibration data: {0}")]
-    Calibration(#[from] crate::InputError),
+    Calibration(#[from] crate::error::InputError),
     #[error("no parameter set meets p_error = {p_error:e}{}: the best, {best_set}, fails with probability {best:e} {}; lower the weights' 2-norm or raise p_error", match .global { Some(g) => format!(" and global_p_error = {g:e}"), None => String::new() }, match .layer { Some(l) => format!("at the lookups after layer {l}"), None => "when decrypting the outputs".to_string() })]
     TooNoisy {
         p_error: f64,
@@ -321,7 +321,7 @@ impl CompiledModel {
     }
 
     /// The architecture.
-    pub fn architecture(&self) -> &crate::Architecture {
+    pub fn architecture(&self) -> &crate::architecture::Architecture {
         self.model.architecture()
     }
 

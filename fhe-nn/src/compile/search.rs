@@ -11,11 +11,11 @@ use ndarray::ArrayView2;
 
 use super::figures::{capped, clear_predictions, simulate, CheaperSet, FIGURES_SEED, REPORT_RUNS};
 use super::{CompileError, FheOptions, ParameterChoice, DEFAULT_P_ERROR};
-use crate::fhe::cost::{Work, FITTED};
-use crate::fhe::optimizer::{candidates, failure_probabilities, Candidate, Demand, Targets};
-use crate::fhe::{security, vetted, ParameterSet, PRECISIONS};
 use crate::model::{QuantModel, Reading};
-use crate::noise::NoiseModel;
+use crate::params::cost::{Work, FITTED};
+use crate::params::noise::NoiseModel;
+use crate::params::optimizer::{candidates, failure_probabilities, Candidate, Demand, Targets};
+use crate::params::{security, vetted, ParameterSet, PRECISIONS};
 
 /// The chosen parameter set, with the tables the search built for it (if it did), so that
 /// compilation does not build them again.
@@ -179,7 +179,7 @@ struct Accuracy<'a> {
     /// The candidates found inaccurate so far (input key, noise per layer in accumulator
     /// values): a candidate with the same input key and at least as much noise at every
     /// layer is taken to be inaccurate too, and is not simulated.
-    inaccurate: Vec<(crate::fhe::InputKey, Vec<f64>)>,
+    inaccurate: Vec<(crate::params::InputKey, Vec<f64>)>,
 }
 
 /// Most trade-offs the plan reports (see [`Accuracy::trade_offs`]).
@@ -206,7 +206,7 @@ impl<'a> Accuracy<'a> {
     /// key had no more noise at any layer, counted in accumulator values.
     fn accurate(&mut self, c: &Candidate) -> bool {
         let noise = self.value_noise(c);
-        let quieter = |(key, bad): &(crate::fhe::InputKey, Vec<f64>)| {
+        let quieter = |(key, bad): &(crate::params::InputKey, Vec<f64>)| {
             *key == c.set.inputs && bad.iter().zip(&noise).all(|(b, x)| b <= x)
         };
         if self.inaccurate.iter().any(quieter) {

@@ -684,7 +684,7 @@ mod tests {
     /// evaluates lookups (a vetted set with k = 4: four key polynomials per product).
     #[test]
     fn the_server_key_is_tfhe_rs_s_but_for_its_random_parts() {
-        let set = crate::fhe::vetted(2).expect("a vetted 2-bit set");
+        let set = crate::params::vetted(2).expect("a vetted 2-bit set");
         let key = shortint::ClientKey::new(set.params);
         let (ours, message, carry, degree, noise) = compressed_server_key(&key).into_raw_parts();
         let (theirs, message_t, carry_t, degree_t, noise_t) =

@@ -12,13 +12,13 @@ use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
 use tfhe::shortint::parameters::AtomicPatternParameters;
 
 use super::keygen;
-use super::params::{InputKey, ParameterSet};
 use super::wire::{self, Kind};
-use super::{security, CompressedSample, EncryptedSample, FheError};
+use super::{CompressedSample, EncryptedSample, FheError};
 use crate::arch::activation::Activation;
 use crate::arch::analysis::IntRange;
+use crate::compile::{CompiledModel, Fingerprint};
 use crate::model::{InputStage, Quantizer};
-use crate::{CompiledModel, Fingerprint};
+use crate::params::{security, InputKey, ParameterSet};
 
 /// Largest serialized evaluation key accepted (bytes).
 pub const EVALUATION_KEY_LIMIT: u64 = 8 << 30;
@@ -187,7 +187,7 @@ impl ClientSpec {
     }
 }
 
-wire::versioned!(pub ClientSpec, ClientSpecVersions, "fhe_nn::ClientSpec");
+crate::versioned::versioned!(pub ClientSpec, ClientSpecVersions, "fhe_nn::ClientSpec");
 
 /// The secret key and what the client needs to use it.
 #[derive(Clone)]
@@ -209,7 +209,7 @@ struct ClientKeyWire {
     key: shortint::ClientKey,
 }
 
-wire::versioned!(ClientKeyWire, ClientKeyWireVersions, "fhe_nn::ClientKey");
+crate::versioned::versioned!(ClientKeyWire, ClientKeyWireVersions, "fhe_nn::ClientKey");
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,7 +273,7 @@ fn last_layer_key(
     )
 }
 
-wire::versioned!(
+crate::versioned::versioned!(
     EvaluationKeyWire,
     EvaluationKeyWireVersions,
     "fhe_nn::EvaluationKey"
@@ -291,7 +291,7 @@ impl ClientKey {
     }
 
     /// Quantizes one real sample (after any declared input activations), as Clear does.
-    pub fn quantize(&self, sample: ArrayView1<f64>) -> Result<Vec<i64>, crate::InputError> {
+    pub fn quantize(&self, sample: ArrayView1<f64>) -> Result<Vec<i64>, crate::error::InputError> {
         self.input.check_width(sample.len())?;
         sample
             .iter()
@@ -301,14 +301,20 @@ impl ClientKey {
     }
 
     /// Quantizes and encrypts one real sample.
-    pub fn encrypt(&self, sample: ArrayView1<f64>) -> Result<EncryptedSample, crate::InputError> {
+    pub fn encrypt(
+        &self,
+        sample: ArrayView1<f64>,
+    ) -> Result<EncryptedSample, crate::error::InputError> {
         let q = self.quantize(sample)?;
         self.encrypt_quantized(&q)
     }
 
     /// Encrypts one quantized sample, each value times Δ under the key the compiled set
     /// names ([`InputKey`](super::InputKey)).
-    pub fn encrypt_quantized(&self, values: &[i64]) -> Result<EncryptedSample, crate::InputError> {
+    pub fn encrypt_quantized(
+        &self,
+        values: &[i64],
+    ) -> Result<EncryptedSample, crate::error::InputError> {
         self.check_quantized(values)?;
         let (secret, noise) = self.input_key();
         let mut seeder = new_seeder();
@@ -337,7 +343,7 @@ impl ClientKey {
     }
 
     /// Checks a quantized sample's width and range.
-    fn check_quantized(&self, values: &[i64]) -> Result<(), crate::InputError> {
+    fn check_quantized(&self, values: &[i64]) -> Result<(), crate::error::InputError> {
         self.input.check_width(values.len())?;
         values
             .iter()
@@ -349,7 +355,7 @@ impl ClientKey {
     pub fn encrypt_compressed(
         &self,
         sample: ArrayView1<f64>,
-    ) -> Result<CompressedSample, crate::InputError> {
+    ) -> Result<CompressedSample, crate::error::InputError> {
         let q = self.quantize(sample)?;
         self.encrypt_quantized_compressed(&q)
     }
@@ -359,7 +365,7 @@ impl ClientKey {
     pub fn encrypt_quantized_compressed(
         &self,
         values: &[i64],
-    ) -> Result<CompressedSample, crate::InputError> {
+    ) -> Result<CompressedSample, crate::error::InputError> {
         self.check_quantized(values)?;
         let (secret, noise) = self.input_key();
         let mut seeder = new_seeder();
@@ -631,7 +637,7 @@ fn decode(secret: &LweSecretKeyView<'_, u64>, ct: &LweCiphertextOwned<u64>, delt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhe::vetted;
+    use crate::params::vetted;
 
     /// An evaluation key of the smallest vetted set: `set`'s keys, with the last-layer key
     /// made at `last` (if any) whatever `set` says.
@@ -768,8 +774,9 @@ mod tests {
 
     #[test]
     fn the_last_lookup_layer_bootstraps_with_the_second_key() {
+        use crate::compile::{FheOptions, ParameterChoice};
         use crate::datasets::{digits, digits_seed_weights, Seed};
-        use crate::{FheOptions, ParameterChoice, QuantModel};
+        use crate::model::QuantModel;
         // The seed network (two lookup layers) on TFHE-rs's 4-bit set, its last lookup layer
         // forced to a second key at 2^15 × 2.
         let model = QuantModel::from_tensors(Seed::architecture(), &digits_seed_weights().unwrap())

@@ -1,34 +1,29 @@
-//! Fhe mode on TFHE-rs: parameter choice from noise, keys, encrypted inference, and the
-//! checked serialized formats that let client and server be separate processes.
+//! The runtime: client and evaluation keys, key generation, encrypted inference on the
+//! server, and the checked serialized formats that let client and server be separate processes.
 
 pub mod bootstrap;
-pub mod cost;
+mod compiled;
 mod keygen;
 mod keys;
-pub mod optimizer;
-mod params;
-pub mod security;
 mod server;
 pub(crate) mod wire;
 
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
-pub(crate) use params::with_pbs;
-pub use params::{vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 pub(crate) use server::max_compressed_sample_bytes;
 pub use server::{CompressedSample, EncryptedSample, FheServer};
 pub use wire::FORMAT_VERSION;
 
-use crate::Fingerprint;
+use crate::compile::Fingerprint;
 
 /// Errors of keys, ciphertexts and encrypted inference.
 #[derive(Debug, thiserror::Error)]
 pub enum FheError {
     #[error(transparent)]
-    Compile(#[from] crate::CompileError),
+    Compile(#[from] crate::compile::CompileError),
     #[error("parameter set: {0}")]
-    Insecure(#[from] security::SecurityError),
+    Insecure(#[from] crate::params::security::SecurityError),
     #[error(transparent)]
-    Input(#[from] crate::InputError),
+    Input(#[from] crate::error::InputError),
     #[error("not an fhe-nn serialized object (bad magic bytes)")]
     NotFheNn,
     #[error("serialized format version {found}; this build reads version {supported}")]

@@ -15,11 +15,11 @@ use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder};
 
 use super::bootstrap;
 use super::keys::EvaluationKey;
-use super::params::InputKey;
 use super::wire::{self, Kind};
 use super::{check_model, check_upload_size, FheError};
+use crate::compile::{CompiledModel, Fingerprint};
 use crate::model::{QuantModel, WeightedStage};
-use crate::{CompiledModel, Fingerprint};
+use crate::params::InputKey;
 
 /// Largest serialized ciphertext batch accepted (bytes).
 pub const CIPHERTEXT_LIMIT: u64 = 1 << 30;
@@ -85,7 +85,7 @@ struct CiphertextsWire {
     cts: Vec<LweCiphertextOwned<u64>>,
 }
 
-wire::versioned!(
+crate::versioned::versioned!(
     CiphertextsWire,
     CiphertextsWireVersions,
     "fhe_nn::Ciphertexts"
@@ -98,7 +98,7 @@ struct CompressedWire {
     list: SeededLweCiphertextListOwned<u64>,
 }
 
-wire::versioned!(
+crate::versioned::versioned!(
     CompressedWire,
     CompressedWireVersions,
     "fhe_nn::CompressedCiphertexts"

@@ -10,7 +10,7 @@ use tfhe::safe_serialization::{safe_deserialize, safe_serialize};
 use tfhe::{Unversionize, Versionize};
 
 use super::FheError;
-use crate::Fingerprint;
+use crate::compile::Fingerprint;
 
 const MAGIC: &[u8; 5] = b"FHENN";
 /// Version of the serialized formats (3: payloads through `tfhe::safe_serialization`; 4:
@@ -124,19 +124,3 @@ pub fn open<T: DeserializeOwned + Unversionize + Named>(
     let value = safe_deserialize(payload, len).map_err(FheError::Decode)?;
     Ok((key_id, fingerprint, value))
 }
-
-/// Declares the versions of a serialized type and its name for TFHE-rs's safe serialization.
-macro_rules! versioned {
-    ($vis:vis $ty:ident, $versions:ident, $name:literal) => {
-        #[derive(tfhe_versionable::VersionsDispatch)]
-        #[allow(dead_code)]
-        $vis enum $versions {
-            V0($ty),
-        }
-
-        impl tfhe::named::Named for $ty {
-            const NAME: &'static str = $name;
-        }
-    };
-}
-pub(crate) use versioned;

@@ -16,9 +16,9 @@ pub use stage::{Connectivity, LookupStage, WeightedStage};
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{quantizer_range, IntRange, Rounding, Shape};
 use crate::arch::layer::{Conv2d, Layer};
+use crate::architecture::Architecture;
 use crate::error::{InputError, LoadError};
 use crate::tensors::TensorFile;
-use crate::Architecture;
 
 /// Metadata key holding the architecture a weight file was exported for.
 pub const ARCHITECTURE_KEY: &str = "fhe_nn.architecture";
@@ -300,10 +300,14 @@ impl QuantModel {
     /// resolution. Clients refuse inputs outside the range with a named error
     /// ([`InputError::OutOfRange`]), never a silent wrong
     /// output.
-    pub fn restrict_inputs(&self, min: i64, max: i64) -> Result<QuantModel, crate::InputError> {
+    pub fn restrict_inputs(
+        &self,
+        min: i64,
+        max: i64,
+    ) -> Result<QuantModel, crate::error::InputError> {
         let declared = self.input.range;
         if min > max || min < declared.min || max > declared.max {
-            return Err(crate::InputError::Range {
+            return Err(crate::error::InputError::Range {
                 min,
                 max,
                 declared_min: declared.min,

@@ -4,9 +4,14 @@ use super::stage::{Connectivity, WeightedStage};
 use super::{input_image, stage_input_features, Quantizer, Segment};
 use crate::arch::analysis::{IntRange, Shape};
 use crate::arch::layer::{Conv2d, Layer};
+use crate::architecture::Architecture;
 use crate::error::LoadError;
 use crate::tensors::{Tensor, TensorFile, Values};
-use crate::Architecture;
+
+/// The scales a model may declare: any quantizer's in practice, and far enough from the
+/// float limits that a scale times an accumulator (at most 2^62) times another scale stays
+/// finite.
+const SCALE_RANGE: (f64, f64) = (1e-30, 1e30);
 
 /// Reads the tensors of a file for an architecture, remembering which were used.
 pub(super) struct Reader<'a> {
@@ -90,6 +95,17 @@ impl<'a> Reader<'a> {
         if positive {
             if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| **v <= 0.0) {
                 return Err(LoadError::NonPositiveScale {
+                    tensor: name,
+                    value,
+                    index,
+                });
+            }
+            if let Some((index, &value)) = values
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(SCALE_RANGE.0..=SCALE_RANGE.1).contains(*v))
+            {
+                return Err(LoadError::ScaleOutOfRange {
                     tensor: name,
                     value,
                     index,

@@ -25,9 +25,11 @@ use std::collections::HashMap;
 
 use crate::arch::activation::Activation;
 use crate::arch::layer::{Conv2d, Layer, WeightOptions};
+use crate::architecture::Architecture;
+use crate::error::LoadError;
+use crate::model::QuantModel;
 use crate::model::{architecture_signature, ARCHITECTURE_KEY};
 use crate::tensors::{Tensor, TensorFile};
-use crate::{Architecture, LoadError, QuantModel};
 use graph::{Attribute, Constant, Graph, Node};
 
 /// Largest ONNX file read (bytes).
@@ -400,7 +402,7 @@ impl<'g> Importer<'g> {
             Some(_) => self.scalar(node, 2)?,
             None => node.float("max", bounds.1),
         };
-        Ok((min.max(bounds.0), max.min(bounds.1)))
+        clip_within(node, (min, max), bounds)
     }
 
     /// A node whose first input is a constant: the weights' quantization chain.
@@ -803,6 +805,28 @@ fn per_channel(node: &Node, scale: &[f64], dims: &[usize]) -> Result<usize, Onnx
     }
 }
 
+/// `Clip`'s bounds `(min, max)` narrowed to `bounds` (the quantizer's range): refused where
+/// they leave no value (a bound beyond the range, or not a number).
+fn clip_within(
+    node: &Node,
+    (min, max): (f64, f64),
+    bounds: (f64, f64),
+) -> Result<(f64, f64), OnnxError> {
+    let (lo, hi) = (min.max(bounds.0), max.min(bounds.1));
+    if !min.is_nan() && !max.is_nan() && lo <= hi {
+        Ok((lo, hi))
+    } else {
+        Err(OnnxError::UnsupportedNode {
+            name: node.name.clone(),
+            op: node.op.clone(),
+            why: format!(
+                "its bounds [{min}, {max}] leave no value of the range [{}, {}] it clips",
+                bounds.0, bounds.1
+            ),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -825,6 +849,30 @@ mod tests {
         ] {
             assert!(weight_bits(&node, bounds).is_err(), "{bounds:?}");
             assert!(quantizer_bits(&node, bounds).is_err(), "{bounds:?}");
+        }
+    }
+
+    #[test]
+    fn clip_bounds_beyond_the_clipped_range_are_refused_not_panicking() {
+        let node = Node::default();
+        assert_eq!(
+            clip_within(&node, (-2.0, 9.0), (-4.0, 3.0)).unwrap(),
+            (-2.0, 3.0)
+        );
+        // Bounds that leave nothing of the range (the clamp would have panicked), or NaN.
+        for bounds in [
+            (5.0, 9.0),
+            (-9.0, -5.0),
+            (2.0, 1.0),
+            (f64::NAN, 1.0),
+            (0.0, f64::NAN),
+        ] {
+            match clip_within(&node, bounds, (-4.0, 3.0)) {
+                Err(OnnxError::UnsupportedNode { why, .. }) => {
+                    assert!(why.contains("leave no value"), "{why}")
+                }
+                other => panic!("{bounds:?}: {other:?}"),
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_
 use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
-use crate::fhe::{InputKey, ParameterSet};
+use super::{InputKey, ParameterSet};
 
 pub use crate::arch::activation::erfc;
 
@@ -52,7 +52,7 @@ impl NoiseModel {
     /// (`params` being the set's own parameters).
     pub fn with_last_layer_pbs(self, params: &ClassicPBSParameters, pbs: (usize, usize)) -> Self {
         NoiseModel {
-            last_bootstrap: bootstrap_variance(&crate::fhe::with_pbs(params, pbs)),
+            last_bootstrap: bootstrap_variance(&crate::params::with_pbs(params, pbs)),
             ..self
         }
     }

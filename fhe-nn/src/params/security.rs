@@ -14,7 +14,7 @@ use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_varian
 use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::{ClassicPBSParameters, EncryptionKeyChoice};
 
-use super::params::{classic_custom, vetted, InputKey, ParameterSet};
+use super::sets::{classic_custom, vetted, InputKey, ParameterSet};
 
 /// Relative slack on the standard deviation (TFHE-rs prints its vetted sets' deviations to
 /// 16 significant digits).

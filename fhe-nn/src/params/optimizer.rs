@@ -6,9 +6,9 @@
 //! come back cheapest first; the compile step then checks accuracy (Simulate) in that order.
 
 use super::cost::{Work, FITTED};
-use super::params::{classic_custom, pbs_of, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
+use super::sets::{classic_custom, pbs_of, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 use crate::model::MAX_MULTIPLIER;
-use crate::noise::{failure_probability, half_box, NoiseModel};
+use crate::params::noise::{failure_probability, half_box, NoiseModel};
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
 /// What the lookups after one weighted layer ask of a parameter set.
@@ -337,7 +337,7 @@ pub fn candidates(demand: &Demand, targets: &Targets, vetted_only: bool) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhe::security;
+    use crate::params::security;
 
     fn card_like() -> Demand {
         Demand {

@@ -4,7 +4,7 @@
 //! (`cargo run --release -p fhe-nn --example cost_model` re-measures them and prints a new fit; the
 //! committed fit is not re-measured at run time, so compilation is deterministic).
 
-use super::params::{InputKey, ParameterSet, Shape};
+use super::sets::{InputKey, ParameterSet, Shape};
 
 /// Fitted coefficients (seconds per unit of each feature).
 #[derive(Clone, Copy, Debug, PartialEq)]

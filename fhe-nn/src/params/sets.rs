@@ -48,7 +48,7 @@ pub enum InputKey {
     Small,
 }
 
-super::wire::versioned!(pub InputKey, InputKeyVersions, "fhe_nn::InputKey");
+crate::versioned::versioned!(pub InputKey, InputKeyVersions, "fhe_nn::InputKey");
 
 /// The shape of a classic KS-PBS set: what the optimizer searches over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -395,7 +395,7 @@ mod tests {
 #[cfg(test)]
 mod security_tests {
     use super::*;
-    use crate::fhe::security::{check, minimal_secure_std, SecurityError};
+    use crate::params::security::{check, minimal_secure_std, SecurityError};
 
     #[test]
     fn the_formula_finds_every_vetted_set_secure() {
@@ -431,4 +431,4 @@ mod security_tests {
     }
 }
 
-super::wire::versioned!(pub ParameterSet, ParameterSetVersions, "fhe_nn::ParameterSet");
+crate::versioned::versioned!(pub ParameterSet, ParameterSetVersions, "fhe_nn::ParameterSet");

@@ -1,0 +1,138 @@
+//! What a compiled model does with keys: the three modes side by side (Fhe with fresh keys
+//! in this process), the client's spec, key generation, reading an uploaded key, the server.
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+use super::{ClientKey, ClientSpec, EncryptedSample, EvaluationKey, FheError, FheServer};
+use crate::clear::rows_to_array;
+use crate::compile::{CompiledModel, Mode};
+
+impl CompiledModel {
+    /// Runs a batch of real inputs (one sample per row): de-quantized outputs.
+    pub fn predict(&self, inputs: ArrayView2<f64>, mode: Mode) -> Result<Array2<f64>, FheError> {
+        let q = self.quantize(inputs)?;
+        let out = self.predict_int(q.view(), mode)?;
+        Ok(self.tables().dequantize_batch(out.view())?)
+    }
+
+    /// Runs a batch of quantized inputs: the output layer's integer accumulators.
+    pub fn predict_int(
+        &self,
+        inputs: ArrayView2<i64>,
+        mode: Mode,
+    ) -> Result<Array2<i64>, FheError> {
+        if let Some(out) = self.predict_int_without_keys(inputs, mode)? {
+            return Ok(out);
+        }
+        self.tables().check_quantized_inputs(inputs)?;
+        let (client, key) = self.keygen()?;
+        let server = self.server(key)?;
+        let rows = inputs
+            .axis_iter(Axis(0))
+            .map(|row| {
+                let sample = client.encrypt_quantized(&row.to_vec())?;
+                client.decrypt_int(&server.run(&sample)?)
+            })
+            .collect::<Result<Vec<_>, FheError>>()?;
+        Ok(rows_to_array(rows, self.output_features()))
+    }
+
+    /// Predicted class (argmax of the outputs) of each sample.
+    pub fn classify(&self, inputs: ArrayView2<f64>, mode: Mode) -> Result<Vec<usize>, FheError> {
+        Ok(crate::clear::argmax_rows(
+            self.predict(inputs, mode)?.view(),
+        ))
+    }
+
+    /// What a client needs to generate keys, encrypt and decrypt: no weights.
+    pub fn client_spec(&self) -> ClientSpec {
+        ClientSpec::new(self)
+    }
+
+    /// Generates a fresh key pair (client side; the evaluation key goes to the server).
+    pub fn keygen(&self) -> Result<(ClientKey, EvaluationKey), FheError> {
+        self.client_spec().keygen()
+    }
+
+    /// Largest serialized (compressed) evaluation key this model's parameters can need
+    /// (bytes): the bootstrapping keys' bodies (`n · (k+1) · levels · N` words each) and the
+    /// keyswitching key's (`k·N · levels` words), with framing.
+    pub fn max_evaluation_key_bytes(&self) -> u64 {
+        let p = &self.parameters().params;
+        let (n, k, big_n) = (
+            p.lwe_dimension.0 as u64,
+            p.glwe_dimension.0 as u64,
+            p.polynomial_size.0 as u64,
+        );
+        let last_levels = match self.parameters().last_layer_pbs {
+            Some((_, levels)) => levels as u64,
+            None => 0,
+        };
+        let bootstrap = n * (k + 1) * (p.pbs_level.0 as u64 + last_levels) * big_n * 8;
+        let keyswitch = k * big_n * p.ks_level.0 as u64 * 8;
+        (bootstrap + keyswitch) * 11 / 10 + (1 << 20)
+    }
+
+    /// Reads an uploaded evaluation key for this model: its length is checked against what
+    /// these parameters can need before anything is decoded, then its conformance and its
+    /// fingerprint.
+    pub fn read_evaluation_key(&self, bytes: &[u8]) -> Result<EvaluationKey, FheError> {
+        super::check_upload_size(bytes, self.max_evaluation_key_bytes())?;
+        let key = EvaluationKey::from_bytes(bytes)?;
+        super::check_model(self.fingerprint(), key.fingerprint())?;
+        Ok(key)
+    }
+
+    /// Per lookup layer of one traced encrypted inference ([`FheServer::run_traced`] of the
+    /// quantized `input`): how many lookups gave another output than Clear's table on the
+    /// accumulator of the inputs Fhe actually had, and how many there were. What
+    /// [`simulate_disagreement`](Self::simulate_disagreement) predicts, measured.
+    pub fn lookup_differences(
+        &self,
+        client: &ClientKey,
+        input: &[i64],
+        trace: &[EncryptedSample],
+    ) -> Result<Vec<(usize, usize)>, FheError> {
+        let mut inputs = input.to_vec();
+        let mut found = Vec::new();
+        for (k, stage) in self.layers().iter().enumerate() {
+            let Some(lookup) = stage.lookup() else {
+                continue;
+            };
+            let layer = trace.get(k).ok_or_else(|| {
+                FheError::Shape(format!(
+                    "a trace of {} layers, the model has more",
+                    trace.len()
+                ))
+            })?;
+            let delta = self.input_delta(k + 1);
+            let outputs = layer
+                .ciphertexts()
+                .iter()
+                .map(|c| client.decrypt_value(c, delta))
+                .collect::<Result<Vec<i64>, _>>()?;
+            let differ = outputs
+                .iter()
+                .enumerate()
+                .filter(|&(j, &got)| {
+                    got != lookup.read(stage.group(j), stage.accumulate_one(j, &inputs))
+                })
+                .count();
+            found.push((differ, outputs.len()));
+            inputs = outputs;
+        }
+        Ok(found)
+    }
+
+    /// Largest serialized compressed encrypted sample this model accepts (bytes), as
+    /// [`FheServer::max_compressed_bytes`] checks it: a bound for upload limits set before
+    /// any key is at hand.
+    pub fn max_compressed_sample_bytes(&self) -> u64 {
+        super::max_compressed_sample_bytes(self.input_features())
+    }
+
+    /// The server for this compiled model and an evaluation key made for it.
+    pub fn server(&self, key: EvaluationKey) -> Result<FheServer, FheError> {
+        FheServer::new(self, key)
+    }
+}
