@@ -101,6 +101,16 @@ fn every_tampered_noise_field_is_refused_by_name() {
         }
     }
     eprintln!("{refused} of {refused} tampered specs refused");
+    // A consistent custom set of a ring far beyond what the optimizer searches (key
+    // generation would run for minutes): refused by its bounds.
+    let mut spec = genuine.clone();
+    let mut shape = spec.set.shape();
+    (shape.glwe_dimension, shape.polynomial_size) = (1, 65536);
+    spec.set = ParameterSet::custom(shape, spec.set.precision).with_inputs(spec.set.inputs);
+    assert!(matches!(
+        ClientSpec::from_bytes(&spec.to_bytes().unwrap()),
+        Err(FheError::Insecure(SecurityError::OutOfBounds { .. }))
+    ));
     // The error says what it found and what the rule gives.
     let mut spec = genuine.clone();
     spec.set.params.lwe_noise_distribution = DynamicDistribution::Gaussian(Gaussian {

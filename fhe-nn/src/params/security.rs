@@ -59,6 +59,10 @@ pub enum SecurityError {
     },
 }
 
+/// The largest `k·N` of a custom set (the optimizer searches up to 16,384; TFHE-rs's vetted
+/// 8-bit set, at 65,536, is allowed as the constant it is).
+const CUSTOM_RING_MAX: usize = 1 << 15;
+
 /// Lookup precisions a set may declare (`2^precision` boxes).
 const SET_PRECISIONS: std::ops::RangeInclusive<u32> = 2..=16;
 
@@ -172,6 +176,20 @@ pub fn check_set(set: &ParameterSet) -> Result<(), SecurityError> {
     check_bounds(&set.params)?;
     check_bounds(&set.last_layer_params())?;
     let rebuilt = rebuild(set);
+    if !rebuilt.is_vetted() {
+        // A custom set's ring stays within what the optimizer searches (and a little
+        // beyond): a forged spec cannot make key generation run for minutes.
+        let p = &set.params;
+        let ring = p.glwe_dimension.0.saturating_mul(p.polynomial_size.0);
+        if ring > CUSTOM_RING_MAX {
+            return Err(SecurityError::OutOfBounds {
+                what: "custom set's glwe_dimension × polynomial_size",
+                value: ring as u64,
+                min: 256,
+                max: CUSTOM_RING_MAX as u64,
+            });
+        }
+    }
     same_field("set", "name", &set.name, &rebuilt.name)?;
     same_field(
         "set",
