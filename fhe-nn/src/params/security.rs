@@ -14,7 +14,7 @@ use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_varian
 use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::{ClassicPBSParameters, EncryptionKeyChoice};
 
-use super::sets::{classic_custom, vetted, InputKey, ParameterSet};
+use super::sets::{vetted, ParameterSet};
 
 /// Relative slack on the standard deviation (TFHE-rs prints its vetted sets' deviations to
 /// 16 significant digits).
@@ -214,13 +214,7 @@ fn rebuild(set: &ParameterSet) -> ParameterSet {
     let shape = set.shape();
     let base = vetted(set.precision)
         .filter(|v| v.name == set.name)
-        .unwrap_or_else(|| ParameterSet {
-            name: ParameterSet::custom_name(&shape),
-            precision: set.precision,
-            params: classic_custom(&shape, set.precision),
-            inputs: InputKey::Big,
-            last_layer_pbs: None,
-        });
+        .unwrap_or_else(|| ParameterSet::custom(shape, set.precision));
     base.with_inputs(set.inputs)
         .with_last_layer_pbs(set.last_layer_pbs)
 }

@@ -80,7 +80,7 @@ impl ParameterSet {
     }
 
     /// The name of the custom set of `shape`.
-    pub(crate) fn custom_name(shape: &Shape) -> String {
+    fn custom_name(shape: &Shape) -> String {
         let Shape {
             lwe_dimension: n,
             glwe_dimension: k,
