@@ -52,6 +52,8 @@ static ALLOCATOR: Counting = Counting;
 thread_local! {
     /// Whether a fuzz case is running on this thread (its panics are counted, not printed).
     static IN_CASE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last counted panic happened (file:line), for the report.
+    static PANIC_AT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Runs one case, catching its panic.
@@ -218,9 +220,10 @@ fn fuzz(format: Format, cases: usize, decode: &dyn Fn(&[u8]) -> bool) -> Counts 
                     .cloned()
                     .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
+                let at = PANIC_AT.with(|p| p.borrow().clone());
                 counts
                     .first_panic
-                    .get_or_insert(format!("case {case}: {message}"));
+                    .get_or_insert(format!("case {case}: {message} at {at}"));
             }
         }
         assert!(
@@ -305,7 +308,13 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
     // Panics inside a case are counted (and fail the test), not printed one by one.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !IN_CASE.with(|c| c.get()) {
+        if IN_CASE.with(|c| c.get()) {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            PANIC_AT.with(|p| *p.borrow_mut() = at);
+        } else {
             default_hook(info)
         }
     }));
@@ -375,6 +384,22 @@ fn run_all(cases: usize) -> Vec<(&'static str, Counts)> {
             },
             cases,
             &|b| ClientKey::from_bytes(b).is_ok(),
+        ),
+    ));
+    let compiled_bytes = compiled.to_bytes().unwrap();
+    results.push((
+        "compiled model",
+        fuzz(
+            Format {
+                name: "compiled model",
+                original: &compiled_bytes,
+                seed: 11,
+                protected: HEADER,
+                reseal: Some(envelope),
+                cap: cap(compiled_bytes.len()),
+            },
+            cases,
+            &|b| CompiledModel::from_bytes(b).is_ok(),
         ),
     ));
     results.push((

@@ -1,6 +1,9 @@
-//! `fhe-nn-server`: serves the shipped digits and MNIST models over HTTP.
+//! `fhe-nn-server`: serves the shipped digits and MNIST models, or compiled models' files,
+//! over HTTP.
 //!
 //!     cargo run --release -p fhe-nn-server -- --addr 127.0.0.1:8080
+//!     cargo run --release -p fhe-nn-server -- --models digits --write-compiled compiled
+//!     cargo run --release -p fhe-nn-server -- --models digits=compiled/digits.fhenn
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,9 +22,13 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
-    /// Shipped models to serve, comma-separated (digits, mnist).
+    /// Models to serve, comma-separated: shipped names (digits, mnist), compiled at start, or
+    /// NAME=FILE, a compiled model's file (made by --write-compiled).
     #[arg(long, value_delimiter = ',', default_value = "digits,mnist")]
     models: Vec<String>,
+    /// Write each model's compiled file to DIR/NAME.fhenn and exit instead of serving.
+    #[arg(long, value_name = "DIR")]
+    write_compiled: Option<PathBuf>,
     /// Directory that keeps uploaded evaluation keys across restarts.
     #[arg(long, default_value = "fhe-nn-keys")]
     store: PathBuf,
@@ -66,28 +73,40 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         config.workers = workers.max(1);
     }
     config.queue = args.queue.unwrap_or(4 * config.workers);
+    let options = FheOptions {
+        p_error: args.p_error,
+        ..FheOptions::default()
+    };
+    let mut models = Vec::new();
+    for entry in &args.models {
+        let start = Instant::now();
+        let (name, compiled) = shipped::load(entry, &options)?;
+        eprintln!(
+            "model `{name}` ready in {:.1} s: {} lookups, parameters {}, fingerprint {}",
+            start.elapsed().as_secs_f64(),
+            compiled.lookups(),
+            compiled.parameters().name,
+            compiled.fingerprint()
+        );
+        models.push((name, compiled));
+    }
+    if let Some(dir) = &args.write_compiled {
+        std::fs::create_dir_all(dir)?;
+        for (name, compiled) in &models {
+            let path = dir.join(format!("{name}.fhenn"));
+            std::fs::write(&path, compiled.to_bytes()?)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let store: Arc<dyn KeyStore> = match &args.redis {
         Some(url) => Arc::new(RedisStore::open(url)?),
         None => Arc::new(DiskStore::open(&args.store)?),
     };
     eprintln!("keys in {}", store.describe());
-    let options = FheOptions {
-        p_error: args.p_error,
-        ..FheOptions::default()
-    };
     let mut service = Service::new(store, config.clone());
-    for name in &args.models {
-        let start = Instant::now();
-        let compiled = shipped::compile(name, &options)?;
-        let set = compiled.parameters();
-        eprintln!(
-            "model `{name}` compiled in {:.1} s: {} lookups, parameters {}, fingerprint {}",
-            start.elapsed().as_secs_f64(),
-            compiled.lookups(),
-            set.name,
-            compiled.fingerprint()
-        );
-        service.register(name, compiled)?;
+    for (name, compiled) in models {
+        service.register(&name, compiled)?;
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

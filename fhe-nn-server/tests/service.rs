@@ -186,10 +186,20 @@ fn keys_survive_a_restart_with_the_disk_store() {
     first.shutdown().unwrap();
 
     // A new process would start with an empty cache: only the directory remembers the key.
+    // It serves the model from the compiled file the first one wrote (its tables built
+    // again), under the same fingerprint, so the key made for the first is accepted.
+    let models = std::env::temp_dir().join(format!("fhe-nn-compiled-{}", std::process::id()));
+    std::fs::create_dir_all(&models).unwrap();
+    let file = models.join("digits.fhenn");
+    std::fs::write(&file, compiled.to_bytes().unwrap()).unwrap();
+    let entry = format!("digits={}", file.display());
+    let (name, reloaded) = shipped::load(&entry, &FheOptions::default()).unwrap();
+    assert_eq!(name, "digits");
+    assert_eq!(reloaded.fingerprint(), compiled.fingerprint());
     let second = start(
         Arc::new(DiskStore::open(&dir).unwrap()),
         small_config(),
-        &[("digits", compiled)],
+        &[("digits", &reloaded)],
     );
     let client = Client::new(&second.url()).unwrap();
     let after = client.predict("digits", &receipt.key_id, &sample).unwrap();
@@ -201,6 +211,7 @@ fn keys_survive_a_restart_with_the_disk_store() {
     );
     second.shutdown().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&models);
 }
 
 /// A `redis-server` on a free loopback port, stopped on drop.

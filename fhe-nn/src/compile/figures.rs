@@ -30,7 +30,7 @@ pub(crate) const MAX_CALIBRATION_SAMPLES: usize = 1000;
 pub(crate) const FIGURES_SEED: u64 = 0x5eed;
 
 /// A proportion estimated from simulations, with its 95% confidence interval.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Estimate {
     pub mean: f64,
     pub low: f64,
@@ -67,7 +67,7 @@ impl std::fmt::Display for Estimate {
 }
 
 /// The figures of the lookups after one weighted layer.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LookupFigures {
     /// Declared index (0-based) of the weighted layer feeding the lookups.
     pub layer: usize,
@@ -91,7 +91,7 @@ pub struct LookupFigures {
 
 /// A set cheaper than the chosen one that the search simulated and found off exact Clear on
 /// more predictions than `max_disagreement` allows.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CheaperSet {
     /// The set's label ([`ParameterSet::label`]).
     pub label: String,
@@ -102,7 +102,7 @@ pub struct CheaperSet {
 }
 
 /// The chosen parameters and the error figures (see the module documentation).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FhePlan {
     pub set: ParameterSet,
     pub lookups: Vec<LookupFigures>,

@@ -1,11 +1,11 @@
-//! The fingerprint of a compiled model: a SHA3-256 digest of its architecture, weights,
-//! tables and parameters. Client specs, keys and ciphertexts carry it; the server refuses
-//! those made for another model or another compile.
+//! The fingerprint of a compiled model: a SHA3-256 digest of its canonical definition
+//! (architecture, weights, input range, parameters) and of the encodings its clients use.
+//! Client specs, keys and ciphertexts carry it; the server refuses those made for another
+//! model or another compile.
 
 use sha3::{Digest, Sha3_256};
 
 use crate::model::QuantModel;
-use crate::params::ParameterSet;
 
 /// A compiled model's identity (SHA3-256).
 #[derive(
@@ -17,19 +17,18 @@ pub struct Fingerprint(pub [u8; 32]);
 crate::versioned::versioned!(pub Fingerprint, FingerprintVersions, "fhe_nn::Fingerprint");
 
 impl Fingerprint {
-    /// The fingerprint of `tables` (a model with its compiled tables) under `set`.
-    pub(crate) fn of(tables: &QuantModel, set: &ParameterSet) -> Fingerprint {
+    /// The fingerprint of a compiled model: its canonical `definition` (architecture, source
+    /// tensors, input range, parameter set; see `compile::artifact`) and the encodings its
+    /// clients rely on, as `tables` compile them. Byte encodings, never `Debug` text: renaming
+    /// a Rust field changes nothing.
+    pub(crate) fn of(definition: &[u8], tables: &QuantModel) -> Fingerprint {
+        let client = super::artifact::client_view(tables);
         let mut hash = Sha3_256::new();
-        hash.update(b"fhe-nn compiled model v1\0");
-        hash.update(crate::model::architecture_signature(tables.architecture()).as_bytes());
-        // `Debug` prints every field, floats in shortest round-trip form: a stable encoding
-        // of the weights, scales, encodings and tables.
-        hash.update(format!("{:?}", tables.input_stage()).as_bytes());
-        for stage in tables.layers() {
-            hash.update(format!("{stage:?}").as_bytes());
+        hash.update(b"fhe-nn compiled model v2\0");
+        for part in [definition, &client] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
         }
-        hash.update(format!("{:?}", tables.output_activations()).as_bytes());
-        hash.update(format!("{set:?}").as_bytes());
         Fingerprint(hash.finalize().into())
     }
 }

@@ -3,6 +3,7 @@
 //! set, its error figures and its fingerprint. Compiling never changes the model it starts
 //! from, and a failed compile leaves nothing behind.
 
+mod artifact;
 mod figures;
 mod fingerprint;
 mod predict;
@@ -35,7 +36,7 @@ pub const STRICT_P_ERROR: f64 = 5.421_010_862_427_522e-20; // 2^-64
 pub const DEFAULT_MAX_DISAGREEMENT: f64 = 0.01;
 
 /// Where the parameter set comes from.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ParameterChoice {
     /// The cheapest set by the optimizer: custom sets of TFHE-rs's shape and the vetted sets.
     #[default]
@@ -49,7 +50,7 @@ pub enum ParameterChoice {
 }
 
 /// What the user may ask of compilation.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FheOptions {
     /// Largest failure probability of any single lookup (its noisy input leaves its table's
     /// margins, see [`FhePlan`]) and of any decrypted output.
@@ -112,6 +113,8 @@ pub enum CompileError {
     Insecure(#[from] security::SecurityError),
     #[error("calibration data: {0}")]
     Calibration(#[from] crate::error::InputError),
+    #[error(transparent)]
+    Definition(#[from] artifact::DefinitionError),
     #[error("no parameter set meets p_error = {p_error:e}{}: the best, {best_set}, fails with probability {best:e} {}; lower the weights' 2-norm or raise p_error", match .global { Some(g) => format!(" and global_p_error = {g:e}"), None => String::new() }, match .layer { Some(l) => format!("at the lookups after layer {l}"), None => "when decrypting the outputs".to_string() })]
     TooNoisy {
         p_error: f64,
@@ -296,13 +299,67 @@ impl CompiledModel {
         let noise_model = NoiseModel::of(&set);
         let noise = tables.simulation_noise(&noise_model);
         let plan = figures::evaluate(model, &tables, &noise, set, cheaper, calibration, options);
-        let fingerprint = Fingerprint::of(&tables, &plan.set);
+        let fingerprint = Fingerprint::of(&artifact::definition(&tables, &plan.set), &tables);
         CompiledModel {
             model: tables,
             plan,
             noise,
             fingerprint,
         }
+    }
+
+    /// The canonical definition of this compiled model (architecture, source tensors, input
+    /// range, parameter set): what its file holds besides the plan.
+    pub(crate) fn definition(&self) -> Vec<u8> {
+        artifact::definition(&self.model, &self.plan.set)
+    }
+
+    /// Rebuilds a compiled model from its [`definition`](Self::definition) and its plan (the
+    /// error figures, computed when it was compiled): the tables are built again, the same
+    /// as at compilation.
+    pub(crate) fn from_definition(
+        definition: &[u8],
+        plan: FhePlan,
+    ) -> Result<CompiledModel, CompileError> {
+        let read = artifact::read_definition(definition)?;
+        // The definition's set is the one used; the plan (written as text) must name it.
+        if plan.set.label() != read.set.label() {
+            return Err(artifact::DefinitionError::new(format!(
+                "the plan's parameters `{}` are not the definition's `{}`",
+                plan.set.label(),
+                read.set.label()
+            ))
+            .into());
+        }
+        let loaded = QuantModel::from_tensors(&read.architecture, &read.tensors)
+            .map_err(|e| artifact::DefinitionError::new(format!("its weights: {e}")))?;
+        let range = read.input_range;
+        let model = if loaded.input_stage().range == range {
+            loaded
+        } else {
+            loaded
+                .restrict_inputs(range.min, range.max)
+                .map_err(|e| artifact::DefinitionError::new(e.to_string()))?
+        };
+        let tables = model.with_reading(Reading::Table {
+            precision: read.set.precision,
+            resolution: read.set.resolution(),
+        });
+        let canonical = artifact::definition(&tables, &read.set);
+        if canonical != definition {
+            return Err(artifact::DefinitionError::new("not in canonical form").into());
+        }
+        let noise = tables.simulation_noise(&NoiseModel::of(&read.set));
+        let fingerprint = Fingerprint::of(&canonical, &tables);
+        Ok(CompiledModel {
+            model: tables,
+            plan: FhePlan {
+                set: read.set,
+                ..plan
+            },
+            noise,
+            fingerprint,
+        })
     }
 
     /// The parameters and error figures.

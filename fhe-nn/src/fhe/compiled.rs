@@ -3,11 +3,62 @@
 
 use ndarray::{Array2, ArrayView2, Axis};
 
+use serde::{Deserialize, Serialize};
+
+use super::wire::{self, Kind};
 use super::{ClientKey, ClientSpec, EncryptedSample, EvaluationKey, FheError, FheServer};
 use crate::clear::rows_to_array;
-use crate::compile::{CompiledModel, Mode};
+use crate::compile::{CompiledModel, FhePlan, Mode};
+
+/// Largest serialized compiled model accepted (bytes).
+pub const COMPILED_MODEL_LIMIT: u64 = 256 << 20;
+
+/// What a compiled model's file holds: its canonical definition (architecture, weights, input
+/// range, parameter set), from which the tables are built again, and its plan (the error
+/// figures of its compilation) as JSON.
+#[derive(Serialize, Deserialize, tfhe::Versionize)]
+#[versionize(CompiledModelWireVersions)]
+struct CompiledModelWire {
+    definition: Vec<u8>,
+    plan: String,
+}
+
+crate::versioned::versioned!(
+    CompiledModelWire,
+    CompiledModelWireVersions,
+    "fhe_nn::CompiledModel"
+);
 
 impl CompiledModel {
+    /// Serializes the compiled model: a server that reads it back
+    /// ([`from_bytes`](Self::from_bytes)), here or on another machine, has the same tables and
+    /// the same fingerprint, so it accepts the keys made for this one. Holds the weights:
+    /// keep it on the server side.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
+        let plan = serde_json::to_string(self.plan())
+            .map_err(|e| FheError::Decode(format!("the plan: {e}")))?;
+        let wire = CompiledModelWire {
+            definition: self.definition(),
+            plan,
+        };
+        wire::seal(Kind::CompiledModel, 0, self.fingerprint(), &wire)
+    }
+
+    /// Reads a compiled model written by [`to_bytes`](Self::to_bytes): the envelope, then the
+    /// definition (the architecture analysed as `fhe_net!` does, the weights checked as
+    /// [`QuantModel::from_tensors`](crate::model::QuantModel::from_tensors) does, the
+    /// parameter set rebuilt by fhe-nn's rule), the tables built again, and the
+    /// fingerprint compared with the envelope's.
+    pub fn from_bytes(bytes: &[u8]) -> Result<CompiledModel, FheError> {
+        let (_, fingerprint, wire): (u64, _, CompiledModelWire) =
+            wire::open(bytes, Kind::CompiledModel, COMPILED_MODEL_LIMIT)?;
+        let plan: FhePlan = serde_json::from_str(&wire.plan)
+            .map_err(|e| FheError::Decode(format!("the plan: {e}")))?;
+        let compiled = CompiledModel::from_definition(&wire.definition, plan)?;
+        super::check_model(fingerprint, compiled.fingerprint())?;
+        Ok(compiled)
+    }
+
     /// Runs a batch of real inputs (one sample per row): de-quantized outputs.
     pub fn predict(&self, inputs: ArrayView2<f64>, mode: Mode) -> Result<Array2<f64>, FheError> {
         let q = self.quantize(inputs)?;

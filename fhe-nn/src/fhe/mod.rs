@@ -8,6 +8,7 @@ mod keys;
 mod server;
 pub(crate) mod wire;
 
+pub use compiled::COMPILED_MODEL_LIMIT;
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
 pub(crate) use server::max_compressed_sample_bytes;
 pub use server::{CompressedSample, EncryptedSample, FheServer};

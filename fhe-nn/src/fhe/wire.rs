@@ -29,6 +29,7 @@ pub enum Kind {
     Ciphertexts = 3,
     CompressedCiphertexts = 4,
     ClientSpec = 5,
+    CompiledModel = 6,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             3 => "ciphertexts",
             4 => "compressed ciphertexts",
             5 => "client spec",
+            6 => "compiled model",
             _ => "unknown",
         }
     }

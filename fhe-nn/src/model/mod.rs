@@ -111,6 +111,9 @@ pub struct QuantModel {
     pub(crate) output_activations: Vec<Activation>,
     /// How the tables read the accumulators.
     pub(crate) reading: Reading,
+    /// The tensors the model was built from (without the file's metadata): with the
+    /// architecture and the input range, what defines it (a compiled model's file holds them).
+    pub(crate) source: std::sync::Arc<TensorFile>,
 }
 
 /// Segment of declared layers between two weighted layers, as the runtime executes it.
@@ -230,6 +233,12 @@ impl QuantModel {
             layers: stages,
             output_activations,
             reading: Reading::Exact,
+            // The tensors only: the metadata (an architecture signature, checked above) does
+            // not change the model.
+            source: std::sync::Arc::new(TensorFile {
+                tensors: file.tensors.clone(),
+                metadata: Default::default(),
+            }),
         })
     }
 

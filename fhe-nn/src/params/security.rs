@@ -14,7 +14,7 @@ use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_varian
 use tfhe::core_crypto::commons::parameters::{DynamicDistribution, LweDimension};
 use tfhe::shortint::parameters::{ClassicPBSParameters, EncryptionKeyChoice};
 
-use super::sets::{vetted, ParameterSet};
+use super::sets::{vetted, ParameterSet, SET_PRECISIONS};
 
 /// Relative slack on the standard deviation (TFHE-rs prints its vetted sets' deviations to
 /// 16 significant digits).
@@ -62,9 +62,6 @@ pub enum SecurityError {
 /// The largest `k·N` of a custom set (the optimizer searches up to 16,384; TFHE-rs's vetted
 /// 8-bit set, at 65,536, is allowed as the constant it is).
 const CUSTOM_RING_MAX: usize = 1 << 15;
-
-/// Lookup precisions a set may declare (`2^precision` boxes).
-const SET_PRECISIONS: std::ops::RangeInclusive<u32> = 2..=16;
 
 /// Bounds on every dimension a parameter set may have: far beyond any useful set, tight
 /// enough that a forged set cannot make key generation or decoding allocate without bound.

@@ -79,6 +79,14 @@ impl ParameterSet {
         }
     }
 
+    /// [`custom`](Self::custom) where `precision` is one a set may have (2 to 16 bits);
+    /// `None` otherwise.
+    pub(crate) fn custom_checked(shape: Shape, precision: u32) -> Option<ParameterSet> {
+        SET_PRECISIONS
+            .contains(&precision)
+            .then(|| ParameterSet::custom(shape, precision))
+    }
+
     /// The name of the custom set of `shape`.
     fn custom_name(shape: &Shape) -> String {
         let Shape {
@@ -156,6 +164,9 @@ impl ParameterSet {
         vetted(self.precision).is_some_and(|v| v.params == self.params)
     }
 }
+
+/// Lookup precisions any set may declare (`2^precision` boxes).
+pub(crate) const SET_PRECISIONS: std::ops::RangeInclusive<u32> = 2..=16;
 
 /// Lookup precisions with a vetted set.
 pub const PRECISIONS: std::ops::RangeInclusive<u32> = 2..=8;
@@ -321,7 +332,8 @@ pub(crate) fn classic_custom(shape: &Shape, precision: u32) -> ClassicPBSParamet
         k,
         big_n,
         minimal_secure_std(n),
-        minimal_secure_std(k * big_n),
+        // Saturating: a forged shape is refused by the bounds check, after this.
+        minimal_secure_std(k.saturating_mul(big_n)),
         shape.pbs,
         shape.ks,
         precision,
