@@ -3,6 +3,7 @@
 //! activations and the next quantizer.
 
 mod encoding;
+pub(crate) mod fold;
 mod reader;
 
 use reader::Reader;

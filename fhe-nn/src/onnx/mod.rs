@@ -760,7 +760,7 @@ impl<'g> Importer<'g> {
             Some(crate::tensors::Values::Float(b)) => b,
             _ => vec![0.0; out],
         };
-        let (a, b) = crate::train::affine_of_batch_norm(&gamma, &beta, &mean, &var, epsilon);
+        let (a, b) = crate::model::fold::affine_of_batch_norm(&gamma, &beta, &mean, &var, epsilon);
         if let Some((c, a)) = a
             .iter()
             .enumerate()
@@ -771,7 +771,7 @@ impl<'g> Importer<'g> {
                 why: format!("channel {c} scales by {a}"),
             });
         }
-        crate::train::fold_affine(w, s, &mut bias, &a, &b);
+        crate::model::fold::fold_affine(w, s, &mut bias, &a, &b);
         t.insert(format!("layers.{i}.weight"), weights);
         t.insert(format!("layers.{i}.weight_scale"), scales);
         t.insert(format!("layers.{i}.bias"), Tensor::float(vec![out], bias));
