@@ -83,6 +83,7 @@ fn messages_use_the_right_numbers_and_words() {
         active: None,
         round: None,
         exact: false,
+        acc: None,
     };
     let linear = |i, o| Layer::QuantLinear {
         in_features: i,

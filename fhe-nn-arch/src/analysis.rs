@@ -7,8 +7,8 @@ use super::limits::{
     MAX_ACCUMULATOR_BITS, MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS, MAX_LOOKUP_BITS,
 };
 pub use super::range::{
-    exact_accumulator, quantizer_range, unsigned_bits, weight_max, worst_case_accumulator,
-    IntRange, Shape,
+    declared_accumulator, exact_accumulator, quantizer_range, unsigned_bits, weight_max,
+    worst_case_accumulator, IntRange, Shape,
 };
 
 mod layers;
@@ -50,6 +50,9 @@ pub struct Lookup {
     pub rounding: Rounding,
     /// The layer whose accumulator the lookup reads.
     pub source: usize,
+    /// The worst-case width of that accumulator where the layer's declared `acc` bound
+    /// narrows it to `input_bits` (the lookup fits thanks to the bound); `None` otherwise.
+    pub unbounded_bits: Option<u32>,
 }
 
 /// The analysis of one layer's output.
@@ -209,7 +212,17 @@ impl Analyzer<'_> {
                 MAX_EXACT_LOOKUP_BITS,
             );
         }
-        ok
+        let acc_ok = options.acc.is_none_or(|acc| {
+            self.check_bits(
+                layer,
+                Some("acc"),
+                "accumulator bound",
+                acc,
+                2,
+                MAX_ACCUMULATOR_BITS,
+            )
+        });
+        ok && acc_ok
     }
 
     /// Terms each output of weighted layer `layer` sums in the worst case.
@@ -246,8 +259,17 @@ impl Analyzer<'_> {
                     format!("{terms} inputs")
                 };
                 let w = weight_max(options.weight_bits);
+                let (worst, bounded) = match options.acc {
+                    Some(acc) => (
+                        worst_case_accumulator(input, options.weight_bits, terms).to_string(),
+                        format!(
+                            " in the worst case, bounded to {range} by the declared `acc = {acc}`"
+                        ),
+                    ),
+                    None => (range.to_string(), String::new()),
+                };
                 format!(
-                    "{}: {fan} in {input} × {}-bit weights in [-{w}, {w}] give {range}: {bits} bits {signed}",
+                    "{}: {fan} in {input} × {}-bit weights in [-{w}, {w}] give {worst}{bounded}: {bits} bits {signed}",
                     l.name(),
                     options.weight_bits
                 )
@@ -265,6 +287,9 @@ impl Analyzer<'_> {
         ) else {
             return fixes;
         };
+        if options.acc.is_some_and(|acc| acc > target) {
+            fixes.push(format!("lower `acc` to {target} (and train under it)"));
+        }
         let terms = self.terms(source);
         if let Some(w) = (2..options.weight_bits)
             .rev()
@@ -282,6 +307,15 @@ impl Analyzer<'_> {
             }
         }
         fixes
+    }
+
+    /// The worst-case width of weighted layer `source`'s accumulator where a declared
+    /// `acc` bound narrows it.
+    fn unbounded_bits(&self, source: usize) -> Option<u32> {
+        let options = self.layers[source].weight_options()?;
+        options.acc?;
+        let input = self.inputs.get(source).copied().flatten()?;
+        Some(worst_case_accumulator(input, options.weight_bits, self.terms(source)).bits())
     }
 
     /// Forms the lookup reading accumulator `range` of layer `source`, at layer `at`.
@@ -357,6 +391,7 @@ impl Analyzer<'_> {
             precision,
             rounding,
             source,
+            unbounded_bits: self.unbounded_bits(source),
         })
     }
 }
@@ -521,7 +556,23 @@ fn weighted_input(
                 .weight_options()
                 .copied()
                 .expect("weighted layer");
-            let range = worst_case_accumulator(range, options.weight_bits, a.terms(i));
+            let worst = worst_case_accumulator(range, options.weight_bits, a.terms(i));
+            let range = match options.acc {
+                Some(acc) if worst.bits() <= acc => {
+                    a.error(
+                        i,
+                        Some("acc"),
+                        ArchErrorKind::AccNotTighter {
+                            acc,
+                            worst: worst.to_string(),
+                            bits: worst.bits(),
+                        },
+                    );
+                    return Value::Unknown;
+                }
+                Some(acc) => declared_accumulator(acc),
+                None => worst,
+            };
             return Value::Acc {
                 range,
                 source: i,
@@ -569,6 +620,7 @@ mod tests {
                 active: None,
                 round: None,
                 exact: false,
+                acc: None,
             },
         }
     }
@@ -814,6 +866,7 @@ mod tests {
                 active: None,
                 round: None,
                 exact: false,
+                acc: None,
             },
         });
         for kernel in [1 << 40, usize::MAX] {
@@ -855,6 +908,7 @@ mod tests {
                     active: None,
                     round: None,
                     exact: false,
+                    acc: None,
                 },
             })
         };

@@ -38,6 +38,11 @@ pub enum ArchErrorKind {
         active: usize,
         fan_in: usize,
     },
+    AccNotTighter {
+        acc: u32,
+        worst: String,
+        bits: u32,
+    },
     FeatureMismatch {
         expected: usize,
         found: usize,
@@ -116,6 +121,10 @@ impl fmt::Display for ArchError {
                 "{what} of {} is out of range: it must be between {min} and {max}", count(*bits as u64, "bit")
             ),
             ZeroSize { what } => write!(f, "{what} must be at least 1"),
+            AccNotTighter { acc, worst, bits } => write!(
+                f,
+                "`acc = {acc}` is no tighter than the worst case {worst} ({bits} bits): the bound promises nothing\n= help: drop `acc`, or declare fewer than {bits} bits"
+            ),
             ActiveOutOfRange { active, fan_in } => write!(
                 f,
                 "active = {active} is out of range: each output sums {fan_in} inputs, so it must be between 1 and {fan_in}"

@@ -19,6 +19,10 @@ pub struct WeightOptions {
     pub round: Option<u32>,
     /// The lookup after this layer must be exact: no approximate rounding.
     pub exact: bool,
+    /// Declared accumulator width: every output's weights satisfy `‖w‖₁ · max|x| ≤
+    /// 2^(acc−1) − 1` (checked when weights load), so its accumulator fits `acc` signed bits
+    /// however wide the worst case of `fan-in × max|w| × max|x|` is. `None`: the worst case.
+    pub acc: Option<u32>,
 }
 
 /// One declared layer.
@@ -102,6 +106,20 @@ impl Layer {
             Layer::Flatten => "Flatten",
             Layer::Activation(a) => a.name(),
         }
+    }
+
+    /// The layer without a declared accumulator bound (`acc`): its structure, which weight
+    /// files record and imports compare; the bound is a promise about the weights, checked
+    /// when they load.
+    pub fn without_declared_bound(&self) -> Layer {
+        let mut layer = *self;
+        match &mut layer {
+            Layer::QuantLinear { options, .. } | Layer::QuantConv2d(Conv2d { options, .. }) => {
+                options.acc = None
+            }
+            _ => {}
+        }
+        layer
     }
 
     /// The weight options of a linear or convolution layer.
@@ -189,6 +207,9 @@ fn write_weight_options(f: &mut std::fmt::Formatter<'_>, o: &WeightOptions) -> s
     }
     if let Some(k) = o.active {
         write!(f, ", active = {k}")?;
+    }
+    if let Some(a) = o.acc {
+        write!(f, ", acc = {a}")?;
     }
     if let Some(r) = o.round {
         write!(f, ", round = {r}")?;

@@ -88,6 +88,13 @@ pub fn worst_case_accumulator(input: IntRange, weight_bits: u32, terms: usize) -
     )
 }
 
+/// The accumulator range a declared `acc` bound allows: `±(2^(acc−1) − 1)`, what
+/// `‖w‖₁ · max|x| ≤ 2^(acc−1) − 1` guarantees.
+pub fn declared_accumulator(acc: u32) -> IntRange {
+    let max = (1i64 << (acc.clamp(1, 63) - 1)) - 1;
+    IntRange::new(-max, max)
+}
+
 /// Exact accumulator range of one neuron with the given integer weights, inputs in `input`:
 /// `max = Σ_{w>0} w·x_max + Σ_{w<0} w·x_min`, and the mirror for `min`.
 pub fn exact_accumulator(weights: impl IntoIterator<Item = i64>, input: IntRange) -> IntRange {

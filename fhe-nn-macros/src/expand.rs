@@ -206,11 +206,14 @@ fn weight_options(o: &WeightOptions) -> TokenStream {
         active,
         round,
         exact,
+        acc,
     } = *o;
     let active = option(active);
     let round = option(round);
+    let acc = option(acc);
     quote!(::fhe_nn::__private::arch::layer::WeightOptions {
-        weight_bits: #weight_bits, bias: #bias, active: #active, round: #round, exact: #exact
+        weight_bits: #weight_bits, bias: #bias, active: #active, round: #round, exact: #exact,
+        acc: #acc
     })
 }
 
@@ -261,7 +264,7 @@ fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
     );
     let range = option(l.range.as_ref().map(range));
     let accumulator_bits = option(l.accumulator_bits);
-    let lookup = option(l.lookup.as_ref().map(|Lookup { count, input_bits, precision, rounding, source }| {
+    let lookup = option(l.lookup.as_ref().map(|Lookup { count, input_bits, precision, rounding, source, unbounded_bits }| {
         let rounding = format_ident!(
             "{}",
             match rounding {
@@ -270,7 +273,8 @@ fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
                 Rounding::Runtime => "Runtime",
             }
         );
-        quote!(#p::Lookup { count: #count, input_bits: #input_bits, precision: #precision, rounding: #p::Rounding::#rounding, source: #source })
+        let unbounded_bits = option(*unbounded_bits);
+        quote!(#p::Lookup { count: #count, input_bits: #input_bits, precision: #precision, rounding: #p::Rounding::#rounding, source: #source, unbounded_bits: #unbounded_bits })
     }));
     quote!(#p::LayerAnalysis { shape: #shape, kind: #p::TensorKind::#kind, range: #range, accumulator_bits: #accumulator_bits, lookup: #lookup })
 }

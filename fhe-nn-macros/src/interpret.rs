@@ -155,7 +155,7 @@ fn quant_identity(args: &mut Args) -> Option<Layer> {
     })
 }
 
-const WEIGHT_OPTIONS: &[&str] = &["w", "bias", "active", "round", "exact"];
+const WEIGHT_OPTIONS: &[&str] = &["w", "bias", "active", "round", "exact", "acc"];
 
 fn weight_options(args: &mut Args) -> Option<WeightOptions> {
     let weight_bits = args.u32("w", true);
@@ -163,6 +163,7 @@ fn weight_options(args: &mut Args) -> Option<WeightOptions> {
     let active = args.usize("active", false);
     let round = args.u32("round", false);
     let exact = args.flag("exact").unwrap_or(false);
+    let acc = args.u32("acc", false);
     if exact && round.is_some() {
         let span = args.span_of("exact");
         args.errors.push(syn::Error::new(
@@ -176,6 +177,7 @@ fn weight_options(args: &mut Args) -> Option<WeightOptions> {
         active,
         round,
         exact,
+        acc,
     })
 }
 

@@ -183,7 +183,13 @@ impl fmt::Display for Report<'_> {
                         Rounding::Declared => format!("rounded to {} bits (declared)", l.precision),
                         Rounding::Runtime => format!("rounded to {} bits (runtime)", l.precision),
                     };
-                    format!("{} × {}-bit, {how}", l.count, l.input_bits)
+                    let bound = match l.unbounded_bits {
+                        Some(worst) => {
+                            format!(", fits by the declared acc bound ({worst} bits unbounded)")
+                        }
+                        None => String::new(),
+                    };
+                    format!("{} × {}-bit, {how}{bound}", l.count, l.input_bits)
                 }
             };
             writeln!(
@@ -215,6 +221,7 @@ mod tests {
             active: None,
             round: None,
             exact: false,
+            acc: None,
         };
         let ok = Architecture::new(
             "seed",

@@ -49,6 +49,8 @@ impl Default for TrainConfig {
 pub enum TrainError {
     #[error("the trainer supports networks of QuantIdentity, QuantLinear, QuantConv2d, AvgPool2d (of a quantized image), Flatten and activations; layer {layer} is `{name}`")]
     Unsupported { layer: usize, name: String },
+    #[error("layer {layer} declares `acc = {acc}`: the trainer does not yet train under an accumulator bound (its weights would be refused when they load); train without `acc`, or bring weights trained under the bound (e.g. Brevitas's A2Q quantizers)")]
+    AccBoundNotSupported { layer: usize, acc: u32 },
     #[error("{inputs} input rows but {labels} labels")]
     LabelCount { inputs: usize, labels: usize },
     #[error("label {label} of sample {sample} is not below the {classes} outputs")]
@@ -337,6 +339,7 @@ impl Dense {
             active: None,
             round: None,
             exact: false,
+            acc: None,
         };
         Dense {
             pool: true,
@@ -497,6 +500,13 @@ impl Trainer {
         let mut input_quant = None;
         let mut input_activations = Vec::new();
         let mut dense: Vec<Dense> = Vec::new();
+        if let Some((i, acc)) = layers
+            .iter()
+            .enumerate()
+            .find_map(|(i, l)| Some((i, l.weight_options()?.acc?)))
+        {
+            return Err(TrainError::AccBoundNotSupported { layer: i + 1, acc });
+        }
         for (i, layer) in layers.iter().enumerate() {
             match *layer {
                 Layer::QuantIdentity { bits, signed } => {
@@ -1013,6 +1023,7 @@ mod tests {
             active: None,
             round: None,
             exact: false,
+            acc: None,
         };
         Dense::with_parts(
             1,

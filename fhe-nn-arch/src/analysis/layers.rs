@@ -87,6 +87,7 @@ impl Analyzer<'_> {
                 precision: range.bits(),
                 rounding: Rounding::Exact,
                 source: i,
+                unbounded_bits: None,
             }),
             _ => None,
         };

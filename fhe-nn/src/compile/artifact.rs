@@ -237,6 +237,7 @@ impl Writer {
         self.option(o.active.map(|a| a as u64));
         self.option(o.round.map(u64::from));
         self.bool(o.exact);
+        self.option(o.acc.map(u64::from));
     }
     fn layer(&mut self, layer: &Layer) {
         match layer {
@@ -391,6 +392,10 @@ impl Reader<'_> {
                 None => None,
             },
             exact: self.bool()?,
+            acc: match self.option()? {
+                Some(a) => Some(u32::try_from(a).map_err(|_| bad("acc out of range"))?),
+                None => None,
+            },
         })
     }
     fn layer(&mut self) -> Result<Layer, DefinitionError> {

@@ -584,11 +584,12 @@ pub(crate) fn tails(range: IntRange, f: impl Fn(i64) -> i64) -> Tails {
     }
 }
 
-/// The architecture as recorded in weight files: its layers in DSL spelling.
+/// The architecture as recorded in weight files: its layers in DSL spelling, without declared
+/// `acc` bounds (a promise about the weights, checked when they load).
 pub fn architecture_signature(arch: &Architecture) -> String {
     arch.layers()
         .iter()
-        .map(|l| l.to_string())
+        .map(|l| l.without_declared_bound().to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -219,7 +219,10 @@ impl<'a> Reader<'a> {
                 ..
             }) => {
                 let shapes: [&[usize]; 2] = [
-                    &[out_channels, in_channels * kernel * kernel],
+                    &[
+                        out_channels,
+                        in_channels.saturating_mul(kernel).saturating_mul(kernel),
+                    ],
                     &[out_channels, in_channels, kernel, kernel],
                 ];
                 let weights = self.int_tensor(i, "weight", &shapes, Some(options.weight_bits))?;
@@ -242,12 +245,15 @@ impl<'a> Reader<'a> {
                         out_size,
                     },
                     channels,
-                    vec![1; channels * kernel * kernel],
+                    vec![1; channels.saturating_mul(kernel).saturating_mul(kernel)],
                     None,
                 )
             }
             ref other => unreachable!("{} is not a weighted layer", other.name()),
         };
+        if let Some(acc) = options.and_then(|o| o.acc) {
+            check_declared_accumulator(i, acc, &weights, groups, input_range)?;
+        }
         let mut stage =
             WeightedStage::new(i, in_features, connectivity, groups, weights, input_range);
         match options {
@@ -352,4 +358,34 @@ fn float_values(name: &str, t: &Tensor) -> Result<Vec<f64>, LoadError> {
         });
     }
     Ok(values)
+}
+
+/// Holds declared layer `i`'s weights (`groups` rows, one per output channel) to its
+/// declared accumulator width: `‖w‖₁ · max|x| ≤ 2^(acc−1) − 1` for every channel, inputs in
+/// `input`, which bounds every accumulator the channel computes (the bias folds into the
+/// table after it, never into the accumulator).
+fn check_declared_accumulator(
+    i: usize,
+    acc: u32,
+    weights: &[i64],
+    groups: usize,
+    input: IntRange,
+) -> Result<(), LoadError> {
+    let bound = crate::arch::analysis::declared_accumulator(acc).max as i128;
+    let max_input = (input.min as i128).abs().max((input.max as i128).abs());
+    let fan_in = weights.len() / groups.max(1);
+    for (channel, row) in weights.chunks(fan_in.max(1)).enumerate() {
+        let l1: i128 = row.iter().map(|&w| (w as i128).abs()).sum();
+        if l1 * max_input > bound {
+            return Err(LoadError::AccumulatorBoundBroken {
+                layer: i + 1,
+                channel,
+                l1_norm: l1 as u64,
+                max_input: max_input as u64,
+                acc,
+                bound: bound as u64,
+            });
+        }
+    }
+    Ok(())
 }

@@ -108,7 +108,11 @@ impl QuantModel {
     /// Loads a model from ONNX bytes, checking that the graph is the declared network.
     pub fn from_onnx(arch: &Architecture, bytes: &[u8]) -> Result<QuantModel, OnnxError> {
         let imported = OnnxModel::read(bytes)?;
-        if imported.architecture.layers() != arch.layers() {
+        // The declaration may add `acc` bounds (checked when the weights load).
+        let structure = |layers: &[Layer]| -> Vec<Layer> {
+            layers.iter().map(Layer::without_declared_bound).collect()
+        };
+        if structure(imported.architecture.layers()) != structure(arch.layers()) {
             return Err(OnnxError::Mismatch {
                 declared: architecture_signature(arch),
                 found: imported.spelling(),
@@ -545,6 +549,7 @@ impl<'g> Importer<'g> {
             active: None,
             round: None,
             exact: false,
+            acc: None,
         };
         let t = &mut self.tensors.tensors;
         t.insert(
