@@ -49,8 +49,6 @@ impl Default for TrainConfig {
 pub enum TrainError {
     #[error("the trainer supports networks of QuantIdentity, QuantLinear, QuantConv2d, AvgPool2d (of a quantized image), Flatten and activations; layer {layer} is `{name}`")]
     Unsupported { layer: usize, name: String },
-    #[error("layer {layer} declares `acc = {acc}`: the trainer does not yet train under an accumulator bound (its weights would be refused when they load); train without `acc`, or bring weights trained under the bound (e.g. Brevitas's A2Q quantizers)")]
-    AccBoundNotSupported { layer: usize, acc: u32 },
     #[error("{inputs} input rows but {labels} labels")]
     LabelCount { inputs: usize, labels: usize },
     #[error("label {label} of sample {sample} is not below the {classes} outputs")]
@@ -135,6 +133,9 @@ struct Dense {
     pool: bool,
     /// Batch normalization of the sums, per output channel.
     norm: Option<BatchNorm>,
+    /// The largest `‖w‖₁` of a channel's integer weights that keeps a declared `acc` bound
+    /// for this layer's inputs (`⌊(2^(acc−1) − 1) / max|x|⌋`); `None`: no bound.
+    l1_budget: Option<i64>,
 }
 
 /// Batch normalization of a layer's sums, per output channel (a convolution's channel
@@ -298,6 +299,7 @@ impl Dense {
             conv,
             pool: false,
             norm: None,
+            l1_budget: None,
         }
     }
 
@@ -421,15 +423,24 @@ impl Dense {
         }
     }
 
-    /// The integer weights and their scales.
+    /// The integer weights and their scales. Under an ℓ1 budget (a declared `acc`), each
+    /// channel's rounded weights are brought within it at the smallest rounding error (see
+    /// [`within_l1_budget`]): the bound holds by construction, in training's forward pass
+    /// (so training adapts to it) as in the export.
     fn integer_weights(&self) -> (Array2<i64>, Vec<f64>) {
         let scales = self.weight_scales();
         let wm = weight_max(self.weight_bits) as f64;
-        let ints = Array2::from_shape_fn(self.weight.dim(), |(j, i)| {
+        let mut ints = Array2::from_shape_fn(self.weight.dim(), |(j, i)| {
             (self.weight[(j, i)] / scales[j])
                 .round_ties_even()
                 .clamp(-wm, wm) as i64
         });
+        if let Some(budget) = self.l1_budget {
+            for (j, mut row) in ints.rows_mut().into_iter().enumerate() {
+                let exact: Vec<f64> = self.weight.row(j).iter().map(|w| w / scales[j]).collect();
+                within_l1_budget(row.as_slice_mut().expect("contiguous"), &exact, budget);
+            }
+        }
         (ints, scales)
     }
 
@@ -500,13 +511,6 @@ impl Trainer {
         let mut input_quant = None;
         let mut input_activations = Vec::new();
         let mut dense: Vec<Dense> = Vec::new();
-        if let Some((i, acc)) = layers
-            .iter()
-            .enumerate()
-            .find_map(|(i, l)| Some((i, l.weight_options()?.acc?)))
-        {
-            return Err(TrainError::AccBoundNotSupported { layer: i + 1, acc });
-        }
         for (i, layer) in layers.iter().enumerate() {
             match *layer {
                 Layer::QuantIdentity { bits, signed } => {
@@ -579,6 +583,23 @@ impl Trainer {
                     dense.push(Dense::pooling(i, geometry));
                 }
                 Layer::Flatten => {}
+            }
+        }
+        // Declared accumulator bounds become ℓ1 budgets on each channel's integer weights.
+        for d in dense.iter_mut().filter(|d| !d.pool) {
+            let acc = layers[d.layer].weight_options().and_then(|o| o.acc);
+            let input = d
+                .layer
+                .checked_sub(1)
+                .and_then(|p| arch.analysis()[p].range);
+            if let (Some(acc), Some(input)) = (acc, input) {
+                let bound = crate::arch::analysis::declared_accumulator(acc).max;
+                let max_input = input
+                    .min
+                    .unsigned_abs()
+                    .max(input.max.unsigned_abs())
+                    .max(1);
+                d.l1_budget = Some(bound / max_input as i64);
             }
         }
         if config.batch_norm {
@@ -855,6 +876,42 @@ impl Trainer {
     }
 }
 
+/// Lowers the magnitudes of `ints` (rounded from `exact`, same signs) until `Σ|ints| ≤
+/// budget`, one unit at a time, each time where the rounding error grows least: first the
+/// values rounded up the most (which come closer to `exact`), then the smallest (each unit
+/// costs 1 there). The ℓ1 projection of integer weights under a declared accumulator bound.
+fn within_l1_budget(ints: &mut [i64], exact: &[f64], budget: i64) {
+    let mut excess: i64 = ints.iter().map(|w| w.abs()).sum::<i64>() - budget.max(0);
+    if excess <= 0 {
+        return;
+    }
+    // Rounded up: |int| > |exact|, by less than a half.
+    let mut up: Vec<usize> = (0..ints.len())
+        .filter(|&k| ints[k].abs() as f64 > exact[k].abs())
+        .collect();
+    up.sort_by(|&a, &b| {
+        let over = |k: usize| ints[k].abs() as f64 - exact[k].abs();
+        over(b).total_cmp(&over(a))
+    });
+    for k in up {
+        if excess == 0 {
+            return;
+        }
+        ints[k] -= ints[k].signum();
+        excess -= 1;
+    }
+    let mut rest: Vec<usize> = (0..ints.len()).filter(|&k| ints[k] != 0).collect();
+    rest.sort_by(|&a, &b| exact[a].abs().total_cmp(&exact[b].abs()));
+    for k in rest {
+        let cut = ints[k].abs().min(excess);
+        ints[k] -= ints[k].signum() * cut;
+        excess -= cut;
+        if excess == 0 {
+            return;
+        }
+    }
+}
+
 /// The geometry of convolution layer `i`: its input image from the analysis of the layer
 /// before (or its declared input size), its output size from its own.
 fn conv_geometry(arch: &Architecture, i: usize, conv: &Conv2d) -> Option<Geometry> {
@@ -1032,6 +1089,43 @@ mod tests {
             options,
             Some(geometry),
         )
+    }
+
+    #[test]
+    fn the_l1_projection_meets_the_budget_with_less_error_than_pruning_the_smallest() {
+        let mut rng = SplitMix64::new(7);
+        for budget in [0, 1, 5, 20, 60] {
+            for _ in 0..50 {
+                let exact: Vec<f64> = (0..40).map(|_| 6.0 * rng.uniform() - 3.0).collect();
+                let rounded: Vec<i64> = exact.iter().map(|x| x.round_ties_even() as i64).collect();
+                let mut ints = rounded.clone();
+                within_l1_budget(&mut ints, &exact, budget);
+                let l1: i64 = ints.iter().map(|w| w.abs()).sum();
+                let before: i64 = rounded.iter().map(|w| w.abs()).sum();
+                assert_eq!(l1, before.min(budget), "exactly down to the budget");
+                for (a, b) in ints.iter().zip(&rounded) {
+                    assert!(a.abs() <= b.abs() && a.signum() * b.signum() >= 0);
+                }
+                // No other choice of as many unit decrements has a smaller total error.
+                let error = |v: &[i64]| -> f64 {
+                    v.iter()
+                        .zip(&exact)
+                        .map(|(&a, x)| (a as f64 - x).abs())
+                        .sum()
+                };
+                let cuts = (before - l1) as usize;
+                let mut greedy_by_size = rounded.clone();
+                let mut order: Vec<usize> = (0..40).collect();
+                order.sort_by(|&a, &b| exact[a].abs().total_cmp(&exact[b].abs()));
+                let mut left = cuts as i64;
+                for k in order {
+                    let cut = greedy_by_size[k].abs().min(left);
+                    greedy_by_size[k] -= greedy_by_size[k].signum() * cut;
+                    left -= cut;
+                }
+                assert!(error(&ints) <= error(&greedy_by_size) + 1e-9);
+            }
+        }
     }
 
     #[test]
