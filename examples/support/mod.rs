@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fhe_nn::arch::layer::Layer;
 use fhe_nn::compile::LookupFigures;
 use fhe_nn::datasets::Dataset;
 use fhe_nn::tensors::TensorFile;
@@ -60,6 +61,10 @@ pub struct Options {
     /// Write the figures to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Declare `acc = N` (an accumulator bound of N bits, checked against the weights) on
+    /// the first weighted layer; with --train the trainer keeps it.
+    #[arg(long, value_name = "BITS")]
+    pub acc: Option<u32>,
 }
 
 /// The command line of an example that takes only [`Options`].
@@ -96,6 +101,21 @@ fn probability(s: &str) -> Result<f64, String> {
         Some(p) if p > 0.0 && p < 1.0 => Ok(p),
         _ => Err(format!("`{s}` is not a probability in (0, 1)")),
     }
+}
+
+/// `arch` with `acc = bits` declared on its first weighted layer.
+fn with_first_layer_acc(arch: &Architecture, bits: u32) -> Result<Architecture, String> {
+    let mut layers = arch.layers().to_vec();
+    let options = layers
+        .iter_mut()
+        .find_map(|l| match l {
+            Layer::QuantLinear { options, .. } => Some(options),
+            Layer::QuantConv2d(conv) => Some(&mut conv.options),
+            _ => None,
+        })
+        .ok_or("the network has no weighted layer")?;
+    options.acc = Some(bits);
+    Architecture::new(arch.name(), layers).map_err(|e| e.to_string())
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal).
@@ -223,6 +243,14 @@ pub fn run(
     samples: usize,
     options: &Options,
 ) -> Result<Figures, Box<dyn std::error::Error>> {
+    let bounded;
+    let arch = match options.acc {
+        Some(acc) => {
+            bounded = with_first_layer_acc(arch, acc)?;
+            &bounded
+        }
+        None => arch,
+    };
     println!("{}", arch.report());
     let weights = if options.train {
         let config = TrainConfig {
