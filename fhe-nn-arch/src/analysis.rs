@@ -631,6 +631,33 @@ mod tests {
 
     const RELU: Layer = Layer::Activation(Activation::ReLU);
 
+    /// A convolution of 3-bit weights: `(in, out)` channels, kernel, stride, padding, input.
+    fn conv(
+        ic: usize,
+        oc: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        input: Option<(usize, usize)>,
+    ) -> Layer {
+        Layer::QuantConv2d(Conv2d {
+            in_channels: ic,
+            out_channels: oc,
+            kernel: k,
+            stride: s,
+            padding: p,
+            input,
+            options: WeightOptions {
+                weight_bits: 3,
+                bias: true,
+                active: None,
+                round: None,
+                exact: false,
+                acc: None,
+            },
+        })
+    }
+
     #[test]
     fn bit_widths_of_ranges() {
         assert_eq!(IntRange::new(0, 0).bits(), 1);
@@ -853,22 +880,7 @@ mod tests {
 
     #[test]
     fn a_huge_pooling_kernel_is_an_error_not_an_overflow() {
-        let conv = Layer::QuantConv2d(Conv2d {
-            in_channels: 1,
-            out_channels: 2,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            input: Some((8, 8)),
-            options: WeightOptions {
-                weight_bits: 3,
-                bias: true,
-                active: None,
-                round: None,
-                exact: false,
-                acc: None,
-            },
-        });
+        let conv = conv(1, 2, 3, 1, 1, Some((8, 8)));
         for kernel in [1 << 40, usize::MAX] {
             let net = [
                 Layer::QuantIdentity {
@@ -894,24 +906,6 @@ mod tests {
 
     #[test]
     fn convolution_shapes_and_ranges() {
-        let conv = |ic, oc, k, s, p, input| {
-            Layer::QuantConv2d(Conv2d {
-                in_channels: ic,
-                out_channels: oc,
-                kernel: k,
-                stride: s,
-                padding: p,
-                input,
-                options: WeightOptions {
-                    weight_bits: 3,
-                    bias: true,
-                    active: None,
-                    round: None,
-                    exact: false,
-                    acc: None,
-                },
-            })
-        };
         let net = [
             Layer::QuantIdentity {
                 bits: 2,

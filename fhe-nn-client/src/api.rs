@@ -95,11 +95,16 @@ pub struct ApiError {
 /// `GET /health`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok` while the server accepts work, `draining` during shutdown.
+    /// `ok` while the server accepts work and its key store answers, `degraded` while the
+    /// store does not (uploads and predictions with keys not in memory fail with
+    /// `store_unavailable`), `draining` during shutdown.
     pub status: String,
     pub models: usize,
     /// Requests admitted and not finished (running and waiting).
     pub in_flight: usize,
+    /// `ok`, or `unavailable` while the key store does not answer.
+    #[serde(default)]
+    pub store: String,
 }
 
 /// A wire value that does not decode.

@@ -183,8 +183,9 @@ impl Client {
         })
     }
 
-    /// Sends a request, retrying `503 busy` after `Retry-After`; any other non-2xx answer
-    /// becomes [`ClientError::Api`].
+    /// Sends a request, retrying `503 busy` after `Retry-After` (a 503 without the service's
+    /// JSON body, from a proxy, counts as busy too); any other non-2xx answer, a `503
+    /// store_unavailable` included, becomes [`ClientError::Api`].
     fn send(
         &self,
         url: &str,
@@ -201,22 +202,23 @@ impl Client {
             if status.is_success() {
                 return Ok(response);
             }
-            if status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let text = response.text().unwrap_or_default();
+            let parsed = serde_json::from_str::<ApiError>(&text).ok();
+            let busy = parsed.as_ref().is_none_or(|e| e.code == "busy");
+            if status == StatusCode::SERVICE_UNAVAILABLE && busy {
                 if attempts > self.busy_retries {
                     return Err(ClientError::Busy { attempts });
                 }
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1)
-                    .min(30);
+                let wait = retry_after.unwrap_or(1).min(30);
                 std::thread::sleep(Duration::from_secs(wait));
                 continue;
             }
-            let text = response.text().unwrap_or_default();
-            let error: ApiError = serde_json::from_str(&text).unwrap_or(ApiError {
+            let error = parsed.unwrap_or(ApiError {
                 code: "http".to_string(),
                 message: text,
             });

@@ -405,8 +405,15 @@ async fn predict(
 
 async fn health(axum::extract::State(state): axum::extract::State<State>) -> Json<Health> {
     let shared = &state.0;
+    let store = shared.store.clone();
+    // The store's check blocks (a Redis PING, bounded by its timeout).
+    let store_ok = tokio::task::spawn_blocking(move || store.check().is_ok())
+        .await
+        .unwrap_or(false);
     let status = if shared.draining.load(Ordering::SeqCst) {
         "draining"
+    } else if !store_ok {
+        "degraded"
     } else {
         "ok"
     };
@@ -414,6 +421,7 @@ async fn health(axum::extract::State(state): axum::extract::State<State>) -> Jso
         status: status.to_string(),
         models: shared.models.len(),
         in_flight: shared.waiting.load(Ordering::SeqCst) + shared.running.load(Ordering::SeqCst),
+        store: if store_ok { "ok" } else { "unavailable" }.to_string(),
     })
 }
 

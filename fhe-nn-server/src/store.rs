@@ -27,8 +27,10 @@ pub trait KeyStore: Send + Sync {
     fn put(&self, id: &str, bytes: &[u8], ttl: Duration) -> Result<(), StoreError>;
     /// The bytes under `id`, if present and not expired.
     fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// What the store is, for logs.
+    /// What the store is, for logs (never a credential).
     fn describe(&self) -> String;
+    /// Whether the store answers now (for `/health`).
+    fn check(&self) -> Result<(), StoreError>;
 }
 
 fn now() -> u64 {
@@ -68,6 +70,10 @@ impl KeyStore for MemoryStore {
 
     fn describe(&self) -> String {
         "memory".to_string()
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -141,31 +147,58 @@ impl KeyStore for DiskStore {
     fn describe(&self) -> String {
         format!("directory {}", self.dir.display())
     }
+
+    fn check(&self) -> Result<(), StoreError> {
+        std::fs::read_dir(&self.dir)
+            .map(|_| ())
+            .map_err(|source| StoreError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+    }
 }
 
 /// Keys in Redis under `fhe-nn:key:<id>`, with Redis's own expiry: the store that several
 /// replicas share.
 pub struct RedisStore {
     client: redis::Client,
+    /// The URL without its credentials, for logs.
     url: String,
+}
+
+/// Seconds a Redis connection, command or reply may take before the store counts as
+/// unavailable (a stalled Redis must not hold a worker).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `url` with any user name and password replaced by `***`: what may appear in a log.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 impl RedisStore {
     /// A store on the Redis server at `url` (`redis://host:port/db`); checks that it answers.
     pub fn open(url: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)?;
-        let mut connection = client.get_connection_with_timeout(Duration::from_secs(5))?;
-        redis::cmd("PING").query::<String>(&mut connection)?;
-        Ok(RedisStore {
-            client,
-            url: url.to_string(),
-        })
+        let store = RedisStore {
+            client: redis::Client::open(url)?,
+            url: without_credentials(url),
+        };
+        redis::cmd("PING").query::<String>(&mut store.connection()?)?;
+        Ok(store)
     }
 
+    /// A connection whose connect, writes and reads each time out after [`REDIS_TIMEOUT`].
     fn connection(&self) -> Result<redis::Connection, StoreError> {
-        Ok(self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(5))?)
+        let connection = self.client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+        connection.set_read_timeout(Some(REDIS_TIMEOUT))?;
+        connection.set_write_timeout(Some(REDIS_TIMEOUT))?;
+        Ok(connection)
     }
 }
 
@@ -191,6 +224,11 @@ impl KeyStore for RedisStore {
     fn describe(&self) -> String {
         format!("Redis at {}", self.url)
     }
+
+    fn check(&self) -> Result<(), StoreError> {
+        redis::cmd("PING").query::<String>(&mut self.connection()?)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +253,23 @@ mod tests {
         assert!(!dir.join("k2.key").exists(), "expired keys are removed");
         assert_eq!(reopened.get("never").unwrap(), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn logs_never_see_redis_credentials() {
+        assert_eq!(
+            without_credentials("redis://user:s3cret@10.0.0.1:6379/0"),
+            "redis://***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_credentials("rediss://:p@ss@host/2"),
+            "rediss://***@host/2"
+        );
+        assert_eq!(
+            without_credentials("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(without_credentials("not a url"), "not a url");
     }
 
     #[test]

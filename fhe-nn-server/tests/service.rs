@@ -286,6 +286,26 @@ fn two_replicas_share_keys_through_redis() {
         .metrics()
         .unwrap()
         .contains("fhe_nn_keys_decompressed_total 1"));
+    let health = client_a.health().unwrap();
+    assert_eq!(
+        (health.status.as_str(), health.store.as_str()),
+        ("ok", "ok")
+    );
+
+    // Redis goes away: `/health` says so, a key already in a replica's memory still
+    // serves, and an upload is refused as `store_unavailable` (not `busy`).
+    drop(redis);
+    let health = client_b.health().unwrap();
+    assert_eq!(
+        (health.status.as_str(), health.store.as_str()),
+        ("degraded", "unavailable")
+    );
+    let cached = client_b
+        .predict("digits", &receipt.key_id, &sample)
+        .unwrap();
+    assert_eq!(cached.to_bytes().unwrap(), local.to_bytes().unwrap());
+    let (status, code) = api_code(client_a.upload_key(&evaluation_key));
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
     a.shutdown().unwrap();
     b.shutdown().unwrap();
 }

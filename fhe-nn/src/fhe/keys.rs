@@ -310,7 +310,7 @@ impl ClientKey {
     }
 
     /// Encrypts one quantized sample, each value times Δ under the key the compiled set
-    /// names ([`InputKey`](super::InputKey)).
+    /// names ([`InputKey`](crate::params::InputKey)).
     pub fn encrypt_quantized(
         &self,
         values: &[i64],

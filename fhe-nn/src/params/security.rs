@@ -158,7 +158,7 @@ const REBUILD_STD_TOLERANCE: f64 = 1e-12;
 
 /// Checks a parameter set that arrived from elsewhere: it is rebuilt from its shape,
 /// precision, input key and last-lookup-layer decomposition with fhe-nn's own rule, every
-/// field must equal the rebuilt set's (deviations to [`REBUILD_STD_TOLERANCE`], means zero,
+/// field must equal the rebuilt set's (deviations to a relative 1e-12, means zero,
 /// finite values only), and the rebuilt set must meet [`check`] for both of its parameter
 /// lists (its own and its last lookup layer's).
 pub fn check_set(set: &ParameterSet) -> Result<(), SecurityError> {
