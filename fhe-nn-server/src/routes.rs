@@ -175,7 +175,9 @@ impl State {
                     .get(key_id)?
                     .ok_or_else(|| ServiceError::UnknownKey(key_id.to_string()))?;
                 let key = EvaluationKey::from_bytes(&bytes).map_err(ServiceError::from_key)?;
-                self.prepare(key_id, key)?
+                let ready = self.prepare(key)?;
+                self.remember(key_id, &ready);
+                ready
             }
         };
         if ready.model != model {
@@ -188,8 +190,8 @@ impl State {
         Ok(ready)
     }
 
-    /// Decompresses `key` for the model it was made for and caches it.
-    fn prepare(&self, key_id: &str, key: EvaluationKey) -> Result<Arc<ReadyKey>, ServiceError> {
+    /// Decompresses `key` for the model it was made for: every check a key goes through.
+    fn prepare(&self, key: EvaluationKey) -> Result<Arc<ReadyKey>, ServiceError> {
         let name = self.model_of(&key.fingerprint())?;
         let compiled = &self.model(&name)?.compiled;
         let server = compiled.server(key).map_err(ServiceError::from_key)?;
@@ -198,9 +200,13 @@ impl State {
             server,
         });
         self.0.metrics.key_decompressed();
+        Ok(ready)
+    }
+
+    /// Keeps a decompressed key in the cache under `key_id`.
+    fn remember(&self, key_id: &str, ready: &Arc<ReadyKey>) {
         let bytes = ready.server.key_bytes();
         self.cache().insert(key_id, ready.clone(), bytes);
-        Ok(ready)
     }
 
     fn model_of(&self, fingerprint: &Fingerprint) -> Result<String, ServiceError> {
@@ -341,10 +347,12 @@ async fn upload_key(
                     limit,
                 });
             }
+            // Decompressed (every check passed) before anything is stored, and kept, so
+            // that the first prediction does not wait for it.
+            let ready = state.prepare(key)?;
             let ttl = state.0.config.key_ttl;
             state.0.store.put(&key_id, &bytes, ttl)?;
-            // Decompressed now, so that the first prediction does not wait for it.
-            state.prepare(&key_id, key)?;
+            state.remember(&key_id, &ready);
             Ok(KeyReceipt {
                 key_id,
                 model,

@@ -95,14 +95,27 @@ impl DiskStore {
         Ok(DiskStore { dir })
     }
 
+    /// Writes `bytes` to a temporary file of its own (process and call unique, so concurrent
+    /// uploads of one key never share it), flushes it to disk, then renames it into place.
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let io = |source| StoreError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&temporary, bytes).map_err(io)?;
-        std::fs::rename(&temporary, path).map_err(io)
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temporary = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        let written = (|| {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.map_err(io)
     }
 }
 
@@ -252,6 +265,36 @@ mod tests {
         assert_eq!(reopened.get("k2").unwrap(), None);
         assert!(!dir.join("k2.key").exists(), "expired keys are removed");
         assert_eq!(reopened.get("never").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_key_never_share_a_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("fhe-nn-store-race-{}", std::process::id()));
+        let store = std::sync::Arc::new(DiskStore::open(&dir).unwrap());
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, bytes) = (store.clone(), bytes.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        store.put("same", &bytes, Duration::from_secs(60)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(store.get("same").unwrap().as_deref(), Some(&bytes[..]));
+        let leftovers = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains(".tmp")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "temporary files left behind");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
