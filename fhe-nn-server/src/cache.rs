@@ -49,6 +49,13 @@ impl<V> KeyCache<V> {
         })
     }
 
+    /// Forgets `key_id` (its key was deleted or expired in the store).
+    pub fn remove(&mut self, key_id: &str) {
+        if let Some(entry) = self.entries.remove(key_id) {
+            self.used -= entry.bytes;
+        }
+    }
+
     /// Keeps `key` (of `bytes` bytes) under `key_id`, evicting the least recently used keys
     /// until it fits. A key larger than the whole cache is not kept.
     pub fn insert(&mut self, key_id: &str, key: Arc<V>, bytes: u64) {

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub key_ttl: Duration,
     /// Bytes of decompressed evaluation keys kept in memory (least recently used out).
     pub cache_bytes: u64,
+    /// How often the key store's expired keys are collected (the disk store; Redis expires
+    /// keys itself).
+    pub collect_every: Duration,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(300),
             key_ttl: Duration::from_secs(24 * 3600),
             cache_bytes: 4 << 30,
+            collect_every: Duration::from_secs(600),
         }
     }
 }
@@ -129,16 +133,22 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServiceError> {
+        let collector = tokio::spawn(collect_expired(
+            self.store.clone(),
+            self.config.collect_every,
+        ));
         let state = routes::State::new(self.models, self.store, self.config)?;
         let draining = state.clone();
         let app = routes::router(state);
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 draining.start_draining();
             })
             .await
-            .map_err(|e| ServiceError::Internal(format!("server: {e}")))
+            .map_err(|e| ServiceError::Internal(format!("server: {e}")));
+        collector.abort();
+        served
     }
 
     /// Serves on `addr` (port 0: any free port) from a runtime of its own on a background
@@ -166,6 +176,19 @@ impl Service {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+/// Collects the store's expired keys every `every`, on the blocking pool.
+async fn collect_expired(store: std::sync::Arc<dyn KeyStore>, every: Duration) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
+    ticks.tick().await; // the first tick is immediate; opening the store collected already
+    loop {
+        ticks.tick().await;
+        let store = store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.collect_expired()).await {
+            eprintln!("fhe-nn-server: collecting expired keys: {e}");
+        }
     }
 }
 

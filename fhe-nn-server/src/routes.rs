@@ -167,6 +167,12 @@ impl State {
     fn ready_key(&self, key_id: &str, model: &str) -> Result<Arc<ReadyKey>, ServiceError> {
         let cached = self.cache().get(key_id);
         let ready = match cached {
+            // A key kept in memory serves only while the store still holds it: one deleted
+            // or expired there stops working here at the next request.
+            Some(_) if !self.0.store.contains(key_id)? => {
+                self.cache().remove(key_id);
+                return Err(ServiceError::UnknownKey(key_id.to_string()));
+            }
             Some(ready) => ready,
             None => {
                 let bytes = self

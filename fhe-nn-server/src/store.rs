@@ -31,6 +31,14 @@ pub trait KeyStore: Send + Sync {
     fn describe(&self) -> String;
     /// Whether the store answers now (for `/health`).
     fn check(&self) -> Result<(), StoreError>;
+    /// Whether `id` is stored and not expired, without reading its bytes: a key kept
+    /// decompressed in a replica's memory serves only while this holds.
+    fn contains(&self, id: &str) -> Result<bool, StoreError>;
+    /// Removes the keys whose time is up; returns how many. Stores that expire keys
+    /// themselves (Redis) have nothing to do.
+    fn collect_expired(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 fn now() -> u64 {
@@ -72,6 +80,11 @@ impl KeyStore for MemoryStore {
         "memory".to_string()
     }
 
+    fn contains(&self, id: &str) -> Result<bool, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(keys.get(id).is_some_and(|(expires, _)| *expires > now()))
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -85,14 +98,39 @@ pub struct DiskStore {
 }
 
 impl DiskStore {
-    /// A store in `dir`, created if missing.
+    /// A store in `dir`, created if missing; expired keys and the temporary files of writes
+    /// a crash interrupted are removed now.
     pub fn open(dir: impl Into<PathBuf>) -> Result<DiskStore, StoreError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
             path: dir.clone(),
             source,
         })?;
-        Ok(DiskStore { dir })
+        let store = DiskStore { dir };
+        for name in store.file_names()? {
+            if name.contains(".tmp") {
+                let _ = std::fs::remove_file(store.dir.join(&name));
+            }
+        }
+        store.collect_expired()?;
+        Ok(store)
+    }
+
+    fn file_names(&self) -> Result<Vec<String>, StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        std::fs::read_dir(&self.dir)
+            .map_err(io)?
+            .map(|entry| {
+                Ok(entry
+                    .map_err(io)?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned())
+            })
+            .collect()
     }
 
     /// Writes `bytes` to a temporary file of its own (process and call unique, so concurrent
@@ -161,6 +199,13 @@ impl KeyStore for DiskStore {
         format!("directory {}", self.dir.display())
     }
 
+    fn contains(&self, id: &str) -> Result<bool, StoreError> {
+        let expires = std::fs::read_to_string(self.dir.join(format!("{id}.expires")))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        Ok(expires.is_some_and(|e| e > now()) && self.dir.join(format!("{id}.key")).exists())
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         std::fs::read_dir(&self.dir)
             .map(|_| ())
@@ -168,6 +213,25 @@ impl KeyStore for DiskStore {
                 path: self.dir.clone(),
                 source,
             })
+    }
+
+    fn collect_expired(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for name in self.file_names()? {
+            let Some(id) = name.strip_suffix(".expires") else {
+                continue;
+            };
+            let expires = std::fs::read_to_string(self.dir.join(&name))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if expires <= now() {
+                let _ = std::fs::remove_file(self.dir.join(format!("{id}.key")));
+                let _ = std::fs::remove_file(self.dir.join(&name));
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -238,6 +302,13 @@ impl KeyStore for RedisStore {
         format!("Redis at {}", self.url)
     }
 
+    fn contains(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(redis::cmd("EXISTS")
+            .arg(format!("fhe-nn:key:{id}"))
+            .query::<u64>(&mut self.connection()?)?
+            > 0)
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         redis::cmd("PING").query::<String>(&mut self.connection()?)?;
         Ok(())
@@ -265,6 +336,31 @@ mod tests {
         assert_eq!(reopened.get("k2").unwrap(), None);
         assert!(!dir.join("k2.key").exists(), "expired keys are removed");
         assert_eq!(reopened.get("never").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn expired_keys_are_collected_without_being_read() {
+        let dir = std::env::temp_dir().join(format!("fhe-nn-store-gc-{}", std::process::id()));
+        let store = DiskStore::open(&dir).unwrap();
+        store
+            .put("old", b"expired", Duration::from_secs(0))
+            .unwrap();
+        store
+            .put("new", b"kept", Duration::from_secs(3600))
+            .unwrap();
+        std::fs::write(dir.join("crashed.key.tmp7-3"), b"half").unwrap();
+        assert_eq!(store.collect_expired().unwrap(), 1);
+        assert!(!dir.join("old.key").exists() && !dir.join("old.expires").exists());
+        assert!(dir.join("new.key").exists());
+        // Reopening (a restart) collects too, and removes interrupted writes.
+        store
+            .put("old2", b"expired", Duration::from_secs(0))
+            .unwrap();
+        let reopened = DiskStore::open(&dir).unwrap();
+        assert!(!dir.join("old2.key").exists());
+        assert!(!dir.join("crashed.key.tmp7-3").exists());
+        assert_eq!(reopened.get("new").unwrap().as_deref(), Some(&b"kept"[..]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

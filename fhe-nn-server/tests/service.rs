@@ -292,18 +292,36 @@ fn two_replicas_share_keys_through_redis() {
         ("ok", "ok")
     );
 
-    // Redis goes away: `/health` says so, a key already in a replica's memory still
-    // serves, and an upload is refused as `store_unavailable` (not `busy`).
+    // A key deleted from Redis stops working on the replica that keeps it decompressed, at
+    // its next request.
+    let (other_key, other_eval) = keys_from_server(&client_a, "digits");
+    let other = client_a.upload_key(&other_eval).unwrap();
+    let other_sample = encrypt(&other_key, 3);
+    client_b
+        .predict("digits", &other.key_id, &other_sample)
+        .unwrap();
+    let mut connection = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(format!("fhe-nn:key:{}", other.key_id))
+        .query::<u64>(&mut connection)
+        .unwrap();
+    let (status, code) = api_code(client_b.predict("digits", &other.key_id, &other_sample));
+    assert_eq!((status, code.as_str()), (404, "unknown_key"));
+
+    // Redis goes away: `/health` says so, and neither a prediction (a cached key cannot be
+    // checked against the store) nor an upload is served: both are refused as
+    // `store_unavailable` (not `busy`).
     drop(redis);
     let health = client_b.health().unwrap();
     assert_eq!(
         (health.status.as_str(), health.store.as_str()),
         ("degraded", "unavailable")
     );
-    let cached = client_b
-        .predict("digits", &receipt.key_id, &sample)
-        .unwrap();
-    assert_eq!(cached.to_bytes().unwrap(), local.to_bytes().unwrap());
+    let (status, code) = api_code(client_b.predict("digits", &receipt.key_id, &sample));
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
     let (status, code) = api_code(client_a.upload_key(&evaluation_key));
     assert_eq!((status, code.as_str()), (503, "store_unavailable"));
     a.shutdown().unwrap();
