@@ -8,6 +8,7 @@ use common::tiny_model;
 use fhe_nn::fhe::{ClientSpec, EncryptedSample, FheError};
 use fhe_nn::params::security::SecurityError;
 use fhe_nn::params::{vetted, InputKey, ParameterSet};
+use fhe_nn::rng::SplitMix64;
 use fhe_nn::{CompiledModel, FheOptions, ParameterChoice};
 use ndarray::Array2;
 use tfhe::core_crypto::prelude::{
@@ -124,38 +125,26 @@ fn every_tampered_noise_field_is_refused_by_name() {
     );
 }
 
-/// A small deterministic generator for the mutation test.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+/// Values for the mutation test: near `around` or extreme.
+fn near(rng: &mut SplitMix64, around: usize) -> usize {
+    match rng.below(6) {
+        0 => 0,
+        1 => around + 1,
+        2 => around.saturating_sub(1),
+        3 => around * 2,
+        4 => rng.below(1 << 20) as usize,
+        _ => u32::MAX as usize,
     }
+}
 
-    /// A value near `around` or an extreme one.
-    fn near(&mut self, around: usize) -> usize {
-        match self.next() % 6 {
-            0 => 0,
-            1 => around + 1,
-            2 => around.saturating_sub(1),
-            3 => around * 2,
-            4 => (self.next() % (1 << 20)) as usize,
-            _ => u32::MAX as usize,
-        }
-    }
-
-    fn float(&mut self) -> f64 {
-        match self.next() % 5 {
-            0 => f64::NAN,
-            1 => f64::INFINITY,
-            2 => -1.0,
-            3 => f64::from_bits(self.next()),
-            _ => (self.next() % 1000) as f64 / 7.0,
-        }
+/// Floats for the mutation test: NaN, infinite, negative, any bit pattern, or ordinary.
+fn float(rng: &mut SplitMix64) -> f64 {
+    match rng.below(5) {
+        0 => f64::NAN,
+        1 => f64::INFINITY,
+        2 => -1.0,
+        3 => f64::from_bits(rng.next_u64()),
+        _ => rng.below(1000) as f64 / 7.0,
     }
 }
 
@@ -174,7 +163,7 @@ fn fhe_nns_own(set: &ParameterSet) -> ParameterSet {
 fn a_mutated_parameter_field_is_refused_or_rebuilds_to_fhe_nns_own_set() {
     let (custom, _) = compiled(ParameterChoice::default());
     let (vetted_compile, _) = compiled(ParameterChoice::Vetted(4));
-    let mut rng = SplitMix(2026);
+    let mut rng = SplitMix64::new(2026);
     let (mut refused, mut accepted) = (0, 0);
     for genuine in [custom.client_spec(), vetted_compile.client_spec()] {
         let bytes = genuine.to_bytes().unwrap();
@@ -185,26 +174,26 @@ fn a_mutated_parameter_field_is_refused_or_rebuilds_to_fhe_nns_own_set() {
                 let p = &mut set.params;
                 match field {
                     0 => set.name.push('x'),
-                    1 => set.precision = rng.near(set.precision as usize) as u32,
+                    1 => set.precision = near(&mut rng, set.precision as usize) as u32,
                     2 => {
                         set.inputs = match set.inputs {
                             InputKey::Big => InputKey::Small,
                             InputKey::Small => InputKey::Big,
                         }
                     }
-                    3 => set.last_layer_pbs = Some((rng.near(15), rng.near(2))),
-                    4 => p.lwe_dimension = LweDimension(rng.near(p.lwe_dimension.0)),
-                    5 => p.glwe_dimension = GlweDimension(rng.near(p.glwe_dimension.0)),
-                    6 => p.polynomial_size = PolynomialSize(rng.near(p.polynomial_size.0)),
+                    3 => set.last_layer_pbs = Some((near(&mut rng, 15), near(&mut rng, 2))),
+                    4 => p.lwe_dimension = LweDimension(near(&mut rng, p.lwe_dimension.0)),
+                    5 => p.glwe_dimension = GlweDimension(near(&mut rng, p.glwe_dimension.0)),
+                    6 => p.polynomial_size = PolynomialSize(near(&mut rng, p.polynomial_size.0)),
                     7 => {
                         p.lwe_noise_distribution = DynamicDistribution::Gaussian(Gaussian {
-                            std: rng.float(),
+                            std: float(&mut rng),
                             mean: 0.0,
                         })
                     }
                     8 => {
                         p.glwe_noise_distribution = DynamicDistribution::Gaussian(Gaussian {
-                            std: rng.float(),
+                            std: float(&mut rng),
                             mean: 0.0,
                         })
                     }
@@ -215,28 +204,29 @@ fn a_mutated_parameter_field_is_refused_or_rebuilds_to_fhe_nns_own_set() {
                         };
                         p.lwe_noise_distribution = DynamicDistribution::Gaussian(Gaussian {
                             std,
-                            mean: rng.float(),
+                            mean: float(&mut rng),
                         })
                     }
                     10 => p.lwe_noise_distribution = DynamicDistribution::new_t_uniform(20),
-                    11 => p.pbs_base_log = DecompositionBaseLog(rng.near(p.pbs_base_log.0)),
-                    12 => p.pbs_level = DecompositionLevelCount(rng.near(p.pbs_level.0)),
-                    13 => p.ks_base_log = DecompositionBaseLog(rng.near(p.ks_base_log.0)),
-                    14 => p.ks_level = DecompositionLevelCount(rng.near(p.ks_level.0)),
-                    15 => p.message_modulus = MessageModulus(rng.near(2) as u64),
+                    11 => p.pbs_base_log = DecompositionBaseLog(near(&mut rng, p.pbs_base_log.0)),
+                    12 => p.pbs_level = DecompositionLevelCount(near(&mut rng, p.pbs_level.0)),
+                    13 => p.ks_base_log = DecompositionBaseLog(near(&mut rng, p.ks_base_log.0)),
+                    14 => p.ks_level = DecompositionLevelCount(near(&mut rng, p.ks_level.0)),
+                    15 => p.message_modulus = MessageModulus(near(&mut rng, 2) as u64),
                     16 => {
-                        p.carry_modulus = CarryModulus(rng.near(p.carry_modulus.0 as usize) as u64)
+                        p.carry_modulus =
+                            CarryModulus(near(&mut rng, p.carry_modulus.0 as usize) as u64)
                     }
-                    17 => p.max_noise_level = MaxNoiseLevel::new(rng.near(15) as u64),
-                    18 => p.log2_p_fail = rng.float(),
+                    17 => p.max_noise_level = MaxNoiseLevel::new(near(&mut rng, 15) as u64),
+                    18 => p.log2_p_fail = float(&mut rng),
                     19 => {
                         p.ciphertext_modulus =
-                            CiphertextModulus::try_new_power_of_2(1 + rng.next() as usize % 63)
+                            CiphertextModulus::try_new_power_of_2(1 + rng.below(63) as usize)
                                 .unwrap()
                     }
                     20 => p.encryption_key_choice = EncryptionKeyChoice::Small,
                     _ => {
-                        p.modulus_switch_noise_reduction_params = match rng.next() % 2 {
+                        p.modulus_switch_noise_reduction_params = match rng.below(2) {
                             0 => ModulusSwitchType::Standard,
                             _ => ModulusSwitchType::CenteredMeanNoiseReduction,
                         }
