@@ -1,6 +1,7 @@
 //! Clear mode against an independent implementation: Concrete ML 1.9's `fhe="disable"` on
-//! Brevitas-trained networks, the seed network and the CNN (`tools/concrete_fixture.py
-//! [seed|cnn]` made the models and fixtures).
+//! Brevitas-trained networks: the seed network, the CNN (`tools/concrete_fixture.py
+//! [seed|cnn]` made the models and fixtures) and the residual network of `cml_resnet.py`
+//! (`tools/resnet_fixture.py`).
 
 mod common;
 
@@ -30,6 +31,11 @@ fn clear_matches_concrete_ml_disable_mode() {
 #[test]
 fn clear_matches_concrete_ml_disable_mode_on_a_convolutional_network() {
     matches_fixture(fhe_nn::datasets::Cnn::architecture(), "cnn");
+}
+
+#[test]
+fn clear_matches_concrete_ml_disable_mode_on_a_residual_network() {
+    matches_fixture(fhe_nn::datasets::Resnet::architecture(), "resnet");
 }
 
 /// `models/NAME_brevitas.safetensors` read by fhe-nn against Concrete ML's outputs on the

@@ -377,3 +377,37 @@ fn batch_norm_folds_into_the_exported_tables() {
         TrainError::BatchNormWithoutBias { layer: 2 }
     );
 }
+
+#[test]
+fn the_trainer_trains_a_residual_network_with_max_pooling_as_the_runtime_runs_it() {
+    use fhe_nn::datasets::{Resnet, DIGITS_RESNET_TRAINING};
+    use fhe_nn::train::Trainer;
+    let data = digits().unwrap();
+    let labels = data.train.labels.to_vec();
+    let config = TrainConfig {
+        epochs: 15,
+        ..DIGITS_RESNET_TRAINING
+    };
+    let arch = Resnet::architecture();
+    let mut trainer = Trainer::new(arch, data.train.images.view(), config.clone()).unwrap();
+    for epoch in 0..config.epochs {
+        trainer.epoch(data.train.images.view(), &labels, epoch);
+    }
+    let weights = trainer.export();
+    // The join's shared quantizer has a scale; the fork and the max pool have no tensors.
+    assert!(weights.tensors.contains_key("layers.9.scale"));
+    assert!(!weights.tensors.keys().any(|k| k.starts_with("layers.4.")));
+    assert!(!weights.tensors.keys().any(|k| k.starts_with("layers.12.")));
+    let model = QuantModel::from_tensors(arch, &weights).unwrap();
+    let runtime = accuracy(&model, &data.test);
+    let test_labels = data.test.labels.to_vec();
+    let trained = trainer.accuracy(data.test.images.view(), &test_labels);
+    eprintln!("residual network: runtime Clear {runtime:.4}, trainer {trained:.4}");
+    assert!(runtime >= 0.75, "residual network test accuracy {runtime}");
+    // The trainer's fake-quantized forward pass (fork, shared quantizer, add, max pool) is
+    // the runtime's integer Clear.
+    assert!(
+        (runtime - trained).abs() <= 0.02,
+        "runtime Clear {runtime} vs trainer {trained}"
+    );
+}

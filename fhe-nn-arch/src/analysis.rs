@@ -11,6 +11,7 @@ pub use super::range::{
     worst_case_accumulator, IntRange, Shape,
 };
 
+mod graph;
 mod layers;
 
 /// What a layer's output tensor holds.
@@ -66,8 +67,11 @@ pub struct LayerAnalysis {
     pub range: Option<IntRange>,
     /// Width of the accumulator this layer produces (weighted and pooling layers).
     pub accumulator_bits: Option<u32>,
-    /// The lookup this layer's quantizer forms, if any.
+    /// The lookup this layer's quantizer forms, if any (for `MaxPool2d`, every level of its
+    /// comparison trees but the last; for a join, the current tensor's re-quantization).
     pub lookup: Option<Lookup>,
+    /// For a join (`Add`, `Sub`): the re-quantization of the forked tensor.
+    pub fork_lookup: Option<Lookup>,
 }
 
 /// Network-wide figures.
@@ -320,7 +324,11 @@ impl Analyzer<'_> {
 
     /// Forms the lookup reading accumulator `range` of layer `source`, at layer `at`.
     fn lookup(&mut self, source: usize, range: IntRange, count: usize) -> Option<Lookup> {
-        let bits = range.bits();
+        // A max-pooling level reads two values packed in one: its span's bits.
+        let bits = match self.layers[source] {
+            Layer::MaxPool2d { .. } => unsigned_bits(range.max.abs_diff(range.min)),
+            _ => range.bits(),
+        };
         let options = self.layers[source].weight_options().copied();
         if bits > MAX_ACCUMULATOR_BITS {
             let derivation = self.derivation(source, range);
@@ -425,6 +433,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         value: Value::Real { nonneg: false },
         shape: Shape::Unknown,
         encrypted: false,
+        forks: Vec::new(),
     };
     let mut out = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
@@ -439,6 +448,9 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
             Layer::QuantConv2d(ref conv) => a.conv2d(i, &mut flow, conv),
             Layer::AvgPool2d { kernel } => a.avg_pool(i, &mut flow, kernel),
             Layer::Flatten => layers::flatten(&mut flow),
+            Layer::Fork => a.fork(i, &mut flow),
+            Layer::Join { op, bits, signed } => a.join(i, &mut flow, op, bits, signed),
+            Layer::MaxPool2d { kernel } => a.max_pool(i, &mut flow, kernel),
         };
         let (kind, range) = flow.value.kind();
         out.push(LayerAnalysis {
@@ -447,9 +459,11 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
             range,
             accumulator_bits: step.accumulator_bits,
             lookup: step.lookup,
+            fork_lookup: step.fork_lookup,
         });
     }
     a.check_network(&flow);
+    a.check_graph(&flow);
     if !a.errors.is_empty() {
         a.errors.sort_by_key(|e| e.layer);
         return Err(a.errors);
@@ -461,11 +475,20 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
     })
 }
 
-/// The tensor between two layers: its value, shape, and whether it is encrypted yet.
+/// The tensor between two layers: its value, shape, and whether it is encrypted yet; and
+/// the tensors saved by open forks, innermost last.
 struct Flow {
     value: Value,
     shape: Shape,
     encrypted: bool,
+    forks: Vec<SavedFork>,
+}
+
+/// A tensor saved by `Fork` for its join.
+struct SavedFork {
+    layer: usize,
+    value: Value,
+    shape: Shape,
 }
 
 /// What one layer adds to the analysis.
@@ -473,6 +496,7 @@ struct Flow {
 struct Step {
     accumulator_bits: Option<u32>,
     lookup: Option<Lookup>,
+    fork_lookup: Option<Lookup>,
 }
 
 impl Analyzer<'_> {
@@ -515,7 +539,10 @@ impl Analyzer<'_> {
 
 /// The network's totals.
 fn summarize(out: &[LayerAnalysis], shape: Shape) -> Summary {
-    let lookups: Vec<&Lookup> = out.iter().filter_map(|l| l.lookup.as_ref()).collect();
+    let lookups: Vec<&Lookup> = out
+        .iter()
+        .flat_map(|l| l.lookup.iter().chain(&l.fork_lookup))
+        .collect();
     let max_integer_bits = out
         .iter()
         .filter(|l| l.kind != TensorKind::Real)

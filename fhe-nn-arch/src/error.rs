@@ -93,6 +93,26 @@ pub enum ArchErrorKind {
         derivation: String,
         bits: u32,
     },
+    NeedsEncrypted {
+        layer: &'static str,
+        found: String,
+    },
+    JoinWithoutFork {
+        layer: &'static str,
+    },
+    UnjoinedFork,
+    JoinShapeMismatch {
+        layer: &'static str,
+        fork: Shape,
+        found: Shape,
+    },
+    MaxPoolTooWide {
+        bits: u32,
+        packed: u32,
+    },
+    OutputNotWeighted {
+        layer: &'static str,
+    },
 }
 
 impl fmt::Display for ArchError {
@@ -187,6 +207,31 @@ impl fmt::Display for ArchError {
             AccumulatorTooWide { derivation, bits } => write!(
                 f,
                 "{bits}-bit accumulator, over the {MAX_ACCUMULATOR_BITS}-bit limit of the encoding\n= note: {derivation}\n= help: lower w, set `active`, or lower the input bits"
+            ),
+            NeedsEncrypted { layer, found } => write!(
+                f,
+                "{layer} works on an encrypted quantized tensor, but it is fed {found}\n= help: place it after a `QuantIdentity` that follows a weighted layer"
+            ),
+            JoinWithoutFork { layer } => write!(
+                f,
+                "{layer} has no open `Fork` to join\n= help: add `Fork` where the skip connection starts"
+            ),
+            UnjoinedFork => write!(
+                f,
+                "this `Fork` is never joined\n= help: add `Add(bits)` where the branches meet, or remove `Fork`"
+            ),
+            JoinShapeMismatch { layer, fork, found } => write!(
+                f,
+                "shape mismatch: {layer} joins the `Fork`'s {fork} tensor with a {found} one\n= help: make the branch end with the shape it started with"
+            ),
+            MaxPoolTooWide { bits, packed } => write!(
+                f,
+                "MaxPool2d compares {bits}-bit values with {packed}-bit lookups (two values packed in one), over the {MAX_EXACT_LOOKUP_BITS}-bit limit of exact lookups\n= help: quantize to at most {} bits before MaxPool2d",
+                MAX_EXACT_LOOKUP_BITS / 2
+            ),
+            OutputNotWeighted { layer } => write!(
+                f,
+                "the network's output comes from {layer}, not from a weighted layer\n= help: add `QuantIdentity(bits)` and a weighted layer after it"
             ),
         }
     }

@@ -45,6 +45,56 @@ pub enum Layer {
     Flatten,
     /// Element-wise activation.
     Activation(Activation),
+    /// Saves the current tensor (encrypted and quantized) for a later [`Join`](Layer::Join):
+    /// where a skip connection starts.
+    Fork,
+    /// Joins the tensor saved by the innermost open [`Fork`](Layer::Fork) with the current
+    /// one: both pass through one shared quantizer (`QuantIdentity(bits)`, as Brevitas
+    /// writes a residual add), then are added or subtracted element-wise.
+    Join { op: JoinOp, bits: u32, signed: bool },
+    /// Max pooling with a `kernel × kernel` window and stride `kernel` (PyTorch's default):
+    /// a tree of lookups per window, each comparing two values packed in one.
+    MaxPool2d { kernel: usize },
+}
+
+/// How a [`Layer::Join`] combines its two tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinOp {
+    /// `fork + current`.
+    Add,
+    /// `fork − current`.
+    Sub,
+}
+
+impl JoinOp {
+    /// The DSL name of the join.
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinOp::Add => "Add",
+            JoinOp::Sub => "Sub",
+        }
+    }
+
+    /// The weight of the current tensor in the join (the fork's is 1).
+    pub fn sign(self) -> i64 {
+        match self {
+            JoinOp::Add => 1,
+            JoinOp::Sub => -1,
+        }
+    }
+}
+
+/// Values per window left after each level of a max-pooling tree over `window` values:
+/// each level compares neighbours in pairs (an odd one out is compared with itself), so
+/// `[2, 1]` for a 2×2 window; empty for a window of one value.
+pub fn max_tree_levels(window: usize) -> Vec<usize> {
+    let mut levels = Vec::new();
+    let mut n = window;
+    while n > 1 {
+        n = n.div_ceil(2);
+        levels.push(n);
+    }
+    levels
 }
 
 /// A 2-d convolution: `out_channels` filters of `in_channels × kernel × kernel` integer
@@ -105,6 +155,9 @@ impl Layer {
             Layer::AvgPool2d { .. } => "AvgPool2d",
             Layer::Flatten => "Flatten",
             Layer::Activation(a) => a.name(),
+            Layer::Fork => "Fork",
+            Layer::Join { op, .. } => op.name(),
+            Layer::MaxPool2d { .. } => "MaxPool2d",
         }
     }
 
@@ -184,6 +237,14 @@ impl std::fmt::Display for Layer {
                 write_weight_options(f, options)
             }
             Layer::AvgPool2d { kernel } => write!(f, "AvgPool2d({kernel})"),
+            Layer::MaxPool2d { kernel } => write!(f, "MaxPool2d({kernel})"),
+            Layer::Fork => write!(f, "Fork"),
+            Layer::Join { op, bits, signed } => write!(
+                f,
+                "{}({bits}{})",
+                op.name(),
+                if signed { "" } else { ", unsigned" }
+            ),
             Layer::Flatten => write!(f, "Flatten"),
             Layer::Activation(a) => match a {
                 HardTanh { min, max } => write!(f, "HardTanh({min}, {max})"),

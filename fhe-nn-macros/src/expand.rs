@@ -148,7 +148,7 @@ fn input_features(layers: &[Layer]) -> Option<usize> {
         Layer::QuantConv2d(Conv2d {
             in_channels, input, ..
         }) => Some(input.map(|(h, w)| in_channels * h * w)),
-        Layer::AvgPool2d { .. } | Layer::Flatten => Some(None),
+        Layer::AvgPool2d { .. } | Layer::MaxPool2d { .. } | Layer::Flatten => Some(None),
         _ => None,
     })?
 }
@@ -192,6 +192,12 @@ fn layer(l: &Layer) -> TokenStream {
         }
         Layer::AvgPool2d { kernel } => quote!(#path::AvgPool2d { kernel: #kernel }),
         Layer::Flatten => quote!(#path::Flatten),
+        Layer::MaxPool2d { kernel } => quote!(#path::MaxPool2d { kernel: #kernel }),
+        Layer::Fork => quote!(#path::Fork),
+        Layer::Join { op, bits, signed } => {
+            let op = format_ident!("{}", op.name());
+            quote!(#path::Join { op: ::fhe_nn::__private::arch::layer::JoinOp::#op, bits: #bits, signed: #signed })
+        }
         Layer::Activation(ref a) => {
             let a = activation(a);
             quote!(#path::Activation(#a))
@@ -264,7 +270,23 @@ fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
     );
     let range = option(l.range.as_ref().map(range));
     let accumulator_bits = option(l.accumulator_bits);
-    let lookup = option(l.lookup.as_ref().map(|Lookup { count, input_bits, precision, rounding, source, unbounded_bits }| {
+    let lookup = option(l.lookup.as_ref().map(lookup_tokens));
+    let fork_lookup = option(l.fork_lookup.as_ref().map(lookup_tokens));
+    quote!(#p::LayerAnalysis { shape: #shape, kind: #p::TensorKind::#kind, range: #range, accumulator_bits: #accumulator_bits, lookup: #lookup, fork_lookup: #fork_lookup })
+}
+
+/// A lookup of the analysis as tokens.
+fn lookup_tokens(l: &Lookup) -> TokenStream {
+    let p = quote!(::fhe_nn::__private::arch::analysis);
+    let Lookup {
+        count,
+        input_bits,
+        precision,
+        rounding,
+        source,
+        unbounded_bits,
+    } = l;
+    {
         let rounding = format_ident!(
             "{}",
             match rounding {
@@ -275,6 +297,5 @@ fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
         );
         let unbounded_bits = option(*unbounded_bits);
         quote!(#p::Lookup { count: #count, input_bits: #input_bits, precision: #precision, rounding: #p::Rounding::#rounding, source: #source, unbounded_bits: #unbounded_bits })
-    }));
-    quote!(#p::LayerAnalysis { shape: #shape, kind: #p::TensorKind::#kind, range: #range, accumulator_bits: #accumulator_bits, lookup: #lookup })
+    }
 }

@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::Ident;
 
 use crate::arch::activation::{Activation, ACTIVATIONS};
-use crate::arch::layer::{Conv2d, Layer, WeightOptions};
+use crate::arch::layer::{Conv2d, JoinOp, Layer, WeightOptions};
 use crate::syntax::{Arg, LayerCall, Value};
 
 /// A layer with the spans its errors point at.
@@ -31,7 +31,11 @@ const STRUCTURAL_LAYERS: &[&str] = &[
     "QuantLinear",
     "QuantConv2d",
     "AvgPool2d",
+    "MaxPool2d",
     "Flatten",
+    "Fork",
+    "Add",
+    "Sub",
 ];
 
 /// Names users reach for that are spelled differently here.
@@ -45,6 +49,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("Hardtanh", "HardTanh"),
     ("Hardsigmoid", "HardSigmoid"),
     ("AvgPool", "AvgPool2d"),
+    ("MaxPool", "MaxPool2d"),
+    ("Residual", "Fork"),
 ];
 
 /// Interprets every call; on any error returns all of them.
@@ -62,9 +68,29 @@ pub fn interpret(calls: &[LayerCall]) -> Result<Vec<SpannedLayer>, Vec<syn::Erro
                 args.usize("kernel_size", true)
                     .map(|kernel| Layer::AvgPool2d { kernel })
             }
+            "MaxPool2d" => {
+                args.accept(&["kernel_size"], &[]);
+                args.usize("kernel_size", true)
+                    .map(|kernel| Layer::MaxPool2d { kernel })
+            }
             "Flatten" => {
                 args.accept(&[], &[]);
                 Some(Layer::Flatten)
+            }
+            "Fork" => {
+                args.accept(&[], &[]);
+                Some(Layer::Fork)
+            }
+            op @ ("Add" | "Sub") => {
+                let op = if op == "Add" {
+                    JoinOp::Add
+                } else {
+                    JoinOp::Sub
+                };
+                quant_identity(&mut args).map(|q| match q {
+                    Layer::QuantIdentity { bits, signed } => Layer::Join { op, bits, signed },
+                    other => other,
+                })
             }
             name if ACTIVATIONS.iter().any(|(n, _)| *n == name) => activation(&mut args, name),
             name => {

@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::error::InputError;
-use crate::model::{QuantModel, WeightedStage};
+use crate::model::{QuantModel, Source, WeightedStage};
 
 impl QuantModel {
     /// Number of input features per sample.
@@ -55,18 +55,18 @@ impl QuantModel {
     }
 
     fn clear_trace_unchecked(&self, input: &[i64]) -> Vec<Vec<i64>> {
-        let mut trace = Vec::with_capacity(2 * self.layers.len());
-        let mut x = input.to_vec();
+        let mut trace: Vec<Vec<i64>> = Vec::with_capacity(2 * self.layers.len());
         for stage in &self.layers {
+            let x = gather(stage, input, &trace);
             let acc = accumulate(stage, &x);
             if let Some(lookup) = &stage.lookup {
-                x = acc
+                let out = acc
                     .iter()
                     .enumerate()
                     .map(|(j, &a)| lookup.read(stage.group(j), a))
                     .collect();
                 trace.push(acc);
-                trace.push(x.clone());
+                trace.push(out);
             } else {
                 trace.push(acc);
             }
@@ -147,6 +147,25 @@ impl QuantModel {
             .map(|i| self.dequantize_unchecked(&self.clear_int_unchecked(&q.row(i).to_vec())))
             .collect();
         Ok(rows_to_array(rows, self.output_features()))
+    }
+}
+
+/// The inputs of `stage`: its sources' values one after another, from the sample's
+/// `input` and the `trace` so far (stage `k`'s lookup outputs at `2k + 1`).
+pub(crate) fn gather<'a, T: Clone>(
+    stage: &WeightedStage,
+    input: &'a [T],
+    trace: &'a [Vec<T>],
+) -> std::borrow::Cow<'a, [T]> {
+    let of = |s: &Source| -> &'a [T] {
+        match *s {
+            Source::Input => input,
+            Source::Stage(k) => &trace[2 * k + 1],
+        }
+    };
+    match stage.sources.as_slice() {
+        [one] => std::borrow::Cow::Borrowed(of(one)),
+        many => std::borrow::Cow::Owned(many.iter().flat_map(|s| of(s).iter().cloned()).collect()),
     }
 }
 

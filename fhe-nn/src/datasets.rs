@@ -113,9 +113,32 @@ crate::fhe_net! {
                    QuantIdentity(3), Flatten, QuantLinear(32, 10, w = 3)>
 }
 
+crate::fhe_net! {
+    /// The tiny residual network of Concrete ML's `cml_resnet.py` on the 8×8 digits: a
+    /// convolution stem, one residual block whose two sides pass through one shared 3-bit
+    /// quantizer before the add (`Fork` … `Add(3)`, as Brevitas writes it), ReLU,
+    /// `MaxPool2d(2)`, and a linear classifier. 3-bit inputs, weights and activations.
+    pub struct Resnet<QuantIdentity(3), QuantConv2d(1, 4, 3, input = (8, 8), w = 3), ReLU,
+                      QuantIdentity(3), Fork,
+                      QuantConv2d(4, 4, 3, padding = 1, w = 3), ReLU, QuantIdentity(3),
+                      QuantConv2d(4, 4, 3, padding = 1, w = 3), Add(3),
+                      ReLU, QuantIdentity(3), MaxPool2d(2), QuantIdentity(3),
+                      Flatten, QuantLinear(36, 10, w = 3)>
+}
+
 /// The trainer settings the shipped CNN weights were made with (on the digits training
 /// split): `cargo run --release --example cnn -- --train --save fhe-nn/data/digits_cnn.safetensors`.
 pub const DIGITS_CNN_TRAINING: crate::train::TrainConfig = crate::train::TrainConfig {
+    epochs: 60,
+    batch_size: 64,
+    learning_rate: 0.01,
+    seed: 1,
+    batch_norm: false,
+};
+
+/// The trainer settings for the [`Resnet`] (`cargo run --release --example resnet --
+/// --train`): those of `cml_resnet.py` (60 epochs, batches of 64, learning rate 0.01).
+pub const DIGITS_RESNET_TRAINING: crate::train::TrainConfig = crate::train::TrainConfig {
     epochs: 60,
     batch_size: 64,
     learning_rate: 0.01,
@@ -162,6 +185,15 @@ pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::error::
 /// [`DIGITS_CNN_TRAINING`] (embedded: 16 kB).
 pub fn digits_cnn_weights() -> Result<crate::tensors::TensorFile, crate::error::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_cnn.safetensors"))
+}
+
+/// The shipped weights of the [`Resnet`] on digits (embedded: 9 kB), trained with
+/// Brevitas (`tools/resnet_fixture.py`, the network of `cml_resnet.py`); Concrete ML's
+/// `fhe="disable"` on them is `tests/fixtures/resnet_concrete_ml.safetensors`.
+pub fn digits_resnet_weights() -> Result<crate::tensors::TensorFile, crate::error::LoadError> {
+    crate::tensors::TensorFile::from_safetensors(include_bytes!(
+        "../data/digits_resnet.safetensors"
+    ))
 }
 
 /// Reads a gzip CSV of `pixels` columns then a label, shuffles it and splits it.

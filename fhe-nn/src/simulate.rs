@@ -8,7 +8,7 @@
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use crate::clear::{accumulate, rows_to_array};
+use crate::clear::{accumulate, gather, rows_to_array};
 use crate::error::InputError;
 use crate::model::QuantModel;
 use crate::params::noise::NoiseModel;
@@ -78,16 +78,15 @@ impl QuantModel {
         mut on_overflow: impl FnMut(usize, usize),
         mut on_lookup: impl FnMut(usize, bool),
     ) -> Vec<Vec<i64>> {
-        let mut trace = Vec::with_capacity(2 * self.layers.len());
-        let mut x = input.to_vec();
+        let mut trace: Vec<Vec<i64>> = Vec::with_capacity(2 * self.layers.len());
         for (k, (stage, sigmas)) in self.layers.iter().zip(&scales.layers).enumerate() {
-            let acc = accumulate(stage, &x);
+            let acc = accumulate(stage, &gather(stage, input, &trace));
             match &stage.lookup {
                 Some(lookup) => {
                     let e = lookup.encoding;
                     let unit = 2f64.powi(e.shift);
                     let stage_index = k;
-                    x = acc
+                    let x: Vec<i64> = acc
                         .iter()
                         .zip(sigmas)
                         .enumerate()
@@ -108,7 +107,7 @@ impl QuantModel {
                         })
                         .collect();
                     trace.push(acc);
-                    trace.push(x.clone());
+                    trace.push(x);
                 }
                 None => {
                     let noisy = acc

@@ -136,6 +136,94 @@ struct Dense {
     /// The largest `‖w‖₁` of a channel's integer weights that keeps a declared `acc` bound
     /// for this layer's inputs (`⌊(2^(acc−1) − 1) / max|x|⌋`); `None`: no bound.
     l1_budget: Option<i64>,
+    /// A node of the graph instead of weighted sums (nothing to train; `pool` is set).
+    graph: Option<GraphOp>,
+}
+
+/// The layers that make a network more than a chain, as the trainer runs them.
+#[derive(Clone, Debug)]
+enum GraphOp {
+    /// Saves the (quantized) tensor for its join; passes it on unchanged.
+    Fork,
+    /// `q(fork) + sign · q(current)` through the join's shared quantizer (straight-through
+    /// gradients to both sides).
+    Join { sign: f64, quant: FakeQuant },
+    /// The largest value of each window (the gradient goes to it).
+    MaxPool(Geometry),
+}
+
+/// What the backward pass needs of a layer beyond its input, sums and mask.
+enum Extra {
+    None,
+    /// A join's straight-through masks: the fork's side, the current side.
+    Join(Array2<f64>, Array2<f64>),
+    /// A max pool's chosen input index per output.
+    Max(Array2<usize>),
+}
+
+/// One forward step's record for the backward pass.
+struct Cached {
+    input: Array2<f64>,
+    sums: Array2<f64>,
+    mask: Array2<f64>,
+    weight: Array2<f64>,
+    extra: Extra,
+}
+
+/// The quantile of magnitudes a quantizer's scale tracks: a high one rather than the
+/// maximum, so that a few outliers do not cost every other value its resolution.
+fn magnitude_quantile<'a>(values: impl Iterator<Item = &'a f64>) -> f64 {
+    let mut mags: Vec<f64> = values.map(|v| v.abs()).collect();
+    if mags.is_empty() {
+        return 0.0;
+    }
+    let k = ((mags.len() as f64 * 0.99) as usize).min(mags.len() - 1);
+    *mags.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1
+}
+
+impl FakeQuant {
+    /// Moves the scale towards what `magnitude` (a quantile of the values) asks for.
+    fn track(&mut self, magnitude: f64) {
+        let r = self.running.unwrap_or(0.0);
+        let r = if r == 0.0 {
+            magnitude
+        } else {
+            0.9 * r + 0.1 * magnitude
+        };
+        self.running = Some(r);
+        self.scale = (r / self.qmax()).max(1e-12);
+    }
+}
+
+/// Max pooling of a batch over `g`'s windows (stride = kernel, no padding): the maxima, and
+/// the input index each came from.
+fn max_pool(g: &Geometry, a: &Array2<f64>) -> (Array2<f64>, Array2<usize>) {
+    let (p, k2) = (g.positions(), g.kernel * g.kernel);
+    let outputs = g.channels * p;
+    let mut arg = Array2::zeros((a.nrows(), outputs));
+    let out = Array2::from_shape_fn((a.nrows(), outputs), |(b, o)| {
+        let (c, pos) = (o / p, o % p);
+        let (mut best, mut best_i) = (f64::NEG_INFINITY, 0);
+        for t in 0..k2 {
+            if let Some(i) = g.source(pos, c * k2 + t) {
+                if a[(b, i)] > best {
+                    (best, best_i) = (a[(b, i)], i);
+                }
+            }
+        }
+        arg[(b, o)] = best_i;
+        best
+    });
+    (out, arg)
+}
+
+/// The gradient of a max pool's input: each output's gradient at the value it chose.
+fn max_pool_backward(arg: &Array2<usize>, grad: &Array2<f64>, inputs: usize) -> Array2<f64> {
+    let mut grad_in = Array2::zeros((grad.nrows(), inputs));
+    for ((b, o), &i) in arg.indexed_iter() {
+        grad_in[(b, i)] += grad[(b, o)];
+    }
+    grad_in
 }
 
 /// Batch normalization of a layer's sums, per output channel (a convolution's channel
@@ -300,6 +388,30 @@ impl Dense {
             pool: false,
             norm: None,
             l1_budget: None,
+            graph: None,
+        }
+    }
+
+    /// A graph node at declared layer `layer`: no weights, nothing trained.
+    fn graph_node(layer: usize, op: GraphOp) -> Dense {
+        let options = WeightOptions {
+            weight_bits: 2,
+            bias: false,
+            active: None,
+            round: None,
+            exact: false,
+            acc: None,
+        };
+        Dense {
+            pool: true,
+            graph: Some(op),
+            ..Dense::with_parts(
+                layer,
+                Array2::zeros((0, 0)),
+                Array1::zeros(0),
+                options,
+                None,
+            )
         }
     }
 
@@ -353,6 +465,11 @@ impl Dense {
                 Some(geometry),
             )
         }
+    }
+
+    /// Whether the layer is a `Fork`.
+    fn is_fork(&self) -> bool {
+        matches!(self.graph, Some(GraphOp::Fork))
     }
 
     /// Output positions per channel (1 for a fully connected layer).
@@ -523,7 +640,7 @@ impl Trainer {
                     };
                     match dense.last_mut() {
                         None if input_quant.is_none() => input_quant = Some(q),
-                        Some(d) if d.next_quant.is_none() => {
+                        Some(d) if d.next_quant.is_none() && !d.is_fork() => {
                             d.next_quant = Some(FakeQuant {
                                 running: Some(0.0),
                                 ..q
@@ -539,7 +656,7 @@ impl Trainer {
                 }
                 Layer::Activation(a) => match dense.last_mut() {
                     None if input_quant.is_none() => input_activations.push(a),
-                    Some(d) if d.next_quant.is_none() => d.activations.push(a),
+                    Some(d) if d.next_quant.is_none() && !d.is_fork() => d.activations.push(a),
                     _ => {
                         return Err(TrainError::Unsupported {
                             layer: i + 1,
@@ -583,6 +700,32 @@ impl Trainer {
                     dense.push(Dense::pooling(i, geometry));
                 }
                 Layer::Flatten => {}
+                Layer::Fork | Layer::Join { .. } | Layer::MaxPool2d { .. } => {
+                    let unsupported = || TrainError::Unsupported {
+                        layer: i + 1,
+                        name: layer.to_string(),
+                    };
+                    // A fork and a max pool read a quantized tensor.
+                    let quantized = dense.last().is_some_and(|d| d.next_quant.is_some());
+                    let op = match *layer {
+                        Layer::Fork if quantized => GraphOp::Fork,
+                        Layer::Join { op, bits, signed } => GraphOp::Join {
+                            sign: op.sign() as f64,
+                            quant: FakeQuant {
+                                layer: i,
+                                bits,
+                                signed,
+                                scale: 1.0,
+                                running: Some(0.0),
+                            },
+                        },
+                        Layer::MaxPool2d { kernel } if quantized => GraphOp::MaxPool(
+                            pool_geometry(arch, i, kernel).ok_or_else(unsupported)?,
+                        ),
+                        _ => return Err(unsupported()),
+                    };
+                    dense.push(Dense::graph_node(i, op));
+                }
             }
         }
         // Declared accumulator bounds become ℓ1 budgets on each channel's integer weights.
@@ -659,22 +802,34 @@ impl Trainer {
     }
 
     /// Forward pass; returns logits and, per layer, what backward needs.
-    #[allow(clippy::type_complexity)]
-    fn forward(
-        &mut self,
-        x: &Array2<f64>,
-        training: bool,
-    ) -> (
-        Array2<f64>,
-        Vec<(Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>)>,
-    ) {
+    fn forward(&mut self, x: &Array2<f64>, training: bool) -> (Array2<f64>, Vec<Cached>) {
         let pre = x.mapv(|v| self.input_activations.iter().fold(v, |y, a| a.apply(y)));
         let (mut a, _) = self.input_quant.apply(&pre);
         let mut cache = Vec::new();
+        let mut forks: Vec<Array2<f64>> = Vec::new();
         let n_layers = self.layers.len();
         for (li, layer) in self.layers.iter_mut().enumerate() {
             let wq = layer.quantized_weight();
-            let mut z = layer.sums(&a, &wq);
+            let (mut z, extra) = match &mut layer.graph {
+                None => (layer.sums(&a, &wq), Extra::None),
+                Some(GraphOp::Fork) => {
+                    forks.push(a.clone());
+                    (a.clone(), Extra::None)
+                }
+                Some(GraphOp::Join { sign, quant }) => {
+                    let fork = forks.pop().expect("the analysis joins only open forks");
+                    if training {
+                        quant.track(magnitude_quantile(fork.iter().chain(a.iter())));
+                    }
+                    let (left, left_mask) = quant.apply(&fork);
+                    let (right, right_mask) = quant.apply(&a);
+                    (left + &(right * *sign), Extra::Join(left_mask, right_mask))
+                }
+                Some(GraphOp::MaxPool(g)) => {
+                    let (m, arg) = max_pool(g, &a);
+                    (m, Extra::Max(arg))
+                }
+            };
             let positions = layer.positions();
             if let Some(norm) = layer.norm.as_mut() {
                 z = norm.forward(&z, positions, training);
@@ -686,15 +841,7 @@ impl Trainer {
             let (out, mask) = match layer.next_quant.as_mut() {
                 Some(q) if li + 1 < n_layers => {
                     if training {
-                        // A high quantile of the magnitudes rather than the maximum: a few
-                        // outliers should not cost every other value its resolution.
-                        let mut mags: Vec<f64> = h.iter().map(|v| v.abs()).collect();
-                        let k = ((mags.len() as f64 * 0.99) as usize).min(mags.len() - 1);
-                        let m = *mags.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1;
-                        let r = q.running.unwrap_or(0.0);
-                        let r = if r == 0.0 { m } else { 0.9 * r + 0.1 * m };
-                        q.running = Some(r);
-                        q.scale = (r / q.qmax()).max(1e-12);
+                        q.track(magnitude_quantile(h.iter()));
                     }
                     q.apply(&h)
                 }
@@ -703,7 +850,13 @@ impl Trainer {
                     (h, ones)
                 }
             };
-            cache.push((a, z, mask, wq));
+            cache.push(Cached {
+                input: a,
+                sums: z,
+                mask,
+                weight: wq,
+                extra,
+            });
             a = out;
         }
         (a, cache)
@@ -726,7 +879,16 @@ impl Trainer {
             loss_sum += loss * batch.len() as f64;
             correct += hits;
             self.step += 1;
-            for (li, (a_in, z, mask, wq)) in cache.into_iter().enumerate().rev() {
+            // The gradients of forked tensors from their joins' side, innermost last.
+            let mut fork_grads: Vec<Array2<f64>> = Vec::new();
+            for (li, cached) in cache.into_iter().enumerate().rev() {
+                let Cached {
+                    input: a_in,
+                    sums: z,
+                    mask,
+                    weight: wq,
+                    extra,
+                } = cached;
                 let layer = &mut self.layers[li];
                 // Through the quantizer (STE) and the activations (numerical derivative of
                 // the composed activation chain, exact for piecewise-linear ones away from kinks).
@@ -748,6 +910,22 @@ impl Trainer {
                     );
                     ab.step(norm.beta.iter_mut(), g_beta.iter().copied(), lr, self.step);
                     grad = g_z;
+                }
+                match (&layer.graph, extra) {
+                    (Some(GraphOp::Fork), _) => {
+                        grad += &fork_grads.pop().expect("a join for every fork");
+                        continue;
+                    }
+                    (Some(GraphOp::Join { sign, .. }), Extra::Join(left, right)) => {
+                        fork_grads.push(&grad * &left);
+                        grad = &grad * &right * *sign;
+                        continue;
+                    }
+                    (Some(GraphOp::MaxPool(_)), Extra::Max(arg)) => {
+                        grad = max_pool_backward(&arg, &grad, a_in.ncols());
+                        continue;
+                    }
+                    _ => {}
                 }
                 let (gw, gb, grad_in) = layer.backward(&a_in, &grad, &wq);
                 grad = grad_in;
@@ -829,6 +1007,10 @@ impl Trainer {
             scalar(self.input_quant.scale),
         );
         for layer in &self.layers {
+            if let Some(GraphOp::Join { quant, .. }) = &layer.graph {
+                file.tensors
+                    .insert(format!("layers.{}.scale", quant.layer), scalar(quant.scale));
+            }
             if layer.pool {
                 if let Some(q) = &layer.next_quant {
                     file.tensors
@@ -1060,6 +1242,87 @@ fn float_tensor(file: &TensorFile, name: &str, shape: &[usize]) -> Result<Vec<f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Central differences of `loss` at `x` for every entry, against `analytic`.
+    fn check_gradient(
+        x: &Array2<f64>,
+        analytic: &Array2<f64>,
+        h: f64,
+        tolerance: f64,
+        loss: impl Fn(&Array2<f64>) -> f64,
+    ) {
+        for (idx, &g) in analytic.indexed_iter() {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[idx] += h;
+            down[idx] -= h;
+            let numeric = (loss(&up) - loss(&down)) / (2.0 * h);
+            assert!(
+                (numeric - g).abs() < tolerance,
+                "entry {idx:?}: {numeric} vs {g}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_gradients_match_finite_differences() {
+        let mut rng = SplitMix64::new(8);
+        // 2 channels of 5×4, 2×2 windows (the last row is left out, as PyTorch floors).
+        let g = Geometry {
+            channels: 2,
+            height: 5,
+            width: 4,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+            out_height: 2,
+            out_width: 2,
+        };
+        // Distinct values: away from ties the max is locally linear.
+        let a = Array2::from_shape_fn((3, 40), |_| rng.uniform());
+        let upstream = Array2::from_shape_fn((3, 8), |_| rng.uniform() - 0.5);
+        let (out, arg) = max_pool(&g, &a);
+        assert_eq!(out[(1, 5)], a[(1, arg[(1, 5)])]);
+        let analytic = max_pool_backward(&arg, &upstream, 40);
+        check_gradient(&a, &analytic, 1e-7, 1e-6, |x| {
+            (max_pool(&g, x).0 * &upstream).sum()
+        });
+        // Every window's gradient lands on one value of its own channel.
+        assert_eq!(analytic.iter().filter(|v| **v != 0.0).count(), 3 * 8);
+    }
+
+    #[test]
+    fn join_gradients_reach_both_sides_through_the_shared_quantizer() {
+        let mut rng = SplitMix64::new(9);
+        // A fine quantizer: within its range, fake quantization moves values by at most
+        // half a step, far below the differences' step.
+        let quant = FakeQuant {
+            layer: 0,
+            bits: 16,
+            signed: true,
+            scale: 1e-7,
+            running: None,
+        };
+        let fork = Array2::from_shape_fn((2, 6), |_| (rng.uniform() - 0.5) * 1e-3);
+        let current = Array2::from_shape_fn((2, 6), |_| (rng.uniform() - 0.5) * 1e-3);
+        let upstream = Array2::from_shape_fn((2, 6), |_| rng.uniform() - 0.5);
+        for sign in [1.0, -1.0] {
+            let join = |f: &Array2<f64>, c: &Array2<f64>| {
+                ((quant.apply(f).0 + &(quant.apply(c).0 * sign)) * &upstream).sum()
+            };
+            // What the backward pass routes: the fork's side, and the current side signed.
+            let (_, left) = quant.apply(&fork);
+            let (_, right) = quant.apply(&current);
+            check_gradient(&fork, &(&upstream * &left), 1e-5, 1e-3, |f| {
+                join(f, &current)
+            });
+            check_gradient(&current, &(&upstream * &right * sign), 1e-5, 1e-3, |c| {
+                join(&fork, c)
+            });
+        }
+        // Beyond the range the straight-through mask stops the gradient.
+        let (_, mask) = quant.apply(&Array2::from_elem((1, 1), 1.0));
+        assert_eq!(mask[(0, 0)], 0.0);
+    }
 
     /// A convolution with stride and padding as a `Dense` with random weights.
     fn conv_layer(rng: &mut SplitMix64) -> Dense {

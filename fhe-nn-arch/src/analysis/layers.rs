@@ -102,6 +102,7 @@ impl Analyzer<'_> {
         Step {
             accumulator_bits: None,
             lookup,
+            fork_lookup: None,
         }
     }
 
@@ -137,6 +138,7 @@ impl Analyzer<'_> {
         Step {
             accumulator_bits: accumulator_bits(flow),
             lookup: None,
+            fork_lookup: None,
         }
     }
 
@@ -173,6 +175,7 @@ impl Analyzer<'_> {
         Step {
             accumulator_bits: accumulator_bits(flow),
             lookup: None,
+            fork_lookup: None,
         }
     }
 
@@ -299,6 +302,7 @@ impl Analyzer<'_> {
         Step {
             accumulator_bits: accumulator_bits(flow),
             lookup: None,
+            fork_lookup: None,
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use crate::arch::activation::Activation;
 use crate::arch::analysis::IntRange;
-use crate::arch::layer::{Conv2d, Layer, WeightOptions};
+use crate::arch::layer::{Conv2d, JoinOp, Layer, WeightOptions};
 use crate::architecture::Architecture;
 use crate::model::QuantModel;
 use crate::params::{security, vetted, InputKey, ParameterSet, Shape};
@@ -277,6 +277,20 @@ impl Writer {
                 self.u8(5);
                 self.activation(a);
             }
+            Layer::Fork => self.u8(6),
+            Layer::Join { op, bits, signed } => {
+                self.u8(7);
+                self.u8(match op {
+                    JoinOp::Add => 0,
+                    JoinOp::Sub => 1,
+                });
+                self.u64(*bits as u64);
+                self.bool(*signed);
+            }
+            Layer::MaxPool2d { kernel } => {
+                self.u8(8);
+                self.u64(*kernel as u64);
+            }
         }
     }
     /// A set by what fhe-nn rebuilds it from: vetted or custom, precision, shape, input
@@ -436,6 +450,19 @@ impl Reader<'_> {
             },
             4 => Layer::Flatten,
             5 => Layer::Activation(self.activation()?),
+            6 => Layer::Fork,
+            7 => Layer::Join {
+                op: match self.u8()? {
+                    0 => JoinOp::Add,
+                    1 => JoinOp::Sub,
+                    op => return Err(bad(format!("unknown join {op}"))),
+                },
+                bits: self.u32()?,
+                signed: self.bool()?,
+            },
+            8 => Layer::MaxPool2d {
+                kernel: self.usize()?,
+            },
             tag => return Err(bad(format!("unknown layer tag {tag}"))),
         })
     }

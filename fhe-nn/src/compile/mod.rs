@@ -409,6 +409,13 @@ impl CompiledModel {
         self.model.input_delta(k)
     }
 
+    /// The scaling factor Δ of weighted layer `k`'s lookup outputs, as its run trace holds
+    /// them: in a chain the next layer's [`input_delta`](Self::input_delta); where several
+    /// stages read them, the smallest of theirs.
+    pub fn output_delta(&self, k: usize) -> u64 {
+        self.model.output_delta(k)
+    }
+
     /// Per-layer exact ranges next to the compile-time bounds, and the lookup encodings.
     pub fn range_report(&self) -> String {
         self.model.range_report()

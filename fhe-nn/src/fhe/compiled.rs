@@ -144,20 +144,22 @@ impl CompiledModel {
         input: &[i64],
         trace: &[EncryptedSample],
     ) -> Result<Vec<(usize, usize)>, FheError> {
-        let mut inputs = input.to_vec();
+        // The decrypted lookups so far, laid out as Clear's trace (accumulators left empty).
+        let mut decrypted: Vec<Vec<i64>> = Vec::new();
         let mut found = Vec::new();
         for (k, stage) in self.layers().iter().enumerate() {
             let Some(lookup) = stage.lookup() else {
                 continue;
             };
+            let inputs = crate::clear::gather(stage, input, &decrypted).into_owned();
             let layer = trace.get(k).ok_or_else(|| {
                 FheError::Shape(format!(
                     "a trace of {} layers, the model has more",
                     trace.len()
                 ))
             })?;
-            let delta = self.input_delta(k + 1);
-            let outputs = layer
+            let delta = self.output_delta(k);
+            let outputs: Vec<i64> = layer
                 .ciphertexts()
                 .iter()
                 .map(|c| client.decrypt_value(c, delta))
@@ -170,7 +172,8 @@ impl CompiledModel {
                 })
                 .count();
             found.push((differ, outputs.len()));
-            inputs = outputs;
+            decrypted.push(Vec::new());
+            decrypted.push(outputs);
         }
         Ok(found)
     }

@@ -18,7 +18,7 @@ use super::keys::EvaluationKey;
 use super::wire::{self, Kind};
 use super::{check_model, check_upload_size, FheError};
 use crate::compile::{CompiledModel, Fingerprint};
-use crate::model::{QuantModel, WeightedStage};
+use crate::model::{QuantModel, Source, WeightedStage};
 use crate::params::InputKey;
 
 /// Largest serialized ciphertext batch accepted (bytes).
@@ -156,6 +156,8 @@ impl CompressedSample {
 
 /// One weighted layer as the server runs it.
 struct ServerLayer {
+    /// Where the inputs come from, read one after another.
+    sources: Vec<Source>,
     out_features: usize,
     in_features: usize,
     /// The table (group) of each neuron.
@@ -427,25 +429,33 @@ impl FheServer {
                 self.input_lwe_size.0
             )));
         }
-        let mut x: Vec<LweCiphertextOwned<u64>> = Vec::new();
+        // Every stage's outputs, kept while a later stage reads them.
+        let mut outputs: Vec<Vec<LweCiphertextOwned<u64>>> = Vec::with_capacity(self.layers.len());
         for (k, layer) in self.layers.iter().enumerate() {
             let fresh = k == 0;
-            let inputs = if fresh { &input.cts } else { &x };
+            let inputs: Vec<&LweCiphertextOwned<u64>> = layer
+                .sources
+                .iter()
+                .flat_map(|s| match *s {
+                    Source::Input => input.cts.iter(),
+                    Source::Stage(p) => outputs[p].iter(),
+                })
+                .collect();
             let own_key = self
                 .last_layer
                 .as_ref()
                 .filter(|(index, _)| *index == k)
                 .map(|(_, bsk)| bsk);
-            let outputs: Vec<_> = (0..layer.out_features)
+            let out: Vec<_> = (0..layer.out_features)
                 .into_par_iter()
-                .map(|j| self.neuron(layer, j, inputs, fresh, own_key))
+                .map(|j| self.neuron(layer, j, &inputs, fresh, own_key))
                 .collect();
             if k + 1 < self.layers.len() {
-                visit(&outputs);
+                visit(&out);
             }
-            x = outputs;
+            outputs.push(out);
         }
-        Ok(x)
+        Ok(outputs.pop().unwrap_or_default())
     }
 
     /// One neuron: its weighted sum of `x` (the inputs if `fresh`, else a bootstrap's
@@ -456,7 +466,7 @@ impl FheServer {
         &self,
         layer: &ServerLayer,
         j: usize,
-        x: &[LweCiphertextOwned<u64>],
+        x: &[&LweCiphertextOwned<u64>],
         fresh: bool,
         own_key: Option<&FourierLweBootstrapKeyOwned>,
     ) -> LweCiphertextOwned<u64> {
@@ -526,14 +536,17 @@ fn server_layer(
     params: &tfhe::shortint::parameters::ClassicPBSParameters,
 ) -> ServerLayer {
     let groups: Vec<usize> = (0..stage.out_features).map(|j| stage.group(j)).collect();
-    // Each output's weights times its group's weight multiplier.
+    // Each output's weights times its group's weight multiplier and its source's factor.
+    let widths = stage.source_widths();
     let sparse = stage
         .links
         .iter()
         .enumerate()
         .map(|(j, row)| {
             let m = stage.multiplier(j);
-            row.iter().map(|&(i, w)| (i, (w * m) as u64)).collect()
+            row.iter()
+                .map(|&(i, w)| (i, (w * m * stage.input_factor(i, &widths)) as u64))
+                .collect()
         })
         .collect();
     let delta_in = model.input_delta_log2(k);
@@ -543,7 +556,7 @@ fn server_layer(
             // The tables hold twice their values (a wrapping group's are centred on a
             // half-integer), so they are scaled by half the next layer's Δ (even: a power of
             // two of at least 2 times the next layer's spread).
-            let half_delta_out = model.input_delta(k + 1) / 2;
+            let half_delta_out = model.output_delta(k) / 2;
             let precision = lookup.encoding.precision();
             let tables = (0..lookup.tables.len())
                 .map(|g| {
@@ -564,6 +577,7 @@ fn server_layer(
         }
     };
     ServerLayer {
+        sources: stage.sources().to_vec(),
         out_features: stage.out_features,
         in_features: stage.in_features,
         sparse,

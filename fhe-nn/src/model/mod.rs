@@ -4,6 +4,7 @@
 
 mod encoding;
 pub(crate) mod fold;
+mod graph;
 mod reader;
 
 use reader::Reader;
@@ -12,7 +13,7 @@ mod stage;
 pub use encoding::{
     AccumulatorEncoding, GroupEncoding, Reading, Table, Tails, Wrap, MAX_MULTIPLIER,
 };
-pub use stage::{Connectivity, LookupStage, WeightedStage};
+pub use stage::{Combine, Connectivity, LookupStage, Source, WeightedStage};
 
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{quantizer_range, IntRange, Rounding, Shape};
@@ -160,7 +161,7 @@ impl QuantModel {
             unreachable!("the analysis requires a quantizer before the first weighted layer")
         };
         let features = stage_input_features(arch, first_weighted);
-        let mut input_range = arch.analysis()[first_weighted - 1]
+        let input_range = arch.analysis()[first_weighted - 1]
             .range
             .expect("quantized input");
         let input = InputStage {
@@ -170,65 +171,13 @@ impl QuantModel {
             range: input_range,
         };
 
-        let mut stages = Vec::new();
-        let mut quantizer = input_quantizer;
-        let mut i = first_weighted;
-        let output_activations;
-        loop {
-            let mut stage = reader.weighted_stage(i, input_range, quantizer.scale)?;
-            let exact = stage.exact_range();
-            if exact.min < stage.worst_case.min || exact.max > stage.worst_case.max {
-                return Err(LoadError::RangeEscapesBound {
-                    layer: i + 1,
-                    exact: exact.to_string(),
-                    bound: stage.worst_case.to_string(),
-                });
-            }
-            // The layers up to the next weighted layer (or the end).
-            let next = layers[i + 1..].iter().position(is_stage).map(|p| p + i + 1);
-            let end = next.unwrap_or(layers.len());
-            let segment = reader.segment(i + 1, end)?;
-            match (next, segment.quantizer) {
-                (Some(n), Some((qlayer, q))) => {
-                    let lookup = arch.analysis()[qlayer]
-                        .lookup
-                        .expect("the analysis forms a lookup at this quantizer");
-                    // Exact: compiling builds the tables a parameter set can read.
-                    stage.lookup = Some(build_lookup(
-                        &stage,
-                        qlayer,
-                        lookup.rounding,
-                        Reading::Exact,
-                        segment.activations,
-                        q.clone(),
-                        stages.is_empty(),
-                    ));
-                    input_range = arch.analysis()[n - 1].range.expect("quantized input");
-                    quantizer = q;
-                    stages.push(stage);
-                    i = n;
-                }
-                (None, None) => {
-                    output_activations = segment.activations;
-                    stages.push(stage);
-                    break;
-                }
-                (None, Some((qlayer, _))) => {
-                    return Err(reader
-                        .unsupported(qlayer, "a quantizer after the last weighted layer".into()));
-                }
-                (Some(n), None) => {
-                    // Only pooling may directly follow a weighted layer (the analysis
-                    // requires a quantizer before any other).
-                    return Err(reader.unsupported(
-                        n,
-                        "pooling an accumulator (quantize before pooling)".into(),
-                    ));
-                }
-            }
-        }
+        let (stages, output_activations) = graph::GraphBuilder::new(&mut reader, arch).build(
+            first_weighted,
+            input_quantizer,
+            input_range,
+        )?;
         reader.check_unused()?;
-        Ok(QuantModel {
+        let mut model = QuantModel {
             arch: arch.clone(),
             input,
             layers: stages,
@@ -240,7 +189,9 @@ impl QuantModel {
                 tensors: file.tensors.clone(),
                 metadata: Default::default(),
             }),
-        })
+        };
+        model.refresh_factors();
+        Ok(model)
     }
 
     /// The architecture.
@@ -283,7 +234,46 @@ impl QuantModel {
         for i in 0..model.layers.len() {
             model.rebuild_lookup(i);
         }
+        model.refresh_factors();
         model
+    }
+
+    /// The stages reading stage `k`'s lookup outputs.
+    pub(crate) fn readers_of(&self, k: usize) -> impl Iterator<Item = usize> + '_ {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.sources.contains(&Source::Stage(k)))
+            .map(|(c, _)| c)
+    }
+
+    /// The scaling factor Δ stage `k`'s lookup outputs are encoded at: the smallest of its
+    /// readers' (the others multiply them up, see `WeightedStage::source_factors`).
+    pub(crate) fn output_delta(&self, k: usize) -> u64 {
+        self.readers_of(k)
+            .map(|c| self.input_delta(c))
+            .min()
+            .unwrap_or(1)
+    }
+
+    /// Recomputes every stage's source factors from the current encodings.
+    fn refresh_factors(&mut self) {
+        for c in 0..self.layers.len() {
+            let delta = self.input_delta(c);
+            let factors = self.layers[c]
+                .sources
+                .iter()
+                .map(|&s| match s {
+                    Source::Input => 1,
+                    Source::Stage(p) => {
+                        let out = self.output_delta(p);
+                        debug_assert_eq!(delta % out, 0, "stage {c} reads stage {p}");
+                        (delta / out) as i64
+                    }
+                })
+                .collect();
+            self.layers[c].source_factors = factors;
+        }
     }
 
     /// Rebuilds the tables of layer `i`'s lookup (if any) for the model's reading and the
@@ -329,6 +319,7 @@ impl QuantModel {
         model.input.range = range;
         model.layers[0] = model.layers[0].with_input_range(range);
         model.rebuild_lookup(0);
+        model.refresh_factors();
         Ok(model)
     }
 
@@ -542,8 +533,12 @@ fn place_groups(
             .map(|(&r, &t)| GroupEncoding::place_at(encoding, r, m, t))
             .collect::<Option<Vec<_>>>()
     };
+    // A stage reading a shared source spreads by a power of two: the source's readers
+    // then take its outputs at scaling factors that divide one another (see
+    // `QuantModel::output_delta`).
     let Some((groups, spread)) = (1..=MAX_MULTIPLIER)
         .rev()
+        .filter(|m: &i64| !stage.shared_inputs || m.count_ones() == 1)
         .find_map(|m| placed_at(m).map(|g| (g, m)))
     else {
         return (plain(), 1);

@@ -193,6 +193,29 @@ pub enum Connectivity {
         kernel: usize,
         out_size: (usize, usize),
     },
+    /// Links built by the graph (a join's element-wise sums, an identity before a
+    /// re-quantization, a max-pooling level's packed pairs): one group for the whole layer.
+    Graph,
+}
+
+/// Where a stage's inputs come from: the client's encrypted inputs, or an earlier stage's
+/// lookup outputs. A stage reads its sources one after another as one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The client's encrypted inputs.
+    Input,
+    /// The lookup outputs of stage `k`.
+    Stage(usize),
+}
+
+/// What one accumulator unit means before the lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    /// A real value: `unit · acc + bias`.
+    Affine,
+    /// Two values `a, b` in `[low, low + radix − 1]` packed as `radix · a + b`: the real value
+    /// is `unit · max(a, b)` (a max-pooling level).
+    MaxPair { radix: i64, low: i64 },
 }
 
 /// A weighted layer (fully connected, convolution, or pooling): integer weighted sums.
@@ -220,6 +243,17 @@ pub struct WeightedStage {
     pub(crate) bias: Vec<f64>,
     /// The lookup into the next layer (tables per group); `None` for the output layer.
     pub(crate) lookup: Option<LookupStage>,
+    /// Where the inputs come from, in the order they are read.
+    pub(crate) sources: Vec<Source>,
+    /// Per source, the integer its ciphertexts are multiplied by on their way in: the ratio
+    /// of this stage's scaling factor Δ to the one the source was encoded at (the smallest
+    /// of its readers'); 1 in a chain.
+    pub(crate) source_factors: Vec<i64>,
+    /// Whether a source is read by other stages too: its outputs then come at the smallest
+    /// of its readers' scaling factors, and each reader's spread is a power of two so that
+    /// the others' are multiples of it.
+    pub(crate) shared_inputs: bool,
+    pub(crate) combine: Combine,
 }
 
 impl WeightedStage {
@@ -278,12 +312,68 @@ impl WeightedStage {
             unit: Vec::new(),
             bias: Vec::new(),
             lookup: None,
+            sources: vec![Source::Input],
+            source_factors: vec![1],
+            shared_inputs: false,
+            combine: Combine::Affine,
         }
+    }
+
+    /// A stage whose links the graph builds (see [`Connectivity::Graph`]): one group, the
+    /// given exact range, and inputs of scale `unit`.
+    pub(super) fn from_links(
+        layer: usize,
+        in_features: usize,
+        links: Vec<Vec<(usize, i64)>>,
+        exact: IntRange,
+        unit: f64,
+        combine: Combine,
+    ) -> WeightedStage {
+        WeightedStage {
+            layer,
+            in_features,
+            out_features: links.len(),
+            connectivity: Connectivity::Graph,
+            groups: 1,
+            weights: Vec::new(),
+            links,
+            input_range: exact,
+            exact_ranges: vec![exact],
+            worst_case: exact,
+            unit: vec![unit],
+            bias: vec![0.0],
+            lookup: None,
+            sources: vec![Source::Input],
+            source_factors: vec![1],
+            shared_inputs: false,
+            combine,
+        }
+    }
+
+    /// Where the inputs come from.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The factor input `i` is multiplied by (see `source_factors`), given each source's
+    /// width.
+    pub(crate) fn input_factor(&self, i: usize, widths: &[usize]) -> i64 {
+        let mut start = 0;
+        for (k, &w) in widths.iter().enumerate() {
+            if i < start + w {
+                return self.source_factors[k];
+            }
+            start += w;
+        }
+        1
     }
 
     /// The same layer fed by inputs in `input_range` (a sub-range of its declared one):
     /// tighter exact ranges. The lookup, if any, must be rebuilt.
     pub(super) fn with_input_range(&self, input_range: IntRange) -> WeightedStage {
+        if self.connectivity == Connectivity::Graph {
+            return self.clone();
+        }
         let fan_in = self.weights.len() / self.groups.max(1);
         WeightedStage {
             input_range,
@@ -296,16 +386,35 @@ impl WeightedStage {
     pub fn group(&self, neuron: usize) -> usize {
         match self.connectivity {
             Connectivity::Dense => neuron,
+            Connectivity::Graph => 0,
             _ => neuron / (self.out_features / self.groups),
         }
     }
 
-    /// Sum of squared weights of an output (its weight 2-norm squared), what scales the noise.
+    /// Sum of squared weights of an output (its weight 2-norm squared), what scales the
+    /// noise; each weight times its source's factor (see `source_factors`).
     pub fn norm2_squared(&self, neuron: usize) -> f64 {
+        if self.source_factors.iter().all(|&f| f == 1) {
+            return self.links[neuron]
+                .iter()
+                .map(|&(_, w)| (w * w) as f64)
+                .sum();
+        }
+        let widths = self.source_widths();
         self.links[neuron]
             .iter()
-            .map(|&(_, w)| (w * w) as f64)
+            .map(|&(i, w)| {
+                let f = (w * self.input_factor(i, &widths)) as f64;
+                f * f
+            })
             .sum()
+    }
+
+    /// The width of each source, in reading order (the sources share the inputs equally
+    /// unless the stage records otherwise: a join reads two tensors of one size).
+    pub(crate) fn source_widths(&self) -> Vec<usize> {
+        let n = self.sources.len().max(1);
+        vec![self.in_features / n; n]
     }
 
     /// The squared 2-norm of the weights an output's ciphertext is actually computed with:
@@ -348,7 +457,14 @@ impl WeightedStage {
 
     /// Real output of any neuron of group `g` for accumulator `acc` (before activations).
     pub fn dequantize_group(&self, group: usize, acc: i64) -> f64 {
-        self.unit[group] * acc as f64 + self.bias[group]
+        match self.combine {
+            Combine::Affine => self.unit[group] * acc as f64 + self.bias[group],
+            Combine::MaxPair { radix, low } => {
+                let packed = acc - (radix + 1) * low;
+                let (a, b) = (packed.div_euclid(radix), packed.rem_euclid(radix));
+                self.unit[group] * (low + a.max(b)) as f64
+            }
+        }
     }
 }
 
@@ -431,6 +547,7 @@ fn links(
             debug_assert_eq!(in_features, in_channels * h * w);
             (rows, groups * oh * ow)
         }
+        Connectivity::Graph => unreachable!("graph stages are built from their links"),
         Connectivity::Pool {
             in_size: (h, w),
             kernel: k,

@@ -1,0 +1,281 @@
+//! The analysis of the layers that make a network more than a chain: `Fork` and its join
+//! (`Add`, `Sub`), and `MaxPool2d`.
+
+use super::{quantizer_range, Analyzer, Flow, Lookup, Rounding, SavedFork, Step, Value};
+use crate::error::ArchErrorKind;
+use crate::layer::{max_tree_levels, JoinOp, Layer};
+use crate::limits::{MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS};
+use crate::range::{unsigned_bits, IntRange, Shape};
+
+/// The lookup that re-quantizes an encrypted quantized tensor of `range` (one per value).
+fn requantize(count: usize, range: IntRange, source: usize) -> Lookup {
+    Lookup {
+        count,
+        input_bits: range.bits(),
+        precision: range.bits(),
+        rounding: Rounding::Exact,
+        source,
+        unbounded_bits: None,
+    }
+}
+
+/// Bits of the lookups comparing two values of `range` packed in one (`radix · a + b`).
+pub(super) fn packed_bits(range: IntRange) -> u32 {
+    let radix = (range.max as i128 - range.min as i128 + 1).max(1) as u128;
+    unsigned_bits(
+        radix
+            .saturating_mul(radix)
+            .saturating_sub(1)
+            .min(u64::MAX as u128) as u64,
+    )
+}
+
+impl Analyzer<'_> {
+    /// How a value that is not an encrypted quantized tensor is named in errors.
+    fn describe(&self, value: Value, encrypted: bool) -> String {
+        match value {
+            Value::Real { .. } if !encrypted => "the real-valued network input".to_string(),
+            Value::Real { .. } => "a real-valued tensor".to_string(),
+            Value::Quant { .. } => "the quantized network input (not encrypted yet)".to_string(),
+            Value::Acc {
+                source, pending, ..
+            } => format!(
+                "the {} of layer {} ({})",
+                if pending.is_some() {
+                    "activation output"
+                } else {
+                    "accumulator"
+                },
+                source + 1,
+                self.layers[source].name()
+            ),
+            Value::Unknown => "an unknown tensor".to_string(),
+        }
+    }
+
+    /// `Fork`: saves the current tensor, which must be encrypted and quantized.
+    pub(super) fn fork(&mut self, i: usize, flow: &mut Flow) -> Step {
+        match flow.value {
+            Value::Quant { .. } if flow.encrypted => {}
+            Value::Unknown => {}
+            other => {
+                let found = self.describe(other, flow.encrypted);
+                self.error(
+                    i,
+                    None,
+                    ArchErrorKind::NeedsEncrypted {
+                        layer: "Fork",
+                        found,
+                    },
+                );
+            }
+        }
+        flow.forks.push(SavedFork {
+            layer: i,
+            value: flow.value,
+            shape: flow.shape,
+        });
+        Step::default()
+    }
+
+    /// `Add(bits)` / `Sub(bits)`: both tensors through one shared quantizer (a lookup each),
+    /// then a leveled sum whose lookup the next quantizer forms.
+    pub(super) fn join(
+        &mut self,
+        i: usize,
+        flow: &mut Flow,
+        op: JoinOp,
+        bits: u32,
+        signed: bool,
+    ) -> Step {
+        let layer = op.name();
+        let valid = self.check_bits(
+            i,
+            None,
+            "activation width",
+            bits,
+            if signed { 2 } else { 1 },
+            MAX_DECLARED_BITS,
+        );
+        let Some(saved) = flow.forks.pop() else {
+            self.error(i, None, ArchErrorKind::JoinWithoutFork { layer });
+            flow.value = Value::Unknown;
+            return Step::default();
+        };
+        let shapes_known = saved.shape != Shape::Unknown && flow.shape != Shape::Unknown;
+        if shapes_known && saved.shape != flow.shape {
+            self.error(
+                i,
+                None,
+                ArchErrorKind::JoinShapeMismatch {
+                    layer,
+                    fork: saved.shape,
+                    found: flow.shape,
+                },
+            );
+            flow.value = Value::Unknown;
+            return Step::default();
+        }
+        let count = flow.shape.elements().unwrap_or(0);
+        // The current tensor's lookup: its accumulator's, or a re-quantization.
+        let current = match flow.value {
+            Value::Acc { range, source, .. } => self.lookup(source, range, count),
+            Value::Quant { range } if flow.encrypted => Some(requantize(count, range, i)),
+            Value::Unknown => None,
+            other => {
+                let found = self.describe(other, flow.encrypted);
+                self.error(i, None, ArchErrorKind::NeedsEncrypted { layer, found });
+                None
+            }
+        };
+        let fork = match saved.value {
+            Value::Quant { range } => Some(requantize(count, range, i)),
+            _ => None,
+        };
+        let sides = (saved.value, flow.value);
+        flow.value = match sides {
+            (Value::Quant { .. }, Value::Quant { .. } | Value::Acc { .. })
+                if valid && current.is_some() =>
+            {
+                let left = quantizer_range(bits, signed, sides.0.nonnegative());
+                let right = quantizer_range(bits, signed, sides.1.nonnegative());
+                let range = match op {
+                    JoinOp::Add => IntRange::new(left.min + right.min, left.max + right.max),
+                    JoinOp::Sub => IntRange::new(left.min - right.max, left.max - right.min),
+                };
+                Value::Acc {
+                    range,
+                    source: i,
+                    pending: None,
+                }
+            }
+            _ => Value::Unknown,
+        };
+        Step {
+            accumulator_bits: match flow.value {
+                Value::Acc { range, .. } => Some(range.bits()),
+                _ => None,
+            },
+            lookup: current,
+            fork_lookup: fork,
+        }
+    }
+
+    /// `MaxPool2d(kernel)`: every level of the comparison tree but the last is a lookup here;
+    /// the last is the next quantizer's (which folds into it).
+    pub(super) fn max_pool(&mut self, i: usize, flow: &mut Flow, kernel: usize) -> Step {
+        let ok = self.check_nonzero(i, "kernel", kernel);
+        flow.shape = match flow.shape {
+            Shape::Image {
+                channels,
+                height,
+                width,
+            } if ok => {
+                if height < kernel || width < kernel {
+                    self.error(
+                        i,
+                        None,
+                        ArchErrorKind::ImageTooSmall {
+                            size: (height, width),
+                            window: kernel,
+                            padding: 0,
+                        },
+                    );
+                    Shape::Unknown
+                } else {
+                    Shape::Image {
+                        channels,
+                        height: height / kernel,
+                        width: width / kernel,
+                    }
+                }
+            }
+            Shape::Features(n) => {
+                self.error(
+                    i,
+                    None,
+                    ArchErrorKind::NeedsImage {
+                        layer: "MaxPool2d",
+                        features: n,
+                    },
+                );
+                Shape::Unknown
+            }
+            _ => Shape::Unknown,
+        };
+        let windows = flow.shape.elements().unwrap_or(0);
+        let range = match flow.value {
+            Value::Quant { range } if flow.encrypted => range,
+            Value::Unknown => return Step::default(),
+            other => {
+                let found = self.describe(other, flow.encrypted);
+                self.error(
+                    i,
+                    None,
+                    ArchErrorKind::NeedsEncrypted {
+                        layer: "MaxPool2d",
+                        found,
+                    },
+                );
+                flow.value = Value::Unknown;
+                return Step::default();
+            }
+        };
+        let packed = packed_bits(range);
+        if packed > MAX_EXACT_LOOKUP_BITS {
+            self.error(
+                i,
+                None,
+                ArchErrorKind::MaxPoolTooWide {
+                    bits: range.bits(),
+                    packed,
+                },
+            );
+            flow.value = Value::Unknown;
+            return Step::default();
+        }
+        let levels = max_tree_levels(kernel.saturating_mul(kernel));
+        if levels.is_empty() || !ok {
+            return Step::default();
+        }
+        let inner: usize = levels[..levels.len() - 1].iter().sum();
+        // The packed pair `radix · a + b`: its span is radix², its sign the values'.
+        let radix = range.max - range.min + 1;
+        flow.value = Value::Acc {
+            range: IntRange::new(range.min * (radix + 1), range.max * (radix + 1)),
+            source: i,
+            pending: None,
+        };
+        Step {
+            accumulator_bits: Some(packed),
+            lookup: (inner > 0).then(|| Lookup {
+                count: inner.saturating_mul(windows),
+                input_bits: packed,
+                precision: packed,
+                rounding: Rounding::Exact,
+                source: i,
+                unbounded_bits: None,
+            }),
+            fork_lookup: None,
+        }
+    }
+
+    /// The checks on forks and joins once the network is read: every fork joined, and the
+    /// output computed by a weighted layer.
+    pub(super) fn check_graph(&mut self, flow: &Flow) {
+        for saved in &flow.forks {
+            self.error(saved.layer, None, ArchErrorKind::UnjoinedFork);
+        }
+        if let Value::Acc { source, .. } = flow.value {
+            if let layer @ (Layer::Join { .. } | Layer::MaxPool2d { .. }) = self.layers[source] {
+                self.error(
+                    source,
+                    None,
+                    ArchErrorKind::OutputNotWeighted {
+                        layer: layer.name(),
+                    },
+                );
+            }
+        }
+    }
+}

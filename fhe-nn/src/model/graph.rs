@@ -1,0 +1,372 @@
+//! The runtime graph: declared layers → weighted stages that read earlier stages' lookups.
+//!
+//! A chain makes one stage per weighted layer, each reading the one before. A `Fork` keeps a
+//! stage's outputs for its join; a join (`Add`, `Sub`) makes a stage summing two
+//! re-quantized tensors; `MaxPool2d` makes one stage per level of its comparison trees. A
+//! re-quantization of a tensor that is already quantized (a join's side, an activation on
+//! a lookup's output) is a stage of its own with one link per value.
+
+use std::collections::HashSet;
+
+use super::encoding::Reading;
+use super::reader::Reader;
+use super::stage::{Combine, Source, WeightedStage};
+use super::{build_lookup, Quantizer};
+use crate::arch::activation::Activation;
+use crate::arch::analysis::{IntRange, Rounding, Shape};
+use crate::arch::layer::{max_tree_levels, JoinOp, Layer};
+use crate::architecture::Architecture;
+use crate::error::LoadError;
+
+/// The tensor after a declared layer, as the runtime holds it.
+enum Tensor {
+    /// Quantized values: the client's inputs or a stage's lookup outputs.
+    Quantized {
+        source: Source,
+        quantizer: Quantizer,
+        range: IntRange,
+    },
+    /// Stage `stage`'s accumulators, with the activations its lookup will fold.
+    Pending {
+        stage: usize,
+        activations: Vec<Activation>,
+    },
+}
+
+/// Builds the stages of a network from its first weighted layer on.
+pub(super) struct GraphBuilder<'r, 'a> {
+    reader: &'r mut Reader<'a>,
+    arch: &'a Architecture,
+    stages: Vec<WeightedStage>,
+    /// Sources read by more than one stage (every forked tensor).
+    shared: HashSet<Source>,
+}
+
+impl<'r, 'a> GraphBuilder<'r, 'a> {
+    pub(super) fn new(reader: &'r mut Reader<'a>, arch: &'a Architecture) -> Self {
+        GraphBuilder {
+            reader,
+            arch,
+            stages: Vec::new(),
+            shared: HashSet::new(),
+        }
+    }
+
+    /// The stages and the activations the client applies to the outputs.
+    pub(super) fn build(
+        mut self,
+        first_weighted: usize,
+        input_quantizer: Quantizer,
+        input_range: IntRange,
+    ) -> Result<(Vec<WeightedStage>, Vec<Activation>), LoadError> {
+        let layers = self.arch.layers();
+        let mut tensor = Tensor::Quantized {
+            source: Source::Input,
+            quantizer: input_quantizer,
+            range: input_range,
+        };
+        let mut forks: Vec<(Source, Quantizer, IntRange)> = Vec::new();
+        for (i, &layer) in layers.iter().enumerate().skip(first_weighted) {
+            tensor = match (layer, tensor) {
+                (
+                    Layer::QuantLinear { .. } | Layer::QuantConv2d(_) | Layer::AvgPool2d { .. },
+                    Tensor::Quantized {
+                        source,
+                        quantizer,
+                        range,
+                    },
+                ) => {
+                    let stage = self.reader.weighted_stage(i, range, quantizer.scale)?;
+                    let exact = stage.exact_range();
+                    if exact.min < stage.worst_case.min || exact.max > stage.worst_case.max {
+                        return Err(LoadError::RangeEscapesBound {
+                            layer: i + 1,
+                            exact: exact.to_string(),
+                            bound: stage.worst_case.to_string(),
+                        });
+                    }
+                    self.pending(stage, vec![source])
+                }
+                (Layer::AvgPool2d { .. }, Tensor::Pending { .. }) => {
+                    return Err(self.reader.unsupported(
+                        i,
+                        "pooling an accumulator (quantize before pooling)".into(),
+                    ));
+                }
+                (
+                    Layer::Activation(a),
+                    Tensor::Pending {
+                        stage,
+                        mut activations,
+                    },
+                ) => {
+                    activations.push(a);
+                    Tensor::Pending { stage, activations }
+                }
+                (
+                    Layer::Activation(a),
+                    Tensor::Quantized {
+                        source,
+                        quantizer,
+                        range,
+                    },
+                ) => {
+                    let stage = self.identity(i, source, &quantizer, range);
+                    Tensor::Pending {
+                        stage,
+                        activations: vec![a],
+                    }
+                }
+                (Layer::QuantIdentity { bits, signed }, tensor) => {
+                    let q = self.reader.quantizer(i, bits, signed)?;
+                    let rounding = self.arch.analysis()[i].lookup.map(|l| l.rounding);
+                    let stage = self.close(i, tensor, &q, rounding.unwrap_or(Rounding::Exact));
+                    Tensor::Quantized {
+                        source: Source::Stage(stage),
+                        range: self.output_range(stage),
+                        quantizer: q,
+                    }
+                }
+                (Layer::Flatten, tensor) => tensor,
+                (
+                    Layer::Fork,
+                    Tensor::Quantized {
+                        source,
+                        quantizer,
+                        range,
+                    },
+                ) => {
+                    self.shared.insert(source);
+                    forks.push((source, quantizer.clone(), range));
+                    Tensor::Quantized {
+                        source,
+                        quantizer,
+                        range,
+                    }
+                }
+                (Layer::Join { op, bits, signed }, tensor) => {
+                    let Some((fork, fork_quantizer, fork_range)) = forks.pop() else {
+                        unreachable!("the analysis joins only open forks")
+                    };
+                    let q = self.reader.quantizer(i, bits, signed)?;
+                    let rounding = self.arch.analysis()[i].lookup.map(|l| l.rounding);
+                    let right = self.close(i, tensor, &q, rounding.unwrap_or(Rounding::Exact));
+                    let left = self.close(
+                        i,
+                        Tensor::Quantized {
+                            source: fork,
+                            quantizer: fork_quantizer,
+                            range: fork_range,
+                        },
+                        &q,
+                        Rounding::Exact,
+                    );
+                    self.join(i, op, left, right, q.scale)
+                }
+                (
+                    Layer::MaxPool2d { kernel },
+                    Tensor::Quantized {
+                        source,
+                        quantizer,
+                        range,
+                    },
+                ) => self.max_pool(i, kernel, source, quantizer, range),
+                (layer, _) => {
+                    return Err(self
+                        .reader
+                        .unsupported(i, format!("{} at this place", layer.name())))
+                }
+            };
+        }
+        match tensor {
+            Tensor::Pending { stage, activations } if stage + 1 == self.stages.len() => {
+                Ok((self.stages, activations))
+            }
+            _ => Err(self.reader.unsupported(
+                layers.len() - 1,
+                "an output that is not the last weighted layer's".into(),
+            )),
+        }
+    }
+
+    /// Adds `stage` reading `sources`; its accumulators await their lookup.
+    fn pending(&mut self, mut stage: WeightedStage, sources: Vec<Source>) -> Tensor {
+        stage.shared_inputs = sources.iter().any(|s| self.shared.contains(s));
+        stage.source_factors = vec![1; sources.len()];
+        stage.sources = sources;
+        self.stages.push(stage);
+        Tensor::Pending {
+            stage: self.stages.len() - 1,
+            activations: Vec::new(),
+        }
+    }
+
+    /// A stage reading each value of `source` as it is (one link per value), for a lookup
+    /// on a tensor that is already quantized.
+    fn identity(
+        &mut self,
+        layer: usize,
+        source: Source,
+        quantizer: &Quantizer,
+        range: IntRange,
+    ) -> usize {
+        let n = self.width(source);
+        let links = (0..n).map(|j| vec![(j, 1)]).collect();
+        let stage =
+            WeightedStage::from_links(layer, n, links, range, quantizer.scale, Combine::Affine);
+        self.pending(stage, vec![source]);
+        self.stages.len() - 1
+    }
+
+    /// Closes `tensor` with the lookup into `quantizer` formed at declared layer `layer`: the
+    /// pending stage's lookup, or a re-quantization stage for a quantized tensor. Returns
+    /// the stage whose lookup outputs hold the result.
+    fn close(
+        &mut self,
+        layer: usize,
+        tensor: Tensor,
+        quantizer: &Quantizer,
+        declared: Rounding,
+    ) -> usize {
+        let (stage, activations) = match tensor {
+            Tensor::Pending { stage, activations } => (stage, activations),
+            Tensor::Quantized {
+                source,
+                quantizer: from,
+                range,
+            } => (self.identity(layer, source, &from, range), Vec::new()),
+        };
+        let lookup = build_lookup(
+            &self.stages[stage],
+            layer,
+            declared,
+            Reading::Exact,
+            activations,
+            quantizer.clone(),
+            stage == 0,
+        );
+        self.stages[stage].lookup = Some(lookup);
+        stage
+    }
+
+    /// The values stage `k`'s lookup can output (over its tables).
+    fn output_range(&self, k: usize) -> IntRange {
+        let lookup = self.stages[k].lookup.as_ref().expect("a closed stage");
+        let values = lookup
+            .tables()
+            .iter()
+            .flat_map(|t| t.values.iter().copied());
+        let (min, max) = values.fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        IntRange::new(min.min(max), max)
+    }
+
+    /// Values per sample that `source` holds.
+    fn width(&self, source: Source) -> usize {
+        match source {
+            Source::Input => self.stages.first().map_or(0, |s| s.in_features),
+            Source::Stage(k) => self.stages[k].out_features,
+        }
+    }
+
+    /// The join of stages `left` (the fork's side) and `right`, both re-quantized at `scale`.
+    fn join(&mut self, layer: usize, op: JoinOp, left: usize, right: usize, scale: f64) -> Tensor {
+        let n = self.stages[right].out_features;
+        let sign = op.sign();
+        let links = (0..n).map(|j| vec![(j, 1), (n + j, sign)]).collect();
+        let (l, r) = (self.output_range(left), self.output_range(right));
+        let exact = match op {
+            JoinOp::Add => IntRange::new(l.min + r.min, l.max + r.max),
+            JoinOp::Sub => IntRange::new(l.min - r.max, l.max - r.min),
+        };
+        let mut stage =
+            WeightedStage::from_links(layer, 2 * n, links, exact, scale, Combine::Affine);
+        if let Some(bound) = self.arch.analysis()[layer].range {
+            stage.worst_case = bound;
+        }
+        self.pending(stage, vec![Source::Stage(left), Source::Stage(right)])
+    }
+
+    /// The comparison trees of `MaxPool2d(kernel)` over a quantized image: one stage per
+    /// level, each comparing pairs packed as `radix · a + b`; every level but the last
+    /// outputs the larger value as it is, the last awaits the next quantizer.
+    fn max_pool(
+        &mut self,
+        layer: usize,
+        kernel: usize,
+        source: Source,
+        quantizer: Quantizer,
+        range: IntRange,
+    ) -> Tensor {
+        let (channels, h, w) = match layer.checked_sub(1).map(|p| self.arch.analysis()[p].shape) {
+            Some(Shape::Image {
+                channels,
+                height,
+                width,
+            }) => (channels, height, width),
+            _ => unreachable!("the analysis pools images only"),
+        };
+        let (oh, ow) = (h / kernel, w / kernel);
+        // Each window's values, as indices into the current level's inputs.
+        let mut windows: Vec<Vec<usize>> = Vec::with_capacity(channels * oh * ow);
+        for c in 0..channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    windows.push(
+                        (0..kernel * kernel)
+                            .map(|t| {
+                                (c * h + oy * kernel + t / kernel) * w + ox * kernel + t % kernel
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+        let radix = range.max - range.min + 1;
+        let packed = IntRange::new(range.min * (radix + 1), range.max * (radix + 1));
+        let combine = Combine::MaxPair {
+            radix,
+            low: range.min,
+        };
+        let levels = max_tree_levels(kernel * kernel);
+        let mut current = source;
+        let mut in_features = self.width(source);
+        let mut tensor = Tensor::Quantized {
+            source,
+            quantizer: quantizer.clone(),
+            range,
+        };
+        for (level, &per_window) in levels.iter().enumerate() {
+            let mut links = Vec::with_capacity(windows.len() * per_window);
+            for (index, window) in windows.iter_mut().enumerate() {
+                for pair in window.chunks(2) {
+                    links.push(match *pair {
+                        [a, b] => vec![(a, radix), (b, 1)],
+                        [a] => vec![(a, radix + 1)],
+                        _ => unreachable!("chunks of two"),
+                    });
+                }
+                *window = (index * per_window..(index + 1) * per_window).collect();
+            }
+            let stage = WeightedStage::from_links(
+                layer,
+                in_features,
+                links,
+                packed,
+                quantizer.scale,
+                combine,
+            );
+            in_features = stage.out_features;
+            tensor = self.pending(stage, vec![current]);
+            if level + 1 < levels.len() {
+                let k = self.close(layer, tensor, &quantizer, Rounding::Exact);
+                current = Source::Stage(k);
+                tensor = Tensor::Quantized {
+                    source: current,
+                    quantizer: quantizer.clone(),
+                    range,
+                };
+            }
+        }
+        tensor
+    }
+}

@@ -1,0 +1,286 @@
+//! Networks that are not a chain: a residual block (`Fork` … `Add`), a subtraction and max
+//! pooling. Clear equals a direct floating-point implementation of the declared network on
+//! real digits; Fhe equals Clear; the analysis counts every lookup the runtime makes.
+
+use fhe_nn::datasets::digits;
+use fhe_nn::rng::SplitMix64;
+use fhe_nn::tensors::{Tensor, TensorFile};
+use fhe_nn::{fhe_net, FheOptions, QuantModel};
+use ndarray::{Array2, Axis};
+
+fhe_net! {
+    /// 6×6 crops (2-bit) → 2 channels of 3×3 convolution → a residual block (one 3×3
+    /// convolution, both sides through a shared signed 3-bit quantizer) → ReLU → 2×2 max pooling →
+    /// 10 classes.
+    struct SmallResidual<QuantIdentity(2, unsigned),
+                         QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                         QuantIdentity(2, unsigned), Fork,
+                         QuantConv2d(2, 2, 3, padding = 1, w = 2), Add(3),
+                         ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
+                         QuantIdentity(2, unsigned), Flatten, QuantLinear(8, 10, w = 2)>
+}
+
+fhe_net! {
+    /// The same with the branch subtracted, and the max pool's output fed to the linear
+    /// layer through its own quantizer of another scale.
+    struct SmallDifference<QuantIdentity(2, unsigned),
+                           QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                           QuantIdentity(2, unsigned), Fork,
+                           QuantConv2d(2, 2, 3, padding = 1, w = 2), Sub(3),
+                           ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
+                           QuantIdentity(2, unsigned), Flatten, QuantLinear(8, 10, w = 2)>
+}
+
+const INPUT_SCALE: f64 = 16.0 / 3.0;
+const STEM_SCALE: [f64; 2] = [0.3, 0.5];
+const STEM_BIAS: [f64; 2] = [0.1, -0.2];
+const X_SCALE: f64 = 2.0;
+const BRANCH_SCALE: [f64; 2] = [0.2, 0.15];
+const BRANCH_BIAS: [f64; 2] = [-0.3, 0.2];
+const JOIN_SCALE: f64 = 3.0;
+const Z_SCALE: f64 = 2.5;
+const POOL_SCALE: f64 = 2.0;
+const LINEAR_SCALE: f64 = 0.3;
+
+struct Weights {
+    stem: Vec<i64>,
+    branch: Vec<i64>,
+    linear: Vec<i64>,
+    linear_bias: Vec<f64>,
+}
+
+fn weights() -> Weights {
+    let mut rng = SplitMix64::new(91);
+    let mut ternary = |n: usize| (0..n).map(|_| rng.below(3) as i64 - 1).collect::<Vec<_>>();
+    Weights {
+        // Vertical and horizontal edge detectors.
+        stem: vec![1, 0, -1, 1, 0, -1, 1, 0, -1, 1, 1, 1, 0, 0, 0, -1, -1, -1],
+        branch: ternary(2 * 18),
+        linear: ternary(80),
+        linear_bias: (0..10).map(|j| 0.05 * j as f64 - 0.2).collect(),
+    }
+}
+
+fn tensor_file(w: &Weights) -> TensorFile {
+    let mut f = TensorFile::default();
+    let mut put = |name: &str, t: Tensor| {
+        f.tensors.insert(name.to_string(), t);
+    };
+    let scalar = |v: f64| Tensor::float(vec![], vec![v]);
+    put("layers.0.scale", scalar(INPUT_SCALE));
+    put("layers.1.weight", Tensor::int(vec![2, 9], w.stem.clone()));
+    put(
+        "layers.1.weight_scale",
+        Tensor::float(vec![2], STEM_SCALE.to_vec()),
+    );
+    put("layers.1.bias", Tensor::float(vec![2], STEM_BIAS.to_vec()));
+    put("layers.3.scale", scalar(X_SCALE));
+    put(
+        "layers.5.weight",
+        Tensor::int(vec![2, 18], w.branch.clone()),
+    );
+    put(
+        "layers.5.weight_scale",
+        Tensor::float(vec![2], BRANCH_SCALE.to_vec()),
+    );
+    put(
+        "layers.5.bias",
+        Tensor::float(vec![2], BRANCH_BIAS.to_vec()),
+    );
+    put("layers.6.scale", scalar(JOIN_SCALE));
+    put("layers.8.scale", scalar(Z_SCALE));
+    put("layers.10.scale", scalar(POOL_SCALE));
+    put(
+        "layers.12.weight",
+        Tensor::int(vec![10, 8], w.linear.clone()),
+    );
+    put("layers.12.weight_scale", scalar(LINEAR_SCALE));
+    put(
+        "layers.12.bias",
+        Tensor::float(vec![10], w.linear_bias.clone()),
+    );
+    f
+}
+
+/// The central 6×6 crop of each 8×8 digit.
+fn crops() -> Array2<f64> {
+    let images = digits().unwrap().test.images;
+    Array2::from_shape_fn((images.nrows(), 36), |(i, f)| {
+        images[(i, 8 * (1 + f / 6) + 1 + f % 6)]
+    })
+}
+
+/// A 3×3 convolution of a `channels × 4 × 4` (or 6×6 unpadded) image, direct.
+fn conv3(
+    input: &[f64],
+    channels: usize,
+    side: usize,
+    padding: usize,
+    w: &[i64],
+    oc: usize,
+) -> Vec<f64> {
+    let out_side = side + 2 * padding - 2;
+    let mut out = vec![0.0; out_side * out_side];
+    for oy in 0..out_side {
+        for ox in 0..out_side {
+            let mut acc = 0.0;
+            for ic in 0..channels {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (y, x) = (
+                            (oy + ky) as isize - padding as isize,
+                            (ox + kx) as isize - padding as isize,
+                        );
+                        if y >= 0 && x >= 0 && (y as usize) < side && (x as usize) < side {
+                            acc += w[oc * channels * 9 + ic * 9 + ky * 3 + kx] as f64
+                                * input[ic * side * side + y as usize * side + x as usize];
+                        }
+                    }
+                }
+            }
+            out[oy * out_side + ox] = acc;
+        }
+    }
+    out
+}
+
+/// The network computed directly from its definition, in floating point: Brevitas's
+/// integer semantics (round half to even, clamp to the quantizer's range).
+fn reference(w: &Weights, x: &[f64], sign: f64) -> Vec<f64> {
+    let q = |v: f64, scale: f64| (v / scale).round_ties_even().clamp(0.0, 3.0);
+    let input: Vec<f64> = x.iter().map(|&v| q(v, INPUT_SCALE)).collect();
+    // Stem: 2 × 4 × 4, ReLU, quantized: the forked tensor.
+    let mut fork = Vec::new();
+    for oc in 0..2 {
+        for acc in conv3(&input, 1, 6, 0, &w.stem, oc) {
+            fork.push(q(
+                (acc * INPUT_SCALE * STEM_SCALE[oc] + STEM_BIAS[oc]).max(0.0),
+                X_SCALE,
+            ));
+        }
+    }
+    // Branch: a padded convolution; both sides through the shared quantizer, joined.
+    let mut z = Vec::new();
+    for oc in 0..2 {
+        for (p, acc) in conv3(&fork, 2, 4, 1, &w.branch, oc).into_iter().enumerate() {
+            let signed = |v: f64| (v / JOIN_SCALE).round_ties_even().clamp(-4.0, 3.0);
+            let left = signed(fork[oc * 16 + p] * X_SCALE);
+            let right = signed(acc * X_SCALE * BRANCH_SCALE[oc] + BRANCH_BIAS[oc]);
+            z.push(q(((left + sign * right) * JOIN_SCALE).max(0.0), Z_SCALE));
+        }
+    }
+    // 2×2 max pooling, re-quantized.
+    let mut pooled = [0.0; 8];
+    for c in 0..2 {
+        for py in 0..2 {
+            for px in 0..2 {
+                let m = (0..4)
+                    .map(|t| z[c * 16 + (2 * py + t / 2) * 4 + 2 * px + t % 2])
+                    .fold(f64::MIN, f64::max);
+                pooled[c * 4 + py * 2 + px] = q(m * Z_SCALE, POOL_SCALE);
+            }
+        }
+    }
+    (0..10)
+        .map(|j| {
+            (0..8)
+                .map(|i| w.linear[j * 8 + i] as f64 * pooled[i])
+                .sum::<f64>()
+                * POOL_SCALE
+                * LINEAR_SCALE
+                + w.linear_bias[j]
+        })
+        .collect()
+}
+
+#[test]
+fn clear_equals_a_direct_implementation() {
+    let w = weights();
+    let x = crops();
+    for (arch, sign) in [
+        (SmallResidual::architecture(), 1.0),
+        (SmallDifference::architecture(), -1.0),
+    ] {
+        let model = QuantModel::from_tensors(arch, &tensor_file(&w)).unwrap();
+        let out = model.predict_clear(x.view()).unwrap();
+        // The test means something only if the outputs vary with the image.
+        let distinct: std::collections::BTreeSet<String> =
+            out.axis_iter(Axis(0)).map(|r| format!("{r:.6}")).collect();
+        assert!(distinct.len() > 20, "{} distinct outputs", distinct.len());
+        for (i, row) in out.axis_iter(Axis(0)).enumerate() {
+            let want = reference(&w, x.row(i).as_slice().unwrap(), sign);
+            for (got, want) in row.iter().zip(&want) {
+                assert!(
+                    (got - want).abs() < 1e-9,
+                    "{} sample {i}: {got} vs {want}",
+                    arch.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_analysis_counts_the_lookups_the_runtime_makes() {
+    let arch = SmallResidual::architecture();
+    // Stem 32, branch 32 and the forked tensor 32 into the shared quantizer, the join 32,
+    // the max pool's two levels 16 + 8.
+    assert_eq!(arch.lookups(), 32 * 4 + 16 + 8);
+    let model = QuantModel::from_tensors(arch, &tensor_file(&weights())).unwrap();
+    let runtime: usize = model
+        .layers()
+        .iter()
+        .filter(|s| s.lookup().is_some())
+        .map(|s| s.out_features())
+        .sum();
+    assert_eq!(runtime, arch.lookups());
+    // The max pool's lookups read two 2-bit values packed in one: 4 bits, exact.
+    let pool = arch.analysis()[9].lookup.unwrap();
+    assert_eq!((pool.count, pool.precision), (16, 4));
+}
+
+#[test]
+fn fhe_equals_clear_on_a_residual_network() {
+    let w = weights();
+    let x = crops();
+    let model = QuantModel::from_tensors(SmallResidual::architecture(), &tensor_file(&w)).unwrap();
+    let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
+    assert_eq!(server.lookups(), 152);
+    for row in x.axis_iter(Axis(0)).take(3) {
+        let q = client.quantize(row).unwrap();
+        let input = client.encrypt(row).unwrap();
+        let trace = server.run_traced(&input).unwrap();
+        // Every lookup decrypts to Clear's table value on the inputs FHE had.
+        let differences = compiled.lookup_differences(&client, &q, &trace).unwrap();
+        assert!(differences.iter().all(|&(d, _)| d == 0), "{differences:?}");
+        assert_eq!(
+            client.decrypt_int(trace.last().unwrap()).unwrap(),
+            model.clear_int(&q).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_compiled_graph_network_is_a_file_with_the_same_tables() {
+    let w = weights();
+    let x = crops();
+    let model =
+        QuantModel::from_tensors(SmallDifference::architecture(), &tensor_file(&w)).unwrap();
+    let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
+    let read = fhe_nn::CompiledModel::from_bytes(&compiled.to_bytes().unwrap()).unwrap();
+    assert_eq!(read.fingerprint(), compiled.fingerprint());
+    assert_eq!(
+        read.architecture().layers(),
+        SmallDifference::architecture().layers()
+    );
+    let q = compiled.quantize(x.view()).unwrap();
+    for row in q.rows().into_iter().take(50) {
+        let row = row.to_vec();
+        assert_eq!(
+            read.clear_trace(&row).unwrap(),
+            compiled.clear_trace(&row).unwrap()
+        );
+    }
+}

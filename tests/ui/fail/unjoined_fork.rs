@@ -1,0 +1,4 @@
+fn main() {
+    let _ = fhe_nn::fhe_net![QuantIdentity(3), QuantLinear(64, 30, w = 3), ReLU,
+                             QuantIdentity(3), Fork, QuantLinear(30, 10, w = 3)];
+}
