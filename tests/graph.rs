@@ -1,7 +1,8 @@
-//! Networks that are not a chain: a residual block (`Fork` … `Add`), a subtraction and max
-//! pooling. Clear equals a direct floating-point implementation of the declared network on
+//! Networks that are not a chain: a residual block (`Fork` … `Add`), a subtraction, a
+//! product and a concatenation of two encrypted tensors, and max pooling. Clear equals a direct floating-point implementation of the declared network on
 //! real digits; Fhe equals Clear; the analysis counts every lookup the runtime makes.
 
+use fhe_nn::arch::layer::JoinOp;
 use fhe_nn::datasets::digits;
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::tensors::{Tensor, TensorFile};
@@ -31,6 +32,27 @@ fhe_net! {
                            QuantIdentity(2, unsigned), Flatten, QuantLinear(8, 10, w = 2)>
 }
 
+fhe_net! {
+    /// The branch multiplied with its input (a gate).
+    struct SmallProduct<QuantIdentity(2, unsigned),
+                        QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                        QuantIdentity(2, unsigned), Fork,
+                        QuantConv2d(2, 2, 3, padding = 1, w = 2), Mul(3),
+                        ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
+                        QuantIdentity(2, unsigned), Flatten, QuantLinear(8, 10, w = 2)>
+}
+
+fhe_net! {
+    /// The branch's channels concatenated after its input's (4 channels), then an
+    /// activation on the concatenated tensor.
+    struct SmallConcat<QuantIdentity(2, unsigned),
+                       QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                       QuantIdentity(2, unsigned), Fork,
+                       QuantConv2d(2, 2, 3, padding = 1, w = 2), Concat(3),
+                       ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
+                       QuantIdentity(2, unsigned), Flatten, QuantLinear(16, 10, w = 2)>
+}
+
 const INPUT_SCALE: f64 = 16.0 / 3.0;
 const STEM_SCALE: [f64; 2] = [0.3, 0.5];
 const STEM_BIAS: [f64; 2] = [0.1, -0.2];
@@ -56,12 +78,13 @@ fn weights() -> Weights {
         // Vertical and horizontal edge detectors.
         stem: vec![1, 0, -1, 1, 0, -1, 1, 0, -1, 1, 1, 1, 0, 0, 0, -1, -1, -1],
         branch: ternary(2 * 18),
-        linear: ternary(80),
+        linear: ternary(160),
         linear_bias: (0..10).map(|j| 0.05 * j as f64 - 0.2).collect(),
     }
 }
 
-fn tensor_file(w: &Weights) -> TensorFile {
+/// The tensors of the networks above; `features`: the linear layer's inputs.
+fn tensor_file(w: &Weights, features: usize) -> TensorFile {
     let mut f = TensorFile::default();
     let mut put = |name: &str, t: Tensor| {
         f.tensors.insert(name.to_string(), t);
@@ -92,7 +115,7 @@ fn tensor_file(w: &Weights) -> TensorFile {
     put("layers.10.scale", scalar(POOL_SCALE));
     put(
         "layers.12.weight",
-        Tensor::int(vec![10, 8], w.linear.clone()),
+        Tensor::int(vec![10, features], w.linear[..10 * features].to_vec()),
     );
     put("layers.12.weight_scale", scalar(LINEAR_SCALE));
     put(
@@ -146,7 +169,7 @@ fn conv3(
 
 /// The network computed directly from its definition, in floating point: Brevitas's
 /// integer semantics (round half to even, clamp to the quantizer's range).
-fn reference(w: &Weights, x: &[f64], sign: f64) -> Vec<f64> {
+fn reference(w: &Weights, x: &[f64], op: JoinOp) -> Vec<f64> {
     let q = |v: f64, scale: f64| (v / scale).round_ties_even().clamp(0.0, 3.0);
     let input: Vec<f64> = x.iter().map(|&v| q(v, INPUT_SCALE)).collect();
     // Stem: 2 × 4 × 4, ReLU, quantized: the forked tensor.
@@ -160,18 +183,35 @@ fn reference(w: &Weights, x: &[f64], sign: f64) -> Vec<f64> {
         }
     }
     // Branch: a padded convolution; both sides through the shared quantizer, joined.
-    let mut z = Vec::new();
+    let signed = |v: f64| (v / JOIN_SCALE).round_ties_even().clamp(-4.0, 3.0);
+    let mut branch = Vec::new();
     for oc in 0..2 {
-        for (p, acc) in conv3(&fork, 2, 4, 1, &w.branch, oc).into_iter().enumerate() {
-            let signed = |v: f64| (v / JOIN_SCALE).round_ties_even().clamp(-4.0, 3.0);
-            let left = signed(fork[oc * 16 + p] * X_SCALE);
-            let right = signed(acc * X_SCALE * BRANCH_SCALE[oc] + BRANCH_BIAS[oc]);
-            z.push(q(((left + sign * right) * JOIN_SCALE).max(0.0), Z_SCALE));
+        for acc in conv3(&fork, 2, 4, 1, &w.branch, oc) {
+            branch.push(signed(acc * X_SCALE * BRANCH_SCALE[oc] + BRANCH_BIAS[oc]));
         }
     }
+    let left: Vec<f64> = fork.iter().map(|&v| signed(v * X_SCALE)).collect();
+    // The joined tensor's real values, then ReLU and the next quantizer.
+    let joined: Vec<f64> = match op {
+        JoinOp::Add | JoinOp::Sub => {
+            let sign = op.sign() as f64;
+            left.iter()
+                .zip(&branch)
+                .map(|(l, r)| (l + sign * r) * JOIN_SCALE)
+                .collect()
+        }
+        JoinOp::Mul => left
+            .iter()
+            .zip(&branch)
+            .map(|(l, r)| l * r * JOIN_SCALE * JOIN_SCALE)
+            .collect(),
+        JoinOp::Concat => left.iter().chain(&branch).map(|v| v * JOIN_SCALE).collect(),
+    };
+    let z: Vec<f64> = joined.iter().map(|&v| q(v.max(0.0), Z_SCALE)).collect();
     // 2×2 max pooling, re-quantized.
-    let mut pooled = [0.0; 8];
-    for c in 0..2 {
+    let channels = z.len() / 16;
+    let mut pooled = vec![0.0; channels * 4];
+    for c in 0..channels {
         for py in 0..2 {
             for px in 0..2 {
                 let m = (0..4)
@@ -181,10 +221,11 @@ fn reference(w: &Weights, x: &[f64], sign: f64) -> Vec<f64> {
             }
         }
     }
+    let n = pooled.len();
     (0..10)
         .map(|j| {
-            (0..8)
-                .map(|i| w.linear[j * 8 + i] as f64 * pooled[i])
+            (0..n)
+                .map(|i| w.linear[j * n + i] as f64 * pooled[i])
                 .sum::<f64>()
                 * POOL_SCALE
                 * LINEAR_SCALE
@@ -197,18 +238,20 @@ fn reference(w: &Weights, x: &[f64], sign: f64) -> Vec<f64> {
 fn clear_equals_a_direct_implementation() {
     let w = weights();
     let x = crops();
-    for (arch, sign) in [
-        (SmallResidual::architecture(), 1.0),
-        (SmallDifference::architecture(), -1.0),
+    for (arch, op, features) in [
+        (SmallResidual::architecture(), JoinOp::Add, 8),
+        (SmallDifference::architecture(), JoinOp::Sub, 8),
+        (SmallProduct::architecture(), JoinOp::Mul, 8),
+        (SmallConcat::architecture(), JoinOp::Concat, 16),
     ] {
-        let model = QuantModel::from_tensors(arch, &tensor_file(&w)).unwrap();
+        let model = QuantModel::from_tensors(arch, &tensor_file(&w, features)).unwrap();
         let out = model.predict_clear(x.view()).unwrap();
         // The test means something only if the outputs vary with the image.
         let distinct: std::collections::BTreeSet<String> =
             out.axis_iter(Axis(0)).map(|r| format!("{r:.6}")).collect();
         assert!(distinct.len() > 20, "{} distinct outputs", distinct.len());
         for (i, row) in out.axis_iter(Axis(0)).enumerate() {
-            let want = reference(&w, x.row(i).as_slice().unwrap(), sign);
+            let want = reference(&w, x.row(i).as_slice().unwrap(), op);
             for (got, want) in row.iter().zip(&want) {
                 assert!(
                     (got - want).abs() < 1e-9,
@@ -226,7 +269,7 @@ fn the_analysis_counts_the_lookups_the_runtime_makes() {
     // Stem 32, branch 32 and the forked tensor 32 into the shared quantizer, the join 32,
     // the max pool's two levels 16 + 8.
     assert_eq!(arch.lookups(), 32 * 4 + 16 + 8);
-    let model = QuantModel::from_tensors(arch, &tensor_file(&weights())).unwrap();
+    let model = QuantModel::from_tensors(arch, &tensor_file(&weights(), 8)).unwrap();
     let runtime: usize = model
         .layers()
         .iter()
@@ -240,25 +283,40 @@ fn the_analysis_counts_the_lookups_the_runtime_makes() {
 }
 
 #[test]
-fn fhe_equals_clear_on_a_residual_network() {
+fn fhe_equals_clear_on_residual_product_and_concatenated_networks() {
     let w = weights();
     let x = crops();
-    let model = QuantModel::from_tensors(SmallResidual::architecture(), &tensor_file(&w)).unwrap();
-    let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
-    let (client, eval) = compiled.keygen().unwrap();
-    let server = compiled.server(eval).unwrap();
-    assert_eq!(server.lookups(), 152);
-    for row in x.axis_iter(Axis(0)).take(3) {
-        let q = client.quantize(row).unwrap();
-        let input = client.encrypt(row).unwrap();
-        let trace = server.run_traced(&input).unwrap();
-        // Every lookup decrypts to Clear's table value on the inputs FHE had.
-        let differences = compiled.lookup_differences(&client, &q, &trace).unwrap();
-        assert!(differences.iter().all(|&(d, _)| d == 0), "{differences:?}");
-        assert_eq!(
-            client.decrypt_int(trace.last().unwrap()).unwrap(),
-            model.clear_int(&q).unwrap()
-        );
+    // Stem 32; residual: branch, fork side, join 32 each; product: squares 64 more;
+    // concatenation: both sides 32 each and 64 after it; max pools 16 + 8 per 2 channels.
+    for (arch, features, lookups) in [
+        (SmallResidual::architecture(), 8, 152),
+        (SmallProduct::architecture(), 8, 216),
+        (SmallConcat::architecture(), 16, 208),
+    ] {
+        assert_eq!(arch.lookups(), lookups, "{}", arch.name());
+        let model = QuantModel::from_tensors(arch, &tensor_file(&w, features)).unwrap();
+        let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
+        let (client, eval) = compiled.keygen().unwrap();
+        let server = compiled.server(eval).unwrap();
+        assert_eq!(server.lookups(), lookups, "{}", arch.name());
+        for row in x.axis_iter(Axis(0)).take(2) {
+            let q = client.quantize(row).unwrap();
+            let input = client.encrypt(row).unwrap();
+            let trace = server.run_traced(&input).unwrap();
+            // Every lookup decrypts to Clear's table value on the inputs FHE had.
+            let differences = compiled.lookup_differences(&client, &q, &trace).unwrap();
+            assert!(
+                differences.iter().all(|&(d, _)| d == 0),
+                "{}: {differences:?}",
+                arch.name()
+            );
+            assert_eq!(
+                client.decrypt_int(trace.last().unwrap()).unwrap(),
+                model.clear_int(&q).unwrap(),
+                "{}",
+                arch.name()
+            );
+        }
     }
 }
 
@@ -267,7 +325,7 @@ fn a_compiled_graph_network_is_a_file_with_the_same_tables() {
     let w = weights();
     let x = crops();
     let model =
-        QuantModel::from_tensors(SmallDifference::architecture(), &tensor_file(&w)).unwrap();
+        QuantModel::from_tensors(SmallDifference::architecture(), &tensor_file(&w, 8)).unwrap();
     let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
     let read = fhe_nn::CompiledModel::from_bytes(&compiled.to_bytes().unwrap()).unwrap();
     assert_eq!(read.fingerprint(), compiled.fingerprint());

@@ -70,8 +70,10 @@ pub struct LayerAnalysis {
     /// The lookup this layer's quantizer forms, if any (for `MaxPool2d`, every level of its
     /// comparison trees but the last; for a join, the current tensor's re-quantization).
     pub lookup: Option<Lookup>,
-    /// For a join (`Add`, `Sub`): the re-quantization of the forked tensor.
+    /// For a join: the re-quantization of the forked tensor.
     pub fork_lookup: Option<Lookup>,
+    /// For `Mul`: the squares of the two sides' sum and difference (two per value).
+    pub product_lookup: Option<Lookup>,
 }
 
 /// Network-wide figures.
@@ -460,6 +462,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
             accumulator_bits: step.accumulator_bits,
             lookup: step.lookup,
             fork_lookup: step.fork_lookup,
+            product_lookup: step.product_lookup,
         });
     }
     a.check_network(&flow);
@@ -497,6 +500,7 @@ struct Step {
     accumulator_bits: Option<u32>,
     lookup: Option<Lookup>,
     fork_lookup: Option<Lookup>,
+    product_lookup: Option<Lookup>,
 }
 
 impl Analyzer<'_> {
@@ -541,7 +545,12 @@ impl Analyzer<'_> {
 fn summarize(out: &[LayerAnalysis], shape: Shape) -> Summary {
     let lookups: Vec<&Lookup> = out
         .iter()
-        .flat_map(|l| l.lookup.iter().chain(&l.fork_lookup))
+        .flat_map(|l| {
+            l.lookup
+                .iter()
+                .chain(&l.fork_lookup)
+                .chain(&l.product_lookup)
+        })
         .collect();
     let max_integer_bits = out
         .iter()

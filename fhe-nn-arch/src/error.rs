@@ -113,6 +113,9 @@ pub enum ArchErrorKind {
     OutputNotWeighted {
         layer: &'static str,
     },
+    ProductTooWide {
+        bits: u32,
+    },
 }
 
 impl fmt::Display for ArchError {
@@ -222,11 +225,21 @@ impl fmt::Display for ArchError {
             ),
             JoinShapeMismatch { layer, fork, found } => write!(
                 f,
-                "shape mismatch: {layer} joins the `Fork`'s {fork} tensor with a {found} one\n= help: make the branch end with the shape it started with"
+                "shape mismatch: {layer} joins the `Fork`'s {fork} tensor with a {found} one\n= help: {}",
+                if *layer == "Concat" {
+                    "concatenate images of one height and width, or two feature vectors"
+                } else {
+                    "make the branch end with the shape it started with"
+                }
             ),
             MaxPoolTooWide { bits, packed } => write!(
                 f,
                 "MaxPool2d compares {bits}-bit values with {packed}-bit lookups (two values packed in one), over the {MAX_EXACT_LOOKUP_BITS}-bit limit of exact lookups\n= help: quantize to at most {} bits before MaxPool2d",
+                MAX_EXACT_LOOKUP_BITS / 2
+            ),
+            ProductTooWide { bits } => write!(
+                f,
+                "Mul squares the sum and the difference of its two sides, {bits}-bit values, over the {MAX_EXACT_LOOKUP_BITS}-bit limit of exact lookups\n= help: use a narrower shared quantizer, e.g. `Mul({})`",
                 MAX_EXACT_LOOKUP_BITS / 2
             ),
             OutputNotWeighted { layer } => write!(

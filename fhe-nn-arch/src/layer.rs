@@ -3,7 +3,7 @@
 use super::activation::Activation;
 use super::error::ArchErrorKind;
 use super::limits::MAX_IMAGE_SIDE;
-use super::range::Shape;
+use super::range::{IntRange, Shape};
 
 /// Options shared by the two weighted layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +50,8 @@ pub enum Layer {
     Fork,
     /// Joins the tensor saved by the innermost open [`Fork`](Layer::Fork) with the current
     /// one: both pass through one shared quantizer (`QuantIdentity(bits)`, as Brevitas
-    /// writes a residual add), then are added or subtracted element-wise.
+    /// writes a residual add), then are added, subtracted or multiplied element-wise, or
+    /// concatenated (channels of images, features of vectors).
     Join { op: JoinOp, bits: u32, signed: bool },
     /// Max pooling with a `kernel × kernel` window and stride `kernel` (PyTorch's default):
     /// a tree of lookups per window, each comparing two values packed in one.
@@ -60,26 +61,53 @@ pub enum Layer {
 /// How a [`Layer::Join`] combines its two tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JoinOp {
-    /// `fork + current`.
+    /// `fork + current`: a leveled sum.
     Add,
-    /// `fork − current`.
+    /// `fork − current`: a leveled difference.
     Sub,
+    /// `fork · current`, as `⌊(a+b)²/4⌋ − ⌊(a−b)²/4⌋`: two lookups per value.
+    Mul,
+    /// `fork` then `current`: channels of images (same height and width), or features.
+    Concat,
 }
 
 impl JoinOp {
+    /// Every join, in the order of their encodings.
+    pub const ALL: [JoinOp; 4] = [JoinOp::Add, JoinOp::Sub, JoinOp::Mul, JoinOp::Concat];
+
     /// The DSL name of the join.
     pub fn name(self) -> &'static str {
         match self {
             JoinOp::Add => "Add",
             JoinOp::Sub => "Sub",
+            JoinOp::Mul => "Mul",
+            JoinOp::Concat => "Concat",
         }
     }
 
-    /// The weight of the current tensor in the join (the fork's is 1).
+    /// The weight of the current tensor in a sum or difference (the fork's is 1).
     pub fn sign(self) -> i64 {
         match self {
-            JoinOp::Add => 1,
             JoinOp::Sub => -1,
+            _ => 1,
+        }
+    }
+
+    /// The integer range of the join of values in `fork` and `current` (for a
+    /// concatenation, the values either side holds).
+    pub fn range(self, fork: IntRange, current: IntRange) -> IntRange {
+        let (l, r) = (fork, current);
+        match self {
+            JoinOp::Add => IntRange::new(l.min + r.min, l.max + r.max),
+            JoinOp::Sub => IntRange::new(l.min - r.max, l.max - r.min),
+            JoinOp::Mul => {
+                let products = [l.min * r.min, l.min * r.max, l.max * r.min, l.max * r.max];
+                IntRange::new(
+                    products.iter().copied().min().unwrap_or(0),
+                    products.iter().copied().max().unwrap_or(0),
+                )
+            }
+            JoinOp::Concat => IntRange::new(l.min.min(r.min), l.max.max(r.max)),
         }
     }
 }

@@ -272,7 +272,8 @@ fn layer_analysis(l: &LayerAnalysis) -> TokenStream {
     let accumulator_bits = option(l.accumulator_bits);
     let lookup = option(l.lookup.as_ref().map(lookup_tokens));
     let fork_lookup = option(l.fork_lookup.as_ref().map(lookup_tokens));
-    quote!(#p::LayerAnalysis { shape: #shape, kind: #p::TensorKind::#kind, range: #range, accumulator_bits: #accumulator_bits, lookup: #lookup, fork_lookup: #fork_lookup })
+    let product_lookup = option(l.product_lookup.as_ref().map(lookup_tokens));
+    quote!(#p::LayerAnalysis { shape: #shape, kind: #p::TensorKind::#kind, range: #range, accumulator_bits: #accumulator_bits, lookup: #lookup, fork_lookup: #fork_lookup, product_lookup: #product_lookup })
 }
 
 /// A lookup of the analysis as tokens.

@@ -36,6 +36,8 @@ const STRUCTURAL_LAYERS: &[&str] = &[
     "Fork",
     "Add",
     "Sub",
+    "Mul",
+    "Concat",
 ];
 
 /// Names users reach for that are spelled differently here.
@@ -81,12 +83,11 @@ pub fn interpret(calls: &[LayerCall]) -> Result<Vec<SpannedLayer>, Vec<syn::Erro
                 args.accept(&[], &[]);
                 Some(Layer::Fork)
             }
-            op @ ("Add" | "Sub") => {
-                let op = if op == "Add" {
-                    JoinOp::Add
-                } else {
-                    JoinOp::Sub
-                };
+            name @ ("Add" | "Sub" | "Mul" | "Concat") => {
+                let op = JoinOp::ALL
+                    .into_iter()
+                    .find(|op| op.name() == name)
+                    .expect("a join's name");
                 quant_identity(&mut args).map(|q| match q {
                     Layer::QuantIdentity { bits, signed } => Layer::Join { op, bits, signed },
                     other => other,

@@ -12,7 +12,7 @@ use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use crate::arch::activation::Activation;
 use crate::arch::analysis::Shape;
 use crate::arch::analysis::{quantizer_range, weight_max};
-use crate::arch::layer::{Conv2d, Layer, WeightOptions};
+use crate::arch::layer::{Conv2d, JoinOp, Layer, WeightOptions};
 use crate::architecture::Architecture;
 use crate::model::fold::{affine_of_batch_norm, fold_affine};
 use crate::model::{architecture_signature, ARCHITECTURE_KEY};
@@ -145,9 +145,9 @@ struct Dense {
 enum GraphOp {
     /// Saves the (quantized) tensor for its join; passes it on unchanged.
     Fork,
-    /// `q(fork) + sign · q(current)` through the join's shared quantizer (straight-through
-    /// gradients to both sides).
-    Join { sign: f64, quant: FakeQuant },
+    /// `q(fork) ∘ q(current)` through the join's shared quantizer (straight-through
+    /// gradients to both sides): a sum, difference, product or concatenation.
+    Join { op: JoinOp, quant: FakeQuant },
     /// The largest value of each window (the gradient goes to it).
     MaxPool(Geometry),
 }
@@ -155,8 +155,11 @@ enum GraphOp {
 /// What the backward pass needs of a layer beyond its input, sums and mask.
 enum Extra {
     None,
-    /// A join's straight-through masks: the fork's side, the current side.
-    Join(Array2<f64>, Array2<f64>),
+    /// A join's quantized sides and their straight-through masks: the fork's, the current.
+    Join {
+        left: (Array2<f64>, Array2<f64>),
+        right: (Array2<f64>, Array2<f64>),
+    },
     /// A max pool's chosen input index per output.
     Max(Array2<usize>),
 }
@@ -192,6 +195,39 @@ impl FakeQuant {
         };
         self.running = Some(r);
         self.scale = (r / self.qmax()).max(1e-12);
+    }
+}
+
+/// The join of two quantized sides of a batch.
+fn join(op: JoinOp, left: &Array2<f64>, right: &Array2<f64>) -> Array2<f64> {
+    match op {
+        JoinOp::Add | JoinOp::Sub => left + &(right * op.sign() as f64),
+        JoinOp::Mul => left * right,
+        JoinOp::Concat => {
+            ndarray::concatenate(Axis(1), &[left.view(), right.view()]).expect("one batch")
+        }
+    }
+}
+
+/// The gradients of a join's two sides from the gradient of its output (before the sides'
+/// straight-through masks).
+fn join_backward(
+    op: JoinOp,
+    grad: &Array2<f64>,
+    left: &Array2<f64>,
+    right: &Array2<f64>,
+) -> (Array2<f64>, Array2<f64>) {
+    match op {
+        JoinOp::Add | JoinOp::Sub => (grad.clone(), grad * op.sign() as f64),
+        // d(a·b)/da = b and d(a·b)/db = a.
+        JoinOp::Mul => (grad * right, grad * left),
+        JoinOp::Concat => {
+            let m = left.ncols();
+            (
+                grad.slice(ndarray::s![.., ..m]).to_owned(),
+                grad.slice(ndarray::s![.., m..]).to_owned(),
+            )
+        }
     }
 }
 
@@ -710,7 +746,7 @@ impl Trainer {
                     let op = match *layer {
                         Layer::Fork if quantized => GraphOp::Fork,
                         Layer::Join { op, bits, signed } => GraphOp::Join {
-                            sign: op.sign() as f64,
+                            op,
                             quant: FakeQuant {
                                 layer: i,
                                 bits,
@@ -816,14 +852,13 @@ impl Trainer {
                     forks.push(a.clone());
                     (a.clone(), Extra::None)
                 }
-                Some(GraphOp::Join { sign, quant }) => {
+                Some(GraphOp::Join { op, quant }) => {
                     let fork = forks.pop().expect("the analysis joins only open forks");
                     if training {
                         quant.track(magnitude_quantile(fork.iter().chain(a.iter())));
                     }
-                    let (left, left_mask) = quant.apply(&fork);
-                    let (right, right_mask) = quant.apply(&a);
-                    (left + &(right * *sign), Extra::Join(left_mask, right_mask))
+                    let (left, right) = (quant.apply(&fork), quant.apply(&a));
+                    (join(*op, &left.0, &right.0), Extra::Join { left, right })
                 }
                 Some(GraphOp::MaxPool(g)) => {
                     let (m, arg) = max_pool(g, &a);
@@ -916,9 +951,10 @@ impl Trainer {
                         grad += &fork_grads.pop().expect("a join for every fork");
                         continue;
                     }
-                    (Some(GraphOp::Join { sign, .. }), Extra::Join(left, right)) => {
-                        fork_grads.push(&grad * &left);
-                        grad = &grad * &right * *sign;
+                    (Some(GraphOp::Join { op, .. }), Extra::Join { left, right }) => {
+                        let (to_left, to_right) = join_backward(*op, &grad, &left.0, &right.0);
+                        fork_grads.push(to_left * &left.1);
+                        grad = to_right * &right.1;
                         continue;
                     }
                     (Some(GraphOp::MaxPool(_)), Extra::Max(arg)) => {
@@ -1304,19 +1340,22 @@ mod tests {
         };
         let fork = Array2::from_shape_fn((2, 6), |_| (rng.uniform() - 0.5) * 1e-3);
         let current = Array2::from_shape_fn((2, 6), |_| (rng.uniform() - 0.5) * 1e-3);
-        let upstream = Array2::from_shape_fn((2, 6), |_| rng.uniform() - 0.5);
-        for sign in [1.0, -1.0] {
-            let join = |f: &Array2<f64>, c: &Array2<f64>| {
-                ((quant.apply(f).0 + &(quant.apply(c).0 * sign)) * &upstream).sum()
+        for op in JoinOp::ALL {
+            let width = if op == JoinOp::Concat { 12 } else { 6 };
+            let upstream = Array2::from_shape_fn((2, width), |_| rng.uniform() - 0.5);
+            let loss = |f: &Array2<f64>, c: &Array2<f64>| {
+                (join(op, &quant.apply(f).0, &quant.apply(c).0) * &upstream).sum()
             };
-            // What the backward pass routes: the fork's side, and the current side signed.
-            let (_, left) = quant.apply(&fork);
-            let (_, right) = quant.apply(&current);
-            check_gradient(&fork, &(&upstream * &left), 1e-5, 1e-3, |f| {
-                join(f, &current)
+            // What the backward pass routes to either side, through its mask.
+            let (left, right) = (quant.apply(&fork), quant.apply(&current));
+            let (to_left, to_right) = join_backward(op, &upstream, &left.0, &right.0);
+            // A product's gradient is as small as the values: a tighter tolerance.
+            let tolerance = if op == JoinOp::Mul { 1e-6 } else { 1e-3 };
+            check_gradient(&fork, &(to_left * &left.1), 1e-5, tolerance, |f| {
+                loss(f, &current)
             });
-            check_gradient(&current, &(&upstream * &right * sign), 1e-5, 1e-3, |c| {
-                join(&fork, c)
+            check_gradient(&current, &(to_right * &right.1), 1e-5, tolerance, |c| {
+                loss(&fork, c)
             });
         }
         // Beyond the range the straight-through mask stops the gradient.

@@ -7,6 +7,37 @@ use crate::layer::{max_tree_levels, JoinOp, Layer};
 use crate::limits::{MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS};
 use crate::range::{unsigned_bits, IntRange, Shape};
 
+/// The shape of the join of a `fork`-shaped tensor with a `current`-shaped one, if they
+/// can be joined: equal shapes, or for a concatenation equal images but for their channels,
+/// or any two feature vectors.
+fn joined_shape(op: JoinOp, fork: Shape, current: Shape) -> Option<Shape> {
+    match (op, fork, current) {
+        (JoinOp::Concat, Shape::Features(a), Shape::Features(b)) => {
+            Some(Shape::Features(a.saturating_add(b)))
+        }
+        (
+            JoinOp::Concat,
+            Shape::Image {
+                channels: a,
+                height,
+                width,
+            },
+            Shape::Image {
+                channels: b,
+                height: h,
+                width: w,
+            },
+        ) if (height, width) == (h, w) => Some(Shape::Image {
+            channels: a.saturating_add(b),
+            height,
+            width,
+        }),
+        (JoinOp::Concat, _, _) => None,
+        (_, a, b) if a == b => Some(a),
+        _ => None,
+    }
+}
+
 /// The lookup that re-quantizes an encrypted quantized tensor of `range` (one per value).
 fn requantize(count: usize, range: IntRange, source: usize) -> Lookup {
     Lookup {
@@ -103,7 +134,8 @@ impl Analyzer<'_> {
             return Step::default();
         };
         let shapes_known = saved.shape != Shape::Unknown && flow.shape != Shape::Unknown;
-        if shapes_known && saved.shape != flow.shape {
+        let joined = joined_shape(op, saved.shape, flow.shape);
+        if shapes_known && joined.is_none() {
             self.error(
                 i,
                 None,
@@ -113,10 +145,14 @@ impl Analyzer<'_> {
                     found: flow.shape,
                 },
             );
+            // Unknown from here: later layers' sizes are not checked against a guess.
+            flow.shape = Shape::Unknown;
             flow.value = Value::Unknown;
             return Step::default();
         }
         let count = flow.shape.elements().unwrap_or(0);
+        let fork_count = saved.shape.elements().unwrap_or(0);
+        flow.shape = joined.unwrap_or(Shape::Unknown);
         // The current tensor's lookup: its accumulator's, or a re-quantization.
         let current = match flow.value {
             Value::Acc { range, source, .. } => self.lookup(source, range, count),
@@ -129,24 +165,49 @@ impl Analyzer<'_> {
             }
         };
         let fork = match saved.value {
-            Value::Quant { range } => Some(requantize(count, range, i)),
+            Value::Quant { range } => Some(requantize(fork_count, range, i)),
             _ => None,
         };
         let sides = (saved.value, flow.value);
+        let mut product = None;
         flow.value = match sides {
             (Value::Quant { .. }, Value::Quant { .. } | Value::Acc { .. })
                 if valid && current.is_some() =>
             {
                 let left = quantizer_range(bits, signed, sides.0.nonnegative());
                 let right = quantizer_range(bits, signed, sides.1.nonnegative());
-                let range = match op {
-                    JoinOp::Add => IntRange::new(left.min + right.min, left.max + right.max),
-                    JoinOp::Sub => IntRange::new(left.min - right.max, left.max - right.min),
-                };
-                Value::Acc {
-                    range,
-                    source: i,
-                    pending: None,
+                let range = op.range(left, right);
+                match op {
+                    JoinOp::Concat => Value::Quant { range },
+                    JoinOp::Mul => {
+                        // ⌊(a+b)²/4⌋ and ⌊(a−b)²/4⌋, read exactly.
+                        let sum = JoinOp::Add.range(left, right);
+                        let difference = JoinOp::Sub.range(left, right);
+                        let bits = sum.bits().max(difference.bits());
+                        if bits > MAX_EXACT_LOOKUP_BITS {
+                            self.error(i, None, ArchErrorKind::ProductTooWide { bits });
+                            Value::Unknown
+                        } else {
+                            product = Some(Lookup {
+                                count: count.saturating_mul(2),
+                                input_bits: bits,
+                                precision: bits,
+                                rounding: Rounding::Exact,
+                                source: i,
+                                unbounded_bits: None,
+                            });
+                            Value::Acc {
+                                range,
+                                source: i,
+                                pending: None,
+                            }
+                        }
+                    }
+                    JoinOp::Add | JoinOp::Sub => Value::Acc {
+                        range,
+                        source: i,
+                        pending: None,
+                    },
                 }
             }
             _ => Value::Unknown,
@@ -158,6 +219,7 @@ impl Analyzer<'_> {
             },
             lookup: current,
             fork_lookup: fork,
+            product_lookup: product,
         }
     }
 
@@ -247,6 +309,7 @@ impl Analyzer<'_> {
             pending: None,
         };
         Step {
+            product_lookup: None,
             accumulator_bits: Some(packed),
             lookup: (inner > 0).then(|| Lookup {
                 count: inner.saturating_mul(windows),

@@ -103,6 +103,7 @@ impl Analyzer<'_> {
             accumulator_bits: None,
             lookup,
             fork_lookup: None,
+            product_lookup: None,
         }
     }
 
@@ -139,6 +140,7 @@ impl Analyzer<'_> {
             accumulator_bits: accumulator_bits(flow),
             lookup: None,
             fork_lookup: None,
+            product_lookup: None,
         }
     }
 
@@ -176,6 +178,7 @@ impl Analyzer<'_> {
             accumulator_bits: accumulator_bits(flow),
             lookup: None,
             fork_lookup: None,
+            product_lookup: None,
         }
     }
 
@@ -303,6 +306,7 @@ impl Analyzer<'_> {
             accumulator_bits: accumulator_bits(flow),
             lookup: None,
             fork_lookup: None,
+            product_lookup: None,
         }
     }
 }

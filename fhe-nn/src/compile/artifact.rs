@@ -283,6 +283,8 @@ impl Writer {
                 self.u8(match op {
                     JoinOp::Add => 0,
                     JoinOp::Sub => 1,
+                    JoinOp::Mul => 2,
+                    JoinOp::Concat => 3,
                 });
                 self.u64(*bits as u64);
                 self.bool(*signed);
@@ -455,6 +457,8 @@ impl Reader<'_> {
                 op: match self.u8()? {
                     0 => JoinOp::Add,
                     1 => JoinOp::Sub,
+                    2 => JoinOp::Mul,
+                    3 => JoinOp::Concat,
                     op => return Err(bad(format!("unknown join {op}"))),
                 },
                 bits: self.u32()?,

@@ -1,10 +1,11 @@
 //! The runtime graph: declared layers → weighted stages that read earlier stages' lookups.
 //!
 //! A chain makes one stage per weighted layer, each reading the one before. A `Fork` keeps a
-//! stage's outputs for its join; a join (`Add`, `Sub`) makes a stage summing two
-//! re-quantized tensors; `MaxPool2d` makes one stage per level of its comparison trees. A
-//! re-quantization of a tensor that is already quantized (a join's side, an activation on
-//! a lookup's output) is a stage of its own with one link per value.
+//! stage's outputs for its join; `Add` and `Sub` make a stage summing two re-quantized
+//! tensors, `Mul` three (the squares of their sum and difference, then their difference),
+//! `Concat` none (the next stage reads both); `MaxPool2d` makes one stage per level of its
+//! comparison trees. A re-quantization of a tensor that is already quantized (a join's
+//! side, an activation on a lookup's output) is a stage of its own with one link per value.
 
 use std::collections::HashSet;
 
@@ -20,9 +21,9 @@ use crate::error::LoadError;
 
 /// The tensor after a declared layer, as the runtime holds it.
 enum Tensor {
-    /// Quantized values: the client's inputs or a stage's lookup outputs.
+    /// Quantized values: the client's inputs or stages' lookup outputs, one after another.
     Quantized {
-        source: Source,
+        sources: Vec<Source>,
         quantizer: Quantizer,
         range: IntRange,
     },
@@ -61,17 +62,17 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
     ) -> Result<(Vec<WeightedStage>, Vec<Activation>), LoadError> {
         let layers = self.arch.layers();
         let mut tensor = Tensor::Quantized {
-            source: Source::Input,
+            sources: vec![Source::Input],
             quantizer: input_quantizer,
             range: input_range,
         };
-        let mut forks: Vec<(Source, Quantizer, IntRange)> = Vec::new();
+        let mut forks: Vec<Tensor> = Vec::new();
         for (i, &layer) in layers.iter().enumerate().skip(first_weighted) {
             tensor = match (layer, tensor) {
                 (
                     Layer::QuantLinear { .. } | Layer::QuantConv2d(_) | Layer::AvgPool2d { .. },
                     Tensor::Quantized {
-                        source,
+                        sources,
                         quantizer,
                         range,
                     },
@@ -85,7 +86,7 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                             bound: stage.worst_case.to_string(),
                         });
                     }
-                    self.pending(stage, vec![source])
+                    self.pending(stage, sources)
                 }
                 (Layer::AvgPool2d { .. }, Tensor::Pending { .. }) => {
                     return Err(self.reader.unsupported(
@@ -106,12 +107,12 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                 (
                     Layer::Activation(a),
                     Tensor::Quantized {
-                        source,
+                        sources,
                         quantizer,
                         range,
                     },
                 ) => {
-                    let stage = self.identity(i, source, &quantizer, range);
+                    let stage = self.identity(i, sources, &quantizer, range);
                     Tensor::Pending {
                         stage,
                         activations: vec![a],
@@ -122,7 +123,7 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                     let rounding = self.arch.analysis()[i].lookup.map(|l| l.rounding);
                     let stage = self.close(i, tensor, &q, rounding.unwrap_or(Rounding::Exact));
                     Tensor::Quantized {
-                        source: Source::Stage(stage),
+                        sources: vec![Source::Stage(stage)],
                         range: self.output_range(stage),
                         quantizer: q,
                     }
@@ -131,46 +132,41 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                 (
                     Layer::Fork,
                     Tensor::Quantized {
-                        source,
+                        sources,
                         quantizer,
                         range,
                     },
                 ) => {
-                    self.shared.insert(source);
-                    forks.push((source, quantizer.clone(), range));
+                    self.shared.extend(sources.iter().copied());
+                    forks.push(Tensor::Quantized {
+                        sources: sources.clone(),
+                        quantizer: quantizer.clone(),
+                        range,
+                    });
                     Tensor::Quantized {
-                        source,
+                        sources,
                         quantizer,
                         range,
                     }
                 }
                 (Layer::Join { op, bits, signed }, tensor) => {
-                    let Some((fork, fork_quantizer, fork_range)) = forks.pop() else {
+                    let Some(fork) = forks.pop() else {
                         unreachable!("the analysis joins only open forks")
                     };
                     let q = self.reader.quantizer(i, bits, signed)?;
                     let rounding = self.arch.analysis()[i].lookup.map(|l| l.rounding);
                     let right = self.close(i, tensor, &q, rounding.unwrap_or(Rounding::Exact));
-                    let left = self.close(
-                        i,
-                        Tensor::Quantized {
-                            source: fork,
-                            quantizer: fork_quantizer,
-                            range: fork_range,
-                        },
-                        &q,
-                        Rounding::Exact,
-                    );
-                    self.join(i, op, left, right, q.scale)
+                    let left = self.close(i, fork, &q, Rounding::Exact);
+                    self.join(i, op, left, right, q)
                 }
                 (
                     Layer::MaxPool2d { kernel },
                     Tensor::Quantized {
-                        source,
+                        sources,
                         quantizer,
                         range,
                     },
-                ) => self.max_pool(i, kernel, source, quantizer, range),
+                ) => self.max_pool(i, kernel, sources, quantizer, range),
                 (layer, _) => {
                     return Err(self
                         .reader
@@ -193,6 +189,7 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
     fn pending(&mut self, mut stage: WeightedStage, sources: Vec<Source>) -> Tensor {
         stage.shared_inputs = sources.iter().any(|s| self.shared.contains(s));
         stage.source_factors = vec![1; sources.len()];
+        stage.source_widths = sources.iter().map(|&s| self.width(s)).collect();
         stage.sources = sources;
         self.stages.push(stage);
         Tensor::Pending {
@@ -201,20 +198,20 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         }
     }
 
-    /// A stage reading each value of `source` as it is (one link per value), for a lookup
+    /// A stage reading each value of `sources` as it is (one link per value), for a lookup
     /// on a tensor that is already quantized.
     fn identity(
         &mut self,
         layer: usize,
-        source: Source,
+        sources: Vec<Source>,
         quantizer: &Quantizer,
         range: IntRange,
     ) -> usize {
-        let n = self.width(source);
+        let n = sources.iter().map(|&s| self.width(s)).sum();
         let links = (0..n).map(|j| vec![(j, 1)]).collect();
         let stage =
             WeightedStage::from_links(layer, n, links, range, quantizer.scale, Combine::Affine);
-        self.pending(stage, vec![source]);
+        self.pending(stage, sources);
         self.stages.len() - 1
     }
 
@@ -231,10 +228,10 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         let (stage, activations) = match tensor {
             Tensor::Pending { stage, activations } => (stage, activations),
             Tensor::Quantized {
-                source,
+                sources,
                 quantizer: from,
                 range,
-            } => (self.identity(layer, source, &from, range), Vec::new()),
+            } => (self.identity(layer, sources, &from, range), Vec::new()),
         };
         let lookup = build_lookup(
             &self.stages[stage],
@@ -268,22 +265,78 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         }
     }
 
-    /// The join of stages `left` (the fork's side) and `right`, both re-quantized at `scale`.
-    fn join(&mut self, layer: usize, op: JoinOp, left: usize, right: usize, scale: f64) -> Tensor {
-        let n = self.stages[right].out_features;
-        let sign = op.sign();
-        let links = (0..n).map(|j| vec![(j, 1), (n + j, sign)]).collect();
+    /// The join of stages `left` (the fork's side) and `right`, both re-quantized by `q`.
+    fn join(
+        &mut self,
+        layer: usize,
+        op: JoinOp,
+        left: usize,
+        right: usize,
+        q: Quantizer,
+    ) -> Tensor {
         let (l, r) = (self.output_range(left), self.output_range(right));
-        let exact = match op {
-            JoinOp::Add => IntRange::new(l.min + r.min, l.max + r.max),
-            JoinOp::Sub => IntRange::new(l.min - r.max, l.max - r.min),
+        let (m, n) = (
+            self.stages[left].out_features,
+            self.stages[right].out_features,
+        );
+        let sides = vec![Source::Stage(left), Source::Stage(right)];
+        let range = op.range(l, r);
+        // Element-wise: output j reads value j of either side with these weights.
+        let element_wise = |a: i64, b: i64| -> Vec<Vec<(usize, i64)>> {
+            (0..n).map(|j| vec![(j, a), (n + j, b)]).collect()
         };
-        let mut stage =
-            WeightedStage::from_links(layer, 2 * n, links, exact, scale, Combine::Affine);
-        if let Some(bound) = self.arch.analysis()[layer].range {
-            stage.worst_case = bound;
+        let bound = self.arch.analysis()[layer].range;
+        match op {
+            JoinOp::Concat => Tensor::Quantized {
+                sources: sides,
+                quantizer: q,
+                range,
+            },
+            JoinOp::Add | JoinOp::Sub => {
+                let links = element_wise(1, op.sign());
+                let mut stage =
+                    WeightedStage::from_links(layer, m + n, links, range, q.scale, Combine::Affine);
+                stage.worst_case = bound.unwrap_or(range);
+                self.pending(stage, sides)
+            }
+            JoinOp::Mul => {
+                // ⌊(a+b)²/4⌋ − ⌊(a−b)²/4⌋ = a·b (a+b and a−b have one parity): two exact
+                // lookups read both sides, a difference of their outputs the product.
+                self.shared.extend(sides.iter().copied());
+                let mut squares = Vec::new();
+                for sum in [JoinOp::Add, JoinOp::Sub] {
+                    let sum_range = sum.range(l, r);
+                    let stage = WeightedStage::from_links(
+                        layer,
+                        m + n,
+                        element_wise(1, sum.sign()),
+                        sum_range,
+                        1.0,
+                        Combine::QuarterSquare,
+                    );
+                    let square = self.pending(stage, sides.clone());
+                    let largest = sum_range.min.abs().max(sum_range.max.abs());
+                    // Integers at scale 1, wide enough for the largest square.
+                    let integers = Quantizer {
+                        scale: 1.0,
+                        bits: IntRange::new(0, largest * largest / 4).bits() + 1,
+                        signed: true,
+                    };
+                    let k = self.close(layer, square, &integers, Rounding::Exact);
+                    squares.push(Source::Stage(k));
+                }
+                let mut stage = WeightedStage::from_links(
+                    layer,
+                    2 * n,
+                    element_wise(1, -1),
+                    range,
+                    q.scale * q.scale,
+                    Combine::Affine,
+                );
+                stage.worst_case = bound.unwrap_or(range);
+                self.pending(stage, squares)
+            }
         }
-        self.pending(stage, vec![Source::Stage(left), Source::Stage(right)])
     }
 
     /// The comparison trees of `MaxPool2d(kernel)` over a quantized image: one stage per
@@ -293,7 +346,7 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         &mut self,
         layer: usize,
         kernel: usize,
-        source: Source,
+        sources: Vec<Source>,
         quantizer: Quantizer,
         range: IntRange,
     ) -> Tensor {
@@ -328,10 +381,10 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
             low: range.min,
         };
         let levels = max_tree_levels(kernel * kernel);
-        let mut current = source;
-        let mut in_features = self.width(source);
+        let mut current = sources.clone();
+        let mut in_features = sources.iter().map(|&s| self.width(s)).sum();
         let mut tensor = Tensor::Quantized {
-            source,
+            sources,
             quantizer: quantizer.clone(),
             range,
         };
@@ -356,12 +409,12 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                 combine,
             );
             in_features = stage.out_features;
-            tensor = self.pending(stage, vec![current]);
+            tensor = self.pending(stage, current.clone());
             if level + 1 < levels.len() {
                 let k = self.close(layer, tensor, &quantizer, Rounding::Exact);
-                current = Source::Stage(k);
+                current = vec![Source::Stage(k)];
                 tensor = Tensor::Quantized {
-                    source: current,
+                    sources: current.clone(),
                     quantizer: quantizer.clone(),
                     range,
                 };

@@ -216,6 +216,8 @@ pub enum Combine {
     /// Two values `a, b` in `[low, low + radix − 1]` packed as `radix · a + b`: the real value
     /// is `unit · max(a, b)` (a max-pooling level).
     MaxPair { radix: i64, low: i64 },
+    /// `unit · ⌊acc² / 4⌋` (a product's square of a sum or difference).
+    QuarterSquare,
 }
 
 /// A weighted layer (fully connected, convolution, or pooling): integer weighted sums.
@@ -245,6 +247,8 @@ pub struct WeightedStage {
     pub(crate) lookup: Option<LookupStage>,
     /// Where the inputs come from, in the order they are read.
     pub(crate) sources: Vec<Source>,
+    /// Values each source holds.
+    pub(crate) source_widths: Vec<usize>,
     /// Per source, the integer its ciphertexts are multiplied by on their way in: the ratio
     /// of this stage's scaling factor Δ to the one the source was encoded at (the smallest
     /// of its readers'); 1 in a chain.
@@ -313,6 +317,7 @@ impl WeightedStage {
             bias: Vec::new(),
             lookup: None,
             sources: vec![Source::Input],
+            source_widths: vec![in_features],
             source_factors: vec![1],
             shared_inputs: false,
             combine: Combine::Affine,
@@ -344,6 +349,7 @@ impl WeightedStage {
             bias: vec![0.0],
             lookup: None,
             sources: vec![Source::Input],
+            source_widths: vec![in_features],
             source_factors: vec![1],
             shared_inputs: false,
             combine,
@@ -410,11 +416,9 @@ impl WeightedStage {
             .sum()
     }
 
-    /// The width of each source, in reading order (the sources share the inputs equally
-    /// unless the stage records otherwise: a join reads two tensors of one size).
+    /// The width of each source, in reading order.
     pub(crate) fn source_widths(&self) -> Vec<usize> {
-        let n = self.sources.len().max(1);
-        vec![self.in_features / n; n]
+        self.source_widths.clone()
     }
 
     /// The squared 2-norm of the weights an output's ciphertext is actually computed with:
@@ -464,6 +468,7 @@ impl WeightedStage {
                 let (a, b) = (packed.div_euclid(radix), packed.rem_euclid(radix));
                 self.unit[group] * (low + a.max(b)) as f64
             }
+            Combine::QuarterSquare => self.unit[group] * (acc * acc).div_euclid(4) as f64,
         }
     }
 }
