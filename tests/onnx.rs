@@ -1,5 +1,6 @@
 //! ONNX import: a Brevitas CNN exported both ways (safetensors by `tools/brevitas_export.py`,
-//! QCDQ ONNX by `tools/onnx_export.py`) gives identical Clear outputs; a network written with
+//! QCDQ ONNX by `tools/onnx_export.py`) gives identical Clear outputs, and so does a residual
+//! network with a max pool (`tools/resnet_fixture.py`); a network written with
 //! functional activations and a BatchNorm imports with the BatchNorm folded and predicts as
 //! Brevitas does; broken or unsupported files give named errors, never a panic.
 
@@ -38,6 +39,33 @@ fn onnx_and_safetensors_exports_give_identical_clear_outputs() {
     // And so Clear equals Concrete ML's fhe="disable" on this network (tests/concrete_ml.rs).
     let err = QuantModel::from_onnx(Seed::architecture(), &bytes).unwrap_err();
     assert!(matches!(err, OnnxError::Mismatch { .. }), "{err}");
+}
+
+#[test]
+fn a_residual_network_with_max_pooling_imports_with_its_fork_and_join() {
+    use fhe_nn::datasets::Resnet;
+    // tools/resnet_fixture.py: cml_resnet.py's network, its skip connection re-quantized
+    // by the shared quantizer, as Brevitas exports it (the branch's nodes come between the
+    // chain's).
+    let bytes = read("models/resnet_brevitas.onnx");
+    let imported = OnnxModel::read(&bytes).unwrap();
+    assert_eq!(
+        imported.architecture.layers(),
+        Resnet::architecture().layers()
+    );
+    let from_onnx = QuantModel::from_onnx(Resnet::architecture(), &bytes).unwrap();
+    let from_safetensors = QuantModel::load(
+        Resnet::architecture(),
+        root().join("models/resnet_brevitas.safetensors"),
+    )
+    .unwrap();
+    let test = digits().unwrap().test.images;
+    // The same tensors, moved past the inserted Fork: the same Clear outputs (which equal
+    // Concrete ML's, tests/concrete_ml.rs).
+    assert_eq!(
+        from_onnx.predict_clear(test.view()).unwrap(),
+        from_safetensors.predict_clear(test.view()).unwrap()
+    );
 }
 
 #[test]
@@ -90,27 +118,30 @@ fn unsupported_nodes_and_broken_files_are_named_errors() {
         OnnxModel::read(b"not an onnx file"),
         Err(OnnxError::Malformed(_))
     ));
-    // Every truncation, and random byte changes: an error or a model, never a panic.
-    let bytes = read("models/cnn_brevitas.onnx");
-    for len in (0..bytes.len()).step_by(7) {
+    // Every truncation, and random byte changes: an error or a model, never a panic (a
+    // chain, and a graph with a branch and a max pool).
+    for path in ["models/cnn_brevitas.onnx", "models/resnet_brevitas.onnx"] {
+        let bytes = read(path);
+        for len in (0..bytes.len()).step_by(7) {
+            assert!(
+                OnnxModel::read(&bytes[..len]).is_err(),
+                "{path} truncated to {len}"
+            );
+        }
+        let mut rng = SplitMix64::new(7);
+        let mut refused = 0;
+        for _ in 0..2000 {
+            let mut mutated = bytes.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(mutated.len() as u64) as usize;
+                mutated[at] = rng.next_u64() as u8;
+            }
+            refused += OnnxModel::read(&mutated).is_err() as usize;
+        }
+        eprintln!("{path}: {refused} of 2000 mutated files refused");
         assert!(
-            OnnxModel::read(&bytes[..len]).is_err(),
-            "truncated to {len}"
+            refused > 1000,
+            "{path}: only {refused} of 2000 mutated files refused"
         );
     }
-    let mut rng = SplitMix64::new(7);
-    let mut refused = 0;
-    for _ in 0..2000 {
-        let mut mutated = bytes.clone();
-        for _ in 0..1 + rng.below(4) {
-            let at = rng.below(mutated.len() as u64) as usize;
-            mutated[at] = rng.next_u64() as u8;
-        }
-        refused += OnnxModel::read(&mutated).is_err() as usize;
-    }
-    eprintln!("{refused} of 2000 mutated files refused");
-    assert!(
-        refused > 1000,
-        "only {refused} of 2000 mutated files refused"
-    );
 }

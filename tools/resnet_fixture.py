@@ -6,7 +6,8 @@ One-off (not part of CI):  pip install concrete-ml safetensors
                            python tools/resnet_fixture.py
 
 Writes models/resnet_brevitas.safetensors (layer indices of fhe-nn's
-``datasets::Resnet`` declaration) and tests/fixtures/resnet_concrete_ml.safetensors. Pixels
+``datasets::Resnet`` declaration), models/resnet_brevitas.onnx (the same network as QCDQ
+ONNX, for ``fhe_nn::onnx``) and tests/fixtures/resnet_concrete_ml.safetensors. Pixels
 stay in 0..16 as fhe-nn's examples read them (cml_resnet.py divides them by 16; the input
 quantizer learns either scale).
 """
@@ -105,6 +106,10 @@ def main():
         acc = (model(torch.tensor(x_test, dtype=torch.float32)).argmax(1).numpy() == y_test).mean()
     print(f"Brevitas test accuracy: {acc:.4f}")
     print("exported:", export(model, os.path.join(ROOT, "models", "resnet_brevitas.safetensors")))
+    from onnx_export import export_onnx
+
+    example = torch.tensor(x_test[:1], dtype=torch.float32)
+    export_onnx(model, os.path.join(ROOT, "models", "resnet_brevitas.onnx"), example)
 
     qm = compile_brevitas_qat_model(model, x_train.astype(np.float32), rounding_threshold_bits=None)
     out = qm.forward(x_test.astype(np.float32), fhe="disable")

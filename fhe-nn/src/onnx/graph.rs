@@ -109,14 +109,26 @@ fn varint(field: Field<'_>) -> Result<i64, OnnxError> {
 impl Graph {
     /// The main graph of a serialized `ModelProto`.
     pub fn parse(model: &[u8]) -> Result<Graph, OnnxError> {
-        let mut graph = None;
+        let (mut graph, mut opsets) = (None, 0);
         for_each(model, |number, field| {
-            if number == 7 {
-                graph = Some(bytes(field)?);
+            match number {
+                7 => graph = Some(bytes(field)?),
+                // `opset_import`, which a model must have (the ONNX spec): without it the
+                // operators' versions are unknown.
+                8 => {
+                    bytes(field)?;
+                    opsets += 1;
+                }
+                _ => {}
             }
             Ok(())
         })?;
         let graph = graph.ok_or_else(|| malformed("no graph (is this an ONNX model?)"))?;
+        if opsets == 0 {
+            return Err(malformed(
+                "no opset_import: the operators' versions are unknown",
+            ));
+        }
         let mut nodes = Vec::new();
         let mut constants = HashMap::new();
         let mut inputs: Vec<(String, Vec<i64>)> = Vec::new();

@@ -10,14 +10,18 @@
 //! | `Relu`, `Sigmoid`, `Tanh`, `LeakyRelu`, `Elu`, `Softplus`, `Softsign`, `HardSigmoid` (defaults) | the activation |
 //! | `Flatten`, `Reshape` | `Flatten` |
 //! | `AveragePool` (stride = kernel, no padding) | `AvgPool2d` |
+//! | `MaxPool` (stride = kernel, no padding) of a quantizer's output | `MaxPool2d` |
+//! | a quantizer's output read again later, re-quantized on its own, then `Add`, `Sub`, `Mul` or `Concat` (axis 1) with the chain's value re-quantized at the same scale | `Fork` … `Add(bits)` (`Sub`, `Mul`, `Concat`) |
 //! | `BatchNormalization` right after a weighted layer | folded into its scales and bias |
 //! | `Identity`, `Dropout` | nothing |
 //!
-//! Anything else is [`OnnxError::UnsupportedNode`], naming the node. The network must be one
-//! chain from its input to its output. Read with [`OnnxModel::read`], print the DSL spelling
+//! Anything else is [`OnnxError::UnsupportedNode`], naming the node. The network is one
+//! chain from its input to its output, with branches that leave it at a quantizer's output
+//! and join it again through a shared quantizer (as Brevitas writes residual blocks). Read with [`OnnxModel::read`], print the DSL spelling
 //! with [`OnnxModel::spelling`], or load against a declaration with
 //! [`QuantModel::from_onnx`](crate::QuantModel::from_onnx).
 
+mod branches;
 mod graph;
 mod proto;
 
@@ -136,6 +140,19 @@ enum Value {
     },
     /// The data, between a `QuantizeLinear` and its `DequantizeLinear`.
     Quantizing { scale: f64, bounds: (f64, f64) },
+    /// A branch from the value the chain had before declared layer `at`, between its
+    /// `QuantizeLinear` and its `DequantizeLinear`.
+    BranchQuantizing {
+        at: usize,
+        scale: f64,
+        bounds: (f64, f64),
+    },
+    /// A branch re-quantized, ready to join the chain.
+    BranchQuantized {
+        at: usize,
+        scale: f64,
+        bounds: (f64, f64),
+    },
     /// The data.
     Data,
 }
@@ -158,6 +175,9 @@ struct Importer<'g> {
     /// The last layer is a weighted layer nothing has followed yet (a bias `Add` or a
     /// `BatchNormalization` may still fold into it).
     open_weighted: bool,
+    /// Quantizers' outputs a branch may start from, and where its `Fork` goes (before
+    /// that declared layer).
+    fork_points: HashMap<String, usize>,
 }
 
 fn unsupported(node: &Node, why: impl Into<String>) -> OnnxError {
@@ -217,6 +237,7 @@ impl<'g> Importer<'g> {
             tensors: TensorFile::default(),
             current: graph.input.clone(),
             open_weighted: false,
+            fork_points: HashMap::new(),
         }
     }
 
@@ -300,14 +321,29 @@ impl<'g> Importer<'g> {
             return self.set(node, Value::Constant(t.clone(), None));
         }
         let first = self.value(node, 0)?.clone();
+        let branch = matches!(
+            first,
+            Value::BranchQuantizing { .. } | Value::BranchQuantized { .. }
+        );
+        if branch || (matches!(first, Value::Data) && node.inputs[0] != self.current) {
+            return self.branch_node(node, first);
+        }
         if !matches!(first, Value::Data | Value::Quantizing { .. }) {
             return self.on_constant(node, first);
         }
         if node.inputs[0] != self.current {
             return Err(unsupported(
                 node,
-                "it reads an earlier value of the data: fhe-nn networks are one chain",
+                "it reads an earlier value of the data that is not a quantizer's output",
             ));
+        }
+        // A join whose branch is the second input.
+        if let ("Add" | "Mul", Some(Value::BranchQuantized { at, scale, bounds })) = (
+            node.op.as_str(),
+            node.inputs.get(1).and_then(|n| self.values.get(n)),
+        ) {
+            let branch = (*at, *scale, *bounds);
+            return self.join(node, branch, false);
         }
         match (node.op.as_str(), first) {
             ("QuantizeLinear", Value::Data) => {
@@ -339,6 +375,9 @@ impl<'g> Importer<'g> {
                 );
                 self.push(Layer::QuantIdentity { bits, signed });
                 self.advance(node)?;
+                // A branch may start here: its `Fork` would follow this quantizer.
+                self.fork_points
+                    .insert(node.outputs[0].clone(), self.layers.len());
             }
             (_, Value::Quantizing { .. }) => {
                 return Err(unsupported(
@@ -356,6 +395,7 @@ impl<'g> Importer<'g> {
                 self.advance(node)?;
             }
             ("AveragePool", _) => self.average_pool(node)?,
+            ("MaxPool", _) => self.max_pool(node)?,
             ("Identity" | "Dropout", _) => {
                 self.set(node, Value::Data)?;
                 self.current = node.outputs[0].clone();
