@@ -1,4 +1,4 @@
-//! Benchmark of the shipped networks (seed, card, CNN) at p_error 2^-40 and 0.01 in all
+//! Benchmark of the shipped networks (seed, card, CNN, residual) at p_error 2^-40 and 0.01 in all
 //! three modes: prints a table
 //! and writes JSON, with the time of one keyswitch + bootstrap of TFHE-rs's vetted 4-bit set
 //! measured in the same run (so figures compare across machines).
@@ -13,8 +13,9 @@ mod support;
 use std::time::Instant;
 
 use fhe_nn::datasets::{
-    digits, digits_cnn_weights, digits_seed_weights, mnist_5k, mnist_card_weights, Card, Cnn, Seed,
-    DIGITS_CNN_TRAINING, DIGITS_SEED_TRAINING, MNIST_CARD_TRAINING,
+    digits, digits_cnn_weights, digits_resnet_weights, digits_seed_weights, mnist_5k,
+    mnist_card_weights, Card, Cnn, Resnet, Seed, DIGITS_CNN_TRAINING, DIGITS_RESNET_TRAINING,
+    DIGITS_SEED_TRAINING, MNIST_CARD_TRAINING,
 };
 use fhe_nn::params::vetted;
 use serde::Serialize;
@@ -55,7 +56,7 @@ fn reference_lookup_seconds() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut options = support::parse(
-        "The shipped networks (seed, card, CNN) at p_error 2^-40 and 0.01 (or --p-error only), \
+        "The shipped networks (seed, card, CNN, residual) at p_error 2^-40 and 0.01 (or --p-error only), \
          in the three modes, with a reference KS+PBS time measured in the same run",
     );
     let explicit_p = std::env::args().any(|a| a.starts_with("--p-error"));
@@ -122,6 +123,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             network: "cnn 3 conv + 32-10",
             p_error,
             figures: cnn,
+        });
+        let resnet = support::run(
+            "resnet",
+            Resnet::architecture(),
+            &digits,
+            digits_resnet_weights()?,
+            DIGITS_RESNET_TRAINING,
+            3,
+            &run,
+        )?;
+        runs.push(BenchRun {
+            network: "resnet (residual block, max pool)",
+            p_error,
+            figures: resnet,
         });
     }
 

@@ -53,6 +53,27 @@ fhe_net! {
                        QuantIdentity(2, unsigned), Flatten, QuantLinear(16, 10, w = 2)>
 }
 
+fhe_net! {
+    /// The residual block on a 2-value forked tensor: 2 × 8 values pack in 4 bits, as wide
+    /// as the sum, so the join reads the forked value and the branch's in one lookup.
+    struct BinaryResidual<QuantIdentity(2, unsigned),
+                        QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                        QuantIdentity(1, unsigned), Fork,
+                        QuantConv2d(2, 2, 3, padding = 1, w = 2), Add(3),
+                        ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
+                        QuantIdentity(2, unsigned), Flatten, QuantLinear(8, 10, w = 2)>
+}
+
+fhe_net! {
+    /// The product on a 16-value forked tensor: two squares per value.
+    struct WideProduct<QuantIdentity(2, unsigned),
+                       QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                       QuantIdentity(4, unsigned), Fork,
+                       QuantConv2d(2, 2, 3, padding = 1, w = 2), Mul(3),
+                       ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
+                       QuantIdentity(2, unsigned), Flatten, QuantLinear(8, 10, w = 2)>
+}
+
 const INPUT_SCALE: f64 = 16.0 / 3.0;
 const STEM_SCALE: [f64; 2] = [0.3, 0.5];
 const STEM_BIAS: [f64; 2] = [0.1, -0.2];
@@ -169,17 +190,15 @@ fn conv3(
 
 /// The network computed directly from its definition, in floating point: Brevitas's
 /// integer semantics (round half to even, clamp to the quantizer's range).
-fn reference(w: &Weights, x: &[f64], op: JoinOp) -> Vec<f64> {
+fn reference(w: &Weights, x: &[f64], op: JoinOp, fork_max: f64) -> Vec<f64> {
     let q = |v: f64, scale: f64| (v / scale).round_ties_even().clamp(0.0, 3.0);
     let input: Vec<f64> = x.iter().map(|&v| q(v, INPUT_SCALE)).collect();
     // Stem: 2 × 4 × 4, ReLU, quantized: the forked tensor.
     let mut fork = Vec::new();
     for oc in 0..2 {
         for acc in conv3(&input, 1, 6, 0, &w.stem, oc) {
-            fork.push(q(
-                (acc * INPUT_SCALE * STEM_SCALE[oc] + STEM_BIAS[oc]).max(0.0),
-                X_SCALE,
-            ));
+            let y = (acc * INPUT_SCALE * STEM_SCALE[oc] + STEM_BIAS[oc]).max(0.0);
+            fork.push((y / X_SCALE).round_ties_even().clamp(0.0, fork_max));
         }
     }
     // Branch: a padded convolution; both sides through the shared quantizer, joined.
@@ -238,11 +257,15 @@ fn reference(w: &Weights, x: &[f64], op: JoinOp) -> Vec<f64> {
 fn clear_equals_a_direct_implementation() {
     let w = weights();
     let x = crops();
-    for (arch, op, features) in [
-        (SmallResidual::architecture(), JoinOp::Add, 8),
-        (SmallDifference::architecture(), JoinOp::Sub, 8),
-        (SmallProduct::architecture(), JoinOp::Mul, 8),
-        (SmallConcat::architecture(), JoinOp::Concat, 16),
+    // Unpacked joins, packed ones (a product of 4 × 8 values, a sum of 2 × 8), an unpacked
+    // product (16 forked values), and a concatenation.
+    for (arch, op, features, fork_max) in [
+        (SmallResidual::architecture(), JoinOp::Add, 8, 3.0),
+        (SmallDifference::architecture(), JoinOp::Sub, 8, 3.0),
+        (SmallProduct::architecture(), JoinOp::Mul, 8, 3.0),
+        (BinaryResidual::architecture(), JoinOp::Add, 8, 1.0),
+        (WideProduct::architecture(), JoinOp::Mul, 8, 15.0),
+        (SmallConcat::architecture(), JoinOp::Concat, 16, 3.0),
     ] {
         let model = QuantModel::from_tensors(arch, &tensor_file(&w, features)).unwrap();
         let out = model.predict_clear(x.view()).unwrap();
@@ -251,7 +274,7 @@ fn clear_equals_a_direct_implementation() {
             out.axis_iter(Axis(0)).map(|r| format!("{r:.6}")).collect();
         assert!(distinct.len() > 20, "{} distinct outputs", distinct.len());
         for (i, row) in out.axis_iter(Axis(0)).enumerate() {
-            let want = reference(&w, x.row(i).as_slice().unwrap(), op);
+            let want = reference(&w, x.row(i).as_slice().unwrap(), op, fork_max);
             for (got, want) in row.iter().zip(&want) {
                 assert!(
                     (got - want).abs() < 1e-9,
@@ -265,20 +288,30 @@ fn clear_equals_a_direct_implementation() {
 
 #[test]
 fn the_analysis_counts_the_lookups_the_runtime_makes() {
-    let arch = SmallResidual::architecture();
-    // Stem 32, branch 32 and the forked tensor 32 into the shared quantizer, the join 32,
-    // the max pool's two levels 16 + 8.
-    assert_eq!(arch.lookups(), 32 * 4 + 16 + 8);
-    let model = QuantModel::from_tensors(arch, &tensor_file(&weights(), 8)).unwrap();
-    let runtime: usize = model
-        .layers()
-        .iter()
-        .filter(|s| s.lookup().is_some())
-        .map(|s| s.out_features())
-        .sum();
-    assert_eq!(runtime, arch.lookups());
+    // Stem 32, branch 32, the fork's side 32, the join 32, the max pool's two levels
+    // 16 + 8; a product's squares 64 more; packed joins read the forked value and the
+    // branch's in one lookup: no fork's side, no squares.
+    for (arch, lookups) in [
+        (SmallResidual::architecture(), 32 * 4 + 16 + 8),
+        (SmallProduct::architecture(), 32 * 3 + 16 + 8),
+        (BinaryResidual::architecture(), 32 * 3 + 16 + 8),
+        (WideProduct::architecture(), 32 * 6 + 16 + 8),
+    ] {
+        assert_eq!(arch.lookups(), lookups, "{}", arch.name());
+        let model = QuantModel::from_tensors(arch, &tensor_file(&weights(), 8)).unwrap();
+        let runtime: usize = model
+            .layers()
+            .iter()
+            .filter(|s| s.lookup().is_some())
+            .map(|s| s.out_features())
+            .sum();
+        assert_eq!(runtime, arch.lookups(), "{}", arch.name());
+    }
+    // The packed product reads 4 × 8 values: 5 bits, exact, as wide as the product.
+    let join = SmallProduct::architecture().analysis()[8].lookup.unwrap();
+    assert_eq!((join.count, join.precision), (32, 5));
     // The max pool's lookups read two 2-bit values packed in one: 4 bits, exact.
-    let pool = arch.analysis()[9].lookup.unwrap();
+    let pool = SmallResidual::architecture().analysis()[9].lookup.unwrap();
     assert_eq!((pool.count, pool.precision), (16, 4));
 }
 
@@ -286,11 +319,14 @@ fn the_analysis_counts_the_lookups_the_runtime_makes() {
 fn fhe_equals_clear_on_residual_product_and_concatenated_networks() {
     let w = weights();
     let x = crops();
-    // Stem 32; residual: branch, fork side, join 32 each; product: squares 64 more;
-    // concatenation: both sides 32 each and 64 after it; max pools 16 + 8 per 2 channels.
+    // Stem 32; residual: branch, fork side, join 32 each; packed product and residual: no
+    // fork side; unpacked product: squares 64 more; concatenation: both sides 32 each and
+    // 64 after it; max pools 16 + 8 per 2 channels.
     for (arch, features, lookups) in [
         (SmallResidual::architecture(), 8, 152),
-        (SmallProduct::architecture(), 8, 216),
+        (SmallProduct::architecture(), 8, 120),
+        (BinaryResidual::architecture(), 8, 120),
+        (WideProduct::architecture(), 8, 216),
         (SmallConcat::architecture(), 16, 208),
     ] {
         assert_eq!(arch.lookups(), lookups, "{}", arch.name());

@@ -140,6 +140,8 @@ struct Analyzer<'a> {
     errors: Vec<ArchError>,
     /// Input range of each weighted layer, for derivations and fixes.
     inputs: Vec<Option<IntRange>>,
+    /// Per join that reads its two sides packed in one lookup: that lookup's width.
+    packed: Vec<Option<u32>>,
 }
 
 impl Analyzer<'_> {
@@ -329,7 +331,7 @@ impl Analyzer<'_> {
         // A max-pooling level reads two values packed in one: its span's bits.
         let bits = match self.layers[source] {
             Layer::MaxPool2d { .. } => unsigned_bits(range.max.abs_diff(range.min)),
-            _ => range.bits(),
+            _ => self.packed[source].unwrap_or(range.bits()),
         };
         let options = self.layers[source].weight_options().copied();
         if bits > MAX_ACCUMULATOR_BITS {
@@ -430,6 +432,7 @@ pub fn analyze(layers: &[Layer]) -> Result<Analysis, Vec<ArchError>> {
         layers,
         errors: Vec::new(),
         inputs: vec![None; layers.len()],
+        packed: vec![None; layers.len()],
     };
     let mut flow = Flow {
         value: Value::Real { nonneg: false },

@@ -8,6 +8,13 @@ pub const MAX_LOOKUP_BITS: u32 = 16;
 /// rounds the accumulator approximately to this precision, unless the layer says `exact`.
 pub const MAX_EXACT_LOOKUP_BITS: u32 = 8;
 
+/// Widest pair a join reads in one lookup: where the forked tensor's values times the shared
+/// quantizer's span fit this many bits (and no more than the join's own lookups would read),
+/// an `Add`, `Sub` or `Mul` reads the forked value and the re-quantized current one packed
+/// together (`radix · x + v`), so the fork's side needs no lookup of its own (nor a product
+/// its squares).
+pub const MAX_PACKED_JOIN_BITS: u32 = 6;
+
 /// Widest accumulator the encoding holds (one LWE ciphertext on the 64-bit torus, with a
 /// padding bit and room for noise), even when `round = r` reads only its top bits.
 pub const MAX_ACCUMULATOR_BITS: u32 = 32;

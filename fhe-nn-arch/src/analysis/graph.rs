@@ -4,7 +4,7 @@
 use super::{quantizer_range, Analyzer, Flow, Lookup, Rounding, SavedFork, Step, Value};
 use crate::error::ArchErrorKind;
 use crate::layer::{max_tree_levels, JoinOp, Layer};
-use crate::limits::{MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS};
+use crate::limits::{MAX_DECLARED_BITS, MAX_EXACT_LOOKUP_BITS, MAX_PACKED_JOIN_BITS};
 use crate::range::{unsigned_bits, IntRange, Shape};
 
 /// The shape of the join of a `fork`-shaped tensor with a `current`-shaped one, if they
@@ -36,6 +36,32 @@ fn joined_shape(op: JoinOp, fork: Shape, current: Shape) -> Option<Shape> {
         (_, a, b) if a == b => Some(a),
         _ => None,
     }
+}
+
+/// The width of the lookup reading a forked value in `fork` and a re-quantized value in
+/// `right` packed in one, if an `op` join reads them so: when that lookup is no wider than
+/// the widest the join makes otherwise (its sum's, or a product's squares' and product's,
+/// `left` being the fork's values re-quantized), so that packing saves lookups (the
+/// fork's side, a product's squares) without widening any (see [`MAX_PACKED_JOIN_BITS`]).
+pub fn packed_join_bits(
+    op: JoinOp,
+    fork: IntRange,
+    left: IntRange,
+    right: IntRange,
+) -> Option<u32> {
+    let span = |r: IntRange| (r.max as i128 - r.min as i128 + 1).max(1) as u128;
+    let values = span(fork).saturating_mul(span(right));
+    let bits = unsigned_bits(values.saturating_sub(1).min(u64::MAX as u128) as u64);
+    let unpacked = match op {
+        JoinOp::Concat => return None,
+        JoinOp::Add | JoinOp::Sub => op.range(left, right).bits(),
+        JoinOp::Mul => JoinOp::Add
+            .range(left, right)
+            .bits()
+            .max(JoinOp::Sub.range(left, right).bits())
+            .max(op.range(left, right).bits()),
+    };
+    (bits <= MAX_PACKED_JOIN_BITS && bits <= unpacked).then_some(bits)
 }
 
 /// The lookup that re-quantizes an encrypted quantized tensor of `range` (one per value).
@@ -164,11 +190,22 @@ impl Analyzer<'_> {
                 None
             }
         };
-        let fork = match saved.value {
-            Value::Quant { range } => Some(requantize(fork_count, range, i)),
+        let sides = (saved.value, flow.value);
+        // A small forked tensor joins packed with the current one, without a lookup of its own.
+        let packed = match saved.value {
+            Value::Quant { range } => packed_join_bits(
+                op,
+                range,
+                quantizer_range(bits, signed, sides.0.nonnegative()),
+                quantizer_range(bits, signed, sides.1.nonnegative()),
+            ),
             _ => None,
         };
-        let sides = (saved.value, flow.value);
+        self.packed[i] = packed;
+        let fork = match saved.value {
+            Value::Quant { range } if packed.is_none() => Some(requantize(fork_count, range, i)),
+            _ => None,
+        };
         let mut product = None;
         flow.value = match sides {
             (Value::Quant { .. }, Value::Quant { .. } | Value::Acc { .. })
@@ -184,7 +221,13 @@ impl Analyzer<'_> {
                         let sum = JoinOp::Add.range(left, right);
                         let difference = JoinOp::Sub.range(left, right);
                         let bits = sum.bits().max(difference.bits());
-                        if bits > MAX_EXACT_LOOKUP_BITS {
+                        if packed.is_some() {
+                            Value::Acc {
+                                range,
+                                source: i,
+                                pending: None,
+                            }
+                        } else if bits > MAX_EXACT_LOOKUP_BITS {
                             self.error(i, None, ArchErrorKind::ProductTooWide { bits });
                             Value::Unknown
                         } else {

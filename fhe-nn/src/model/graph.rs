@@ -156,8 +156,16 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                     let q = self.reader.quantizer(i, bits, signed)?;
                     let rounding = self.arch.analysis()[i].lookup.map(|l| l.rounding);
                     let right = self.close(i, tensor, &q, rounding.unwrap_or(Rounding::Exact));
-                    let left = self.close(i, fork, &q, Rounding::Exact);
-                    self.join(i, op, left, right, q)
+                    // The analysis packs small forked tensors with the current one (no lookup
+                    // of their own): see `MAX_PACKED_JOIN_BITS`.
+                    let packed =
+                        op != JoinOp::Concat && self.arch.analysis()[i].fork_lookup.is_none();
+                    if packed {
+                        self.packed_join(i, op, fork, right, q)
+                    } else {
+                        let left = self.close(i, fork, &q, Rounding::Exact);
+                        self.join(i, op, left, right, q)
+                    }
                 }
                 (
                     Layer::MaxPool2d { kernel },
@@ -339,6 +347,53 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         }
     }
 
+    /// The join of the forked tensor `fork` (as it is) with stage `right`'s outputs (already
+    /// re-quantized by `q`) in one stage reading both packed as `radix · x + v`: its lookup
+    /// re-quantizes `x` by `q` and joins, so the fork's side costs no lookup (nor a product
+    /// its squares).
+    fn packed_join(
+        &mut self,
+        layer: usize,
+        op: JoinOp,
+        fork: Tensor,
+        right: usize,
+        q: Quantizer,
+    ) -> Tensor {
+        let Tensor::Quantized {
+            sources,
+            quantizer: from,
+            range: x,
+        } = fork
+        else {
+            unreachable!("a fork saves a quantized tensor")
+        };
+        let v = self.output_range(right);
+        let radix = v.max - v.min + 1;
+        let n = self.stages[right].out_features;
+        let links = (0..n).map(|j| vec![(j, radix), (n + j, 1)]).collect();
+        let exact = IntRange::new(radix * x.min + v.min, radix * x.max + v.max);
+        // Each forked value as the shared quantizer re-quantizes it.
+        let fork_values = (x.min..=x.max)
+            .map(|value| q.quantize(from.scale * value as f64))
+            .collect();
+        let unit = if op == JoinOp::Mul {
+            q.scale * q.scale
+        } else {
+            q.scale
+        };
+        let combine = Combine::PackedJoin {
+            op,
+            radix,
+            low: (x.min, v.min),
+            fork: fork_values,
+        };
+        let mut stage = WeightedStage::from_links(layer, 2 * n, links, exact, unit, combine);
+        stage.worst_case = exact;
+        let mut all = sources;
+        all.push(Source::Stage(right));
+        self.pending(stage, all)
+    }
+
     /// The comparison trees of `MaxPool2d(kernel)` over a quantized image: one stage per
     /// level, each comparing pairs packed as `radix · a + b`; every level but the last
     /// outputs the larger value as it is, the last awaits the next quantizer.
@@ -406,7 +461,7 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                 links,
                 packed,
                 quantizer.scale,
-                combine,
+                combine.clone(),
             );
             in_features = stage.out_features;
             tensor = self.pending(stage, current.clone());

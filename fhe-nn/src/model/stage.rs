@@ -5,6 +5,7 @@ use super::encoding::{AccumulatorEncoding, GroupEncoding, Reading, Table};
 use super::Quantizer;
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{exact_accumulator, IntRange, Rounding};
+use crate::arch::layer::JoinOp;
 
 /// The lookup after a weighted layer: one table per neuron, into the next quantizer.
 #[derive(Clone, Debug, PartialEq)]
@@ -209,7 +210,7 @@ pub enum Source {
 }
 
 /// What one accumulator unit means before the lookup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Combine {
     /// A real value: `unit · acc + bias`.
     Affine,
@@ -218,6 +219,16 @@ pub enum Combine {
     MaxPair { radix: i64, low: i64 },
     /// `unit · ⌊acc² / 4⌋` (a product's square of a sum or difference).
     QuarterSquare,
+    /// A forked value `x` and a re-quantized value `v` packed as `acc = radix · x + v`
+    /// (`x ≥ low.0`, `v` in `[low.1, low.1 + radix − 1]`): the real value is
+    /// `unit · (fork[x − low.0] ∘ v)`, `fork` holding `x` re-quantized by the join's
+    /// quantizer and `∘` the join's operation.
+    PackedJoin {
+        op: JoinOp,
+        radix: i64,
+        low: (i64, i64),
+        fork: Vec<i64>,
+    },
 }
 
 /// A weighted layer (fully connected, convolution, or pooling): integer weighted sums.
@@ -469,6 +480,21 @@ impl WeightedStage {
                 self.unit[group] * (low + a.max(b)) as f64
             }
             Combine::QuarterSquare => self.unit[group] * (acc * acc).div_euclid(4) as f64,
+            Combine::PackedJoin {
+                op,
+                radix,
+                low: (x_low, v_low),
+                ref fork,
+            } => {
+                let packed = acc - radix * x_low - v_low;
+                let (x, v) = (packed.div_euclid(radix), packed.rem_euclid(radix) + v_low);
+                let left = fork.get(x as usize).copied().unwrap_or(0);
+                let value = match op {
+                    JoinOp::Mul => left * v,
+                    _ => left + op.sign() * v,
+                };
+                self.unit[group] * value as f64
+            }
         }
     }
 }
