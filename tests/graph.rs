@@ -2,6 +2,8 @@
 //! product and a concatenation of two encrypted tensors, and max pooling. Clear equals a direct floating-point implementation of the declared network on
 //! real digits; Fhe equals Clear; the analysis counts every lookup the runtime makes.
 
+mod common;
+
 use fhe_nn::arch::layer::JoinOp;
 use fhe_nn::datasets::digits;
 use fhe_nn::rng::SplitMix64;
@@ -377,4 +379,23 @@ fn a_compiled_graph_network_is_a_file_with_the_same_tables() {
             compiled.clear_trace(&row).unwrap()
         );
     }
+}
+
+#[test]
+fn simulate_predicts_fhe_error_rates_through_joins_and_max_pools() {
+    // A deliberately coarse set (2-bit boxes, a lookup may fail with probability 0.4):
+    // lookups often read a neighbouring value, and the errors travel through the fork, the
+    // join and the pool.
+    let model =
+        QuantModel::from_tensors(SmallResidual::architecture(), &tensor_file(&weights(), 8))
+            .unwrap();
+    let x = crops();
+    let options = FheOptions {
+        parameters: fhe_nn::ParameterChoice::Vetted(2),
+        p_error: 0.4,
+        max_disagreement: 1.0,
+        ..FheOptions::default()
+    };
+    let compiled = model.compile(x.view(), &options).unwrap();
+    common::simulate_predicts_fhe(&compiled, x.view());
 }

@@ -6,48 +6,7 @@
 mod common;
 
 use fhe_nn::datasets::digits;
-use fhe_nn::rng::SplitMix64;
 use fhe_nn::{CompileError, FheOptions, Mode, ParameterChoice, DEFAULT_P_ERROR};
-
-const FHE_SAMPLES: usize = 30;
-const SIMULATIONS_PER_SAMPLE: usize = 40;
-
-/// Per traced layer, how many values differ from Clear's.
-fn mismatches(clear: &[Vec<i64>], other: &[Vec<i64>]) -> Vec<f64> {
-    clear
-        .iter()
-        .zip(other)
-        .map(|(c, o)| c.iter().zip(o).filter(|(a, b)| a != b).count() as f64)
-        .collect()
-}
-
-/// Runs a statistical comparison of Fhe with Simulate, `trial(attempt)`, each attempt on a
-/// fresh key pair and other samples. Its bounds are 3 sigma per layer, so a correct model
-/// lands outside them on about 1 run in 300 per layer; a first attempt outside is therefore
-/// repeated once, and the test fails if the second is outside too (under a correct model
-/// about 1 run in 10^5; a model that is wrong fails both). What each attempt measured is
-/// printed.
-fn within_bounds_on_a_fresh_key_pair(trial: impl Fn(usize) -> Result<(), String>) {
-    let mut misses = Vec::new();
-    for attempt in 0..2 {
-        match trial(attempt) {
-            Ok(()) => return,
-            Err(miss) => {
-                eprintln!("attempt {attempt} outside the bounds: {miss}");
-                misses.push(miss);
-            }
-        }
-    }
-    panic!(
-        "Fhe outside Simulate's bounds on two key pairs: {}",
-        misses.join("; ")
-    );
-}
-
-/// The rows of `test` an attempt compares on: the first `FHE_SAMPLES`, then the next.
-fn attempt_rows(attempt: usize) -> std::ops::Range<usize> {
-    attempt * FHE_SAMPLES..(attempt + 1) * FHE_SAMPLES
-}
 
 #[test]
 fn simulate_predicts_fhe_error_rates() {
@@ -59,99 +18,7 @@ fn simulate_predicts_fhe_error_rates() {
     };
     let test = digits().unwrap().test.images;
     let compiled = model.compile(test.view(), &options).unwrap();
-    within_bounds_on_a_fresh_key_pair(|attempt| {
-        let (client, eval) = compiled.keygen().unwrap();
-        let server = compiled.server(eval).unwrap();
-
-        // Traced values: lookup outputs of layers 1 and 2, and the decrypted outputs. Errors
-        // within one sample are correlated (an early error moves later values), so the
-        // sample is the unit: per sample, Simulate's 40 runs give the mean and variance of
-        // each layer's mismatch count, which FHE's single run is compared with.
-        let layers = compiled.layers().len();
-        let sizes: Vec<usize> = compiled.layers().iter().map(|l| l.out_features()).collect();
-        let (mut fhe_total, mut sim_mean, mut sim_var) =
-            (vec![0.0; layers], vec![0.0; layers], vec![0.0; layers]);
-        let mut rng = SplitMix64::new(2024 + attempt as u64);
-        let noise = compiled.simulation_noise();
-        let points = |trace: &[Vec<i64>]| -> Vec<Vec<i64>> {
-            (0..layers)
-                .map(|k| trace[if k + 1 < layers { 2 * k + 1 } else { 2 * k }].clone())
-                .collect()
-        };
-        for i in attempt_rows(attempt) {
-            let row = test.row(i);
-            let q = client.quantize(row).unwrap();
-            let clear_points = points(&compiled.clear_trace(&q).unwrap());
-            let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
-            let fhe_points: Vec<Vec<i64>> = trace
-                .iter()
-                .enumerate()
-                .map(|(k, sample)| {
-                    if k + 1 < layers {
-                        sample
-                            .ciphertexts()
-                            .iter()
-                            .map(|c| {
-                                client
-                                    .decrypt_value(c, compiled.input_delta(k + 1))
-                                    .unwrap()
-                            })
-                            .collect()
-                    } else {
-                        client.decrypt_int(sample).unwrap()
-                    }
-                })
-                .collect();
-            for (k, c) in mismatches(&clear_points, &fhe_points)
-                .into_iter()
-                .enumerate()
-            {
-                fhe_total[k] += c;
-            }
-            let runs: Vec<Vec<f64>> = (0..SIMULATIONS_PER_SAMPLE)
-                .map(|_| {
-                    mismatches(
-                        &clear_points,
-                        &points(&compiled.simulate_trace(noise, &q, &mut rng).unwrap()),
-                    )
-                })
-                .collect();
-            for k in 0..layers {
-                let n = SIMULATIONS_PER_SAMPLE as f64;
-                let mean = runs.iter().map(|r| r[k]).sum::<f64>() / n;
-                sim_mean[k] += mean;
-                sim_var[k] += runs.iter().map(|r| (r[k] - mean).powi(2)).sum::<f64>() / (n - 1.0);
-            }
-        }
-        let mut outside = Vec::new();
-        for k in 0..layers {
-            let values = (FHE_SAMPLES * sizes[k]) as f64;
-            let bound =
-                3.0 * (sim_var[k] * (1.0 + 1.0 / SIMULATIONS_PER_SAMPLE as f64)).sqrt() + 1.0;
-            eprintln!(
-                "layer {k}: fhe {:.4} ({} of {values}), simulate {:.4}, difference {:.1} values, 3-sigma bound {bound:.1}",
-                fhe_total[k] / values,
-                fhe_total[k],
-                sim_mean[k] / values,
-                (fhe_total[k] - sim_mean[k]).abs()
-            );
-            if (fhe_total[k] - sim_mean[k]).abs() > bound {
-                outside.push(format!(
-                    "layer {k}: fhe {} vs simulate {:.1} (bound {bound:.1})",
-                    fhe_total[k], sim_mean[k]
-                ));
-            }
-        }
-        assert!(
-            (0..layers).any(|k| sim_mean[k] / (FHE_SAMPLES * sizes[k]) as f64 > 0.02),
-            "the coarse setting must make errors frequent for the test to mean something"
-        );
-        if outside.is_empty() {
-            Ok(())
-        } else {
-            Err(outside.join(", "))
-        }
-    });
+    common::simulate_predicts_fhe(&compiled, test.view());
 }
 
 #[test]
@@ -233,10 +100,10 @@ fn simulate_predicts_fhe_at_the_optimizers_fine_resolution() {
         .count();
     assert!(wrapping > 0, "no group wraps");
     let q = compiled.quantize(test.view()).unwrap();
-    within_bounds_on_a_fresh_key_pair(|attempt| {
+    common::within_bounds_on_a_fresh_key_pair(|attempt| {
         let (client, eval) = compiled.keygen().unwrap();
         let server = compiled.server(eval).unwrap();
-        let rows = attempt_rows(attempt);
+        let rows = common::attempt_rows(attempt);
         let mut measured = [0usize; 2];
         let mut per_sample = Vec::new();
         for i in rows.clone() {
