@@ -140,6 +140,16 @@ struct Dense {
     graph: Option<GraphOp>,
 }
 
+/// The options of a layer without trained weights (a pooling, a graph node).
+const UNTRAINED: WeightOptions = WeightOptions {
+    weight_bits: 2,
+    bias: false,
+    active: None,
+    round: None,
+    exact: false,
+    acc: None,
+};
+
 /// The layers that make a network more than a chain, as the trainer runs them.
 #[derive(Clone, Debug)]
 enum GraphOp {
@@ -430,14 +440,7 @@ impl Dense {
 
     /// A graph node at declared layer `layer`: no weights, nothing trained.
     fn graph_node(layer: usize, op: GraphOp) -> Dense {
-        let options = WeightOptions {
-            weight_bits: 2,
-            bias: false,
-            active: None,
-            round: None,
-            exact: false,
-            acc: None,
-        };
+        let options = UNTRAINED;
         Dense {
             pool: true,
             graph: Some(op),
@@ -483,14 +486,7 @@ impl Dense {
                 0.0
             }
         });
-        let options = WeightOptions {
-            weight_bits: 2,
-            bias: false,
-            active: None,
-            round: None,
-            exact: false,
-            acc: None,
-        };
+        let options = UNTRAINED;
         Dense {
             pool: true,
             ..Dense::with_parts(

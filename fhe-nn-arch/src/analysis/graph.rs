@@ -269,45 +269,7 @@ impl Analyzer<'_> {
     /// `MaxPool2d(kernel)`: every level of the comparison tree but the last is a lookup here;
     /// the last is the next quantizer's (which folds into it).
     pub(super) fn max_pool(&mut self, i: usize, flow: &mut Flow, kernel: usize) -> Step {
-        let ok = self.check_nonzero(i, "kernel", kernel);
-        flow.shape = match flow.shape {
-            Shape::Image {
-                channels,
-                height,
-                width,
-            } if ok => {
-                if height < kernel || width < kernel {
-                    self.error(
-                        i,
-                        None,
-                        ArchErrorKind::ImageTooSmall {
-                            size: (height, width),
-                            window: kernel,
-                            padding: 0,
-                        },
-                    );
-                    Shape::Unknown
-                } else {
-                    Shape::Image {
-                        channels,
-                        height: height / kernel,
-                        width: width / kernel,
-                    }
-                }
-            }
-            Shape::Features(n) => {
-                self.error(
-                    i,
-                    None,
-                    ArchErrorKind::NeedsImage {
-                        layer: "MaxPool2d",
-                        features: n,
-                    },
-                );
-                Shape::Unknown
-            }
-            _ => Shape::Unknown,
-        };
+        flow.shape = self.pooled_shape(i, flow.shape, kernel, "MaxPool2d");
         let windows = flow.shape.elements().unwrap_or(0);
         let range = match flow.value {
             Value::Quant { range } if flow.encrypted => range,
@@ -340,7 +302,7 @@ impl Analyzer<'_> {
             return Step::default();
         }
         let levels = max_tree_levels(kernel.saturating_mul(kernel));
-        if levels.is_empty() || !ok {
+        if levels.is_empty() || flow.shape == Shape::Unknown {
             return Step::default();
         }
         let inner: usize = levels[..levels.len() - 1].iter().sum();

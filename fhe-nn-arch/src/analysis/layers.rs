@@ -235,11 +235,17 @@ impl Analyzer<'_> {
         }
     }
 
-    /// `AvgPool2d`: sums windows of a quantized image (the division is folded into the
-    /// next lookup's table).
-    pub(super) fn avg_pool(&mut self, i: usize, flow: &mut Flow, kernel: usize) -> Step {
+    /// The image a `kernel × kernel` pooling (stride `kernel`, as PyTorch floors) makes of
+    /// `shape`, or `Unknown` after the error that forbids it.
+    pub(super) fn pooled_shape(
+        &mut self,
+        i: usize,
+        shape: Shape,
+        kernel: usize,
+        layer: &'static str,
+    ) -> Shape {
         let ok = self.check_nonzero(i, "kernel", kernel);
-        flow.shape = match flow.shape {
+        match shape {
             Shape::Image {
                 channels,
                 height,
@@ -265,18 +271,17 @@ impl Analyzer<'_> {
                 }
             }
             Shape::Features(n) => {
-                self.error(
-                    i,
-                    None,
-                    ArchErrorKind::NeedsImage {
-                        layer: "AvgPool2d",
-                        features: n,
-                    },
-                );
+                self.error(i, None, ArchErrorKind::NeedsImage { layer, features: n });
                 Shape::Unknown
             }
             _ => Shape::Unknown,
-        };
+        }
+    }
+
+    /// `AvgPool2d`: sums windows of a quantized image (the division is folded into the
+    /// next lookup's table).
+    pub(super) fn avg_pool(&mut self, i: usize, flow: &mut Flow, kernel: usize) -> Step {
+        flow.shape = self.pooled_shape(i, flow.shape, kernel, "AvgPool2d");
         // Saturating: a kernel beyond the image was refused above, and a saturated range is
         // refused as too wide.
         let window = kernel.saturating_mul(kernel);

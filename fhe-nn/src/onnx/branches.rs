@@ -2,7 +2,7 @@
 //! connection), re-quantized on its own and joined with the chain by `Add`, `Sub`, `Mul` or
 //! `Concat` — fhe-nn's `Fork` … `Add(bits)` — and `MaxPool`.
 
-use super::{quantizer_bits, unsupported, Importer, Value};
+use super::{quantizer_bits, square_pool_kernel, unsupported, Importer, Value};
 use crate::arch::layer::{JoinOp, Layer};
 use crate::onnx::graph::Node;
 use crate::onnx::OnnxError;
@@ -154,12 +154,6 @@ impl Importer<'_> {
 
     /// `MaxPool` with a square kernel, stride = kernel, no padding, of a quantized value.
     pub(super) fn max_pool(&mut self, node: &Node) -> Result<(), OnnxError> {
-        let kernel = node.ints("kernel_shape").unwrap_or_default();
-        let strides = node
-            .ints("strides")
-            .unwrap_or_else(|| vec![1; kernel.len()]);
-        let pads = node.ints("pads").unwrap_or_default();
-        let dilations = node.ints("dilations").unwrap_or_default();
         let quantized =
             !self.open_weighted && matches!(self.layers.last(), Some(Layer::QuantIdentity { .. }));
         if !quantized {
@@ -168,23 +162,8 @@ impl Importer<'_> {
                 "it pools a value no quantizer produced: quantize before MaxPool2d",
             ));
         }
-        match kernel[..] {
-            [k, k2]
-                if k == k2
-                    && k > 0
-                    && strides == kernel
-                    && pads.iter().all(|&p| p == 0)
-                    && dilations.iter().all(|&d| d == 1)
-                    && node.int("ceil_mode", 0) == 0
-                    && node.outputs.len() == 1 =>
-            {
-                self.push(Layer::MaxPool2d { kernel: k as usize });
-                self.advance(node)
-            }
-            _ => Err(unsupported(
-                node,
-                "only square pooling with stride = kernel, no padding or dilation",
-            )),
-        }
+        let kernel = square_pool_kernel(node)?;
+        self.push(Layer::MaxPool2d { kernel });
+        self.advance(node)
     }
 }

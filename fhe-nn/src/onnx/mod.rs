@@ -180,6 +180,34 @@ struct Importer<'g> {
     fork_points: HashMap<String, usize>,
 }
 
+/// The kernel of a pooling node with a square window, stride = kernel, no padding, dilation
+/// or ceiling (`AveragePool`, `MaxPool`).
+fn square_pool_kernel(node: &Node) -> Result<usize, OnnxError> {
+    let kernel = node.ints("kernel_shape").unwrap_or_default();
+    let strides = node
+        .ints("strides")
+        .unwrap_or_else(|| vec![1; kernel.len()]);
+    let pads = node.ints("pads").unwrap_or_default();
+    let dilations = node.ints("dilations").unwrap_or_default();
+    match kernel[..] {
+        [k, k2]
+            if k == k2
+                && k > 0
+                && strides == kernel
+                && pads.iter().all(|&p| p == 0)
+                && dilations.iter().all(|&d| d == 1)
+                && node.int("ceil_mode", 0) == 0
+                && node.outputs.len() == 1 =>
+        {
+            Ok(k as usize)
+        }
+        _ => Err(unsupported(
+            node,
+            "only square pooling with stride = kernel, no padding or dilation",
+        )),
+    }
+}
+
 fn unsupported(node: &Node, why: impl Into<String>) -> OnnxError {
     OnnxError::UnsupportedNode {
         name: node.name.clone(),
@@ -739,27 +767,9 @@ impl<'g> Importer<'g> {
     }
 
     fn average_pool(&mut self, node: &Node) -> Result<(), OnnxError> {
-        let kernel = node.ints("kernel_shape").unwrap_or_default();
-        let strides = node
-            .ints("strides")
-            .unwrap_or_else(|| vec![1; kernel.len()]);
-        let pads = node.ints("pads").unwrap_or_default();
-        match kernel[..] {
-            [k, k2]
-                if k == k2
-                    && k > 0
-                    && strides == kernel
-                    && pads.iter().all(|&p| p == 0)
-                    && node.int("ceil_mode", 0) == 0 =>
-            {
-                self.push(Layer::AvgPool2d { kernel: k as usize });
-                self.advance(node)
-            }
-            _ => Err(unsupported(
-                node,
-                "only square pooling with stride = kernel and no padding",
-            )),
-        }
+        let kernel = square_pool_kernel(node)?;
+        self.push(Layer::AvgPool2d { kernel });
+        self.advance(node)
     }
 
     /// Folds `γ (z - μ) / √(σ² + ε) + β` into the weighted layer just before: per output
