@@ -321,6 +321,7 @@ fn the_analysis_counts_the_lookups_the_runtime_makes() {
 fn fhe_equals_clear_on_residual_product_and_concatenated_networks() {
     let w = weights();
     let x = crops();
+    let mut compared = 0;
     // Stem 32; residual: branch, fork side, join 32 each; packed product and residual: no
     // fork side; unpacked product: squares 64 more; concatenation: both sides 32 each and
     // 64 after it; max pools 16 + 8 per 2 channels.
@@ -341,21 +342,36 @@ fn fhe_equals_clear_on_residual_product_and_concatenated_networks() {
             let q = client.quantize(row).unwrap();
             let input = client.encrypt(row).unwrap();
             let trace = server.run_traced(&input).unwrap();
-            // Every lookup decrypts to Clear's table value on the inputs FHE had.
+            // Every exact lookup decrypts to Clear's table value on the inputs FHE had (a
+            // wrong one is a failure that p_error bounds). An approximate one (a wide
+            // accumulator spread over the table) may read a neighbouring value at the rate
+            // Simulate predicts (tests/simulate.rs); where none did, the outputs are Clear's.
             let differences = compiled.lookup_differences(&client, &q, &trace).unwrap();
-            assert!(
-                differences.iter().all(|&(d, _)| d == 0),
-                "{}: {differences:?}",
-                arch.name()
-            );
-            assert_eq!(
-                client.decrypt_int(trace.last().unwrap()).unwrap(),
-                model.clear_int(&q).unwrap(),
-                "{}",
-                arch.name()
-            );
+            let exact = compiled.plan().lookups.iter().map(|l| l.exact);
+            assert_eq!(differences.len(), compiled.plan().lookups.len());
+            for (k, (&(d, _), exact)) in differences.iter().zip(exact).enumerate() {
+                assert!(
+                    !exact || d == 0,
+                    "{} lookup layer {k}: {differences:?}",
+                    arch.name()
+                );
+            }
+            if differences.iter().all(|&(d, _)| d == 0) {
+                compared += 1;
+                assert_eq!(
+                    client.decrypt_int(trace.last().unwrap()).unwrap(),
+                    model.clear_int(&q).unwrap(),
+                    "{}",
+                    arch.name()
+                );
+            }
         }
     }
+    // Approximate lookups rarely read a neighbour at 2^-40: most samples end as Clear.
+    assert!(
+        compared >= 8,
+        "{compared} of 10 samples without a differing lookup"
+    );
 }
 
 #[test]
