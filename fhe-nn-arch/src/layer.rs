@@ -213,6 +213,12 @@ impl Layer {
         }
     }
 
+    /// Whether the layer is a weighted sum of its inputs (linear, convolution, average
+    /// pooling): where the runtime starts a stage, ending at the next lookup.
+    pub fn is_weighted_sum(&self) -> bool {
+        self.weight_options().is_some() || matches!(self, Layer::AvgPool2d { .. })
+    }
+
     /// Number of inputs each output of a weighted layer sums (before `active` applies).
     pub fn fan_in(&self) -> Option<usize> {
         match *self {

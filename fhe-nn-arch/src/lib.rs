@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod analysis;
 pub mod error;
+pub mod geometry;
 pub mod layer;
 pub mod limits;
 pub mod range;

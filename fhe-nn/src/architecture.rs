@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::arch::analysis::{analyze, ArchError, LayerAnalysis, Rounding, Summary, TensorKind};
+use crate::arch::geometry::Window;
 use crate::arch::layer::Layer;
 use crate::arch::limits::{MAX_EXACT_LOOKUP_BITS, MAX_LOOKUP_BITS};
 
@@ -102,6 +103,11 @@ impl Architecture {
     /// The analysis of each layer's output, index for index with [`layers`](Self::layers).
     pub fn analysis(&self) -> &[LayerAnalysis] {
         &self.analysis
+    }
+
+    /// Where sliding-window layer `i` (convolution or pooling) reads its input image.
+    pub fn window(&self, i: usize) -> Option<Window> {
+        Window::of_layer(&self.layers, &self.analysis, i)
     }
 
     /// Network-wide figures.

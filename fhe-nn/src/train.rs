@@ -10,9 +10,9 @@
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 use crate::arch::activation::Activation;
-use crate::arch::analysis::Shape;
 use crate::arch::analysis::{quantizer_range, weight_max};
-use crate::arch::layer::{Conv2d, JoinOp, Layer, WeightOptions};
+use crate::arch::geometry::Window;
+use crate::arch::layer::{JoinOp, Layer, WeightOptions};
 use crate::architecture::Architecture;
 use crate::model::fold::{affine_of_batch_norm, fold_affine};
 use crate::model::{architecture_signature, ARCHITECTURE_KEY};
@@ -127,7 +127,7 @@ struct Dense {
     /// One weight scale per output neuron instead of one per tensor.
     per_channel: bool,
     /// A convolution's geometry; `None` for a fully connected layer.
-    conv: Option<Geometry>,
+    conv: Option<Window>,
     /// An average pooling: fixed weights (`1/k²` on the window of its own channel), nothing
     /// to train or export.
     pool: bool,
@@ -159,7 +159,7 @@ enum GraphOp {
     /// gradients to both sides): a sum, difference, product or concatenation.
     Join { op: JoinOp, quant: FakeQuant },
     /// The largest value of each window (the gradient goes to it).
-    MaxPool(Geometry),
+    MaxPool(Window),
 }
 
 /// What the backward pass needs of a layer beyond its input, sums and mask.
@@ -243,18 +243,16 @@ fn join_backward(
 
 /// Max pooling of a batch over `g`'s windows (stride = kernel, no padding): the maxima, and
 /// the input index each came from.
-fn max_pool(g: &Geometry, a: &Array2<f64>) -> (Array2<f64>, Array2<usize>) {
-    let (p, k2) = (g.positions(), g.kernel * g.kernel);
+fn max_pool(g: &Window, a: &Array2<f64>) -> (Array2<f64>, Array2<usize>) {
+    let p = g.positions();
     let outputs = g.channels * p;
     let mut arg = Array2::zeros((a.nrows(), outputs));
     let out = Array2::from_shape_fn((a.nrows(), outputs), |(b, o)| {
         let (c, pos) = (o / p, o % p);
         let (mut best, mut best_i) = (f64::NEG_INFINITY, 0);
-        for t in 0..k2 {
-            if let Some(i) = g.source(pos, c * k2 + t) {
-                if a[(b, i)] > best {
-                    (best, best_i) = (a[(b, i)], i);
-                }
+        for i in g.pool_sources(c, pos) {
+            if a[(b, i)] > best {
+                (best, best_i) = (a[(b, i)], i);
             }
         }
         arg[(b, o)] = best_i;
@@ -370,44 +368,13 @@ impl BatchNorm {
     }
 }
 
-/// Where a convolution's filters read: input image, kernel, stride, padding, output size.
-#[derive(Clone, Copy, Debug)]
-struct Geometry {
-    channels: usize,
-    height: usize,
-    width: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    out_height: usize,
-    out_width: usize,
-}
-
-impl Geometry {
-    /// Output positions per channel.
-    fn positions(&self) -> usize {
-        self.out_height * self.out_width
-    }
-
-    /// The input index read by output position `pos` at patch column `col`
-    /// (`(channel, ky, kx)` row-major), or `None` in the zero padding.
-    fn source(&self, pos: usize, col: usize) -> Option<usize> {
-        let k = self.kernel;
-        let (c, ky, kx) = (col / (k * k), (col / k) % k, col % k);
-        let (oy, ox) = (pos / self.out_width, pos % self.out_width);
-        let y = (oy * self.stride + ky).checked_sub(self.padding)?;
-        let x = (ox * self.stride + kx).checked_sub(self.padding)?;
-        (y < self.height && x < self.width).then(|| (c * self.height + y) * self.width + x)
-    }
-
-    /// The patches of a batch: one row per (sample, output position), one column per
-    /// filter weight.
-    fn patches(&self, a: &Array2<f64>) -> Array2<f64> {
-        let (p, k2) = (self.positions(), self.channels * self.kernel * self.kernel);
-        Array2::from_shape_fn((a.nrows() * p, k2), |(row, col)| {
-            self.source(row % p, col).map_or(0.0, |i| a[(row / p, i)])
-        })
-    }
+/// The patches of a batch over `g`: one row per (sample, output position), one column per
+/// filter weight (zeros in the padding).
+fn patches(g: &Window, a: &Array2<f64>) -> Array2<f64> {
+    let (p, k2) = (g.positions(), g.channels * g.taps());
+    Array2::from_shape_fn((a.nrows() * p, k2), |(row, col)| {
+        g.source(row % p, col).map_or(0.0, |i| a[(row / p, i)])
+    })
 }
 
 impl Dense {
@@ -417,7 +384,7 @@ impl Dense {
         weight: Array2<f64>,
         bias: Array1<f64>,
         options: WeightOptions,
-        conv: Option<Geometry>,
+        conv: Option<Window>,
     ) -> Dense {
         let (out, fan_in) = weight.dim();
         Dense {
@@ -461,7 +428,7 @@ impl Dense {
         layer: usize,
         (out, fan_in): (usize, usize),
         options: WeightOptions,
-        conv: Option<Geometry>,
+        conv: Option<Window>,
     ) -> Dense {
         let bound = 1.0 / (fan_in as f64).sqrt();
         let weight = Array2::from_shape_fn((out, fan_in), |_| (2.0 * rng.uniform() - 1.0) * bound);
@@ -477,7 +444,7 @@ impl Dense {
 
     /// An average pooling over `geometry`: `1/k²` on the window of each channel's own input
     /// channel, nothing trained.
-    fn pooling(layer: usize, geometry: Geometry) -> Dense {
+    fn pooling(layer: usize, geometry: Window) -> Dense {
         let (channels, window) = (geometry.channels, geometry.kernel * geometry.kernel);
         let weight = Array2::from_shape_fn((channels, channels * window), |(o, c)| {
             if c / window == o {
@@ -524,7 +491,7 @@ impl Dense {
             return a.dot(&wq.t()) + &self.bias;
         };
         let p = g.positions();
-        let cols = g.patches(a).dot(&wq.t());
+        let cols = patches(g, a).dot(&wq.t());
         Array2::from_shape_fn((a.nrows(), wq.nrows() * p), |(b, o)| {
             cols[(b * p + o % p, o / p)] + self.bias[o / p]
         })
@@ -544,7 +511,7 @@ impl Dense {
         let per_position = Array2::from_shape_fn((a.nrows() * p, out), |(row, o)| {
             grad[(row / p, o * p + row % p)]
         });
-        let gw = per_position.t().dot(&g.patches(a));
+        let gw = per_position.t().dot(&patches(g, a));
         let gb = per_position.sum_axis(Axis(0));
         let grad_patches = per_position.dot(wq);
         let mut grad_in = Array2::zeros(a.dim());
@@ -708,11 +675,10 @@ impl Trainer {
                     None,
                 )),
                 Layer::QuantConv2d(ref conv) => {
-                    let geometry =
-                        conv_geometry(arch, i, conv).ok_or_else(|| TrainError::Unsupported {
-                            layer: i + 1,
-                            name: layer.to_string(),
-                        })?;
+                    let geometry = arch.window(i).ok_or_else(|| TrainError::Unsupported {
+                        layer: i + 1,
+                        name: layer.to_string(),
+                    })?;
                     dense.push(Dense::initialized(
                         &mut rng,
                         i,
@@ -721,9 +687,10 @@ impl Trainer {
                         Some(geometry),
                     ));
                 }
-                Layer::AvgPool2d { kernel } => {
+                Layer::AvgPool2d { .. } => {
                     // Pools a quantized image: the layer before must end in a quantizer.
-                    let geometry = pool_geometry(arch, i, kernel)
+                    let geometry = arch
+                        .window(i)
                         .filter(|_| dense.last().is_none_or(|d| d.next_quant.is_some()))
                         .ok_or_else(|| TrainError::Unsupported {
                             layer: i + 1,
@@ -751,9 +718,9 @@ impl Trainer {
                                 running: Some(0.0),
                             },
                         },
-                        Layer::MaxPool2d { kernel } if quantized => GraphOp::MaxPool(
-                            pool_geometry(arch, i, kernel).ok_or_else(unsupported)?,
-                        ),
+                        Layer::MaxPool2d { .. } if quantized => {
+                            GraphOp::MaxPool(arch.window(i).ok_or_else(unsupported)?)
+                        }
                         _ => return Err(unsupported()),
                     };
                     dense.push(Dense::graph_node(i, op));
@@ -1126,67 +1093,6 @@ fn within_l1_budget(ints: &mut [i64], exact: &[f64], budget: i64) {
     }
 }
 
-/// The geometry of convolution layer `i`: its input image from the analysis of the layer
-/// before (or its declared input size), its output size from its own.
-fn conv_geometry(arch: &Architecture, i: usize, conv: &Conv2d) -> Option<Geometry> {
-    let analysis = arch.analysis();
-    let (channels, height, width) = match i.checked_sub(1).map(|j| analysis[j].shape) {
-        Some(Shape::Image {
-            channels,
-            height,
-            width,
-        }) => (channels, height, width),
-        _ => conv.input.map(|(h, w)| (conv.in_channels, h, w))?,
-    };
-    match analysis[i].shape {
-        Shape::Image {
-            height: out_height,
-            width: out_width,
-            ..
-        } => Some(Geometry {
-            channels,
-            height,
-            width,
-            kernel: conv.kernel,
-            stride: conv.stride,
-            padding: conv.padding,
-            out_height,
-            out_width,
-        }),
-        _ => None,
-    }
-}
-
-/// The geometry of average-pooling layer `i` (a `kernel`-wide window, stride `kernel`, no
-/// padding) over the image the layer before produces.
-fn pool_geometry(arch: &Architecture, i: usize, kernel: usize) -> Option<Geometry> {
-    let analysis = arch.analysis();
-    match (analysis[i.checked_sub(1)?].shape, analysis[i].shape) {
-        (
-            Shape::Image {
-                channels,
-                height,
-                width,
-            },
-            Shape::Image {
-                height: out_height,
-                width: out_width,
-                ..
-            },
-        ) => Some(Geometry {
-            channels,
-            height,
-            width,
-            kernel,
-            stride: kernel,
-            padding: 0,
-            out_height,
-            out_width,
-        }),
-        _ => None,
-    }
-}
-
 /// Trains `arch` on labelled data, reporting each epoch to `progress`.
 pub fn train(
     arch: &Architecture,
@@ -1299,7 +1205,7 @@ mod tests {
     fn max_pool_gradients_match_finite_differences() {
         let mut rng = SplitMix64::new(8);
         // 2 channels of 5×4, 2×2 windows (the last row is left out, as PyTorch floors).
-        let g = Geometry {
+        let g = Window {
             channels: 2,
             height: 5,
             width: 4,
@@ -1361,7 +1267,7 @@ mod tests {
 
     /// A convolution with stride and padding as a `Dense` with random weights.
     fn conv_layer(rng: &mut SplitMix64) -> Dense {
-        let geometry = Geometry {
+        let geometry = Window {
             channels: 2,
             height: 5,
             width: 4,

@@ -14,7 +14,7 @@ use super::reader::Reader;
 use super::stage::{Combine, Source, WeightedStage};
 use super::{build_lookup, Quantizer};
 use crate::arch::activation::Activation;
-use crate::arch::analysis::{IntRange, Rounding, Shape};
+use crate::arch::analysis::{IntRange, Rounding};
 use crate::arch::layer::{max_tree_levels, JoinOp, Layer};
 use crate::architecture::Architecture;
 use crate::error::LoadError;
@@ -405,30 +405,19 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         quantizer: Quantizer,
         range: IntRange,
     ) -> Tensor {
-        let (channels, h, w) = match layer.checked_sub(1).map(|p| self.arch.analysis()[p].shape) {
-            Some(Shape::Image {
-                channels,
-                height,
-                width,
-            }) => (channels, height, width),
-            _ => unreachable!("the analysis pools images only"),
-        };
-        let (oh, ow) = (h / kernel, w / kernel);
+        let window = self
+            .arch
+            .window(layer)
+            .expect("the analysis pools images only");
         // Each window's values, as indices into the current level's inputs.
-        let mut windows: Vec<Vec<usize>> = Vec::with_capacity(channels * oh * ow);
-        for c in 0..channels {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    windows.push(
-                        (0..kernel * kernel)
-                            .map(|t| {
-                                (c * h + oy * kernel + t / kernel) * w + ox * kernel + t % kernel
-                            })
-                            .collect(),
-                    );
-                }
-            }
-        }
+        let positions = window.positions();
+        let mut windows: Vec<Vec<usize>> = (0..window.channels * positions)
+            .map(|out| {
+                window
+                    .pool_sources(out / positions, out % positions)
+                    .collect()
+            })
+            .collect();
         let radix = range.max - range.min + 1;
         let packed = IntRange::new(range.min * (radix + 1), range.max * (radix + 1));
         let combine = Combine::MaxPair {

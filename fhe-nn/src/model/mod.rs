@@ -16,8 +16,9 @@ pub use encoding::{
 pub use stage::{Combine, Connectivity, LookupStage, Source, WeightedStage};
 
 use crate::arch::activation::Activation;
-use crate::arch::analysis::{quantizer_range, IntRange, Rounding, Shape};
-use crate::arch::layer::{Conv2d, Layer};
+use crate::arch::analysis::{quantizer_range, IntRange, Rounding};
+use crate::arch::geometry;
+use crate::arch::layer::Layer;
 use crate::architecture::Architecture;
 use crate::error::{InputError, LoadError};
 use crate::tensors::TensorFile;
@@ -154,7 +155,7 @@ impl QuantModel {
         // Client-side prefix up to the first weighted layer.
         let first_weighted = layers
             .iter()
-            .position(is_stage)
+            .position(Layer::is_weighted_sum)
             .expect("the analysis requires a weighted layer");
         let prefix = reader.segment(0, first_weighted)?;
         let Some((_, input_quantizer)) = prefix.quantizer else {
@@ -398,42 +399,12 @@ impl QuantModel {
     }
 }
 
-/// Whether a declared layer starts a weighted stage of the runtime.
-fn is_stage(layer: &Layer) -> bool {
-    layer.weight_options().is_some() || matches!(layer, Layer::AvgPool2d { .. })
-}
-
-/// Image `(channels, height, width)` entering declared layer `i`.
-pub(super) fn input_image(arch: &Architecture, i: usize) -> Option<(usize, usize, usize)> {
-    match (
-        i.checked_sub(1).map(|p| arch.analysis()[p].shape),
-        arch.layers()[i],
-    ) {
-        (
-            Some(Shape::Image {
-                channels,
-                height,
-                width,
-            }),
-            _,
-        ) => Some((channels, height, width)),
-        (
-            _,
-            Layer::QuantConv2d(Conv2d {
-                in_channels,
-                input: Some((h, w)),
-                ..
-            }),
-        ) => Some((in_channels, h, w)),
-        _ => None,
-    }
-}
-
 /// Number of values entering the weighted layer `i`.
 pub(super) fn stage_input_features(arch: &Architecture, i: usize) -> usize {
     match arch.layers()[i] {
         Layer::QuantLinear { in_features, .. } => in_features,
-        _ => input_image(arch, i).map(|(c, h, w)| c * h * w).unwrap_or(0),
+        _ => geometry::input_image(arch.layers(), arch.analysis(), i)
+            .map_or(0, |(c, h, w)| c * h * w),
     }
 }
 

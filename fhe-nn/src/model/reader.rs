@@ -1,8 +1,8 @@
 //! Reads and checks the tensors of each layer, naming the layer and tensor at fault.
 
 use super::stage::{Connectivity, WeightedStage};
-use super::{input_image, stage_input_features, Quantizer, Segment};
-use crate::arch::analysis::{IntRange, Shape};
+use super::{stage_input_features, Quantizer, Segment};
+use crate::arch::analysis::IntRange;
 use crate::arch::layer::{Conv2d, Layer};
 use crate::architecture::Architecture;
 use crate::error::LoadError;
@@ -188,13 +188,7 @@ impl<'a> Reader<'a> {
     ) -> Result<WeightedStage, LoadError> {
         let arch = self.arch;
         let in_features = stage_input_features(arch, i);
-        let out_size = match arch.analysis()[i].shape {
-            Shape::Image { height, width, .. } => (height, width),
-            _ => (1, 1),
-        };
-        let in_size = input_image(arch, i)
-            .map(|(_, h, w)| (h, w))
-            .unwrap_or((1, 1));
+        let window = arch.window(i);
         let (connectivity, groups, weights, options) = match arch.layers()[i] {
             Layer::QuantLinear {
                 in_features,
@@ -213,8 +207,6 @@ impl<'a> Reader<'a> {
                 in_channels,
                 out_channels,
                 kernel,
-                stride,
-                padding,
                 options,
                 ..
             }) => {
@@ -226,26 +218,21 @@ impl<'a> Reader<'a> {
                     &[out_channels, in_channels, kernel, kernel],
                 ];
                 let weights = self.int_tensor(i, "weight", &shapes, Some(options.weight_bits))?;
-                let c = Connectivity::Conv {
-                    in_channels,
-                    in_size,
-                    kernel,
-                    stride,
-                    padding,
-                    out_size,
-                };
-                (c, out_channels, weights, Some(options))
-            }
-            Layer::AvgPool2d { kernel } => {
-                let channels = input_image(arch, i).map(|(c, _, _)| c).unwrap_or(0);
+                let window = window.expect("the analysis sizes every convolution");
                 (
-                    Connectivity::Pool {
-                        in_size,
-                        kernel,
-                        out_size,
-                    },
-                    channels,
-                    vec![1; channels.saturating_mul(kernel).saturating_mul(kernel)],
+                    Connectivity::Conv(window),
+                    out_channels,
+                    weights,
+                    Some(options),
+                )
+            }
+            Layer::AvgPool2d { .. } => {
+                let window = window.expect("the analysis sizes every pooling");
+                let taps = window.channels.saturating_mul(window.taps());
+                (
+                    Connectivity::Pool(window),
+                    window.channels,
+                    vec![1; taps],
                     None,
                 )
             }

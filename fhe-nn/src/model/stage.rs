@@ -5,6 +5,7 @@ use super::encoding::{AccumulatorEncoding, GroupEncoding, Reading, Table};
 use super::Quantizer;
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{exact_accumulator, IntRange, Rounding};
+use crate::arch::geometry::Window;
 use crate::arch::layer::JoinOp;
 
 /// The lookup after a weighted layer: one table per neuron, into the next quantizer.
@@ -180,20 +181,9 @@ pub enum Connectivity {
     Dense,
     /// A 2-d convolution over `(channels, height, width)` inputs; each output channel is a
     /// group (one kernel, one scale, one bias, one table).
-    Conv {
-        in_channels: usize,
-        in_size: (usize, usize),
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        out_size: (usize, usize),
-    },
+    Conv(Window),
     /// Sum pooling (the average's division folds into the next table); each channel is a group.
-    Pool {
-        in_size: (usize, usize),
-        kernel: usize,
-        out_size: (usize, usize),
-    },
+    Pool(Window),
     /// Links built by the graph (a join's element-wise sums, an identity before a
     /// re-quantization, a max-pooling level's packed pairs): one group for the whole layer.
     Graph,
@@ -508,7 +498,7 @@ fn exact_ranges(
     input_range: IntRange,
 ) -> Vec<IntRange> {
     let padded = match connectivity {
-        Connectivity::Conv { padding, .. } if padding > 0 => input_range.with_zero(),
+        Connectivity::Conv(window) if window.padding > 0 => input_range.with_zero(),
         _ => input_range,
     };
     weights
@@ -541,62 +531,36 @@ fn links(
                 .collect();
             (rows, groups)
         }
-        Connectivity::Conv {
-            in_channels,
-            in_size: (h, w),
-            kernel: k,
-            stride,
-            padding,
-            out_size: (oh, ow),
-        } => {
-            let mut rows = Vec::with_capacity(groups * oh * ow);
-            for oc in 0..groups {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut row = Vec::with_capacity(fan_in);
-                        for ic in 0..in_channels {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let (iy, ix) = (
-                                        (oy * stride + ky) as isize - padding as isize,
-                                        (ox * stride + kx) as isize - padding as isize,
-                                    );
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
-                                    {
-                                        row.push((
-                                            (ic * h + iy as usize) * w + ix as usize,
-                                            weights[oc * fan_in + (ic * k + ky) * k + kx],
-                                        ));
-                                    }
-                                }
-                            }
-                        }
-                        rows.push(nonzero(row));
-                    }
-                }
-            }
-            debug_assert_eq!(in_features, in_channels * h * w);
-            (rows, groups * oh * ow)
+        Connectivity::Conv(window) => {
+            let positions = window.positions();
+            let rows = (0..groups * positions)
+                .map(|out| {
+                    let (channel, pos) = (out / positions, out % positions);
+                    let kernel = &weights[channel * fan_in..(channel + 1) * fan_in];
+                    nonzero(
+                        kernel
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(col, &w)| Some((window.source(pos, col)?, w)))
+                            .collect(),
+                    )
+                })
+                .collect();
+            debug_assert_eq!(in_features, window.input_features());
+            (rows, groups * positions)
         }
         Connectivity::Graph => unreachable!("graph stages are built from their links"),
-        Connectivity::Pool {
-            in_size: (h, w),
-            kernel: k,
-            out_size: (oh, ow),
-        } => {
-            let mut rows = Vec::with_capacity(groups * oh * ow);
-            for c in 0..groups {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        rows.push(
-                            (0..k * k)
-                                .map(|t| ((c * h + oy * k + t / k) * w + ox * k + t % k, 1))
-                                .collect(),
-                        );
-                    }
-                }
-            }
-            (rows, groups * oh * ow)
+        Connectivity::Pool(window) => {
+            let positions = window.positions();
+            let rows = (0..groups * positions)
+                .map(|out| {
+                    window
+                        .pool_sources(out / positions, out % positions)
+                        .map(|i| (i, 1))
+                        .collect()
+                })
+                .collect();
+            (rows, groups * positions)
         }
     }
 }

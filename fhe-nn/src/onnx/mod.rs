@@ -737,10 +737,7 @@ impl<'g> Importer<'g> {
         let padding = square("pads", 0, 4)?;
         let bias = self.bias(node, 2, out)?;
         // The first weighted layer declares the image it reads.
-        let first = !self
-            .layers
-            .iter()
-            .any(|l| l.weight_options().is_some() || matches!(l, Layer::AvgPool2d { .. }));
+        let first = !self.layers.iter().any(Layer::is_weighted_sum);
         let input = match (first, self.graph.input_shape.as_slice()) {
             (false, _) => None,
             (true, [_, _, h, w]) if *h > 0 && *w > 0 => Some((*h as usize, *w as usize)),
