@@ -39,7 +39,7 @@ struct BenchRun {
 /// Median seconds of one KS+PBS of the vetted 4-bit set on one thread.
 fn reference_lookup_seconds() -> f64 {
     let set = vetted(4).expect("the vetted 4-bit set");
-    let client = shortint::ClientKey::new(set.params);
+    let client = shortint::ClientKey::new(*set.params());
     let server = shortint::ServerKey::new(&client);
     let ct = client.encrypt(1);
     let lut = server.generate_lookup_table(|x| x);
@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .take()
         .unwrap_or_else(|| "bench-results/bench.json".into());
     let reference = reference_lookup_seconds();
-    let reference_set = vetted(4).map(|s| s.name).unwrap_or_default();
+    let reference_set = vetted(4).map(|s| s.name().to_string()).unwrap_or_default();
     println!(
         "reference: one KS+PBS of {reference_set} takes {:.2} ms on one thread here",
         1e3 * reference

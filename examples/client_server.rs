@@ -194,8 +194,8 @@ fn main() -> Result<(), Error> {
             lookups_per_inference: plan.lookups_per_inference(),
             p_error,
             parameters: Parameters {
-                name: plan.set.name.clone(),
-                precision: plan.set.precision,
+                name: plan.set.name().to_string(),
+                precision: plan.set.precision(),
             },
         };
         std::fs::write(&path, serde_json::to_string_pretty(&figures)?)?;

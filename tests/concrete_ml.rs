@@ -76,7 +76,7 @@ fn matches_fixture(arch: &fhe_nn::Architecture, name: &str) {
     assert!(agree >= 0.995, "argmax agreement {agree}");
 
     // De-quantized outputs within one quantization step of the output layer.
-    let step = model.layers().last().unwrap().unit().to_vec();
+    let step = model.output_step();
     let mut within = 0;
     for (i, row) in outputs.rows().into_iter().enumerate() {
         if row

@@ -137,7 +137,6 @@ fn clear_equals_a_direct_implementation() {
     for shape in [vec![2, 1, 3, 3], vec![2, 9]] {
         let model =
             QuantModel::from_tensors(SmallConv::architecture(), &tensor_file(&w, shape)).unwrap();
-        assert_eq!(model.layers().len(), 3);
         let out = model.predict_clear(x.view()).unwrap();
         // The test means something only if the outputs vary with the image.
         let distinct: std::collections::BTreeSet<String> =

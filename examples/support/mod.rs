@@ -291,7 +291,7 @@ pub fn run(
     let model = QuantModel::from_tensors(arch, &weights)?;
     // Pixels are never negative: the first layer needs only the non-negative part of the
     // input quantizer's range, so its accumulators are read at a finer resolution.
-    let model = model.restrict_inputs(0, model.input_stage().range.max)?;
+    let model = model.restrict_inputs(0, model.input_range().max)?;
     let fhe_options = FheOptions {
         p_error: options.p_error,
         max_disagreement: options.max_disagreement,
@@ -456,7 +456,7 @@ pub fn run(
         }
     }
 
-    let p = &plan.set.params;
+    let p = plan.set.params();
     let figures = Figures {
         example: name.to_string(),
         clear: ClearFigures {
@@ -502,19 +502,19 @@ pub fn run(
         max_disagreement: options.max_disagreement,
         global_p_error: plan.global_p_error,
         parameters: Parameters {
-            name: plan.set.name.clone(),
-            input_key: match plan.set.inputs {
+            name: plan.set.name().to_string(),
+            input_key: match plan.set.inputs() {
                 fhe_nn::params::InputKey::Small => "small".into(),
                 fhe_nn::params::InputKey::Big => "big".into(),
             },
             vetted: plan.set.is_vetted(),
-            precision: plan.set.precision,
+            precision: plan.set.precision(),
             lwe_dimension: p.lwe_dimension.0,
             glwe_dimension: p.glwe_dimension.0,
             polynomial_size: p.polynomial_size.0,
             pbs_base_log: p.pbs_base_log.0,
             pbs_level: p.pbs_level.0,
-            last_layer_pbs: plan.set.last_layer_pbs,
+            last_layer_pbs: plan.set.last_layer_pbs(),
             ks_base_log: p.ks_base_log.0,
             ks_level: p.ks_level.0,
             log2_worst_lookup_p_error: plan.worst_p_error().max(f64::MIN_POSITIVE).log2(),

@@ -136,10 +136,10 @@ impl ModelSummary {
         ModelSummary {
             name: name.to_string(),
             fingerprint: fingerprint_hex(&compiled.fingerprint()),
-            architecture: fhe_nn::model::architecture_signature(compiled.architecture()),
+            architecture: compiled.architecture().signature(),
             parameters: ParametersInfo {
-                name: set.name.clone(),
-                precision: set.precision,
+                name: set.name().to_string(),
+                precision: set.precision(),
                 lwe_dimension: shape.lwe_dimension,
                 glwe_dimension: shape.glwe_dimension,
                 polynomial_size: shape.polynomial_size,

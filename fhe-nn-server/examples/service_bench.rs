@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         "{}: {} lookups, parameters {}, {cores} cores, {workers} workers; in-process Fhe {:.3} s per inference",
         args.model,
         compiled.lookups(),
-        compiled.parameters().name,
+        compiled.parameters().name(),
         in_process
     );
     println!("| clients | requests | inferences/s | p50 s | p99 s | p50 / in-process |");
@@ -160,7 +160,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     server.shutdown()?;
     let figures = Figures {
         model: args.model.clone(),
-        parameters: compiled.parameters().name.clone(),
+        parameters: compiled.parameters().name().to_string(),
         lookups: compiled.lookups(),
         cores,
         workers,

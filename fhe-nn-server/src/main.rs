@@ -85,7 +85,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "model `{name}` ready in {:.1} s: {} lookups, parameters {}, fingerprint {}",
             start.elapsed().as_secs_f64(),
             compiled.lookups(),
-            compiled.parameters().name,
+            compiled.parameters().name(),
             compiled.fingerprint()
         );
         models.push((name, compiled));

@@ -40,7 +40,7 @@ fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
 
 /// Median seconds of one keyswitch and of one bootstrap with `set`, over `repeats` runs each.
 fn time_set(set: &ParameterSet, repeats: usize) -> Result<Timing, String> {
-    let client = shortint::ClientKey::new(set.params);
+    let client = shortint::ClientKey::new(*set.params());
     let server = shortint::ServerKey::new(&client);
     let big = client.encrypt(1);
     let lut: LookupTableOwned = server.generate_lookup_table(|x| x);
@@ -122,7 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = t.shape;
         println!(
             "| {} | {} | {} | {} | 2^{}×{} | 2^{}×{} | {:.2} | {:.2} | {:.2} + {:.2} |",
-            set.name,
+            set.name(),
             s.lwe_dimension,
             s.glwe_dimension,
             s.polynomial_size,

@@ -110,6 +110,17 @@ impl Architecture {
         Window::of_layer(&self.layers, &self.analysis, i)
     }
 
+    /// The architecture as recorded in weight files (metadata key
+    /// [`ARCHITECTURE_KEY`](crate::tensors::ARCHITECTURE_KEY)): its layers in DSL spelling,
+    /// without declared `acc` bounds (a promise about the weights, checked when they load).
+    pub fn signature(&self) -> String {
+        self.layers
+            .iter()
+            .map(|l| l.without_declared_bound().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Network-wide figures.
     pub fn summary(&self) -> &Summary {
         &self.summary

@@ -42,6 +42,26 @@
 //! assert_eq!(client.decrypt(&output)?, clear.row(0).to_vec());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # The public surface
+//!
+//! What the README, the examples, `fhe-nn-server` and `fhe-nn-client` use; everything else is
+//! crate-private.
+//!
+//! - At the root: [`fhe_net!`], [`Architecture`] and its [`Report`], [`QuantModel`] (load,
+//!   Clear, compile), [`CompiledModel`] with [`FheOptions`] and [`Mode`], the typed API
+//!   ([`Model`], [`Compiled`], [`Network`], [`Sample`]) and the error enums.
+//! - [`arch`]: layers and the bit-width analysis (the crate the macro shares).
+//! - [`tensors`]: weight files (safetensors, npz). [`train`]: the QAT trainer. [`onnx`]:
+//!   Brevitas/QONNX import.
+//! - [`compile`]: the plan and its error figures ([`FhePlan`], [`compile::LookupFigures`]).
+//! - [`params`]: parameter sets ([`params::vetted`], [`params::ParameterSet`]), the security
+//!   rule ([`params::security::check`]) and the fitted cost model ([`params::cost`]).
+//! - [`fhe`]: client and server apart ([`fhe::ClientSpec`], [`fhe::ClientKey`],
+//!   [`fhe::EvaluationKey`], [`fhe::FheServer`], the ciphertext formats) and one raw
+//!   bootstrap for benchmarks ([`fhe::bootstrap::bootstrap`]).
+//! - [`datasets`] (feature `datasets`): the shipped networks, weights and data; [`rng`]: the
+//!   seeded generator the examples and tests sample with.
 
 pub use fhe_nn_arch as arch;
 // The networks this crate declares with `fhe_net!` (in `datasets`) name it `::fhe_nn`.
@@ -53,7 +73,7 @@ pub mod compile;
 pub mod datasets;
 mod error;
 pub mod fhe;
-pub mod model;
+mod model;
 mod npz;
 pub mod onnx;
 pub mod params;

@@ -5,6 +5,10 @@ use std::path::Path;
 
 use crate::error::LoadError;
 
+/// Metadata key holding the architecture a weight file was exported for (see
+/// [`Architecture::signature`](crate::Architecture::signature)).
+pub const ARCHITECTURE_KEY: &str = "fhe_nn.architecture";
+
 /// Values of a tensor, integer or floating point as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Values {
@@ -125,7 +129,7 @@ impl TensorFile {
     }
 
     /// Parses `.npz` bytes (compressed or not). An npz file has no metadata, so the
-    /// architecture check of [`ARCHITECTURE_KEY`](crate::model::ARCHITECTURE_KEY) applies to
+    /// architecture check of [`ARCHITECTURE_KEY`] applies to
     /// safetensors files only.
     pub fn from_npz(bytes: &[u8]) -> Result<TensorFile, LoadError> {
         use ndarray::{ArrayBase, ArrayD, IxDyn, OwnedRepr};

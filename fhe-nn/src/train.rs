@@ -15,8 +15,8 @@ use crate::arch::geometry::Window;
 use crate::arch::layer::{JoinOp, Layer, WeightOptions};
 use crate::architecture::Architecture;
 use crate::model::fold::{affine_of_batch_norm, fold_affine};
-use crate::model::{architecture_signature, ARCHITECTURE_KEY};
 use crate::rng::SplitMix64;
+use crate::tensors::ARCHITECTURE_KEY;
 use crate::tensors::{Tensor, TensorFile};
 
 /// Training settings.
@@ -996,10 +996,8 @@ impl Trainer {
     /// The trained integer weights and scales, in the runtime's tensor names.
     pub fn export(&self) -> TensorFile {
         let mut file = TensorFile::default();
-        file.metadata.insert(
-            ARCHITECTURE_KEY.to_string(),
-            architecture_signature(&self.arch),
-        );
+        file.metadata
+            .insert(ARCHITECTURE_KEY.to_string(), self.arch.signature());
         let scalar = |v: f64| Tensor::float(vec![], vec![v]);
         file.tensors.insert(
             format!("layers.{}.scale", self.input_quant.layer),

@@ -137,8 +137,12 @@ pub fn simulate_predicts_fhe(compiled: &fhe_nn::CompiledModel, test: ndarray::Ar
         // one sample are correlated (an early error moves later values), so the sample is
         // the unit: per sample, Simulate's runs give the mean and variance of each stage's
         // mismatch count, which Fhe's single run is compared with.
-        let layers = compiled.layers().len();
-        let sizes: Vec<usize> = compiled.layers().iter().map(|l| l.out_features()).collect();
+        // Stage k's accumulators are trace[2k]; the last stage has no lookup after it.
+        let shape = compiled
+            .clear_trace(&client.quantize(test.row(0)).unwrap())
+            .unwrap();
+        let layers = shape.len().div_ceil(2);
+        let sizes: Vec<usize> = (0..layers).map(|k| shape[2 * k].len()).collect();
         let (mut fhe_total, mut sim_mean, mut sim_var) =
             (vec![0.0; layers], vec![0.0; layers], vec![0.0; layers]);
         let mut rng = SplitMix64::new(2024 + attempt as u64);

@@ -383,7 +383,7 @@ impl CompiledModel {
     }
 
     /// The weighted layers with their compiled tables.
-    pub fn layers(&self) -> &[WeightedStage] {
+    pub(crate) fn layers(&self) -> &[WeightedStage] {
         self.model.layers()
     }
 

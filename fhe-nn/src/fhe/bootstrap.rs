@@ -39,7 +39,7 @@ fn classic_key(
 
 /// Whether `key` has a classic bootstrapping key of `params`'s dimensions (every key fhe-nn
 /// generates for them does), so that [`bootstrap`] accepts its inputs and tables.
-pub fn fits(key: &ServerKey, params: &ClassicPBSParameters) -> bool {
+pub(crate) fn fits(key: &ServerKey, params: &ClassicPBSParameters) -> bool {
     classic_key(key).is_some_and(|(bsk, _)| {
         bsk.input_lwe_dimension() == params.lwe_dimension
             && bsk.glwe_size() == params.glwe_dimension.to_glwe_size()
@@ -61,7 +61,7 @@ pub fn bootstrap(
 /// Bootstraps `input` through `table` with `bsk` (another bootstrapping key of `key`'s
 /// secret keys, at its own decomposition) and `key`'s modulus switch. `None` as for
 /// [`bootstrap`], or if `bsk` is not of `key`'s dimensions.
-pub fn bootstrap_other(
+pub(crate) fn bootstrap_other(
     key: &ServerKey,
     bsk: &FourierLweBootstrapKeyOwned,
     input: &LweCiphertextOwned<u64>,
@@ -76,7 +76,7 @@ pub fn bootstrap_other(
 
 /// Whether `bsk` has the dimensions of `key`'s own classic bootstrapping key, so that
 /// [`bootstrap_other`] accepts it.
-pub fn fits_other(key: &ServerKey, bsk: &FourierLweBootstrapKeyOwned) -> bool {
+pub(crate) fn fits_other(key: &ServerKey, bsk: &FourierLweBootstrapKeyOwned) -> bool {
     classic_key(key).is_some_and(|(own, _)| {
         own.input_lwe_dimension() == bsk.input_lwe_dimension()
             && own.glwe_size() == bsk.glwe_size()
@@ -86,7 +86,7 @@ pub fn fits_other(key: &ServerKey, bsk: &FourierLweBootstrapKeyOwned) -> bool {
 
 /// Keyswitches `input` (under `key`'s big key) to `key`'s small key. `None` if `key` is not a
 /// standard (KS-PBS) key or `input` is not of its size.
-pub fn keyswitch(
+pub(crate) fn keyswitch(
     key: &ServerKey,
     input: &LweCiphertextOwned<u64>,
 ) -> Option<LweCiphertextOwned<u64>> {

@@ -33,31 +33,51 @@ pub const CLIENT_SPEC_LIMIT: u64 = 16 << 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, tfhe::Versionize)]
 #[versionize(ClientSpecVersions)]
 pub struct ClientSpec {
-    pub set: ParameterSet,
-    pub fingerprint: Fingerprint,
-    pub features: usize,
-    pub input_activations: Vec<(String, Vec<f64>)>,
-    pub input_scale: f64,
-    pub input_bits: u32,
-    pub input_signed: bool,
+    pub(crate) set: ParameterSet,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) features: usize,
+    pub(crate) input_activations: Vec<(String, Vec<f64>)>,
+    pub(crate) input_scale: f64,
+    pub(crate) input_bits: u32,
+    pub(crate) input_signed: bool,
     /// The quantized input values the model's tables were built for.
-    pub input_min: i64,
-    pub input_max: i64,
+    pub(crate) input_min: i64,
+    pub(crate) input_max: i64,
     /// The scaling factor of encrypted inputs (a power of two times the first layer's
     /// spread).
-    pub input_delta: u64,
+    pub(crate) input_delta: u64,
     /// log2 of the scaling factor of encrypted outputs.
-    pub output_delta_log2: u32,
+    pub(crate) output_delta_log2: u32,
     /// Real value of one output unit, and bias, per output.
-    pub output_unit: Vec<f64>,
-    pub output_bias: Vec<f64>,
-    pub output_activations: Vec<(String, Vec<f64>)>,
+    pub(crate) output_unit: Vec<f64>,
+    pub(crate) output_bias: Vec<f64>,
+    pub(crate) output_activations: Vec<(String, Vec<f64>)>,
     /// The secret key the outputs are under: the big key after a lookup, or the inputs' key
     /// in a network without lookups. The client decrypts nothing else.
-    pub output_key: InputKey,
+    pub(crate) output_key: InputKey,
 }
 
 impl ClientSpec {
+    /// The parameter set the keys are made for.
+    pub fn parameters(&self) -> &ParameterSet {
+        &self.set
+    }
+
+    /// The compiled model the keys are bound to.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Values per input sample.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// Values per output sample.
+    pub fn outputs(&self) -> usize {
+        self.output_unit.len()
+    }
+
     /// The client's view of a compiled model.
     pub fn new(compiled: &CompiledModel) -> ClientSpec {
         let model = compiled.tables();

@@ -8,6 +8,11 @@ mod keys;
 mod server;
 pub(crate) mod wire;
 
+#[cfg(all(test, feature = "datasets"))]
+mod trust_tests;
+#[cfg(all(test, feature = "datasets"))]
+mod white_box_tests;
+
 pub use compiled::COMPILED_MODEL_LIMIT;
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
 pub(crate) use server::max_compressed_sample_bytes;

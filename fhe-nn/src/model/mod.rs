@@ -10,10 +10,10 @@ mod reader;
 use reader::Reader;
 mod stage;
 
-pub use encoding::{
-    AccumulatorEncoding, GroupEncoding, Reading, Table, Tails, Wrap, MAX_MULTIPLIER,
+pub(crate) use encoding::{
+    AccumulatorEncoding, GroupEncoding, Reading, Table, Tails, MAX_MULTIPLIER,
 };
-pub use stage::{Combine, Connectivity, LookupStage, Source, WeightedStage};
+pub(crate) use stage::{LookupStage, Source, WeightedStage};
 
 use crate::arch::activation::Activation;
 use crate::arch::analysis::{quantizer_range, IntRange, Rounding};
@@ -21,10 +21,7 @@ use crate::arch::geometry;
 use crate::arch::layer::Layer;
 use crate::architecture::Architecture;
 use crate::error::{InputError, LoadError};
-use crate::tensors::TensorFile;
-
-/// Metadata key holding the architecture a weight file was exported for.
-pub const ARCHITECTURE_KEY: &str = "fhe_nn.architecture";
+use crate::tensors::{TensorFile, ARCHITECTURE_KEY};
 
 /// A quantizer `q = clamp(round_half_even(x / scale), min, max)` (zero point 0).
 #[derive(Clone, Debug, PartialEq)]
@@ -141,7 +138,7 @@ impl QuantModel {
     /// `[out]`), `layers.i.bias` (`[out]`).
     pub fn from_tensors(arch: &Architecture, file: &TensorFile) -> Result<QuantModel, LoadError> {
         if let Some(found) = file.metadata.get(ARCHITECTURE_KEY) {
-            let expected = architecture_signature(arch);
+            let expected = arch.signature();
             if *found != expected {
                 return Err(LoadError::ArchitectureMismatch {
                     expected,
@@ -201,12 +198,37 @@ impl QuantModel {
     }
 
     /// The client-side input stage.
-    pub fn input_stage(&self) -> &InputStage {
+    pub(crate) fn input_stage(&self) -> &InputStage {
         &self.input
     }
 
+    /// Table lookups per inference, as the loader built them (the analysis counts the same:
+    /// `tests/graph.rs` holds them equal).
+    pub fn lookups(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|s| s.lookup().is_some())
+            .map(|s| s.out_features)
+            .sum()
+    }
+
+    /// The real value of one output accumulator unit, per output: the resolution of the
+    /// network's outputs.
+    pub fn output_step(&self) -> Vec<f64> {
+        let last = self.layers.last().expect("a model has a weighted layer");
+        (0..last.out_features)
+            .map(|j| last.unit[last.group(j)])
+            .collect()
+    }
+
+    /// The quantized input values the tables are built for (the input quantizer's range, or
+    /// less after [`restrict_inputs`](Self::restrict_inputs)).
+    pub fn input_range(&self) -> IntRange {
+        self.input.range
+    }
+
     /// The weighted layers in order.
-    pub fn layers(&self) -> &[WeightedStage] {
+    pub(crate) fn layers(&self) -> &[WeightedStage] {
         &self.layers
     }
 
@@ -548,16 +570,6 @@ pub(crate) fn tails(range: IntRange, f: impl Fn(i64) -> i64) -> Tails {
         high,
         high_start,
     }
-}
-
-/// The architecture as recorded in weight files: its layers in DSL spelling, without declared
-/// `acc` bounds (a promise about the weights, checked when they load).
-pub fn architecture_signature(arch: &Architecture) -> String {
-    arch.layers()
-        .iter()
-        .map(|l| l.without_declared_bound().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -31,11 +31,6 @@ pub struct LookupStage {
 }
 
 impl LookupStage {
-    /// Declared index of the layer whose quantizer forms the lookup.
-    pub fn layer(&self) -> usize {
-        self.layer
-    }
-
     /// How the lookup reads its accumulators.
     pub fn encoding(&self) -> &AccumulatorEncoding {
         &self.encoding
@@ -44,17 +39,6 @@ impl LookupStage {
     /// One table per group.
     pub fn tables(&self) -> &[Table] {
         &self.tables
-    }
-
-    /// How group `group` is placed on its table (offset, multiplier, wrapping).
-    pub fn placement(&self, group: usize) -> &GroupEncoding {
-        &self.groups[group]
-    }
-
-    /// Positions per accumulator unit that the scaling factor of the layer's inputs carries
-    /// (the client's inputs, or the previous lookups' outputs, are encoded that much wider).
-    pub fn spread(&self) -> i64 {
-        self.spread
     }
 
     /// How the lookup reads its accumulators, for reports: exactly, with low bits rounded
@@ -262,34 +246,9 @@ pub struct WeightedStage {
 }
 
 impl WeightedStage {
-    /// Declared layer index.
-    pub fn layer(&self) -> usize {
-        self.layer
-    }
-
-    /// Values entering the layer.
-    pub fn in_features(&self) -> usize {
-        self.in_features
-    }
-
-    /// Values the layer produces.
-    pub fn out_features(&self) -> usize {
-        self.out_features
-    }
-
     /// The lookup into the next layer; `None` for the output layer.
     pub fn lookup(&self) -> Option<&LookupStage> {
         self.lookup.as_ref()
-    }
-
-    /// Real value of one accumulator unit, per group.
-    pub fn unit(&self) -> &[f64] {
-        &self.unit
-    }
-
-    /// Exact accumulator range of each group.
-    pub fn exact_ranges(&self) -> &[IntRange] {
-        &self.exact_ranges
     }
 
     pub(super) fn new(

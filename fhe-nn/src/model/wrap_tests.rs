@@ -39,14 +39,14 @@ fn wrapped_readings_equal_clear_within_the_margins() {
                     continue;
                 };
                 let margin = lookup.encoding().margin;
-                for (g, range) in stage.exact_ranges().iter().enumerate() {
+                for (g, range) in stage.exact_ranges.iter().enumerate() {
                     let at = |acc| lookup.index(g, acc);
                     for acc in range.min..=range.max {
                         assert_eq!(
                             lookup.bootstrap_output(g, at(acc)),
                             lookup.read(g, acc),
                             "{name} layer {} group {g} acc {acc}",
-                            stage.layer()
+                            stage.layer
                         );
                     }
                     let (low, high) = lookup.reach(g);
@@ -55,7 +55,7 @@ fn wrapped_readings_equal_clear_within_the_margins() {
                         let context = || {
                             format!(
                                 "{name} at 2^{resolution}, layer {} group {g}, {d} positions out: {:?}, {:?}, range {range}, at {}..{}",
-                                stage.layer(),
+                                stage.layer,
                                 lookup.encoding(),
                                 lookup.groups[g],
                                 at(range.min),
@@ -100,7 +100,7 @@ fn layers_share_the_largest_integer_spread_that_fits() {
                 let Some(lookup) = stage.lookup() else {
                     continue;
                 };
-                let spread = lookup.spread();
+                let spread = lookup.spread;
                 let e = lookup.encoding();
                 if e.exact || e.shift > 0 {
                     assert_eq!(spread, 1, "{name} layer {k}");
@@ -114,19 +114,15 @@ fn layers_share_the_largest_integer_spread_that_fits() {
                 // One more position per value leaves some group without room.
                 assert!(
                     !stage
-                        .exact_ranges()
+                        .exact_ranges
                         .iter()
                         .enumerate()
                         .all(|(g, &r)| fits(g, r, spread + 1)),
                     "{name} layer {k}: spread {spread} is not the largest"
                 );
-                for (g, &r) in stage.exact_ranges().iter().enumerate() {
+                for (g, &r) in stage.exact_ranges.iter().enumerate() {
                     let w = lookup.weight_multiplier(g);
-                    assert_eq!(
-                        lookup.placement(g).multiplier,
-                        spread * w,
-                        "{name} layer {k}"
-                    );
+                    assert_eq!(lookup.groups[g].multiplier, spread * w, "{name} layer {k}");
                     if k == 0 {
                         // Fresh inputs: each group's weights take the largest factor left
                         // (up to the cap on multipliers).

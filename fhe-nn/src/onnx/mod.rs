@@ -32,7 +32,7 @@ use crate::arch::layer::{Conv2d, Layer, WeightOptions};
 use crate::architecture::Architecture;
 use crate::error::LoadError;
 use crate::model::QuantModel;
-use crate::model::{architecture_signature, ARCHITECTURE_KEY};
+use crate::tensors::ARCHITECTURE_KEY;
 use crate::tensors::{Tensor, TensorFile};
 use graph::{Attribute, Constant, Graph, Node};
 
@@ -82,10 +82,9 @@ impl OnnxModel {
         let (layers, mut weights) = Importer::new(&graph).run()?;
         let architecture = Architecture::new("onnx", layers)
             .map_err(|e| OnnxError::Architecture(e.to_string()))?;
-        weights.metadata.insert(
-            ARCHITECTURE_KEY.to_string(),
-            architecture_signature(&architecture),
-        );
+        weights
+            .metadata
+            .insert(ARCHITECTURE_KEY.to_string(), architecture.signature());
         Ok(OnnxModel {
             architecture,
             weights,
@@ -104,7 +103,7 @@ impl OnnxModel {
 
     /// The network in the DSL's spelling, to paste into `fhe_net!`.
     pub fn spelling(&self) -> String {
-        architecture_signature(&self.architecture)
+        self.architecture.signature()
     }
 }
 
@@ -118,7 +117,7 @@ impl QuantModel {
         };
         if structure(imported.architecture.layers()) != structure(arch.layers()) {
             return Err(OnnxError::Mismatch {
-                declared: architecture_signature(arch),
+                declared: arch.signature(),
                 found: imported.spelling(),
             });
         }

@@ -32,7 +32,7 @@ pub const FITTED: CostModel = CostModel {
 };
 
 /// The features of one keyswitch + bootstrap of `shape`: `[keyswitch, rotation, transform]`.
-pub fn lookup_features(shape: &Shape) -> [f64; 3] {
+pub(crate) fn lookup_features(shape: &Shape) -> [f64; 3] {
     let n = shape.lwe_dimension as f64;
     let k = shape.glwe_dimension as f64;
     let big_n = shape.polynomial_size as f64;
@@ -46,7 +46,7 @@ pub fn lookup_features(shape: &Shape) -> [f64; 3] {
 
 impl CostModel {
     /// Seconds of one core for one keyswitch + programmable bootstrap.
-    pub fn lookup_seconds(&self, shape: &Shape) -> f64 {
+    pub(crate) fn lookup_seconds(&self, shape: &Shape) -> f64 {
         self.keyswitch_seconds(shape) + self.bootstrap_seconds(shape)
     }
 
@@ -64,7 +64,7 @@ impl CostModel {
 
     /// Seconds of one core for one leveled multiply-add (one non-zero weight) on a ciphertext
     /// under the big key (`k·N + 1` words) or the small key (`n + 1`).
-    pub fn multiply_add_seconds(&self, shape: &Shape, small_key: bool) -> f64 {
+    pub(crate) fn multiply_add_seconds(&self, shape: &Shape, small_key: bool) -> f64 {
         let words = if small_key {
             shape.lwe_dimension + 1
         } else {
@@ -75,7 +75,7 @@ impl CostModel {
 
     /// Seconds of one core for one inference of `work` under `set` (its inputs' key, and its
     /// last lookup layer's decomposition).
-    pub fn inference_seconds(&self, set: &ParameterSet, work: &Work) -> f64 {
+    pub(crate) fn inference_seconds(&self, set: &ParameterSet, work: &Work) -> f64 {
         let shape = &set.shape();
         let last = Shape {
             pbs: set.last_layer_decomposition(),
@@ -99,7 +99,7 @@ impl CostModel {
 /// The homomorphic work of one inference, split by what it reads: fresh inputs (whose cost
 /// depends on the key they are under) or bootstrap outputs (under the big key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Work {
+pub(crate) struct Work {
     /// Lookups on bootstrap outputs (keyswitch + bootstrap).
     pub lookups: usize,
     /// Lookups on fresh inputs (the first layer's; bootstrap only under the small key).

@@ -4,8 +4,8 @@
 //! model (its demand), nothing of compilation or of keys.
 
 pub mod cost;
-pub mod noise;
-pub mod optimizer;
+pub(crate) mod noise;
+pub(crate) mod optimizer;
 pub mod security;
 mod sets;
 

@@ -22,7 +22,7 @@ const STD_SLACK: f64 = 1e-9;
 
 /// The smallest Gaussian standard deviation (torus units) that keeps an LWE secret of
 /// dimension `dimension` at TFHE-rs's 132-bit security level.
-pub fn minimal_secure_std(dimension: usize) -> f64 {
+pub(crate) fn minimal_secure_std(dimension: usize) -> f64 {
     minimal_lwe_variance_for_132_bits_security_gaussian(LweDimension(dimension), 2f64.powi(64))
         .0
         .sqrt()

@@ -18,18 +18,18 @@ use tfhe::shortint::parameters::{
 #[versionize(ParameterSetVersions)]
 pub struct ParameterSet {
     /// TFHE-rs's name of a vetted set, or a description of a custom one.
-    pub name: String,
+    pub(crate) name: String,
     /// Bits a lookup is indexed by (`2^precision` boxes, plus the padding bit).
-    pub precision: u32,
-    pub params: ClassicPBSParameters,
+    pub(crate) precision: u32,
+    pub(crate) params: ClassicPBSParameters,
     /// The key the client encrypts its inputs under.
-    pub inputs: InputKey,
+    pub(crate) inputs: InputKey,
     /// The bootstrap decomposition `(base_log, levels)` of the last lookup layer, whose
     /// outputs the client decrypts (through the output layer's weights), where it differs
     /// from `params`'s: the lookups feeding further lookups tolerate a coarser, cheaper
     /// decomposition than exact decryption of the outputs does. Same secret keys; the
     /// evaluation key then holds a second bootstrapping key.
-    pub last_layer_pbs: Option<(usize, usize)>,
+    pub(crate) last_layer_pbs: Option<(usize, usize)>,
 }
 
 /// Which secret key of a set the client encrypts a sample's inputs under; the optimizer
@@ -100,6 +100,32 @@ impl ParameterSet {
             "fhe-nn n={n} k={k} N={big_n} pbs 2^{}x{} ks 2^{}x{}",
             pbs.0, pbs.1, ks.0, ks.1
         )
+    }
+
+    /// TFHE-rs's name of a vetted set, or a description of a custom one.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bits a lookup is indexed by (`2^precision` boxes, plus the padding bit).
+    pub fn precision(&self) -> u32 {
+        self.precision
+    }
+
+    /// TFHE-rs's parameters of every lookup but the last layer's.
+    pub fn params(&self) -> &ClassicPBSParameters {
+        &self.params
+    }
+
+    /// The key the client encrypts its inputs under.
+    pub fn inputs(&self) -> InputKey {
+        self.inputs
+    }
+
+    /// The last lookup layer's own bootstrap decomposition `(base_log, levels)`, where it
+    /// differs from [`params`](Self::params)'s.
+    pub fn last_layer_pbs(&self) -> Option<(usize, usize)> {
+        self.last_layer_pbs
     }
 
     /// The set's name, its lookup precision and, when the inputs are under the small key,
