@@ -35,12 +35,18 @@ fn clear_matches_concrete_ml_disable_mode_on_a_convolutional_network() {
 
 #[test]
 fn clear_matches_concrete_ml_disable_mode_on_a_residual_network() {
-    matches_fixture(fhe_nn::datasets::Resnet::architecture(), "resnet");
+    let arch = fhe_nn::datasets::Resnet::architecture();
+    let model = matches_fixture(arch, "resnet");
+    // Brevitas's shared quantizer re-quantizes the block's input (scale 2.54 to 2.37) to the
+    // same integers on every value it holds ([0, 3] after ReLU): the fork's side of the add
+    // needs no lookup, 144 fewer than the analysis's bound.
+    assert_eq!(arch.lookups(), 828);
+    assert_eq!(model.lookups(), 828 - 144);
 }
 
 /// `models/NAME_brevitas.safetensors` read by fhe-nn against Concrete ML's outputs on the
 /// same network (`tests/fixtures/NAME_concrete_ml.safetensors`, the 360 test digits).
-fn matches_fixture(arch: &fhe_nn::Architecture, name: &str) {
+fn matches_fixture(arch: &fhe_nn::Architecture, name: &str) -> QuantModel {
     let model = QuantModel::load(
         arch,
         root().join(format!("models/{name}_brevitas.safetensors")),
@@ -111,4 +117,5 @@ fn matches_fixture(arch: &fhe_nn::Architecture, name: &str) {
         (acc - acc_cml).abs() <= 0.005,
         "accuracy {acc} vs Concrete ML {acc_cml}"
     );
+    model
 }

@@ -162,6 +162,10 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                         op != JoinOp::Concat && self.arch.analysis()[i].fork_lookup.is_none();
                     if packed {
                         self.packed_join(i, op, fork, right, q)
+                    } else if let Some(affine) = affine_requantization(&fork, &q)
+                        .filter(|_| matches!(op, JoinOp::Add | JoinOp::Sub))
+                    {
+                        self.affine_join(i, op, fork, right, q, affine)
                     } else {
                         let left = self.close(i, fork, &q, Rounding::Exact);
                         self.join(i, op, left, right, q)
@@ -394,6 +398,45 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         self.pending(stage, all)
     }
 
+    /// The add or difference of the forked tensor `fork`, whose re-quantization by `q` is
+    /// `α·x + β` on every value it can hold (see [`affine_requantization`]), with stage
+    /// `right`'s outputs (already re-quantized by `q`): one stage reading `α·x ± v`, `β` in its
+    /// bias, so the fork's side costs no lookup.
+    fn affine_join(
+        &mut self,
+        layer: usize,
+        op: JoinOp,
+        fork: Tensor,
+        right: usize,
+        q: Quantizer,
+        (alpha, beta): (i64, i64),
+    ) -> Tensor {
+        let Tensor::Quantized {
+            sources, range: x, ..
+        } = fork
+        else {
+            unreachable!("a fork saves a quantized tensor")
+        };
+        let v = self.output_range(right);
+        let n = self.stages[right].out_features;
+        let sign = op.sign();
+        let links = (0..n)
+            .map(|j| {
+                let fork_side = (alpha != 0).then_some((j, alpha));
+                fork_side.into_iter().chain([(n + j, sign)]).collect()
+            })
+            .collect();
+        let scaled = IntRange::new(alpha * x.min, alpha * x.max);
+        let exact = JoinOp::range(op, scaled, v);
+        let mut stage =
+            WeightedStage::from_links(layer, 2 * n, links, exact, q.scale, Combine::Affine);
+        stage.bias = vec![beta as f64 * q.scale];
+        stage.worst_case = exact;
+        let mut all = sources;
+        all.push(Source::Stage(right));
+        self.pending(stage, all)
+    }
+
     /// The comparison trees of `MaxPool2d(kernel)` over a quantized image: one stage per
     /// level, each comparing pairs packed as `radix · a + b`; every level but the last
     /// outputs the larger value as it is, the last awaits the next quantizer.
@@ -466,4 +509,28 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         }
         tensor
     }
+}
+
+/// `(α, β)` where re-quantizing every value `x` the forked tensor `fork` can hold by `q` gives
+/// exactly `α·x + β` (for instance the identity, where the join's quantizer has the fork's
+/// scale): the join then reads the fork's values as they are, with no lookup.
+fn affine_requantization(fork: &Tensor, q: &Quantizer) -> Option<(i64, i64)> {
+    let Tensor::Quantized {
+        quantizer: from,
+        range,
+        ..
+    } = fork
+    else {
+        return None;
+    };
+    let requantize = |x: i64| q.quantize(from.scale * x as f64);
+    let alpha = if range.max > range.min {
+        requantize(range.min + 1) - requantize(range.min)
+    } else {
+        0
+    };
+    let beta = requantize(range.min) - alpha * range.min;
+    (range.min..=range.max)
+        .all(|x| requantize(x) == alpha * x + beta)
+        .then_some((alpha, beta))
 }
