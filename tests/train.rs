@@ -394,11 +394,19 @@ fn the_trainer_trains_a_residual_network_with_max_pooling_as_the_runtime_runs_it
         trainer.epoch(data.train.images.view(), &labels, epoch);
     }
     let weights = trainer.export();
-    // The join's shared quantizer has a scale; the fork and the max pool have no tensors.
-    assert!(weights.tensors.contains_key("layers.9.scale"));
+    // The join's shared quantizer has the scale of the block's input (the fork's quantizer,
+    // `DIGITS_RESNET_TRAINING.joins_at_fork_scale`): the fork's side costs no lookup; the
+    // fork and the max pool have no tensors.
+    assert!(config.joins_at_fork_scale);
+    let scalar = |name: &str| match &weights.tensors[name].values {
+        fhe_nn::tensors::Values::Float(v) => v[0],
+        fhe_nn::tensors::Values::Int(v) => v[0] as f64,
+    };
+    assert_eq!(scalar("layers.9.scale"), scalar("layers.3.scale"));
     assert!(!weights.tensors.keys().any(|k| k.starts_with("layers.4.")));
     assert!(!weights.tensors.keys().any(|k| k.starts_with("layers.12.")));
     let model = QuantModel::from_tensors(arch, &weights).unwrap();
+    assert_eq!(model.lookups(), arch.lookups() - 144);
     let runtime = accuracy(&model, &data.test);
     let test_labels = data.test.labels.to_vec();
     let trained = trainer.accuracy(data.test.images.view(), &test_labels);

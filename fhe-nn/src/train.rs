@@ -30,6 +30,11 @@ pub struct TrainConfig {
     /// running averages at evaluation), folded into the exported weight scales, signs and
     /// biases: the runtime's per-channel tables absorb it.
     pub batch_norm: bool,
+    /// Holds every `Add`/`Sub` join's shared quantizer at the scale of the tensor its fork
+    /// saved (Brevitas's spelling: the block's input quantizer reused at the add), so the
+    /// shared quantizer re-quantizes the forked values to themselves and the fork's side
+    /// costs no lookup under FHE. Off: the shared quantizer tracks both sides' magnitudes.
+    pub joins_at_fork_scale: bool,
 }
 
 impl Default for TrainConfig {
@@ -40,6 +45,7 @@ impl Default for TrainConfig {
             learning_rate: 0.003,
             seed: 1,
             batch_norm: false,
+            joins_at_fork_scale: false,
         }
     }
 }
@@ -805,20 +811,31 @@ impl Trainer {
         let pre = x.mapv(|v| self.input_activations.iter().fold(v, |y, a| a.apply(y)));
         let (mut a, _) = self.input_quant.apply(&pre);
         let mut cache = Vec::new();
-        let mut forks: Vec<Array2<f64>> = Vec::new();
+        // The saved tensors, each with the scale of the quantizer that made it.
+        let mut forks: Vec<(Array2<f64>, Option<f64>)> = Vec::new();
+        let mut a_scale = Some(self.input_quant.scale);
+        let tie_joins = self.config.joins_at_fork_scale;
         let n_layers = self.layers.len();
         for (li, layer) in self.layers.iter_mut().enumerate() {
             let wq = layer.quantized_weight();
             let (mut z, extra) = match &mut layer.graph {
                 None => (layer.sums(&a, &wq), Extra::None),
                 Some(GraphOp::Fork) => {
-                    forks.push(a.clone());
+                    forks.push((a.clone(), a_scale));
                     (a.clone(), Extra::None)
                 }
                 Some(GraphOp::Join { op, quant }) => {
-                    let fork = forks.pop().expect("the analysis joins only open forks");
-                    if training {
-                        quant.track(magnitude_quantile(fork.iter().chain(a.iter())));
+                    let (fork, fork_scale) =
+                        forks.pop().expect("the analysis joins only open forks");
+                    match fork_scale {
+                        Some(scale) if tie_joins && matches!(op, JoinOp::Add | JoinOp::Sub) => {
+                            quant.scale = scale;
+                            quant.running = Some(scale * quant.qmax());
+                        }
+                        _ if training => {
+                            quant.track(magnitude_quantile(fork.iter().chain(a.iter())))
+                        }
+                        _ => {}
                     }
                     let (left, right) = (quant.apply(&fork), quant.apply(&a));
                     (join(*op, &left.0, &right.0), Extra::Join { left, right })
@@ -836,11 +853,13 @@ impl Trainer {
             for act in &layer.activations {
                 h.mapv_inplace(|v| act.apply(v));
             }
+            a_scale = None;
             let (out, mask) = match layer.next_quant.as_mut() {
                 Some(q) if li + 1 < n_layers => {
                     if training {
                         q.track(magnitude_quantile(h.iter()));
                     }
+                    a_scale = Some(q.scale);
                     q.apply(&h)
                 }
                 _ => {

@@ -48,6 +48,7 @@ pub fn tiny_weights() -> (TensorFile, Array2<f64>) {
         learning_rate: 0.02,
         seed: 3,
         batch_norm: false,
+        joins_at_fork_scale: false,
     };
     let weights = train(Tiny::architecture(), x.view(), &labels, config, |_| {}).unwrap();
     (weights, pooled(&data.test.images))
