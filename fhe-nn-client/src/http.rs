@@ -11,6 +11,13 @@ use crate::api::{
     ApiError, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary, WireError, KEY_ID_HEADER,
 };
 
+/// The largest JSON answer read (a model's details with its client spec are a few kB).
+pub const MAX_JSON_RESPONSE: u64 = 16 << 20;
+/// The largest encrypted output read (a model with 1,000 outputs at N = 4096: 33 MB).
+pub const MAX_OUTPUT_RESPONSE: u64 = 256 << 20;
+/// The largest error or metrics text read.
+const MAX_TEXT_RESPONSE: u64 = 4 << 20;
+
 /// What a call to the service can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -141,11 +148,7 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(body.clone())
         })?;
-        let bytes = response.bytes().map_err(|source| ClientError::Transport {
-            url: url.clone(),
-            source,
-        })?;
-        Ok(bytes.to_vec())
+        read_capped(&url, response, MAX_OUTPUT_RESPONSE)
     }
 
     /// `GET /health`.
@@ -158,9 +161,11 @@ impl Client {
     pub fn metrics(&self) -> Result<String, ClientError> {
         let url = self.url("/metrics");
         let response = self.send(&url, || self.http.get(&url))?;
-        response
-            .text()
-            .map_err(|source| ClientError::Transport { url, source })
+        let bytes = read_capped(&url, response, MAX_TEXT_RESPONSE)?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Protocol {
+            url,
+            message: format!("metrics are not UTF-8: {e}"),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -173,10 +178,7 @@ impl Client {
         request: impl Fn() -> RequestBuilder,
     ) -> Result<T, ClientError> {
         let response = self.send(url, request)?;
-        let bytes = response.bytes().map_err(|source| ClientError::Transport {
-            url: url.to_string(),
-            source,
-        })?;
+        let bytes = read_capped(url, response, MAX_JSON_RESPONSE)?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
             url: url.to_string(),
             message: format!("cannot decode JSON: {e}"),
@@ -207,7 +209,9 @@ impl Client {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            let text = response.text().unwrap_or_default();
+            let text = read_capped(url, response, MAX_TEXT_RESPONSE)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
             let parsed = serde_json::from_str::<ApiError>(&text).ok();
             let busy = parsed.as_ref().is_none_or(|e| e.code == "busy");
             if status == StatusCode::SERVICE_UNAVAILABLE && busy {
@@ -228,5 +232,68 @@ impl Client {
                 message: error.message,
             });
         }
+    }
+}
+
+/// The body of `response`, refused past `cap` bytes (by its declared length before reading,
+/// or once more arrived): a server cannot make the client hold more.
+fn read_capped(url: &str, response: Response, cap: u64) -> Result<Vec<u8>, ClientError> {
+    use std::io::Read;
+    let too_large = |size: String| ClientError::Protocol {
+        url: url.to_string(),
+        message: format!("response of {size} bytes exceeds the client's limit of {cap}"),
+    };
+    if let Some(declared) = response.content_length().filter(|&n| n > cap) {
+        return Err(too_large(declared.to_string()));
+    }
+    let mut bytes = Vec::new();
+    response
+        .take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Protocol {
+            url: url.to_string(),
+            message: format!("cannot read the response: {e}"),
+        })?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(format!("more than {cap}")));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-shot server on 127.0.0.1 that answers the first request with `answer`.
+    fn answering(answer: &'static [u8]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(answer);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn answers_past_the_client_limits_are_refused() {
+        // Declared larger than the limit: refused before reading.
+        let url = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n{}");
+        let error = Client::new(&url).unwrap().health().unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Protocol { message, .. } if message.contains("exceeds")),
+            "{error}"
+        );
+        // A well-sized answer still decodes (and a wrong one is a protocol error, not a panic).
+        let url = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+        let error = Client::new(&url).unwrap().health().unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Protocol { message, .. } if message.contains("JSON")),
+            "{error}"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub enum ServiceError {
     TooLarge { size: Option<u64>, limit: u64 },
     #[error("cannot read the request body: {0}")]
     Body(String),
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     #[error("invalid evaluation key: {0}")]
     InvalidKey(#[source] FheError),
     #[error("invalid encrypted sample: {0}")]
@@ -71,6 +73,7 @@ impl ServiceError {
             KeyForOtherModel { .. } => (StatusCode::CONFLICT, "wrong_model"),
             TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             InvalidKey(FheError::Insecure(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "insecure_parameters")
             }

@@ -23,9 +23,14 @@
 //! Encrypted work (key checks, decompression, inference) runs on tokio's blocking threads,
 //! at most [`ServerConfig::workers`] at once, never on the async executor; at most
 //! [`ServerConfig::queue`] more requests wait, and beyond that the service answers `503 busy`
-//! with `Retry-After`. Shutdown stops accepting connections and finishes in-flight work.
+//! with `Retry-After`. A request is admitted before its body is read (and a key upload also
+//! takes one of [`ServerConfig::key_uploads`] permits), so bodies held in memory are bounded
+//! by the permits; headers and bodies that arrive slower than
+//! [`ServerConfig::header_timeout`] and [`ServerConfig::body_timeout`] close the connection or
+//! get `408`. Shutdown stops accepting connections and finishes in-flight work.
 
 mod cache;
+mod connections;
 mod error;
 mod metrics;
 mod routes;
@@ -62,6 +67,14 @@ pub struct ServerConfig {
     /// How often the key store's expired keys are collected (the disk store; Redis expires
     /// keys itself).
     pub collect_every: Duration,
+    /// Longest a client may take to send a request's headers; a kept-alive connection idle
+    /// that long is closed too.
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body (`408 body_timeout`).
+    pub body_timeout: Duration,
+    /// Key uploads read at once (each up to the largest evaluation key a served model
+    /// takes); more are answered `503 busy` before their body is read.
+    pub key_uploads: usize,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +89,9 @@ impl Default for ServerConfig {
             key_ttl: Duration::from_secs(24 * 3600),
             cache_bytes: 4 << 30,
             collect_every: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            key_uploads: cores,
         }
     }
 }
@@ -137,18 +153,17 @@ impl Service {
             self.store.clone(),
             self.config.collect_every,
         ));
+        let header_timeout = self.config.header_timeout;
         let state = routes::State::new(self.models, self.store, self.config)?;
         let draining = state.clone();
         let app = routes::router(state);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.start_draining();
-            })
-            .await
-            .map_err(|e| ServiceError::Internal(format!("server: {e}")));
+        connections::serve(listener, app, header_timeout, async move {
+            shutdown.await;
+            draining.start_draining();
+        })
+        .await;
         collector.abort();
-        served
+        Ok(())
     }
 
     /// Serves on `addr` (port 0: any free port) from a runtime of its own on a background

@@ -44,6 +44,16 @@ struct Args {
     /// Seconds a request may wait and run.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Seconds a client may take to send a request's headers (and a kept-alive connection
+    /// may stay idle).
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, default_value_t = 60)]
+    body_timeout: u64,
+    /// Key uploads read at once [default: the number of workers].
+    #[arg(long)]
+    key_uploads: Option<usize>,
     /// Hours an uploaded key is kept.
     #[arg(long, default_value_t = 24)]
     key_ttl_hours: u64,
@@ -67,12 +77,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         request_timeout: Duration::from_secs(args.timeout.max(1)),
         key_ttl: Duration::from_secs(args.key_ttl_hours.max(1) * 3600),
         cache_bytes: args.cache_mb << 20,
+        header_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout.max(1)),
         ..ServerConfig::default()
     };
     if let Some(workers) = args.workers {
         config.workers = workers.max(1);
     }
     config.queue = args.queue.unwrap_or(4 * config.workers);
+    config.key_uploads = args.key_uploads.unwrap_or(config.workers).max(1);
     let options = FheOptions {
         p_error: args.p_error,
         ..FheOptions::default()

@@ -6,15 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{MatchedPath, Path, Request};
+use axum::http::{header, HeaderMap};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha3::{Digest, Sha3_256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use fhe_nn::fhe::EvaluationKey;
 use fhe_nn::{CompiledModel, Fingerprint};
@@ -44,13 +43,14 @@ pub(crate) struct Shared {
     admission: Arc<Semaphore>,
     /// Permits for requests being worked on.
     workers: Arc<Semaphore>,
+    /// Permits for key uploads being read.
+    key_uploads: Arc<Semaphore>,
     waiting: AtomicUsize,
     running: AtomicUsize,
     draining: AtomicBool,
     metrics: Metrics,
     config: ServerConfig,
     key_limit: u64,
-    sample_limit: u64,
 }
 
 /// The shared state, cheap to clone.
@@ -79,11 +79,6 @@ impl State {
             .map(|m| m.compiled.max_evaluation_key_bytes())
             .max()
             .unwrap_or(0);
-        let sample_limit = served
-            .values()
-            .map(|m| m.compiled.max_compressed_sample_bytes())
-            .max()
-            .unwrap_or(0);
         Ok(State(Arc::new(Shared {
             models: served,
             by_fingerprint,
@@ -91,13 +86,13 @@ impl State {
             cache: Mutex::new(KeyCache::new(config.cache_bytes)),
             admission: Arc::new(Semaphore::new(config.workers + config.queue)),
             workers: Arc::new(Semaphore::new(config.workers)),
+            key_uploads: Arc::new(Semaphore::new(config.key_uploads.max(1))),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             metrics: Metrics::default(),
             config,
             key_limit,
-            sample_limit,
         })))
     }
 
@@ -116,18 +111,54 @@ impl State {
         self.0.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `work` on the blocking pool once admitted and a worker is free, within the
-    /// request timeout. Refuses at once (`503 busy`) when the queue is full.
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&State) -> Result<T, ServiceError> + Send + 'static,
-    ) -> Result<T, ServiceError> {
-        let shared = &self.0;
-        let admitted = shared
+    /// Admits a request (one of the workers' and the queue's permits), or refuses it at once
+    /// (`503 busy`): before its body is read, so that bodies held in memory are bounded.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
+        self.0
             .admission
             .clone()
             .try_acquire_owned()
-            .map_err(|_| self.busy())?;
+            .map_err(|_| self.busy())
+    }
+
+    /// The body of `request`, at most `limit` bytes (`413 too_large`, from the declared length
+    /// before anything is read), arriving within the body timeout (`408 body_timeout`).
+    async fn read_body(&self, request: Request, limit: u64) -> Result<Bytes, ServiceError> {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(size) = declared.filter(|&size| size > limit) {
+            return Err(ServiceError::TooLarge {
+                size: Some(size),
+                limit,
+            });
+        }
+        let timeout = self.0.config.body_timeout;
+        let reading = axum::body::to_bytes(request.into_body(), body_limit(limit));
+        match tokio::time::timeout(timeout, reading).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => {
+                let inner = e.into_inner();
+                if inner.is::<http_body_util::LengthLimitError>() {
+                    Err(ServiceError::TooLarge { size: None, limit })
+                } else {
+                    Err(ServiceError::Body(inner.to_string()))
+                }
+            }
+            Err(_) => Err(ServiceError::BodyTimeout(whole_seconds(timeout))),
+        }
+    }
+
+    /// Runs `work` on the blocking pool once a worker is free, within the request timeout,
+    /// holding the admission permit `admitted`.
+    async fn run_admitted<T: Send + 'static>(
+        &self,
+        admitted: OwnedSemaphorePermit,
+        work: impl FnOnce(&State) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let shared = &self.0;
         let deadline = tokio::time::Instant::now() + shared.config.request_timeout;
         let timeout = || ServiceError::Timeout(whole_seconds(shared.config.request_timeout));
         shared.waiting.fetch_add(1, Ordering::SeqCst);
@@ -241,21 +272,13 @@ impl Drop for Running<'_> {
 }
 
 pub(crate) fn router(state: State) -> Router {
-    // Bodies are capped by what the served models can need, before they are read; each
-    // handler then checks the exact limit of its model.
-    let key_limit = body_limit(state.0.key_limit);
-    let sample_limit = body_limit(state.0.sample_limit);
+    // The handlers read bodies themselves (`State::read_body`), once admitted, within what
+    // their model can need.
     Router::new()
         .route("/models", get(list_models))
         .route("/models/{name}", get(show_model))
-        .route(
-            "/keys",
-            post(upload_key).layer(DefaultBodyLimit::max(key_limit)),
-        )
-        .route(
-            "/models/{name}/predict",
-            post(predict).layer(DefaultBodyLimit::max(sample_limit)),
-        )
+        .route("/keys", post(upload_key))
+        .route("/models/{name}/predict", post(predict))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -309,40 +332,21 @@ async fn show_model(
     Ok(Json(state.model(&name)?.detail.clone()))
 }
 
-/// The body, or `413 too_large` / `400 bad_body`.
-fn body(
-    body: Result<Bytes, BytesRejection>,
-    headers: &HeaderMap,
-    limit: u64,
-) -> Result<Bytes, ServiceError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match body {
-        Ok(bytes) if bytes.len() as u64 > limit => Err(ServiceError::TooLarge {
-            size: Some(bytes.len() as u64),
-            limit,
-        }),
-        Ok(bytes) => Ok(bytes),
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(ServiceError::TooLarge {
-                size: declared,
-                limit,
-            })
-        }
-        Err(rejection) => Err(ServiceError::Body(rejection.body_text())),
-    }
-}
-
 async fn upload_key(
     axum::extract::State(state): axum::extract::State<State>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<KeyReceipt>, ServiceError> {
-    let bytes = body(bytes, &headers, state.0.key_limit)?;
+    // Admitted, with one of the key-upload permits, before a byte of the body is read.
+    let admitted = state.admit()?;
+    let _uploading = state
+        .0
+        .key_uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| state.busy())?;
+    let bytes = state.read_body(request, state.0.key_limit).await?;
     state
-        .run_blocking(move |state| {
+        .run_admitted(admitted, move |state| {
             let key_id = hex(&Sha3_256::digest(&bytes));
             let key = EvaluationKey::from_bytes(&bytes).map_err(ServiceError::from_key)?;
             let model = state.model_of(&key.fingerprint())?;
@@ -387,14 +391,14 @@ fn key_id(headers: &HeaderMap) -> Result<String, ServiceError> {
 async fn predict(
     axum::extract::State(state): axum::extract::State<State>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    bytes: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ServiceError> {
     let limit = state.model(&name)?.compiled.max_compressed_sample_bytes();
-    let key_id = key_id(&headers)?;
-    let bytes = body(bytes, &headers, limit)?;
+    let key_id = key_id(request.headers())?;
+    let admitted = state.admit()?;
+    let bytes = state.read_body(request, limit).await?;
     let output = state
-        .run_blocking(move |state| {
+        .run_admitted(admitted, move |state| {
             let ready = state.ready_key(&key_id, &name)?;
             let input = ready
                 .server

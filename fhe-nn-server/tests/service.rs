@@ -599,3 +599,147 @@ fn a_bounded_load_test_loses_no_request_and_returns_no_wrong_answer() {
     );
     server.shutdown().unwrap();
 }
+
+/// Opens a raw connection and writes `bytes`.
+fn raw_connection(server: &RunningServer, bytes: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream.write_all(bytes.as_bytes()).unwrap();
+    stream
+}
+
+/// Reads until the server closes `stream` or `limit` passes; returns what it sent and when
+/// it closed (`None`: still open at `limit`).
+fn read_until_closed(
+    stream: &mut std::net::TcpStream,
+    start: Instant,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while start.elapsed() < limit {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => {
+                return (
+                    String::from_utf8_lossy(&answer).into(),
+                    Some(start.elapsed()),
+                )
+            }
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                return (
+                    String::from_utf8_lossy(&answer).into(),
+                    Some(start.elapsed()),
+                )
+            }
+        }
+    }
+    (String::from_utf8_lossy(&answer).into(), None)
+}
+
+#[test]
+fn slow_and_idle_clients_are_dropped_at_their_timeouts_while_others_are_served() {
+    use std::io::Write;
+    let compiled = digits();
+    let timeout = Duration::from_secs(1);
+    let config = ServerConfig {
+        workers: 1,
+        queue: 1,
+        header_timeout: timeout,
+        body_timeout: timeout,
+        key_uploads: 1,
+        ..ServerConfig::default()
+    };
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        config,
+        &[("digits", compiled)],
+    );
+    let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    let start = Instant::now();
+    // 20 clients trickling their headers one byte every 200 ms, and 5 idle connections.
+    let mut trickling: Vec<_> = (0..20)
+        .map(|_| raw_connection(&server, "POST /keys HTTP/1.1\r\nHo"))
+        .collect();
+    let idle: Vec<_> = (0..5).map(|_| raw_connection(&server, "")).collect();
+    let closed_at = thread::spawn(move || {
+        let mut closed = Vec::new();
+        for mut stream in idle {
+            closed.push(read_until_closed(&mut stream, start, Duration::from_secs(5)).1);
+        }
+        closed
+    });
+    let mut open = trickling.len();
+    while open > 0 && start.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(200));
+        // A connection is gone once the server closed it (or answered): a read that does
+        // not block.
+        trickling.retain_mut(|s| {
+            let _ = s.write_all(b"s");
+            s.set_nonblocking(true).unwrap();
+            let mut probe = [0u8; 1];
+            let waiting = matches!(std::io::Read::read(s, &mut probe),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            s.set_nonblocking(false).unwrap();
+            waiting
+        });
+        open = trickling.len();
+        // Meanwhile an honest client is served.
+        assert_eq!(client.health().unwrap().status, "ok");
+    }
+    assert_eq!(open, 0, "{open} trickling connections still open after 5 s");
+    let idle_closed = closed_at.join().unwrap();
+    for closed in &idle_closed {
+        let closed = closed.expect("an idle connection stayed open for 5 s");
+        assert!(closed < timeout + Duration::from_secs(2), "{closed:?}");
+    }
+    eprintln!(
+        "trickling headers closed by {:?}; idle connections closed at {idle_closed:?}",
+        start.elapsed()
+    );
+
+    // A body that stalls: 408 body_timeout once its time is up.
+    let started = Instant::now();
+    let mut stalled = raw_connection(
+        &server,
+        "POST /keys HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc",
+    );
+    let (answer, closed) = read_until_closed(&mut stalled, started, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert!(
+        closed.is_some_and(|c| c < timeout + Duration::from_secs(2)),
+        "{closed:?}"
+    );
+
+    // One key upload reads its body at a time: a second is refused before its body.
+    let mut uploading = raw_connection(
+        &server,
+        "POST /keys HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc",
+    );
+    thread::sleep(Duration::from_millis(100));
+    let mut second = raw_connection(
+        &server,
+        "POST /keys HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n",
+    );
+    let (answer, _) = read_until_closed(&mut second, Instant::now(), Duration::from_millis(800));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("busy"), "{answer}");
+    let (answer, _) = read_until_closed(&mut uploading, Instant::now(), Duration::from_secs(3));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // And predictions still work.
+    let output = client
+        .predict("digits", &key_id, &encrypt(&client_key, 0))
+        .unwrap();
+    assert_eq!(client_key.decrypt(&output).unwrap().len(), 10);
+    server.shutdown().unwrap();
+}
