@@ -252,3 +252,71 @@ fn a_forged_npy_shape_is_refused_before_allocating() {
     assert_eq!(fine.tensors["layers.1.weight"].len(), 6);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn weights_whose_exact_tables_would_not_fit_are_refused_before_they_are_built() {
+    use fhe_nn::arch::activation::Activation;
+    use fhe_nn::arch::layer::{Layer, WeightOptions};
+    use fhe_nn::Architecture;
+    // 16-bit weights on 64 inputs of 8 bits, read rounded to 8 bits under FHE: Clear's exact
+    // table of each hidden neuron would span about 2^28 accumulator values (2 GiB of table
+    // for one neuron).
+    let output_layer = WeightOptions {
+        weight_bits: 16,
+        bias: false,
+        active: None,
+        round: None,
+        exact: false,
+        acc: None,
+    };
+    let options = WeightOptions {
+        round: Some(8),
+        ..output_layer
+    };
+    let layers = vec![
+        Layer::QuantIdentity {
+            bits: 8,
+            signed: true,
+        },
+        Layer::QuantLinear {
+            in_features: 64,
+            out_features: 32,
+            options,
+        },
+        Layer::Activation(Activation::ReLU),
+        Layer::QuantIdentity {
+            bits: 8,
+            signed: true,
+        },
+        Layer::QuantLinear {
+            in_features: 32,
+            out_features: 10,
+            options: output_layer,
+        },
+    ];
+    let arch = match Architecture::new("wide", layers) {
+        Ok(arch) => arch,
+        Err(e) => panic!("{e}"),
+    };
+    let mut file = TensorFile::default();
+    let scalar = |v: f64| Tensor::float(vec![], vec![v]);
+    file.tensors.insert("layers.0.scale".into(), scalar(1.0));
+    file.tensors.insert(
+        "layers.1.weight".into(),
+        Tensor::int(vec![32, 64], vec![32767; 32 * 64]),
+    );
+    file.tensors
+        .insert("layers.1.weight_scale".into(), scalar(1.0));
+    file.tensors.insert("layers.3.scale".into(), scalar(1.0));
+    file.tensors.insert(
+        "layers.4.weight".into(),
+        Tensor::int(vec![10, 32], vec![1; 320]),
+    );
+    file.tensors
+        .insert("layers.4.weight_scale".into(), scalar(1.0));
+    let err = QuantModel::from_tensors(&arch, &file).unwrap_err();
+    assert!(
+        matches!(err, LoadError::TablesTooLarge { layer: 2, .. }),
+        "{err}"
+    );
+}

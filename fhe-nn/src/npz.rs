@@ -1,6 +1,7 @@
-//! `.npz` reading that checks sizes before it allocates: every entry is decompressed into
-//! memory under a cap (at most [`MAX_EXPANSION`] times the file's size, and
-//! [`MAX_ENTRY_BYTES`]), and the shape its `.npy` header declares must account for exactly
+//! `.npz` reading that checks sizes before it allocates: the entries are decompressed into
+//! memory under one cap for all of them together (at most [`MAX_EXPANSION`] times the
+//! file's size, and [`MAX_ENTRY_BYTES`]), so entries that share compressed data cannot
+//! multiply it, and the shape each `.npy` header declares must account for exactly
 //! the bytes that follow the header before any array is built. A forged shape or length is
 //! a named error, never an allocation of what it claims.
 
@@ -8,10 +9,10 @@ use std::io::Read;
 
 use crate::error::LoadError;
 
-/// Largest decompressed size of one entry relative to the whole file (deflate's limit is
-/// about 1032).
+/// Largest decompressed size of all entries together relative to the whole file (deflate's
+/// limit is about 1032).
 pub const MAX_EXPANSION: u64 = 1100;
-/// Largest decompressed entry accepted (bytes).
+/// Largest decompressed size of all entries together (bytes).
 pub const MAX_ENTRY_BYTES: u64 = 1 << 30;
 
 fn corrupt(message: impl Into<String>) -> LoadError {
@@ -28,20 +29,22 @@ pub fn entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, LoadError> {
     let cap = (bytes.len() as u64)
         .saturating_mul(MAX_EXPANSION)
         .min(MAX_ENTRY_BYTES);
+    let mut left = cap;
     let mut out = Vec::with_capacity(archive.len().min(1024));
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(|e| corrupt(e.to_string()))?;
         let name = entry.name().to_string();
         let mut data = Vec::new();
         (&mut entry)
-            .take(cap + 1)
+            .take(left + 1)
             .read_to_end(&mut data)
             .map_err(|e| corrupt(format!("entry `{name}`: {e}")))?;
-        if data.len() as u64 > cap {
+        if data.len() as u64 > left {
             return Err(corrupt(format!(
-                "entry `{name}` decompresses to more than {cap} bytes"
+                "the entries decompress to more than {cap} bytes (at entry `{name}`)"
             )));
         }
+        left -= data.len() as u64;
         check_npy(&name, &data)?;
         out.push((name, data));
     }
@@ -149,5 +152,49 @@ mod tests {
             "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'shape': (99999999999,), }";
         let err = check_npy("a", &npy(twice, 48)).unwrap_err().to_string();
         assert!(err.contains("more than once"), "{err}");
+    }
+
+    /// An archive whose central directory lists `copies` entries (names `a0.npy`, `a1.npy`,
+    /// …) that all point at one deflated entry of `zeros` bytes of `.npy` data.
+    fn shared_entries(zeros: usize, copies: usize) -> Vec<u8> {
+        use std::io::Write;
+        let header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({zeros},), }}");
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        writer.start_file("a0.npy", options).unwrap();
+        writer.write_all(&npy(&header, zeros)).unwrap();
+        let bytes = writer.finish().unwrap().into_inner();
+        // Split at the central directory (one record) and its end record.
+        let find = |sig: &[u8]| bytes.windows(4).rposition(|w| w == sig).unwrap();
+        let (central, end) = (find(b"PK\x01\x02"), find(b"PK\x05\x06"));
+        let record = &bytes[central..end];
+        let mut out = bytes[..central].to_vec();
+        for i in 0..copies {
+            let mut copy = record.to_vec();
+            // The name starts 46 bytes in; replace its digit (same length: `a0.npy`).
+            copy[47] = b'0' + (i % 10) as u8;
+            copy[46] = b'a' + (i / 10) as u8;
+            out.extend_from_slice(&copy);
+        }
+        let directory = (record.len() * copies) as u32;
+        let mut eocd = bytes[end..].to_vec();
+        eocd[8..10].copy_from_slice(&(copies as u16).to_le_bytes());
+        eocd[10..12].copy_from_slice(&(copies as u16).to_le_bytes());
+        eocd[12..16].copy_from_slice(&directory.to_le_bytes());
+        out.extend_from_slice(&eocd);
+        out
+    }
+
+    #[test]
+    fn entries_sharing_compressed_data_cannot_multiply_it() {
+        // One entry of 4 MB of zeros reads (deflate's ratio is below the cap)...
+        let one = shared_entries(4 << 20, 1);
+        assert_eq!(entries(&one).unwrap().len(), 1);
+        // ...but 40 directory entries pointing at it would make 160 MB from a file of a few
+        // kB: refused once their total passes the cap.
+        let many = shared_entries(4 << 20, 40);
+        let err = entries(&many).unwrap_err().to_string();
+        assert!(err.contains("decompress to more than"), "{err}");
     }
 }

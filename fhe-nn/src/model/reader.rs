@@ -14,10 +14,16 @@ use crate::tensors::{Tensor, TensorFile, Values};
 const SCALE_RANGE: (f64, f64) = (1e-30, 1e30);
 
 /// Reads the tensors of a file for an architecture, remembering which were used.
+/// Entries of exact lookup tables a model may hold (8 bytes each: 1 GiB), checked before
+/// any table is built.
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 27;
+
 pub(super) struct Reader<'a> {
     arch: &'a Architecture,
     file: &'a TensorFile,
     used: Vec<String>,
+    /// Table entries the weighted stages read so far will need.
+    table_entries: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -25,6 +31,7 @@ impl<'a> Reader<'a> {
         Reader {
             arch,
             file,
+            table_entries: 0,
             used: Vec::new(),
         }
     }
@@ -243,6 +250,20 @@ impl<'a> Reader<'a> {
         }
         let mut stage =
             WeightedStage::new(i, in_features, connectivity, groups, weights, input_range);
+        // Each group's exact table spans its accumulator range: bounded before it is built.
+        let entries = stage
+            .exact_ranges
+            .iter()
+            .map(|r| r.max.abs_diff(r.min).saturating_add(1))
+            .fold(0u64, u64::saturating_add);
+        self.table_entries = self.table_entries.saturating_add(entries);
+        if self.table_entries > MAX_TABLE_ENTRIES {
+            return Err(LoadError::TablesTooLarge {
+                layer: i + 1,
+                entries: self.table_entries,
+                limit: MAX_TABLE_ENTRIES,
+            });
+        }
         match options {
             Some(options) => {
                 let scales = self.per_channel(i, "weight_scale", groups, true)?;
