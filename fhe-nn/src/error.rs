@@ -87,7 +87,7 @@ pub enum LoadError {
         acc: u32,
         bound: u64,
     },
-    #[error("the exact tables of the layers up to layer {layer} would hold {entries} entries, beyond the limit of {limit} ({} GiB): the weights make accumulators this wide; declare narrower weights or an `acc` bound", .limit * 8 >> 30)]
+    #[error("the exact tables of the layers up to layer {layer} would hold {entries} entries, beyond the limit of {limit} ({} GiB): the weights make accumulators this wide; declare narrower weights or an `acc` bound", (.limit * 8) >> 30)]
     TablesTooLarge {
         layer: usize,
         entries: u64,
