@@ -145,3 +145,80 @@ fn unsupported_nodes_and_broken_files_are_named_errors() {
         );
     }
 }
+
+/// Protobuf encoding, enough to write hostile graphs.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn field_bytes(number: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    varint(number << 3 | 2, out);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+fn field_varint(number: u64, v: u64, out: &mut Vec<u8>) {
+    varint(number << 3, out);
+    varint(v, out);
+}
+
+/// A model whose graph has an int8 initializer `w` of `elements` values, `nodes` nodes of
+/// type `op` each reading the previous one's output (`w` first), a data input `x` and an
+/// output `y`.
+fn chained_constants(elements: usize, nodes: usize, op: &str) -> Vec<u8> {
+    let mut graph = Vec::new();
+    for i in 0..nodes {
+        let mut node = Vec::new();
+        let input = if i == 0 {
+            "w".to_string()
+        } else {
+            format!("c{}", i - 1)
+        };
+        field_bytes(1, input.as_bytes(), &mut node);
+        field_bytes(2, format!("c{i}").as_bytes(), &mut node);
+        field_bytes(4, op.as_bytes(), &mut node);
+        field_bytes(1, &node, &mut graph);
+    }
+    let mut tensor = Vec::new();
+    field_varint(1, elements as u64, &mut tensor);
+    field_varint(2, 3, &mut tensor); // int8
+    field_bytes(8, b"w", &mut tensor);
+    field_bytes(9, &vec![1u8; elements], &mut tensor);
+    field_bytes(5, &tensor, &mut graph);
+    for (number, name) in [(11, "x"), (12, "y")] {
+        let mut info = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut info);
+        field_bytes(number, &info, &mut graph);
+    }
+    let mut model = Vec::new();
+    field_bytes(7, &graph, &mut model);
+    field_bytes(8, &[], &mut model);
+    model
+}
+
+#[test]
+fn small_files_cannot_make_the_import_hold_much_more_than_they_carry() {
+    // 2,000 `Identity` copies of a 100,000-value constant: 200 kB of file, 1.6 GB of f64
+    // copies if each were kept. Refused once the copies pass 4x the graph's constants.
+    let file = chained_constants(100_000, 2_000, "Identity");
+    assert!(file.len() < 250_000, "{}", file.len());
+    let start = std::time::Instant::now();
+    match OnnxModel::read(&file) {
+        Err(OnnxError::Malformed(why)) => assert!(why.contains("derived"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // A graph of more nodes than any network needs is refused as it is read.
+    match OnnxModel::read(&chained_constants(1, 20_000, "Identity")) {
+        Err(OnnxError::Malformed(why)) => assert!(why.contains("nodes"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

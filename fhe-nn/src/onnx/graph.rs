@@ -8,6 +8,8 @@ use super::OnnxError;
 
 /// Largest number of elements of one tensor.
 const MAX_ELEMENTS: usize = 1 << 28;
+/// Most nodes a graph may have (the shipped exports have fewer than 100).
+pub(super) const MAX_NODES: usize = 1 << 14;
 
 /// A constant tensor, its values widened to `f64` (exact for the integer types read).
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +137,9 @@ impl Graph {
         let mut outputs = Vec::new();
         for_each(graph, |number, field| {
             match number {
+                1 if nodes.len() >= MAX_NODES => {
+                    return Err(malformed(format!("more than {MAX_NODES} nodes")))
+                }
                 1 => nodes.push(node(bytes(field)?)?),
                 5 => {
                     let (name, t) = tensor(bytes(field)?)?;

@@ -39,6 +39,10 @@ use graph::{Attribute, Constant, Graph, Node};
 /// Largest ONNX file read (bytes).
 pub const MAX_ONNX_BYTES: usize = 1 << 30;
 
+/// Derived constant elements the import may hold per element of the graph's own constants
+/// (a weight passes `QuantizeLinear`, `Clip` and `DequantizeLinear`: three copies).
+const DERIVED_PER_CONSTANT: usize = 4;
+
 /// Why an ONNX file could not be imported.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
@@ -177,6 +181,10 @@ struct Importer<'g> {
     /// Quantizers' outputs a branch may start from, and where its `Fork` goes (before
     /// that declared layer).
     fork_points: HashMap<String, usize>,
+    /// Elements of the constants the nodes derived so far (copies, clipped, quantized), and
+    /// how many the import may hold: a few times the graph's own constants.
+    derived: usize,
+    derived_limit: usize,
 }
 
 /// The kernel of a pooling node with a square window, stride = kernel, no padding, dilation
@@ -257,7 +265,21 @@ impl<'g> Importer<'g> {
             .map(|(k, c)| (k.clone(), Value::Constant(c.clone(), None)))
             .collect();
         values.insert(graph.input.clone(), Value::Data);
+        // The graph's own constants: initializers and `Constant` nodes.
+        let initializers: usize = graph.constants.values().map(|c| c.values.len()).sum();
+        let constant_nodes: usize = graph
+            .nodes
+            .iter()
+            .filter(|n| n.op == "Constant")
+            .filter_map(|n| match n.attributes.get("value") {
+                Some(Attribute::Tensor(t)) => Some(t.values.len()),
+                _ => None,
+            })
+            .sum();
+        let own = initializers.saturating_add(constant_nodes);
         Importer {
+            derived: 0,
+            derived_limit: own.saturating_mul(DERIVED_PER_CONSTANT) + (1 << 20),
             graph,
             values,
             layers: Vec::new(),
@@ -330,6 +352,18 @@ impl<'g> Importer<'g> {
             .outputs
             .first()
             .ok_or_else(|| unsupported(node, "no output"))?;
+        let elements = match &value {
+            Value::Constant(c, _) => c.values.len(),
+            Value::Weight { ints, .. } => ints.len(),
+            _ => 0,
+        };
+        self.derived = self.derived.saturating_add(elements);
+        if self.derived > self.derived_limit {
+            return Err(OnnxError::Malformed(format!(
+                "node `{}` ({}): the constants derived so far hold more than {} elements, {} times the graph's own",
+                node.name, node.op, self.derived_limit, DERIVED_PER_CONSTANT
+            )));
+        }
         self.values.insert(out.clone(), value);
         Ok(())
     }
