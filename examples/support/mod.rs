@@ -289,6 +289,14 @@ pub fn run(
         shipped
     };
     let model = QuantModel::from_tensors(arch, &weights)?;
+    if model.lookups() < arch.lookups() {
+        // A join whose fork's side the shared quantizer maps to itself costs no lookup.
+        println!(
+            "weights: {} lookups per inference (the analysis's bound: {})",
+            model.lookups(),
+            arch.lookups()
+        );
+    }
     // Pixels are never negative: the first layer needs only the non-negative part of the
     // input quantizer's range, so its accumulators are read at a finer resolution.
     let model = model.restrict_inputs(0, model.input_range().max)?;
