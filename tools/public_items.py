@@ -1,4 +1,17 @@
-import json,sys
+#!/usr/bin/env python3
+"""Counts fhe-nn's public API from rustdoc's JSON output (needs a nightly toolchain):
+
+    CARGO_TARGET_DIR=target/nightly cargo +nightly rustdoc -p fhe-nn --lib \
+        -- -Z unstable-options --output-format json
+    python3 tools/public_items.py target/nightly/doc/fhe_nn.json [--members]
+
+Walks the crate from its root through public modules and re-exports (items hidden from the
+docs left out) and counts each reachable item once: modules, types, functions, constants,
+and the members a user can name (public fields, variants, inherent methods and associated
+items; trait implementations are not new API). Prints the total and one line per item.
+"""
+import json
+import sys
 d=json.load(open(sys.argv[1]))
 idx=d['index']; root=str(d['root']); paths=d['paths']
 def kind(it): return next(iter(it['inner']))

@@ -69,6 +69,9 @@ impl Client {
         let http = Http::builder()
             .timeout(None)
             .connect_timeout(Duration::from_secs(10))
+            // Drop idle connections before the server's header timeout (10 s by default)
+            // closes them, so that a request never goes out on one being closed.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|source| ClientError::Transport {
                 url: base_url.to_string(),
