@@ -31,8 +31,8 @@ pub struct Window {
 impl Window {
     /// The window of declared layer `i` (`QuantConv2d`, `AvgPool2d` or `MaxPool2d`) of an
     /// analysed network: its input image is the previous layer's shape (or a first
-    /// convolution's declared input), its output the layer's own. `None` for other layers
-    /// and for shapes the analysis could not determine.
+    /// convolution's declared input). `None` for other layers and for shapes the analysis
+    /// could not determine.
     pub fn of_layer(layers: &[Layer], analysis: &[LayerAnalysis], i: usize) -> Option<Window> {
         let (kernel, stride, padding) = match *layers.get(i)? {
             Layer::QuantConv2d(Conv2d {
@@ -44,24 +44,32 @@ impl Window {
             Layer::AvgPool2d { kernel } | Layer::MaxPool2d { kernel } => (kernel, kernel, 0),
             _ => return None,
         };
-        let (channels, height, width) = input_image(layers, analysis, i)?;
-        match analysis.get(i)?.shape {
-            Shape::Image {
-                height: out_height,
-                width: out_width,
-                ..
-            } => Some(Window {
-                channels,
-                height,
-                width,
-                kernel,
-                stride,
-                padding,
-                out_height,
-                out_width,
-            }),
-            _ => None,
-        }
+        Window::new(input_image(layers, analysis, i)?, kernel, stride, padding)
+    }
+
+    /// The window of a `kernel × kernel` filter moving by `stride` over an image of
+    /// `channels × height × width` with `padding` zeros around it; `None` where the padded
+    /// image is smaller than the kernel or the stride is 0. Output sizes floor, as PyTorch's.
+    pub fn new(
+        (channels, height, width): (usize, usize, usize),
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Option<Window> {
+        let side = |n: usize| {
+            let padded = n.checked_add(padding.checked_mul(2)?)?;
+            Some(padded.checked_sub(kernel)? / (stride > 0).then_some(stride)? + 1)
+        };
+        Some(Window {
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+            out_height: side(height)?,
+            out_width: side(width)?,
+        })
     }
 
     /// Values of the input image.
@@ -136,17 +144,7 @@ mod tests {
     use super::*;
 
     fn window(stride: usize, padding: usize) -> Window {
-        let (height, width, kernel) = (4, 5, 3);
-        Window {
-            channels: 2,
-            height,
-            width,
-            kernel,
-            stride,
-            padding,
-            out_height: (height + 2 * padding - kernel) / stride + 1,
-            out_width: (width + 2 * padding - kernel) / stride + 1,
-        }
+        Window::new((2, 4, 5), 3, stride, padding).unwrap()
     }
 
     #[test]
@@ -172,16 +170,10 @@ mod tests {
 
     #[test]
     fn pool_windows_tile_the_image_by_channel() {
-        let g = Window {
-            channels: 2,
-            height: 4,
-            width: 4,
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-            out_height: 2,
-            out_width: 2,
-        };
+        let g = Window::new((2, 4, 4), 2, 2, 0).unwrap();
+        assert_eq!((g.out_height, g.out_width), (2, 2));
+        assert_eq!(Window::new((1, 2, 2), 3, 1, 0), None);
+        assert_eq!(Window::new((1, 2, 2), 1, 0, 0), None);
         assert_eq!(g.pool_sources(0, 0).collect::<Vec<_>>(), [0, 1, 4, 5]);
         assert_eq!(g.pool_sources(1, 3).collect::<Vec<_>>(), [26, 27, 30, 31]);
         let mut all: Vec<usize> = (0..2)

@@ -1222,16 +1222,8 @@ mod tests {
     fn max_pool_gradients_match_finite_differences() {
         let mut rng = SplitMix64::new(8);
         // 2 channels of 5×4, 2×2 windows (the last row is left out, as PyTorch floors).
-        let g = Window {
-            channels: 2,
-            height: 5,
-            width: 4,
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-            out_height: 2,
-            out_width: 2,
-        };
+        let g = Window::new((2, 5, 4), 2, 2, 0).unwrap();
+        assert_eq!((g.out_height, g.out_width), (2, 2));
         // Distinct values: away from ties the max is locally linear.
         let a = Array2::from_shape_fn((3, 40), |_| rng.uniform());
         let upstream = Array2::from_shape_fn((3, 8), |_| rng.uniform() - 0.5);
@@ -1284,16 +1276,8 @@ mod tests {
 
     /// A convolution with stride and padding as a `Dense` with random weights.
     fn conv_layer(rng: &mut SplitMix64) -> Dense {
-        let geometry = Window {
-            channels: 2,
-            height: 5,
-            width: 4,
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-            out_height: 3,
-            out_width: 2,
-        };
+        let geometry = Window::new((2, 5, 4), 3, 2, 1).unwrap();
+        assert_eq!((geometry.out_height, geometry.out_width), (3, 2));
         let (out, fan_in) = (3, 2 * 3 * 3);
         let options = WeightOptions {
             weight_bits: 3,
