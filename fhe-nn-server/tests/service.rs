@@ -64,6 +64,20 @@ fn small_config() -> ServerConfig {
     }
 }
 
+/// The digits model served from memory under `config`, a client that does not retry
+/// `busy`, and a client key whose evaluation key is uploaded (with its id).
+fn serving_digits_with_a_key(config: ServerConfig) -> (RunningServer, Client, ClientKey, String) {
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        config,
+        &[("digits", digits())],
+    );
+    let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    (server, client, client_key, key_id)
+}
+
 /// Keys for `model` made from the client spec the server publishes.
 fn keys_from_server(client: &Client, model: &str) -> (ClientKey, EvaluationKey) {
     let detail = client.model(model).expect("GET /models/{name}");
@@ -466,20 +480,12 @@ fn in_flight_prediction(
 
 #[test]
 fn a_full_queue_answers_busy_and_shutdown_finishes_in_flight_work() {
-    let compiled = digits();
     let config = ServerConfig {
         workers: 1,
         queue: 0,
         ..ServerConfig::default()
     };
-    let server = start(
-        Arc::new(MemoryStore::default()),
-        config,
-        &[("digits", compiled)],
-    );
-    let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
-    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
-    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    let (server, client, client_key, key_id) = serving_digits_with_a_key(config);
 
     let running = in_flight_prediction(&client, &key_id, encrypt(&client_key, 1));
     match client.predict("digits", &key_id, &encrypt(&client_key, 2)) {
@@ -646,7 +652,6 @@ fn read_until_closed(
 #[test]
 fn slow_and_idle_clients_are_dropped_at_their_timeouts_while_others_are_served() {
     use std::io::Write;
-    let compiled = digits();
     let timeout = Duration::from_secs(1);
     let config = ServerConfig {
         workers: 1,
@@ -656,14 +661,7 @@ fn slow_and_idle_clients_are_dropped_at_their_timeouts_while_others_are_served()
         key_uploads: 1,
         ..ServerConfig::default()
     };
-    let server = start(
-        Arc::new(MemoryStore::default()),
-        config,
-        &[("digits", compiled)],
-    );
-    let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
-    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
-    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    let (server, client, client_key, key_id) = serving_digits_with_a_key(config);
     let start = Instant::now();
     // 20 clients trickling their headers one byte every 200 ms, and 5 idle connections.
     let mut trickling: Vec<_> = (0..20)
