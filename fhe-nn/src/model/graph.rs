@@ -166,6 +166,26 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
                         .filter(|_| matches!(op, JoinOp::Add | JoinOp::Sub))
                     {
                         self.affine_join(i, op, fork, right, q, affine)
+                    } else if op == JoinOp::Concat
+                        && affine_requantization(&fork, &q) == Some((1, 0))
+                    {
+                        // The shared quantizer gives the forked values back: the
+                        // concatenation reads them as they are.
+                        let Tensor::Quantized {
+                            mut sources,
+                            range: x,
+                            ..
+                        } = fork
+                        else {
+                            unreachable!("a fork saves a quantized tensor")
+                        };
+                        let range = JoinOp::Concat.range(x, self.output_range(right));
+                        sources.push(Source::Stage(right));
+                        Tensor::Quantized {
+                            sources,
+                            quantizer: q,
+                            range,
+                        }
                     } else {
                         let left = self.close(i, fork, &q, Rounding::Exact);
                         self.join(i, op, left, right, q)
