@@ -39,9 +39,11 @@ fn clear_matches_concrete_ml_disable_mode_on_a_residual_network() {
     let model = matches_fixture(arch, "resnet");
     // Brevitas's shared quantizer re-quantizes the block's input (scale 2.54 to 2.37) to the
     // same integers on every value it holds ([0, 3] after ReLU): the fork's side of the add
-    // needs no lookup, 144 fewer than the analysis's bound.
+    // needs no lookup, 144 fewer than the analysis's bound. The max pool then compares the
+    // add's accumulators before its ReLU and quantizer (monotone: the max commutes with
+    // them), which run once per window: 36 lookups instead of 144.
     assert_eq!(arch.lookups(), 828);
-    assert_eq!(model.lookups(), 828 - 144);
+    assert_eq!(model.lookups(), 828 - 144 - 108);
 }
 
 /// `models/NAME_brevitas.safetensors` read by fhe-nn against Concrete ML's outputs on the

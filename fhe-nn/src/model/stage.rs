@@ -184,7 +184,7 @@ pub enum Source {
 }
 
 /// What one accumulator unit means before the lookup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Combine {
     /// A real value: `unit · acc + bias`.
     Affine,
@@ -202,6 +202,13 @@ pub enum Combine {
         radix: i64,
         low: (i64, i64),
         fork: Vec<i64>,
+    },
+    /// The max of a pooling window's accumulators of an affine stage, through the lookup
+    /// that stage had (max-pooling moved before it): the real value is
+    /// `s · quantizer(activations(unit · acc + bias))`, `s` the quantizer's scale.
+    Pooled {
+        activations: Vec<Activation>,
+        quantizer: Quantizer,
     },
 }
 
@@ -443,6 +450,17 @@ impl WeightedStage {
                     _ => left + op.sign() * v,
                 };
                 self.unit[group] * value as f64
+            }
+            Combine::Pooled {
+                ref activations,
+                ref quantizer,
+            } => {
+                let y = activations
+                    .iter()
+                    .fold(self.unit[group] * acc as f64 + self.bias[group], |y, a| {
+                        a.apply(y)
+                    });
+                quantizer.scale * quantizer.quantize(y) as f64
             }
         }
     }
