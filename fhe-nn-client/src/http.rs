@@ -59,6 +59,17 @@ pub struct Client {
     base: String,
     http: Http,
     busy_retries: u32,
+    token: Option<Token>,
+}
+
+/// A bearer token, never shown by `Debug`.
+#[derive(Clone)]
+struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
 }
 
 impl Client {
@@ -66,22 +77,47 @@ impl Client {
     /// overall timeout (keys of large models take a while to upload; the server bounds its
     /// own work), and a `503 busy` is retried up to 8 times after the server's `Retry-After`.
     pub fn new(base_url: &str) -> Result<Client, ClientError> {
-        let http = Http::builder()
+        Client::build(base_url, None)
+    }
+
+    /// A client of an HTTPS server whose certificate is signed by the certificate authority
+    /// `ca_pem` (PEM; a self-signed server certificate is its own authority), besides the
+    /// usual web authorities.
+    pub fn with_ca_pem(base_url: &str, ca_pem: &[u8]) -> Result<Client, ClientError> {
+        Client::build(base_url, Some(ca_pem))
+    }
+
+    fn build(base_url: &str, ca_pem: Option<&[u8]>) -> Result<Client, ClientError> {
+        let transport = |source| ClientError::Transport {
+            url: base_url.to_string(),
+            source,
+        };
+        let mut builder = Http::builder();
+        if let Some(pem) = ca_pem {
+            builder = builder
+                .add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(transport)?);
+        }
+        let http = builder
             .timeout(None)
             .connect_timeout(Duration::from_secs(10))
             // Drop idle connections before the server's header timeout (10 s by default)
             // closes them, so that a request never goes out on one being closed.
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|source| ClientError::Transport {
-                url: base_url.to_string(),
-                source,
-            })?;
+            .map_err(transport)?;
         Ok(Client {
             base: base_url.trim_end_matches('/').to_string(),
             http,
             busy_retries: 8,
+            token: None,
         })
+    }
+
+    /// Sends `Authorization: Bearer token` with every request (a server with tenants answers
+    /// `401 unauthorized` without it).
+    pub fn with_token(mut self, token: &str) -> Client {
+        self.token = Some(Token(token.to_string()));
+        self
     }
 
     /// How many times a `503 busy` answer is retried (0: never).
@@ -199,7 +235,11 @@ impl Client {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let response = request().send().map_err(|source| ClientError::Transport {
+            let mut builder = request();
+            if let Some(Token(token)) = &self.token {
+                builder = builder.bearer_auth(token);
+            }
+            let response = builder.send().map_err(|source| ClientError::Transport {
                 url: url.to_string(),
                 source,
             })?;

@@ -56,6 +56,21 @@ pub enum ServiceError {
     DuplicateModel(String),
     #[error("no route {0}")]
     NoRoute(String),
+    #[error("authentication needed: {0} (send `Authorization: Bearer TOKEN`)")]
+    Unauthorized(&'static str),
+    #[error("tenant `{tenant}` may not use model `{model}`")]
+    Forbidden { tenant: String, model: String },
+    #[error("tenant `{tenant}` holds {keys} evaluation keys, its limit: wait for one to expire")]
+    KeyQuota { tenant: String, keys: u64 },
+    #[error("tenant `{tenant}` holds {bytes} bytes of keys; this key ({size} bytes) would pass its limit of {limit}")]
+    ByteQuota {
+        tenant: String,
+        bytes: u64,
+        size: u64,
+        limit: u64,
+    },
+    #[error("the key store holds {bytes} bytes; this key ({size} bytes) would pass its limit of {limit}")]
+    StoreFull { bytes: u64, size: u64, limit: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -87,6 +102,11 @@ impl ServiceError {
             BadModelName(_) => (StatusCode::BAD_REQUEST, "bad_model_name"),
             DuplicateModel(_) => (StatusCode::CONFLICT, "duplicate_model"),
             NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            KeyQuota { .. } => (StatusCode::TOO_MANY_REQUESTS, "key_quota"),
+            ByteQuota { .. } => (StatusCode::TOO_MANY_REQUESTS, "byte_quota"),
+            StoreFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "store_full"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -127,6 +147,12 @@ impl IntoResponse for ServiceError {
             if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
+        }
+        if let ServiceError::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fhe-nn\""),
+            );
         }
         if let ServiceError::Store(_) = self {
             response

@@ -20,6 +20,12 @@
 //! `x-fhe-nn-key-id`, body: a compressed encrypted sample → the encrypted output),
 //! `GET /health`, `GET /metrics`. Errors are JSON `{code, message}`.
 //!
+//! Callers are tenants named by bearer tokens ([`Access::Tokens`]; `GET /health` and `GET
+//! /metrics` need none), or all one anonymous tenant ([`Access::Anonymous`]). A tenant's keys
+//! live in a namespace of its own in the store (another tenant's key id is unknown to it),
+//! within [`ServerConfig::tenant_keys`] and [`ServerConfig::tenant_bytes`], and the store
+//! within [`ServerConfig::store_bytes`].
+//!
 //! Encrypted work (key checks, decompression, inference) runs on tokio's blocking threads,
 //! at most [`ServerConfig::workers`] at once, never on the async executor; at most
 //! [`ServerConfig::queue`] more requests wait, and beyond that the service answers `503 busy`
@@ -29,6 +35,7 @@
 //! [`ServerConfig::header_timeout`] and [`ServerConfig::body_timeout`] close the connection or
 //! get `408`. Shutdown stops accepting connections and finishes in-flight work.
 
+mod access;
 mod cache;
 mod connections;
 mod error;
@@ -36,6 +43,7 @@ mod metrics;
 mod routes;
 pub mod shipped;
 mod store;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -45,9 +53,11 @@ use std::time::Duration;
 
 use fhe_nn::CompiledModel;
 
+pub use access::{Access, AccessError, Tenant, Tokens, ANONYMOUS, MIN_TOKEN_LEN};
 pub use cache::{KeyCache, ReadyKey};
 pub use error::ServiceError;
-pub use store::{DiskStore, KeyStore, MemoryStore, RedisStore, StoreError};
+pub use store::{DiskStore, KeyStore, MemoryStore, RedisStore, StoreError, Usage};
+pub use tls::{Tls, TlsError};
 
 /// Limits and sizes of the service.
 #[derive(Clone, Debug)]
@@ -75,6 +85,17 @@ pub struct ServerConfig {
     /// Key uploads read at once (each up to the largest evaluation key a served model
     /// takes); more are answered `503 busy` before their body is read.
     pub key_uploads: usize,
+    /// Who may call the service. Default: [`Access::Anonymous`] (the `fhe-nn-server`
+    /// command asks for tokens or an explicit `--allow-anonymous`).
+    pub access: Access,
+    /// Evaluation keys one tenant may hold at once (`429 key_quota` beyond).
+    pub tenant_keys: u64,
+    /// Bytes of evaluation keys one tenant may hold at once (`429 byte_quota` beyond).
+    pub tenant_bytes: u64,
+    /// Bytes of evaluation keys the whole store may hold (`507 store_full` beyond).
+    pub store_bytes: u64,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +113,11 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             key_uploads: cores,
+            access: Access::Anonymous,
+            tenant_keys: 16,
+            tenant_bytes: 4 << 30,
+            store_bytes: 64 << 30,
+            tls: None,
         }
     }
 }
@@ -154,10 +180,11 @@ impl Service {
             self.config.collect_every,
         ));
         let header_timeout = self.config.header_timeout;
+        let tls = self.config.tls.clone();
         let state = routes::State::new(self.models, self.store, self.config)?;
         let draining = state.clone();
         let app = routes::router(state);
-        connections::serve(listener, app, header_timeout, async move {
+        connections::serve(listener, app, header_timeout, tls, async move {
             shutdown.await;
             draining.start_draining();
         })
@@ -169,6 +196,11 @@ impl Service {
     /// Serves on `addr` (port 0: any free port) from a runtime of its own on a background
     /// thread; for tests, benchmarks and programs that are not async.
     pub fn spawn(self, addr: &str) -> Result<RunningServer, ServiceError> {
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -187,6 +219,7 @@ impl Service {
             }))
         });
         Ok(RunningServer {
+            scheme,
             addr: local,
             stop: Some(stop),
             thread: Some(thread),
@@ -209,6 +242,7 @@ async fn collect_expired(store: std::sync::Arc<dyn KeyStore>, every: Duration) {
 
 /// A service running on a background thread; dropping it shuts it down.
 pub struct RunningServer {
+    scheme: &'static str,
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), ServiceError>>>,
@@ -220,9 +254,9 @@ impl RunningServer {
         self.addr
     }
 
-    /// Its base URL, `http://ip:port`.
+    /// Its base URL, `http://ip:port` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stops accepting connections, finishes in-flight requests, and returns.

@@ -1,7 +1,8 @@
 //! `fhe-nn-server`: serves the shipped digits and MNIST models, or compiled models' files,
 //! over HTTP.
 //!
-//!     cargo run --release -p fhe-nn-server -- --addr 127.0.0.1:8080
+//!     cargo run --release -p fhe-nn-server -- --addr 127.0.0.1:8080 --tokens tokens.txt
+//!     cargo run --release -p fhe-nn-server -- --allow-anonymous   # a local demo
 //!     cargo run --release -p fhe-nn-server -- --models digits --write-compiled compiled
 //!     cargo run --release -p fhe-nn-server -- --models digits=compiled/digits.fhenn
 
@@ -12,7 +13,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use fhe_nn::FheOptions;
-use fhe_nn_server::{shipped, DiskStore, KeyStore, RedisStore, ServerConfig, Service};
+use fhe_nn_server::{
+    shipped, Access, DiskStore, KeyStore, RedisStore, ServerConfig, Service, Tls, Tokens,
+};
+
+/// The environment variable that may hold the token list instead of a file.
+const TOKENS_VAR: &str = "FHE_NN_TOKENS";
 
 /// Encrypted inference over HTTP: keys in a directory or in Redis, bounded work queue,
 /// Prometheus metrics.
@@ -63,6 +69,47 @@ struct Args {
     /// Per-lookup error probability the models are compiled for.
     #[arg(long, default_value_t = fhe_nn::DEFAULT_P_ERROR)]
     p_error: f64,
+    /// The tenants' bearer tokens: one `TENANT TOKEN [MODEL,MODEL…]` per line (or the
+    /// environment variable FHE_NN_TOKENS, entries separated by `;`).
+    #[arg(long, value_name = "FILE", conflicts_with = "allow_anonymous")]
+    tokens: Option<PathBuf>,
+    /// Serve everyone with no token, as one tenant (a local demo only).
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Evaluation keys one tenant may hold.
+    #[arg(long, default_value_t = 16)]
+    tenant_keys: u64,
+    /// Megabytes of evaluation keys one tenant may hold.
+    #[arg(long, default_value_t = 4096)]
+    tenant_mb: u64,
+    /// Megabytes of evaluation keys the store may hold.
+    #[arg(long, default_value_t = 65536)]
+    store_mb: u64,
+    /// Serve HTTPS: the certificate chain, PEM (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// Who may call: the token file, else the environment's list, else anonymous only when
+/// asked for explicitly.
+fn access(args: &Args) -> Result<Access, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(path) = &args.tokens {
+        return Ok(Access::Tokens(Arc::new(Tokens::read(path)?)));
+    }
+    if let Ok(list) = std::env::var(TOKENS_VAR) {
+        return Ok(Access::Tokens(Arc::new(Tokens::parse(&list)?)));
+    }
+    if args.allow_anonymous {
+        return Ok(Access::Anonymous);
+    }
+    Err(format!(
+        "no access configured: pass --tokens FILE (one `TENANT TOKEN` per line), set \
+         {TOKENS_VAR}, or --allow-anonymous for a local demo"
+    )
+    .into())
 }
 
 fn main() {
@@ -73,12 +120,22 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let access = access(&args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let mut config = ServerConfig {
         request_timeout: Duration::from_secs(args.timeout.max(1)),
         key_ttl: Duration::from_secs(args.key_ttl_hours.max(1) * 3600),
         cache_bytes: args.cache_mb << 20,
         header_timeout: Duration::from_secs(args.header_timeout.max(1)),
         body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+        access,
+        tenant_keys: args.tenant_keys,
+        tenant_bytes: args.tenant_mb << 20,
+        store_bytes: args.store_mb << 20,
+        tls,
         ..ServerConfig::default()
     };
     if let Some(workers) = args.workers {
@@ -117,6 +174,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         None => Arc::new(DiskStore::open(&args.store)?),
     };
     eprintln!("keys in {}", store.describe());
+    match &config.access {
+        Access::Anonymous => eprintln!("anonymous access: every caller is one tenant"),
+        Access::Tokens(tokens) => eprintln!("{} tenants' tokens", tokens.len()),
+    }
     let mut service = Service::new(store, config.clone());
     for (name, compiled) in models {
         service.register(&name, compiled)?;
@@ -125,7 +186,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.addr).await?;
         eprintln!(
-            "serving on http://{} ({} workers, queue {})",
+            "serving on {}://{} ({} workers, queue {})",
+            if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             listener.local_addr()?,
             config.workers,
             config.queue

@@ -1,37 +1,54 @@
-//! Counters and histograms of the service, rendered in Prometheus's text format.
+//! Counters and histograms of the service, in a `prometheus-client` registry, rendered in
+//! the OpenMetrics text format.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
 /// The service's figures since start.
-#[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Figures>,
-}
-
-#[derive(Default)]
-struct Figures {
-    /// Requests by (route, status).
-    requests: BTreeMap<(String, u16), u64>,
-    /// Latency histograms by route: bucket counts, sum, count.
-    latency: BTreeMap<String, Histogram>,
-    inferences: u64,
-    lookups: u64,
-    inference_seconds: f64,
-    keys_decompressed: u64,
-}
-
-#[derive(Default, Clone)]
-struct Histogram {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    sum: f64,
-    count: u64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    inferences: Counter,
+    lookups: Counter,
+    inference_seconds: Counter<f64, AtomicU64>,
+    keys_decompressed: Counter,
+    lookups_per_second: Gauge<f64, AtomicU64>,
+    keys_cached: Gauge,
+    key_cache_bytes: Gauge,
+    queue_depth: Gauge,
+    running: Gauge,
 }
 
 /// Gauges read when the metrics are rendered.
@@ -44,150 +61,170 @@ pub struct Gauges {
     pub running: usize,
 }
 
-impl Metrics {
-    fn figures(&self) -> std::sync::MutexGuard<'_, Figures> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("fhe_nn"),
+            requests: Family::default(),
+            latency: LatencyFamily::new_with_constructor(latency_histogram),
+            inferences: Counter::default(),
+            lookups: Counter::default(),
+            inference_seconds: Counter::default(),
+            keys_decompressed: Counter::default(),
+            lookups_per_second: Gauge::default(),
+            keys_cached: Gauge::default(),
+            key_cache_bytes: Gauge::default(),
+            queue_depth: Gauge::default(),
+            running: Gauge::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "requests",
+            "HTTP requests answered, by route and status",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Request latency, by route",
+            metrics.latency.clone(),
+        );
+        r.register(
+            "inferences",
+            "Encrypted inferences run",
+            metrics.inferences.clone(),
+        );
+        r.register(
+            "lookups",
+            "Programmable bootstraps run",
+            metrics.lookups.clone(),
+        );
+        r.register(
+            "inference_seconds",
+            "Seconds spent in encrypted inference",
+            metrics.inference_seconds.clone(),
+        );
+        r.register(
+            "keys_decompressed",
+            "Evaluation keys decompressed into the cache",
+            metrics.keys_decompressed.clone(),
+        );
+        r.register(
+            "lookups_per_second",
+            "Lookups per second of inference time, since start",
+            metrics.lookups_per_second.clone(),
+        );
+        r.register(
+            "keys_cached",
+            "Decompressed evaluation keys in memory",
+            metrics.keys_cached.clone(),
+        );
+        r.register(
+            "key_cache_bytes",
+            "Bytes of decompressed evaluation keys in memory",
+            metrics.key_cache_bytes.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Admitted requests waiting for a worker",
+            metrics.queue_depth.clone(),
+        );
+        r.register(
+            "running",
+            "Requests being worked on",
+            metrics.running.clone(),
+        );
+        metrics
     }
+}
 
+impl Metrics {
     /// Records a finished request.
     pub fn request(&self, route: &str, status: u16, seconds: f64) {
-        let mut f = self.figures();
-        *f.requests.entry((route.to_string(), status)).or_default() += 1;
-        let h = f.latency.entry(route.to_string()).or_default();
-        for (bucket, bound) in h.buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        h.sum += seconds;
-        h.count += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// Records one encrypted inference.
     pub fn inference(&self, lookups: usize, seconds: f64) {
-        let mut f = self.figures();
-        f.inferences += 1;
-        f.lookups += lookups as u64;
-        f.inference_seconds += seconds;
+        self.inferences.inc();
+        self.lookups.inc_by(lookups as u64);
+        self.inference_seconds.inc_by(seconds);
     }
 
     /// Records an evaluation key decompressed into the cache.
     pub fn key_decompressed(&self) {
-        self.figures().keys_decompressed += 1;
+        self.keys_decompressed.inc();
     }
 
     /// Mean seconds of one inference so far (None before the first).
     pub fn mean_inference_seconds(&self) -> Option<f64> {
-        let f = self.figures();
-        (f.inferences > 0).then(|| f.inference_seconds / f.inferences as f64)
+        let n = self.inferences.get();
+        (n > 0).then(|| self.inference_seconds.get() / n as f64)
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]), with `gauges` as they are now.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let f = self.figures();
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP fhe_nn_requests_total HTTP requests answered, by route and status."
-        );
-        let _ = writeln!(out, "# TYPE fhe_nn_requests_total counter");
-        for ((route, status), n) in &f.requests {
-            let _ = writeln!(
-                out,
-                "fhe_nn_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP fhe_nn_request_duration_seconds Request latency, by route."
-        );
-        let _ = writeln!(out, "# TYPE fhe_nn_request_duration_seconds histogram");
-        for (route, h) in &f.latency {
-            for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
-                let _ = writeln!(out, "fhe_nn_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}");
-            }
-            let _ = writeln!(
-                out,
-                "fhe_nn_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "fhe_nn_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "fhe_nn_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        let lookups_per_second = if f.inference_seconds > 0.0 {
-            f.lookups as f64 / f.inference_seconds
+        let seconds = self.inference_seconds.get();
+        let rate = if seconds > 0.0 {
+            self.lookups.get() as f64 / seconds
         } else {
             0.0
         };
-        let figures: [(&str, &str, &str, String); 9] = [
-            (
-                "fhe_nn_inferences_total",
-                "counter",
-                "Encrypted inferences run.",
-                f.inferences.to_string(),
-            ),
-            (
-                "fhe_nn_lookups_total",
-                "counter",
-                "Programmable bootstraps run.",
-                f.lookups.to_string(),
-            ),
-            (
-                "fhe_nn_inference_seconds_total",
-                "counter",
-                "Seconds spent in encrypted inference.",
-                f.inference_seconds.to_string(),
-            ),
-            (
-                "fhe_nn_lookups_per_second",
-                "gauge",
-                "Lookups per second of inference time, since start.",
-                lookups_per_second.to_string(),
-            ),
-            (
-                "fhe_nn_keys_decompressed_total",
-                "counter",
-                "Evaluation keys decompressed into the cache.",
-                f.keys_decompressed.to_string(),
-            ),
-            (
-                "fhe_nn_keys_cached",
-                "gauge",
-                "Decompressed evaluation keys in memory.",
-                gauges.keys_cached.to_string(),
-            ),
-            (
-                "fhe_nn_key_cache_bytes",
-                "gauge",
-                "Bytes of decompressed evaluation keys in memory.",
-                gauges.key_cache_bytes.to_string(),
-            ),
-            (
-                "fhe_nn_queue_depth",
-                "gauge",
-                "Admitted requests waiting for a worker.",
-                gauges.queue_depth.to_string(),
-            ),
-            (
-                "fhe_nn_running",
-                "gauge",
-                "Requests being worked on.",
-                gauges.running.to_string(),
-            ),
-        ];
-        for (name, kind, help, value) in figures {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        }
+        self.lookups_per_second.set(rate);
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.keys_cached.set(clamp(gauges.keys_cached as u64));
+        self.key_cache_bytes.set(clamp(gauges.key_cache_bytes));
+        self.queue_depth.set(clamp(gauges.queue_depth as u64));
+        self.running.set(clamp(gauges.running as u64));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let metrics = Metrics::default();
+        metrics.request("/keys", 200, 0.3);
+        metrics.request("/keys", 200, 7.0);
+        metrics.request("/keys", 413, 0.001);
+        metrics.inference(100, 2.0);
+        metrics.key_decompressed();
+        let text = metrics.render(&Gauges {
+            keys_cached: 1,
+            key_cache_bytes: 1234,
+            queue_depth: 2,
+            running: 1,
+        });
+        for line in [
+            "fhe_nn_requests_total{route=\"/keys\",status=\"200\"} 2",
+            "fhe_nn_requests_total{route=\"/keys\",status=\"413\"} 1",
+            "fhe_nn_request_duration_seconds_count{route=\"/keys\"} 3",
+            "fhe_nn_request_duration_seconds_bucket{le=\"0.5\",route=\"/keys\"} 2",
+            "fhe_nn_inferences_total 1",
+            "fhe_nn_lookups_total 100",
+            "fhe_nn_keys_decompressed_total 1",
+            "fhe_nn_lookups_per_second 50.0",
+            "fhe_nn_key_cache_bytes 1234",
+            "fhe_nn_queue_depth 2",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert_eq!(metrics.mean_inference_seconds(), Some(2.0));
     }
 }

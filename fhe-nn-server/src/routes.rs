@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use sha3::{Digest, Sha3_256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -21,6 +22,7 @@ use fhe_nn_client::api::{
     fingerprint_hex, hex, Health, KeyReceipt, ModelDetail, ModelList, ModelSummary, KEY_ID_HEADER,
 };
 
+use crate::access::{Refusal, Tenant};
 use crate::cache::{KeyCache, ReadyKey};
 use crate::error::ServiceError;
 use crate::metrics::{Gauges, Metrics};
@@ -51,6 +53,9 @@ pub(crate) struct Shared {
     metrics: Metrics,
     config: ServerConfig,
     key_limit: u64,
+    /// Held while an upload checks the quotas and stores its key, so that two uploads of
+    /// one replica cannot both pass a limit only one fits in.
+    quota: Mutex<()>,
 }
 
 /// The shared state, cheap to clone.
@@ -93,6 +98,7 @@ impl State {
             metrics: Metrics::default(),
             config,
             key_limit,
+            quota: Mutex::new(()),
         })))
     }
 
@@ -105,6 +111,58 @@ impl State {
             .models
             .get(name)
             .ok_or_else(|| ServiceError::UnknownModel(name.to_string()))
+    }
+
+    /// The tenant the request's headers authenticate (`401 unauthorized` otherwise).
+    fn tenant(&self, headers: &HeaderMap) -> Result<Tenant, ServiceError> {
+        self.0
+            .config
+            .access
+            .tenant(headers)
+            .map_err(|Refusal::Unauthenticated(why)| ServiceError::Unauthorized(why))
+    }
+
+    /// The tenant, if it may use model `model` (`403 forbidden` otherwise; `404` for a model
+    /// not served).
+    fn tenant_for(&self, headers: &HeaderMap, model: &str) -> Result<Tenant, ServiceError> {
+        let tenant = self.tenant(headers)?;
+        self.model(model)?;
+        check_model(&tenant, model)?;
+        Ok(tenant)
+    }
+
+    /// Whether `tenant` may store `size` more bytes under `store_id`: a key it holds already
+    /// is stored again (its expiry renewed); a new one must fit the tenant's key and byte
+    /// limits and the store's. Called with the quota lock held.
+    fn check_quota(&self, tenant: &Tenant, store_id: &str, size: u64) -> Result<(), ServiceError> {
+        let shared = &self.0;
+        if shared.store.contains(store_id)? {
+            return Ok(());
+        }
+        let own = shared.store.usage(&format!("{}-", tenant.namespace()))?;
+        if own.keys >= shared.config.tenant_keys {
+            return Err(ServiceError::KeyQuota {
+                tenant: tenant.name().to_string(),
+                keys: own.keys,
+            });
+        }
+        if own.bytes + size > shared.config.tenant_bytes {
+            return Err(ServiceError::ByteQuota {
+                tenant: tenant.name().to_string(),
+                bytes: own.bytes,
+                size,
+                limit: shared.config.tenant_bytes,
+            });
+        }
+        let all = shared.store.usage("")?;
+        if all.bytes + size > shared.config.store_bytes {
+            return Err(ServiceError::StoreFull {
+                bytes: all.bytes,
+                size,
+                limit: shared.config.store_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
@@ -122,7 +180,7 @@ impl State {
     }
 
     /// The body of `request`, at most `limit` bytes (`413 too_large`, from the declared length
-    /// before anything is read), arriving within the body timeout (`408 body_timeout`).
+    /// before anything is kept), arriving within the body timeout (`408 body_timeout`).
     async fn read_body(&self, request: Request, limit: u64) -> Result<Bytes, ServiceError> {
         let declared = request
             .headers()
@@ -130,6 +188,11 @@ impl State {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if let Some(size) = declared.filter(|&size| size > limit) {
+            // A body at most twice the limit is read and dropped, so that its client reads
+            // the answer; a larger one is not read at all.
+            if size <= limit.saturating_mul(2) {
+                self.drain(request, size);
+            }
             return Err(ServiceError::TooLarge {
                 size: Some(size),
                 limit,
@@ -149,6 +212,43 @@ impl State {
             }
             Err(_) => Err(ServiceError::BodyTimeout(whole_seconds(timeout))),
         }
+    }
+
+    /// `refused`, for a request refused before its body was read, answered at once while a
+    /// task of its own reads and drops the body (nothing kept; at most `limit` bytes, within
+    /// the body timeout), so that a client still sending it reads the answer instead of a
+    /// broken connection. A body declared larger than `limit` is not read.
+    async fn refuse_unread(
+        &self,
+        request: Request,
+        limit: u64,
+        refused: ServiceError,
+    ) -> ServiceError {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_none_or(|size| size <= limit) {
+            self.drain(request, limit);
+        }
+        refused
+    }
+
+    /// Reads and drops `request`'s body (at most `limit` bytes, within the body timeout) on a
+    /// task of its own.
+    fn drain(&self, request: Request, limit: u64) {
+        let mut body = request.into_body();
+        let drain = async move {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > limit {
+                    break;
+                }
+            }
+        };
+        tokio::spawn(tokio::time::timeout(self.0.config.body_timeout, drain));
     }
 
     /// Runs `work` on the blocking pool once a worker is free, within the request timeout,
@@ -193,15 +293,21 @@ impl State {
         }
     }
 
-    /// The ready key `key_id` for `model`: from the cache, or read from the store, checked
-    /// and decompressed (on the blocking pool).
-    fn ready_key(&self, key_id: &str, model: &str) -> Result<Arc<ReadyKey>, ServiceError> {
-        let cached = self.cache().get(key_id);
+    /// The ready key `key_id` of `tenant` for `model`: from the cache, or read from the
+    /// store, checked and decompressed (on the blocking pool).
+    fn ready_key(
+        &self,
+        tenant: &Tenant,
+        key_id: &str,
+        model: &str,
+    ) -> Result<Arc<ReadyKey>, ServiceError> {
+        let store_id = tenant.store_id(key_id);
+        let cached = self.cache().get(&store_id);
         let ready = match cached {
             // A key kept in memory serves only while the store still holds it: one deleted
             // or expired there stops working here at the next request.
-            Some(_) if !self.0.store.contains(key_id)? => {
-                self.cache().remove(key_id);
+            Some(_) if !self.0.store.contains(&store_id)? => {
+                self.cache().remove(&store_id);
                 return Err(ServiceError::UnknownKey(key_id.to_string()));
             }
             Some(ready) => ready,
@@ -209,11 +315,11 @@ impl State {
                 let bytes = self
                     .0
                     .store
-                    .get(key_id)?
+                    .get(&store_id)?
                     .ok_or_else(|| ServiceError::UnknownKey(key_id.to_string()))?;
                 let key = EvaluationKey::from_bytes(&bytes).map_err(ServiceError::from_key)?;
                 let ready = self.prepare(key)?;
-                self.remember(key_id, &ready);
+                self.remember(&store_id, &ready);
                 ready
             }
         };
@@ -240,10 +346,10 @@ impl State {
         Ok(ready)
     }
 
-    /// Keeps a decompressed key in the cache under `key_id`.
-    fn remember(&self, key_id: &str, ready: &Arc<ReadyKey>) {
+    /// Keeps a decompressed key in the cache under its store id.
+    fn remember(&self, store_id: &str, ready: &Arc<ReadyKey>) {
         let bytes = ready.server.key_bytes();
-        self.cache().insert(key_id, ready.clone(), bytes);
+        self.cache().insert(store_id, ready.clone(), bytes);
     }
 
     fn model_of(&self, fingerprint: &Fingerprint) -> Result<String, ServiceError> {
@@ -252,6 +358,18 @@ impl State {
             .get(fingerprint)
             .cloned()
             .ok_or_else(|| ServiceError::KeyForNoModel(fingerprint_hex(fingerprint)))
+    }
+}
+
+/// `403 forbidden` unless `tenant` may use `model`.
+fn check_model(tenant: &Tenant, model: &str) -> Result<(), ServiceError> {
+    if tenant.may_use(model) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden {
+            tenant: tenant.name().to_string(),
+            model: model.to_string(),
+        })
     }
 }
 
@@ -315,20 +433,27 @@ async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ServiceE
     ServiceError::NoRoute(format!("{method} {}", uri.path()))
 }
 
-async fn list_models(axum::extract::State(state): axum::extract::State<State>) -> Json<ModelList> {
+async fn list_models(
+    axum::extract::State(state): axum::extract::State<State>,
+    headers: HeaderMap,
+) -> Result<Json<ModelList>, ServiceError> {
+    let tenant = state.tenant(&headers)?;
     let models: Vec<ModelSummary> = state
         .0
         .models
-        .values()
-        .map(|m| m.detail.summary.clone())
+        .iter()
+        .filter(|(name, _)| tenant.may_use(name))
+        .map(|(_, m)| m.detail.summary.clone())
         .collect();
-    Json(ModelList { models })
+    Ok(Json(ModelList { models }))
 }
 
 async fn show_model(
     axum::extract::State(state): axum::extract::State<State>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<ModelDetail>, ServiceError> {
+    state.tenant_for(&headers, &name)?;
     Ok(Json(state.model(&name)?.detail.clone()))
 }
 
@@ -336,20 +461,35 @@ async fn upload_key(
     axum::extract::State(state): axum::extract::State<State>,
     request: Request,
 ) -> Result<Json<KeyReceipt>, ServiceError> {
-    // Admitted, with one of the key-upload permits, before a byte of the body is read.
-    let admitted = state.admit()?;
-    let _uploading = state
-        .0
-        .key_uploads
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| state.busy())?;
-    let bytes = state.read_body(request, state.0.key_limit).await?;
+    // Authenticated, then admitted with one of the key-upload permits, before the body is
+    // read into memory.
+    let limit = state.0.key_limit;
+    let before_body: Result<_, ServiceError> = (|| {
+        let tenant = state.tenant(request.headers())?;
+        let admitted = state.admit()?;
+        let uploading = state
+            .0
+            .key_uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| state.busy())?;
+        Ok((tenant, admitted, uploading))
+    })();
+    let (tenant, admitted, _uploading) = match before_body {
+        Ok(admitted) => admitted,
+        Err(refused) => return Err(state.refuse_unread(request, limit, refused).await),
+    };
+    let bytes = state.read_body(request, limit).await?;
     state
         .run_admitted(admitted, move |state| {
             let key_id = hex(&Sha3_256::digest(&bytes));
+            let store_id = tenant.store_id(&key_id);
+            // A tenant past its quota is refused before its key costs a decompression (and
+            // checked again below, under the lock, before the key is stored).
+            state.check_quota(&tenant, &store_id, bytes.len() as u64)?;
             let key = EvaluationKey::from_bytes(&bytes).map_err(ServiceError::from_key)?;
             let model = state.model_of(&key.fingerprint())?;
+            check_model(&tenant, &model)?;
             let limit = state.model(&model)?.compiled.max_evaluation_key_bytes();
             if bytes.len() as u64 > limit {
                 return Err(ServiceError::TooLarge {
@@ -361,8 +501,12 @@ async fn upload_key(
             // that the first prediction does not wait for it.
             let ready = state.prepare(key)?;
             let ttl = state.0.config.key_ttl;
-            state.0.store.put(&key_id, &bytes, ttl)?;
-            state.remember(&key_id, &ready);
+            {
+                let _quota = state.0.quota.lock().unwrap_or_else(|e| e.into_inner());
+                state.check_quota(&tenant, &store_id, bytes.len() as u64)?;
+                state.0.store.put(&store_id, &bytes, ttl)?;
+            }
+            state.remember(&store_id, &ready);
             Ok(KeyReceipt {
                 key_id,
                 model,
@@ -394,12 +538,19 @@ async fn predict(
     request: Request,
 ) -> Result<Response, ServiceError> {
     let limit = state.model(&name)?.compiled.max_compressed_sample_bytes();
-    let key_id = key_id(request.headers())?;
-    let admitted = state.admit()?;
+    let before_body: Result<_, ServiceError> = (|| {
+        let tenant = state.tenant_for(request.headers(), &name)?;
+        let key_id = key_id(request.headers())?;
+        Ok((tenant, key_id, state.admit()?))
+    })();
+    let (tenant, key_id, admitted) = match before_body {
+        Ok(admitted) => admitted,
+        Err(refused) => return Err(state.refuse_unread(request, limit, refused).await),
+    };
     let bytes = state.read_body(request, limit).await?;
     let output = state
         .run_admitted(admitted, move |state| {
-            let ready = state.ready_key(&key_id, &name)?;
+            let ready = state.ready_key(&tenant, &key_id, &name)?;
             let input = ready
                 .server
                 .read_compressed(&bytes)
@@ -455,5 +606,5 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Re
         queue_depth: shared.waiting.load(Ordering::SeqCst),
         running: shared.running.load(Ordering::SeqCst),
     });
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -34,10 +34,27 @@ pub trait KeyStore: Send + Sync {
     /// Whether `id` is stored and not expired, without reading its bytes: a key kept
     /// decompressed in a replica's memory serves only while this holds.
     fn contains(&self, id: &str) -> Result<bool, StoreError>;
+    /// How many keys whose id starts with `prefix` (all: `""`) are stored and not expired,
+    /// and their bytes: what quotas count.
+    fn usage(&self, prefix: &str) -> Result<Usage, StoreError>;
     /// Removes the keys whose time is up; returns how many. Stores that expire keys
     /// themselves (Redis) have nothing to do.
     fn collect_expired(&self) -> Result<usize, StoreError> {
         Ok(0)
+    }
+}
+
+/// Keys and bytes held (see [`KeyStore::usage`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl Usage {
+    fn add(&mut self, bytes: u64) {
+        self.keys += 1;
+        self.bytes += bytes;
     }
 }
 
@@ -87,6 +104,18 @@ impl KeyStore for MemoryStore {
 
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn usage(&self, prefix: &str) -> Result<Usage, StoreError> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let t = now();
+        let mut usage = Usage::default();
+        for (id, (expires, bytes)) in keys.iter() {
+            if id.starts_with(prefix) && *expires > t {
+                usage.add(bytes.len() as u64);
+            }
+        }
+        Ok(usage)
     }
 }
 
@@ -215,6 +244,26 @@ impl KeyStore for DiskStore {
             })
     }
 
+    fn usage(&self, prefix: &str) -> Result<Usage, StoreError> {
+        let mut usage = Usage::default();
+        for name in self.file_names()? {
+            let Some(id) = name
+                .strip_suffix(".key")
+                .filter(|id| id.starts_with(prefix))
+            else {
+                continue;
+            };
+            if !self.contains(id)? {
+                continue;
+            }
+            // A key removed between the listing and here counts for nothing.
+            if let Ok(meta) = std::fs::metadata(self.dir.join(&name)) {
+                usage.add(meta.len());
+            }
+        }
+        Ok(usage)
+    }
+
     fn collect_expired(&self) -> Result<usize, StoreError> {
         let mut removed = 0;
         for name in self.file_names()? {
@@ -312,6 +361,38 @@ impl KeyStore for RedisStore {
     fn check(&self) -> Result<(), StoreError> {
         redis::cmd("PING").query::<String>(&mut self.connection()?)?;
         Ok(())
+    }
+
+    fn usage(&self, prefix: &str) -> Result<Usage, StoreError> {
+        // Ids and prefixes are hexadecimal and `-`: nothing in them is a glob character.
+        debug_assert!(prefix.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+        let mut connection = self.connection()?;
+        let mut usage = Usage::default();
+        let mut cursor = 0u64;
+        loop {
+            let (next, names): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("fhe-nn:key:{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut connection)?;
+            if !names.is_empty() {
+                let mut lengths = redis::pipe();
+                for name in &names {
+                    lengths.cmd("STRLEN").arg(name);
+                }
+                // An expired key's length is 0: it counts for nothing.
+                let lengths: Vec<u64> = lengths.query(&mut connection)?;
+                for bytes in lengths.into_iter().filter(|&b| b > 0) {
+                    usage.add(bytes);
+                }
+            }
+            if next == 0 {
+                return Ok(usage);
+            }
+            cursor = next;
+        }
     }
 }
 
@@ -418,5 +499,28 @@ mod tests {
         store.put("b", b"2", Duration::from_secs(0)).unwrap();
         assert_eq!(store.get("a").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(store.get("b").unwrap(), None);
+    }
+
+    /// Usage by prefix counts live keys only, in every store.
+    fn counts_usage_by_prefix(store: &dyn KeyStore) {
+        let hour = Duration::from_secs(3600);
+        store.put("aa-1", b"12345", hour).unwrap();
+        store.put("aa-2", b"123", hour).unwrap();
+        store.put("bb-1", b"1234567", hour).unwrap();
+        store
+            .put("aa-3", b"expired", Duration::from_secs(0))
+            .unwrap();
+        assert_eq!(store.usage("aa-").unwrap(), Usage { keys: 2, bytes: 8 });
+        assert_eq!(store.usage("bb-").unwrap(), Usage { keys: 1, bytes: 7 });
+        assert_eq!(store.usage("cc-").unwrap(), Usage::default());
+        assert_eq!(store.usage("").unwrap(), Usage { keys: 3, bytes: 15 });
+    }
+
+    #[test]
+    fn usage_counts_live_keys_by_prefix() {
+        counts_usage_by_prefix(&MemoryStore::default());
+        let dir = std::env::temp_dir().join(format!("fhe-nn-store-usage-{}", std::process::id()));
+        counts_usage_by_prefix(&DiskStore::open(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -3,121 +3,21 @@
 //! errors while the server keeps serving, back-pressure, timeouts, shutdown, and a bounded
 //! load test.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fhe_nn::fhe::{ClientKey, CompressedSample, EncryptedSample, EvaluationKey};
-use fhe_nn::{CompiledModel, FheOptions};
+use common::*;
+use fhe_nn::fhe::{CompressedSample, EncryptedSample};
+use fhe_nn::FheOptions;
 use fhe_nn_client::api::fingerprint_hex;
 use fhe_nn_client::{Client, ClientError};
 use fhe_nn_server::{
-    shipped, DiskStore, KeyStore, MemoryStore, RedisStore, RunningServer, ServerConfig, Service,
+    shipped, Access, DiskStore, KeyStore, MemoryStore, RedisStore, RunningServer, ServerConfig,
+    Tls, TlsError, Tokens,
 };
-
-/// The shipped digits model, compiled once per test binary.
-fn digits() -> &'static CompiledModel {
-    static MODEL: OnceLock<CompiledModel> = OnceLock::new();
-    MODEL.get_or_init(|| shipped::compile("digits", &FheOptions::default()).expect("compile"))
-}
-
-/// The same weights without the input restriction: another compiled model (another
-/// fingerprint) with the same shape.
-fn digits_wide() -> &'static CompiledModel {
-    static MODEL: OnceLock<CompiledModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let weights = fhe_nn::datasets::digits_seed_weights().expect("weights");
-        let model = shipped::Seed::from_tensors(&weights).expect("load");
-        let calibration = fhe_nn::datasets::digits().expect("digits").train.images;
-        model
-            .compile(calibration.view(), &FheOptions::default())
-            .expect("compile")
-            .into()
-    })
-}
-
-fn test_images() -> fhe_nn::ndarray::Array2<f64> {
-    fhe_nn::datasets::digits().expect("digits").test.images
-}
-
-fn start(
-    store: Arc<dyn KeyStore>,
-    config: ServerConfig,
-    models: &[(&str, &CompiledModel)],
-) -> RunningServer {
-    let mut service = Service::new(store, config);
-    for (name, compiled) in models {
-        service
-            .register(name, (*compiled).clone())
-            .expect("register");
-    }
-    service.spawn("127.0.0.1:0").expect("spawn")
-}
-
-fn small_config() -> ServerConfig {
-    ServerConfig {
-        workers: 2,
-        queue: 8,
-        ..ServerConfig::default()
-    }
-}
-
-/// The digits model served from memory under `config`, a client that does not retry
-/// `busy`, and a client key whose evaluation key is uploaded (with its id).
-fn serving_digits_with_a_key(config: ServerConfig) -> (RunningServer, Client, ClientKey, String) {
-    let server = start(
-        Arc::new(MemoryStore::default()),
-        config,
-        &[("digits", digits())],
-    );
-    let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
-    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
-    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
-    (server, client, client_key, key_id)
-}
-
-/// Keys for `model` made from the client spec the server publishes.
-fn keys_from_server(client: &Client, model: &str) -> (ClientKey, EvaluationKey) {
-    let detail = client.model(model).expect("GET /models/{name}");
-    detail
-        .client_spec()
-        .expect("spec")
-        .keygen()
-        .expect("keygen")
-}
-
-fn encrypt(key: &ClientKey, row: usize) -> CompressedSample {
-    key.encrypt_compressed(test_images().row(row))
-        .expect("encrypt")
-}
-
-/// What the model computes locally on the same ciphertext with the same key.
-fn local_fhe(
-    compiled: &CompiledModel,
-    key: &EvaluationKey,
-    sample: &CompressedSample,
-) -> EncryptedSample {
-    let server = compiled.server(key.clone()).expect("server");
-    server
-        .run(&server.decompress(sample).expect("decompress"))
-        .expect("run")
-}
-
-fn api_code(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
-    match result {
-        Err(ClientError::Api {
-            status,
-            code,
-            message,
-        }) => {
-            assert!(!message.is_empty(), "error `{code}` without a message");
-            (status, code)
-        }
-        other => panic!("expected an API error, got {other:?}"),
-    }
-}
 
 #[test]
 fn a_prediction_through_the_service_equals_the_local_fhe_prediction() {
@@ -228,47 +128,171 @@ fn keys_survive_a_restart_with_the_disk_store() {
     let _ = std::fs::remove_dir_all(&models);
 }
 
-/// A `redis-server` on a free loopback port, stopped on drop.
-struct Redis {
-    child: Child,
-    url: String,
+#[test]
+fn tenants_need_tokens_and_see_only_their_own_keys_and_models() {
+    let tokens = Tokens::parse(
+        "alice alice-token-0123456789\n\
+         bob bob-token-0123456789 digits\n\
+         carol carol-token-0123456789 digits-wide",
+    )
+    .unwrap();
+    let config = ServerConfig {
+        access: Access::Tokens(Arc::new(tokens)),
+        tenant_keys: 1,
+        ..small_config()
+    };
+    let store = Arc::new(MemoryStore::default());
+    let server = start(
+        store.clone(),
+        config,
+        &[("digits", digits()), ("digits-wide", digits_wide())],
+    );
+    let nobody = Client::new(&server.url()).unwrap().with_busy_retries(0);
+    let as_tenant = |token: &str| nobody.clone().with_token(token);
+    let (alice, bob, carol) = (
+        as_tenant("alice-token-0123456789"),
+        as_tenant("bob-token-0123456789"),
+        as_tenant("carol-token-0123456789"),
+    );
+    // No token, or an unknown one: 401 everywhere but /health (and /metrics).
+    let unauthorized = (401, "unauthorized".to_string());
+    assert_eq!(api_code(nobody.models()), unauthorized);
+    assert_eq!(
+        api_code(as_tenant("mallory-token-0123456789").model("digits")),
+        unauthorized
+    );
+    assert_eq!(nobody.health().unwrap().status, "ok");
+    // A tenant limited to some models sees only those; the others are 403.
+    let names =
+        |c: &Client| -> Vec<String> { c.models().unwrap().into_iter().map(|m| m.name).collect() };
+    assert_eq!(names(&alice), ["digits", "digits-wide"]);
+    assert_eq!(names(&bob), ["digits"]);
+    assert_eq!(
+        api_code(bob.model("digits-wide")),
+        (403, "forbidden".into())
+    );
+
+    // Alice's key serves Alice; to Bob its id is unknown.
+    let (alice_key, alice_eval) = keys_from_server(&alice, "digits");
+    let receipt = alice.upload_key(&alice_eval).unwrap();
+    assert_eq!(api_code(nobody.upload_key(&alice_eval)), unauthorized);
+    let sample = encrypt(&alice_key, 5);
+    let output = alice.predict("digits", &receipt.key_id, &sample).unwrap();
+    let local = local_fhe(digits(), &alice_eval, &sample);
+    assert_eq!(output.to_bytes().unwrap(), local.to_bytes().unwrap());
+    assert_eq!(
+        api_code(bob.predict("digits", &receipt.key_id, &sample)),
+        (404, "unknown_key".into())
+    );
+    // Carol may not upload a key for a model she may not use.
+    assert_eq!(
+        api_code(carol.upload_key(&alice_eval)),
+        (403, "forbidden".into())
+    );
+    // Alice holds her limit of one key: a second is refused (and not stored), the first
+    // uploaded again is renewed.
+    let (_, second) = keys_from_server(&alice, "digits");
+    assert_eq!(
+        api_code(alice.upload_key(&second)),
+        (429, "key_quota".into())
+    );
+    assert_eq!(store.usage("").unwrap().keys, 1);
+    assert_eq!(
+        alice.upload_key(&alice_eval).unwrap().key_id,
+        receipt.key_id
+    );
+    // Bob's copy of the same bytes is his own (his namespace, his quota).
+    let bobs = bob.upload_key(&alice_eval).unwrap();
+    assert_eq!(bobs.key_id, receipt.key_id);
+    assert_eq!(store.usage("").unwrap().keys, 2);
+    server.shutdown().unwrap();
 }
 
-impl Redis {
-    fn start() -> Redis {
-        let program =
-            std::env::var("FHE_NN_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&program)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start `{program}` ({e}): install Redis (Debian: apt-get install redis-server; scripts/test.sh does it) or set FHE_NN_REDIS_SERVER")
-            });
-        let url = format!("redis://127.0.0.1:{port}/0");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while RedisStore::open(&url).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {port}"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, url }
+#[test]
+fn the_service_speaks_tls_with_a_certificate_the_test_makes() {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (certificate, key) = (made.cert.pem(), made.key_pair.serialize_pem());
+    let tls = Tls::from_pem(certificate.as_bytes(), key.as_bytes()).unwrap();
+    let config = ServerConfig {
+        tls: Some(tls),
+        header_timeout: Duration::from_secs(1),
+        ..small_config()
+    };
+    let server = start(
+        Arc::new(MemoryStore::default()),
+        config,
+        &[("digits", digits())],
+    );
+    assert!(server.url().starts_with("https://"));
+    let port = server.addr().port();
+    let url = format!("https://localhost:{port}");
+    // A prediction over TLS equals the local one.
+    let client = Client::with_ca_pem(&url, certificate.as_bytes()).unwrap();
+    let (client_key, evaluation_key) = keys_from_server(&client, "digits");
+    let key_id = client.upload_key(&evaluation_key).unwrap().key_id;
+    let sample = encrypt(&client_key, 2);
+    let output = client.predict("digits", &key_id, &sample).unwrap();
+    let local = local_fhe(digits(), &evaluation_key, &sample);
+    assert_eq!(output.to_bytes().unwrap(), local.to_bytes().unwrap());
+    // A client that does not trust the certificate, and plain HTTP to the TLS port, fail
+    // in the transport, by name.
+    for refused in [
+        Client::new(&url).unwrap(),
+        Client::new(&format!("http://127.0.0.1:{port}")).unwrap(),
+    ] {
+        let error = refused.health().unwrap_err();
+        assert!(matches!(error, ClientError::Transport { .. }), "{error}");
     }
+    // A connection that never finishes its handshake is dropped at the header timeout,
+    // while the others are served.
+    let start_time = Instant::now();
+    let mut stalled = std::net::TcpStream::connect(server.addr()).unwrap();
+    assert_eq!(client.health().unwrap().status, "ok");
+    let (_, closed) = read_until_closed(&mut stalled, start_time, Duration::from_secs(10));
+    let closed = closed.expect("the stalled handshake was not dropped");
+    assert!(closed < Duration::from_secs(5), "dropped after {closed:?}");
+    server.shutdown().unwrap();
+    // Broken PEM is a named error.
+    assert!(matches!(
+        Tls::from_pem(b"no certificate", key.as_bytes()),
+        Err(TlsError::Pem { .. })
+    ));
+    assert!(matches!(
+        Tls::from_pem(certificate.as_bytes(), b"no key"),
+        Err(TlsError::Pem { .. })
+    ));
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+#[test]
+fn byte_quotas_answer_429_and_a_full_store_507() {
+    let client_for = |config: ServerConfig| {
+        let store = Arc::new(MemoryStore::default());
+        let server = start(store.clone(), config, &[("digits", digits())]);
+        let client = Client::new(&server.url()).unwrap().with_busy_retries(0);
+        (server, client, store)
+    };
+    let (server, client, store) = client_for(ServerConfig {
+        tenant_bytes: 1 << 20,
+        ..small_config()
+    });
+    let (_, key) = keys_from_server(&client, "digits");
+    assert!(key.to_bytes().unwrap().len() > 1 << 20);
+    assert_eq!(
+        api_code(client.upload_key(&key)),
+        (429, "byte_quota".into())
+    );
+    assert_eq!(store.usage("").unwrap().keys, 0);
+    server.shutdown().unwrap();
+    let (server, client, store) = client_for(ServerConfig {
+        store_bytes: 1 << 20,
+        ..small_config()
+    });
+    assert_eq!(
+        api_code(client.upload_key(&key)),
+        (507, "store_full".into())
+    );
+    assert_eq!(store.usage("").unwrap().keys, 0);
+    server.shutdown().unwrap();
 }
 
 #[test]
@@ -314,12 +338,22 @@ fn two_replicas_share_keys_through_redis() {
     client_b
         .predict("digits", &other.key_id, &other_sample)
         .unwrap();
+    // What the quotas count: both keys, at their uploaded size.
+    let usage = RedisStore::open(&redis.url).unwrap().usage("").unwrap();
+    let sizes = [&evaluation_key, &other_eval].map(|k| k.to_bytes().unwrap().len() as u64);
+    assert_eq!((usage.keys, usage.bytes), (2, sizes[0] + sizes[1]));
     let mut connection = redis::Client::open(redis.url.as_str())
         .unwrap()
         .get_connection()
         .unwrap();
+    // Stored under the (anonymous) tenant's namespace: `fhe-nn:key:<tenant>-<id>`.
+    let names: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("fhe-nn:key:*-{}", other.key_id))
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(names.len(), 1);
     redis::cmd("DEL")
-        .arg(format!("fhe-nn:key:{}", other.key_id))
+        .arg(&names[0])
         .query::<u64>(&mut connection)
         .unwrap();
     let (status, code) = api_code(client_b.predict("digits", &other.key_id, &other_sample));

@@ -20,6 +20,14 @@ struct Cli {
     /// The server's base URL.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     server: String,
+    /// A file holding the bearer token the server knows this tenant by (or the environment
+    /// variable FHE_NN_TOKEN); none for a server run with --allow-anonymous.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// For an HTTPS server whose certificate a private authority signed (or a self-signed
+    /// one): that authority's certificate, PEM.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,7 +97,26 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
-    let client = Client::new(&cli.server)?;
+    let mut client = match &cli.ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read the CA certificate {}: {e}", path.display()))?;
+            Client::with_ca_pem(&cli.server, &pem)?
+        }
+        None => Client::new(&cli.server)?,
+    };
+    let token = match &cli.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("FHE_NN_TOKEN").ok(),
+    };
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        client = client.with_token(&token);
+    }
     match cli.command {
         Command::Models => {
             for m in client.models()? {
