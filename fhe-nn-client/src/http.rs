@@ -21,7 +21,7 @@ const MAX_TEXT_RESPONSE: u64 = 4 << 20;
 /// What a call to the service can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {}", with_causes(source))]
     Transport {
         url: String,
         #[source]
@@ -276,6 +276,23 @@ impl Client {
             });
         }
     }
+}
+
+/// `error` and the causes under it, `: `-separated (reqwest's own message leaves them out:
+/// "error sending request" hides a refused connection or a certificate the client does not
+/// trust).
+fn with_causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The body of `response`, refused past `cap` bytes (by its declared length before reading,

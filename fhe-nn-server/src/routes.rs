@@ -133,7 +133,7 @@ impl State {
 
     /// Whether `tenant` may store `size` more bytes under `store_id`: a key it holds already
     /// is stored again (its expiry renewed); a new one must fit the tenant's key and byte
-    /// limits and the store's. Called with the quota lock held.
+    /// limits and the store's. Exact when called with the quota lock held.
     fn check_quota(&self, tenant: &Tenant, store_id: &str, size: u64) -> Result<(), ServiceError> {
         let shared = &self.0;
         if shared.store.contains(store_id)? {
@@ -182,12 +182,7 @@ impl State {
     /// The body of `request`, at most `limit` bytes (`413 too_large`, from the declared length
     /// before anything is kept), arriving within the body timeout (`408 body_timeout`).
     async fn read_body(&self, request: Request, limit: u64) -> Result<Bytes, ServiceError> {
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(size) = declared.filter(|&size| size > limit) {
+        if let Some(size) = declared_length(&request).filter(|&size| size > limit) {
             // A body at most twice the limit is read and dropped, so that its client reads
             // the answer; a larger one is not read at all.
             if size <= limit.saturating_mul(2) {
@@ -218,18 +213,8 @@ impl State {
     /// task of its own reads and drops the body (nothing kept; at most `limit` bytes, within
     /// the body timeout), so that a client still sending it reads the answer instead of a
     /// broken connection. A body declared larger than `limit` is not read.
-    async fn refuse_unread(
-        &self,
-        request: Request,
-        limit: u64,
-        refused: ServiceError,
-    ) -> ServiceError {
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_none_or(|size| size <= limit) {
+    fn refuse_unread(&self, request: Request, limit: u64, refused: ServiceError) -> ServiceError {
+        if declared_length(&request).is_none_or(|size| size <= limit) {
             self.drain(request, limit);
         }
         refused
@@ -361,6 +346,15 @@ impl State {
     }
 }
 
+/// The body length `request` declares (`Content-Length`), if any.
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// `403 forbidden` unless `tenant` may use `model`.
 fn check_model(tenant: &Tenant, model: &str) -> Result<(), ServiceError> {
     if tenant.may_use(model) {
@@ -477,7 +471,7 @@ async fn upload_key(
     })();
     let (tenant, admitted, _uploading) = match before_body {
         Ok(admitted) => admitted,
-        Err(refused) => return Err(state.refuse_unread(request, limit, refused).await),
+        Err(refused) => return Err(state.refuse_unread(request, limit, refused)),
     };
     let bytes = state.read_body(request, limit).await?;
     state
@@ -545,7 +539,7 @@ async fn predict(
     })();
     let (tenant, key_id, admitted) = match before_body {
         Ok(admitted) => admitted,
-        Err(refused) => return Err(state.refuse_unread(request, limit, refused).await),
+        Err(refused) => return Err(state.refuse_unread(request, limit, refused)),
     };
     let bytes = state.read_body(request, limit).await?;
     let output = state

@@ -235,13 +235,17 @@ fn the_service_speaks_tls_with_a_certificate_the_test_makes() {
     let local = local_fhe(digits(), &evaluation_key, &sample);
     assert_eq!(output.to_bytes().unwrap(), local.to_bytes().unwrap());
     // A client that does not trust the certificate, and plain HTTP to the TLS port, fail
-    // in the transport, by name.
-    for refused in [
-        Client::new(&url).unwrap(),
-        Client::new(&format!("http://127.0.0.1:{port}")).unwrap(),
+    // in the transport, and the message says why.
+    for (refused, why) in [
+        (Client::new(&url).unwrap(), "certificate"),
+        (
+            Client::new(&format!("http://127.0.0.1:{port}")).unwrap(),
+            "error sending request",
+        ),
     ] {
         let error = refused.health().unwrap_err();
         assert!(matches!(error, ClientError::Transport { .. }), "{error}");
+        assert!(error.to_string().contains(why), "{error}");
     }
     // A connection that never finishes its handshake is dropped at the header timeout,
     // while the others are served.

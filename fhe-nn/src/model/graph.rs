@@ -472,17 +472,17 @@ impl<'r, 'a> GraphBuilder<'r, 'a> {
         let stage = &self.stages[k];
         let lookup = stage.lookup.as_ref()?;
         let range = stage.exact_range();
-        let difference_bits = unsigned_bits(2 * range.max.abs_diff(range.min));
-        let non_decreasing =
-            (range.min..range.max).all(|a| lookup.read(0, a) <= lookup.read(0, a + 1));
-        (k + 1 == self.stages.len()
+        let difference_bits = unsigned_bits(range.max.abs_diff(range.min).saturating_mul(2));
+        let narrow_join = k + 1 == self.stages.len()
             && !self.shared.contains(&Source::Stage(k))
             && stage.connectivity == Connectivity::Graph
             && matches!(stage.combine, Combine::Affine)
             && !stage.sources.contains(&Source::Input)
-            && difference_bits <= MAX_POOLED_DIFFERENCE_BITS
-            && non_decreasing)
-            .then_some(k)
+            && difference_bits <= MAX_POOLED_DIFFERENCE_BITS;
+        // Checked last: it reads the table at every accumulator value.
+        let non_decreasing =
+            || (range.min..range.max).all(|a| lookup.read(0, a) <= lookup.read(0, a + 1));
+        (narrow_join && non_decreasing()).then_some(k)
     }
 
     /// `MaxPool2d` over stage `k`'s accumulators, before its lookup `f` (see
