@@ -65,6 +65,10 @@ pub struct Options {
     /// the first weighted layer; with --train the trainer keeps it.
     #[arg(long, value_name = "BITS")]
     pub acc: Option<u32>,
+    /// Declare `acc = N` on the last (output) weighted layer; with --train the trainer keeps
+    /// it. A narrower output leaves its decryption more room for noise.
+    #[arg(long, value_name = "BITS")]
+    pub output_acc: Option<u32>,
 }
 
 /// The command line of an example that takes only [`Options`].
@@ -103,18 +107,31 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `arch` with `acc = bits` declared on its first weighted layer.
-fn with_first_layer_acc(arch: &Architecture, bits: u32) -> Result<Architecture, String> {
+/// `arch` with `acc = first` declared on its first weighted layer and `acc = last` on its
+/// last, where given.
+fn with_declared_acc(
+    arch: &Architecture,
+    first: Option<u32>,
+    last: Option<u32>,
+) -> Result<Architecture, String> {
     let mut layers = arch.layers().to_vec();
-    let options = layers
+    let mut weighted: Vec<_> = layers
         .iter_mut()
-        .find_map(|l| match l {
+        .filter_map(|l| match l {
             Layer::QuantLinear { options, .. } => Some(options),
             Layer::QuantConv2d(conv) => Some(&mut conv.options),
             _ => None,
         })
-        .ok_or("the network has no weighted layer")?;
-    options.acc = Some(bits);
+        .collect();
+    if weighted.is_empty() {
+        return Err("the network has no weighted layer".into());
+    }
+    if let Some(bits) = first {
+        weighted[0].acc = Some(bits);
+    }
+    if let (Some(bits), Some(options)) = (last, weighted.last_mut()) {
+        options.acc = Some(bits);
+    }
     Architecture::new(arch.name(), layers).map_err(|e| e.to_string())
 }
 
@@ -244,12 +261,11 @@ pub fn run(
     options: &Options,
 ) -> Result<Figures, Box<dyn std::error::Error>> {
     let bounded;
-    let arch = match options.acc {
-        Some(acc) => {
-            bounded = with_first_layer_acc(arch, acc)?;
-            &bounded
-        }
-        None => arch,
+    let arch = if options.acc.is_some() || options.output_acc.is_some() {
+        bounded = with_declared_acc(arch, options.acc, options.output_acc)?;
+        &bounded
+    } else {
+        arch
     };
     println!("{}", arch.report());
     let weights = if options.train {

@@ -56,7 +56,7 @@ impl QuantModel {
                     // layer's bootstraps (or of the inputs), are what the client decrypts.
                     None => (
                         Box::new(move |n| noise.output_variance(n, fresh)),
-                        2f64.powi(self.output_encoding_bits() as i32 + 1),
+                        2f64.powi(self.output_encoding_bits() as i32),
                     ),
                 };
                 (0..stage.out_features)

@@ -94,7 +94,7 @@ pub(crate) fn client_view(tables: &QuantModel) -> Vec<u8> {
     w.u64(input.features as u64);
     w.activations(&input.activations);
     w.u64(tables.input_delta(0));
-    w.u64(tables.output_encoding_bits() as u64);
+    w.u64(tables.output_delta_log2() as u64);
     if let Some(last) = tables.layers().last() {
         w.u64(last.out_features as u64);
         for j in 0..last.out_features {

@@ -99,7 +99,7 @@ impl ClientSpec {
             input_min: input.range.min,
             input_max: input.range.max,
             input_delta: model.input_delta(0),
-            output_delta_log2: 63 - model.output_encoding_bits(),
+            output_delta_log2: model.output_delta_log2(),
             output_unit: (0..last.out_features)
                 .map(|j| last.unit[last.group(j)])
                 .collect(),

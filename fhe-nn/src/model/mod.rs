@@ -352,25 +352,34 @@ impl QuantModel {
         self.layers.iter().rposition(|s| s.lookup.is_some())
     }
 
-    /// Signed width of the output accumulators, as the client decodes them.
+    /// Signed width of the output accumulators, as the client decodes them (at least 2).
+    ///
+    /// The outputs are never bootstrapped, so their encoding keeps no padding bit: they are
+    /// encoded at Δ = 2^(64 − bits) ([`output_delta_log2`](Self::output_delta_log2)) and
+    /// fill the whole torus, which leaves noise twice the room a padded encoding would.
     pub(crate) fn output_encoding_bits(&self) -> u32 {
         let r = self
             .layers
             .last()
             .expect("a model has a weighted layer")
             .exact_range();
-        IntRange::new(r.min.min(-1), r.max.max(0)).bits()
+        IntRange::new(r.min.min(-1), r.max.max(0)).bits().max(2)
+    }
+
+    /// log2 of the scaling factor Δ the client decodes the outputs at: the signed output
+    /// width on the torus's whole 64 bits (at most 62, so that Δ fits an `i64`).
+    pub(crate) fn output_delta_log2(&self) -> u32 {
+        64 - self.output_encoding_bits()
     }
 
     /// log2 of the power of two in the scaling factor Δ of the ciphertexts entering weighted
     /// layer `k`: the accumulator they sum into is encoded on the top bits below the padding
     /// bit (the whole Δ: [`input_delta`](Self::input_delta)).
     pub(crate) fn input_delta_log2(&self, k: usize) -> u32 {
-        let bits = match &self.layers[k].lookup {
-            Some(l) => l.encoding.bits,
-            None => self.output_encoding_bits(),
-        };
-        63 - bits
+        match &self.layers[k].lookup {
+            Some(l) => 63 - l.encoding.bits,
+            None => self.output_delta_log2(),
+        }
     }
 
     /// The scaling factor Δ of the ciphertexts entering weighted layer `k`: `2^`

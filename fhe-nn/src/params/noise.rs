@@ -152,6 +152,12 @@ pub(crate) fn half_box(precision: u32) -> f64 {
     2f64.powi(-(precision as i32 + 2))
 }
 
+/// Half a box (torus units) of an output the client decrypts, `bits` wide with no padding
+/// bit (outputs are never bootstrapped).
+pub(crate) fn half_output_box(bits: u32) -> f64 {
+    2f64.powi(-(bits as i32 + 1))
+}
+
 /// log2 that prints the tail instead of -inf.
 pub(crate) fn log2(p: f64) -> f64 {
     if p > 0.0 {

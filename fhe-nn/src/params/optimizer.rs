@@ -8,7 +8,7 @@
 use super::cost::{Work, FITTED};
 use super::sets::{classic_custom, pbs_of, vetted, InputKey, ParameterSet, Shape, PRECISIONS};
 use crate::model::MAX_MULTIPLIER;
-use crate::params::noise::{failure_probability, half_box, NoiseModel};
+use crate::params::noise::{failure_probability, half_box, half_output_box, NoiseModel};
 use tfhe::shortint::parameters::ClassicPBSParameters;
 
 /// What the lookups after one weighted layer ask of a parameter set.
@@ -131,7 +131,7 @@ pub struct Demand {
     /// One entry per layer followed by lookups.
     pub lookups: Vec<LayerDemand>,
     /// Outputs the client decrypts, their largest squared weight 2-norm, whether the output
-    /// layer reads fresh encryptions, and the width of the output encoding.
+    /// layer reads fresh encryptions, and the width of the output encoding (no padding bit).
     pub outputs: (usize, f64, bool, u32),
     /// The homomorphic work of one inference (lookups and non-zero weights, on fresh inputs
     /// or on bootstrap outputs), which the cost model prices.
@@ -191,7 +191,7 @@ pub fn failure_probabilities(
 /// bootstraps, or of fresh inputs, off by more than half a box of its encoding).
 fn output_failure(demand: &Demand, noise: &NoiseModel) -> f64 {
     let (_, norm2, fresh, bits) = demand.outputs;
-    failure_probability(noise.output_variance(norm2, fresh), half_box(bits))
+    failure_probability(noise.output_variance(norm2, fresh), half_output_box(bits))
 }
 
 fn meets(targets: &Targets, (layers, output, global): &(Vec<f64>, f64, f64)) -> bool {
