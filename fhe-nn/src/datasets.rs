@@ -183,9 +183,10 @@ pub fn digits_seed_weights() -> Result<crate::tensors::TensorFile, crate::error:
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/digits_seed.safetensors"))
 }
 
-/// The shipped weights of the card network on MNIST, `QuantIdentity(3), QuantLinear(784,
-/// 128, w = 3), ReLU, QuantIdentity(3), QuantLinear(128, 10, w = 3)`, trained by fhe-nn's QAT
-/// trainer (embedded: 408 kB).
+/// The shipped weights of the card network on MNIST ([`Card`]: `QuantIdentity(3),
+/// QuantLinear(784, 128, w = 3, acc = 9), ReLU, QuantIdentity(3), QuantLinear(128, 10, w = 3,
+/// acc = 8)`), trained under those bounds by fhe-nn's QAT trainer (embedded: 408 kB; Clear
+/// accuracy 94.3% on the test split).
 pub fn mnist_card_weights() -> Result<crate::tensors::TensorFile, crate::error::LoadError> {
     crate::tensors::TensorFile::from_safetensors(include_bytes!("../data/mnist_card.safetensors"))
 }

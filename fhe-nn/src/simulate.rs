@@ -91,6 +91,10 @@ impl QuantModel {
                         .zip(sigmas)
                         .enumerate()
                         .map(|(j, (&a, &sigma))| {
+                            if let Some(fixed) = stage.fixed_output(j) {
+                                // No bootstrap: no noise.
+                                return fixed;
+                            }
                             let g = lookup.groups[stage.group(j)];
                             let phase = ((a + g.offset) * g.multiplier) as f64 / unit
                                 + rng.normal() * sigma;

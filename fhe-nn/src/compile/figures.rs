@@ -285,7 +285,7 @@ pub(crate) fn simulate(
                 .layers()
                 .iter()
                 .zip(&counts)
-                .map(|(s, c)| c.0 / s.out_features.max(1) as f64)
+                .map(|(s, c)| c.0 / s.bootstraps().max(1) as f64)
                 .collect();
             (flips.into_iter().map(|f| f / n).collect(), lookups, counts)
         })
@@ -345,7 +345,7 @@ pub(crate) fn evaluate(
         .map(
             |((k, stage, lookup), ((d, &p_error), &sigma_positions))| LookupFigures {
                 layer: stage.layer,
-                count: stage.out_features,
+                count: stage.bootstraps(),
                 norm2_squared: d.norm2_squared,
                 sigma_positions,
                 p_error,

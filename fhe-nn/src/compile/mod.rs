@@ -183,7 +183,7 @@ impl QuantModel {
             .filter_map(|(k, s)| s.lookup.as_ref().map(|l| (k, s, l)))
             .map(|(k, s, l)| LayerDemand {
                 layer: s.layer,
-                count: s.out_features,
+                count: s.bootstraps(),
                 norm2_squared: worst_norm(s),
                 // Only the first layer (fresh inputs) gets multipliers (`model::build_lookup`).
                 multiplier_bound: if exact && k == 0 {
@@ -235,11 +235,7 @@ impl QuantModel {
         let mut work = Work::default();
         for (k, s) in self.layers.iter().enumerate() {
             let weights: usize = s.links.iter().map(Vec::len).sum();
-            let lookups = if s.lookup.is_some() {
-                s.out_features
-            } else {
-                0
-            };
+            let lookups = s.bootstraps();
             if k == 0 {
                 work.fresh_multiply_adds += weights;
                 work.fresh_lookups += lookups;
@@ -250,7 +246,7 @@ impl QuantModel {
         }
         work.last_layer_lookups = self
             .last_lookup_layer()
-            .map_or(0, |k| self.layers[k].out_features);
+            .map_or(0, |k| self.layers[k].bootstraps());
         work
     }
 }

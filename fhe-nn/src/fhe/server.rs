@@ -170,6 +170,9 @@ struct ServerLayer {
     /// One table per group, and per group the plaintext added after its bootstrap (twice
     /// the centre of a wrapping group's tables, scaled); none on the output layer.
     tables: Option<(Vec<LookupTableOwned>, Vec<u64>)>,
+    /// Per neuron, its lookup's output where it is known without a bootstrap (no non-zero
+    /// weight: `WeightedStage::fixed_output`), already scaled: a trivial ciphertext's body.
+    fixed: Vec<Option<u64>>,
 }
 
 /// Largest serialized compressed sample of `inputs` values (bytes): one body word per value,
@@ -267,12 +270,12 @@ impl FheServer {
         self.layers.first().map(|l| l.in_features).unwrap_or(0)
     }
 
-    /// Lookups per inference.
+    /// Lookups (bootstraps) per inference.
     pub fn lookups(&self) -> usize {
         self.layers
             .iter()
             .filter(|l| l.tables.is_some())
-            .map(|l| l.out_features)
+            .map(|l| l.fixed.iter().filter(|f| f.is_none()).count())
             .sum()
     }
 
@@ -470,6 +473,13 @@ impl FheServer {
         fresh: bool,
         own_key: Option<&FourierLweBootstrapKeyOwned>,
     ) -> LweCiphertextOwned<u64> {
+        if let Some(body) = layer.fixed[j] {
+            // A trivial ciphertext under the big key, where a bootstrap would have put it.
+            let mut out =
+                LweCiphertext::new(0u64, self.big_lwe_size, CiphertextModulus::new_native());
+            *out.get_mut_body().data = body;
+            return out;
+        }
         let size = if fresh {
             self.input_lwe_size
         } else {
@@ -550,6 +560,13 @@ fn server_layer(
         })
         .collect();
     let delta_in = model.input_delta_log2(k);
+    let fixed = (0..stage.out_features)
+        .map(|j| {
+            stage
+                .fixed_output(j)
+                .map(|v| (v as u64).wrapping_mul(model.output_delta(k)))
+        })
+        .collect();
     let (offsets, tables) = match &stage.lookup {
         None => (Vec::new(), None),
         Some(lookup) => {
@@ -584,6 +601,7 @@ fn server_layer(
         groups,
         offsets,
         tables,
+        fixed,
     }
 }
 

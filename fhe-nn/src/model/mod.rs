@@ -188,6 +188,7 @@ impl QuantModel {
                 metadata: Default::default(),
             }),
         };
+        model.drop_unread_neurons();
         model.refresh_factors();
         Ok(model)
     }
@@ -202,14 +203,52 @@ impl QuantModel {
         &self.input
     }
 
-    /// Table lookups per inference, as the loader built them (the analysis counts the same:
-    /// `tests/graph.rs` holds them equal).
+    /// Table lookups (bootstraps) per inference, as the loader built them: the analysis's
+    /// count (`tests/graph.rs` holds them equal for weights without zero rows) less the
+    /// neurons whose output is known without one (no non-zero weight, or read by no later
+    /// layer: [`WeightedStage::fixed_output`]).
     pub fn lookups(&self) -> usize {
-        self.layers
-            .iter()
-            .filter(|s| s.lookup().is_some())
-            .map(|s| s.out_features)
-            .sum()
+        self.layers.iter().map(WeightedStage::bootstraps).sum()
+    }
+
+    /// Drops the weights of every lookup neuron whose output no later stage reads with a
+    /// non-zero weight, last stage first (a dropped neuron may leave its own inputs unread):
+    /// such a neuron needs no bootstrap, and the outputs do not change.
+    fn drop_unread_neurons(&mut self) {
+        for k in (0..self.layers.len()).rev() {
+            if self.layers[k].lookup.is_none() {
+                continue;
+            }
+            let mut read = vec![false; self.layers[k].out_features];
+            let mut readers = 0;
+            for reader in &self.layers {
+                let mut start = 0;
+                for (&source, &width) in reader.sources.iter().zip(&reader.source_widths) {
+                    if source == Source::Stage(k) {
+                        readers += 1;
+                        for &(i, w) in reader.links.iter().flatten() {
+                            if w != 0 && (start..start + width).contains(&i) {
+                                read[i - start] = true;
+                            }
+                        }
+                    }
+                    start += width;
+                }
+            }
+            if readers == 0 {
+                continue;
+            }
+            let stage = &mut self.layers[k];
+            let mut dropped = false;
+            for (j, &read) in read.iter().enumerate() {
+                if !read && !stage.links[j].is_empty() {
+                    dropped |= stage.drop_unread(j);
+                }
+            }
+            if dropped {
+                self.rebuild_lookup(k);
+            }
+        }
     }
 
     /// The real value of one output accumulator unit, per output: the resolution of the

@@ -404,6 +404,44 @@ impl WeightedStage {
             .map_or(1, |l| l.weight_multiplier(self.group(neuron)))
     }
 
+    /// The output of neuron `j`'s lookup where it is known without a bootstrap: the neuron
+    /// has no non-zero weight, so its accumulator is always 0 (which its group's exact range
+    /// holds), and its lookup always gives the table's value at 0. `None` for a neuron that
+    /// bootstraps, and on the output layer.
+    pub fn fixed_output(&self, j: usize) -> Option<i64> {
+        let lookup = self.lookup.as_ref()?;
+        let g = self.group(j);
+        let range = self.exact_ranges[g];
+        (self.links[j].is_empty() && range.min <= 0 && range.max >= 0).then(|| lookup.read(g, 0))
+    }
+
+    /// Bootstraps per inference: the neurons of a lookup layer whose output is not fixed
+    /// (see [`fixed_output`](Self::fixed_output)); 0 on the output layer.
+    pub fn bootstraps(&self) -> usize {
+        if self.lookup.is_none() {
+            return 0;
+        }
+        (0..self.out_features)
+            .filter(|&j| self.fixed_output(j).is_none())
+            .count()
+    }
+
+    /// Drops the weights of neuron `j`, whose output nothing reads: it then needs no
+    /// bootstrap (its output is fixed). Only where 0 lies in its group's exact range (a
+    /// dense neuron is its own group, whose range becomes `[0, 0]`); returns whether it did.
+    pub(super) fn drop_unread(&mut self, j: usize) -> bool {
+        let g = self.group(j);
+        if self.connectivity == Connectivity::Dense {
+            let fan_in = self.weights.len() / self.groups.max(1);
+            self.weights[g * fan_in..(g + 1) * fan_in].fill(0);
+            self.exact_ranges[g] = IntRange::new(0, 0);
+        } else if self.exact_ranges[g].min > 0 || self.exact_ranges[g].max < 0 {
+            return false;
+        }
+        self.links[j].clear();
+        true
+    }
+
     /// The accumulator of one output for the inputs `x`.
     pub fn accumulate_one(&self, neuron: usize, x: &[i64]) -> i64 {
         self.links[neuron].iter().map(|&(i, w)| w * x[i]).sum()
