@@ -306,7 +306,8 @@ pub fn run(
     };
     let model = QuantModel::from_tensors(arch, &weights)?;
     if model.lookups() < arch.lookups() {
-        // A join whose fork's side the shared quantizer maps to itself costs no lookup.
+        // A join whose fork's side the shared quantizer maps to itself costs no lookup, nor
+        // does a neuron without weights or that no later layer reads.
         println!(
             "weights: {} lookups per inference (the analysis's bound: {})",
             model.lookups(),

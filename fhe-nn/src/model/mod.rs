@@ -206,7 +206,7 @@ impl QuantModel {
     /// Table lookups (bootstraps) per inference, as the loader built them: the analysis's
     /// count (`tests/graph.rs` holds them equal for weights without zero rows) less the
     /// neurons whose output is known without one (no non-zero weight, or read by no later
-    /// layer: [`WeightedStage::fixed_output`]).
+    /// layer: `WeightedStage::fixed_output`).
     pub fn lookups(&self) -> usize {
         self.layers.iter().map(WeightedStage::bootstraps).sum()
     }
