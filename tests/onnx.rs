@@ -222,3 +222,72 @@ fn small_files_cannot_make_the_import_hold_much_more_than_they_carry() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An ONNX tensor `name` of `dims` with raw little-endian data of type `data_type`.
+fn tensor_bytes(name: &str, dims: &[u64], data_type: u64, raw: &[u8]) -> Vec<u8> {
+    let mut tensor = Vec::new();
+    for &d in dims {
+        field_varint(1, d, &mut tensor);
+    }
+    field_varint(2, data_type, &mut tensor);
+    field_bytes(8, name.as_bytes(), &mut tensor);
+    field_bytes(9, raw, &mut tensor);
+    tensor
+}
+
+/// A model of one quantized weight `w` of shape `dims` (int8, no values unless the shape
+/// holds some), dequantized and read by `op` (`Gemm`, `MatMul` or `Conv`) on the input `x`.
+fn one_weight_model(dims: &[u64], op: &str) -> Vec<u8> {
+    let elements: u64 = dims.iter().product();
+    let mut graph = Vec::new();
+    for (inputs, output, op) in [
+        (&["w", "s", "z"][..], "dq", "DequantizeLinear"),
+        (&["x", "dq"][..], "y", op),
+    ] {
+        let mut node = Vec::new();
+        for input in inputs {
+            field_bytes(1, input.as_bytes(), &mut node);
+        }
+        field_bytes(2, output.as_bytes(), &mut node);
+        field_bytes(4, op.as_bytes(), &mut node);
+        field_bytes(1, &node, &mut graph);
+    }
+    let initializers = [
+        tensor_bytes("w", dims, 3, &vec![1u8; elements as usize]),
+        tensor_bytes("s", &[], 1, &0.5f32.to_le_bytes()),
+        tensor_bytes("z", &[], 3, &[0]),
+    ];
+    for t in initializers {
+        field_bytes(5, &t, &mut graph);
+    }
+    for (number, name) in [(11, "x"), (12, "y")] {
+        let mut info = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut info);
+        field_bytes(number, &info, &mut graph);
+    }
+    let mut model = Vec::new();
+    field_bytes(7, &graph, &mut model);
+    field_bytes(8, &[], &mut model);
+    model
+}
+
+#[test]
+fn a_weight_with_a_zero_dimension_is_refused_before_anything_is_sized_by_it() {
+    // Each holds no value, but its other dimension once sized the per-output scales:
+    // 2^40 aborted on allocation, 2^62 overflowed the capacity.
+    for (dims, op) in [
+        (&[1u64 << 40, 0][..], "Gemm"),
+        (&[1 << 62, 0][..], "Gemm"),
+        (&[0, 1 << 40][..], "MatMul"),
+        (&[1 << 40, 1, 0, 0][..], "Conv"),
+    ] {
+        let file = one_weight_model(dims, op);
+        assert!(file.len() < 600, "{}", file.len());
+        match OnnxModel::read(&file) {
+            Err(OnnxError::UnsupportedNode { why, .. }) => {
+                assert!(why.contains("empty weight"), "{op} {dims:?}: {why}")
+            }
+            other => panic!("{op} {dims:?}: {other:?}"),
+        }
+    }
+}

@@ -647,6 +647,7 @@ fn weighted_input(
 #[cfg(test)]
 mod tests {
     use super::super::activation::Activation;
+    use super::super::layer::JoinOp;
     use super::*;
 
     fn linear(i: usize, o: usize, w: u32) -> Layer {
@@ -695,6 +696,42 @@ mod tests {
                 acc: None,
             },
         })
+    }
+
+    /// A join's width out of range is an error of the analysis, never an overflow in it
+    /// (`Add(0)`, `Add(64)` and wider used to panic inside the quantizer's range).
+    #[test]
+    fn join_widths_out_of_range_are_errors() {
+        for op in [JoinOp::Add, JoinOp::Sub, JoinOp::Mul, JoinOp::Concat] {
+            for (bits, signed) in [
+                (0, true),
+                (0, false),
+                (1, true),
+                (64, true),
+                (64, false),
+                (65, true),
+                (u32::MAX, false),
+            ] {
+                let layers = [
+                    quant(3),
+                    linear(4, 4, 3),
+                    RELU,
+                    quant(3),
+                    Layer::Fork,
+                    linear(4, 4, 3),
+                    Layer::Join { op, bits, signed },
+                    linear(4, 2, 3),
+                ];
+                let errors = analyze(&layers).expect_err("an out-of-range join width");
+                assert!(
+                    errors.iter().any(|e| matches!(
+                        e.kind,
+                        ArchErrorKind::BitsOutOfRange { bits: b, .. } if b == bits
+                    )),
+                    "{op:?}({bits}, signed {signed}): {errors:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -192,8 +192,9 @@ impl Analyzer<'_> {
         };
         let sides = (saved.value, flow.value);
         // A small forked tensor joins packed with the current one, without a lookup of its own.
+        // Only a valid width has a quantizer range (`Add(0)` or `Add(64)` would overflow it).
         let packed = match saved.value {
-            Value::Quant { range } => packed_join_bits(
+            Value::Quant { range } if valid => packed_join_bits(
                 op,
                 range,
                 quantizer_range(bits, signed, sides.0.nonnegative()),

@@ -557,6 +557,7 @@ impl ClientKey {
                 "client key parameters differ from its spec's".into(),
             ));
         }
+        super::secrets::check(&wire.key, &wire.spec.set)?;
         let key = ClientKey {
             key_id: wire.key_id,
             input: wire.spec.input_stage()?,

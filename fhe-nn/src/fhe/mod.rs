@@ -5,6 +5,7 @@ pub mod bootstrap;
 mod compiled;
 mod keygen;
 mod keys;
+mod secrets;
 mod server;
 pub(crate) mod wire;
 
@@ -47,6 +48,8 @@ pub enum FheError {
     Checksum,
     #[error("cannot decode payload: {0}")]
     Decode(String),
+    #[error("{key}: {why}")]
+    BadSecret { key: &'static str, why: String },
     #[error("ciphertexts belong to key {found:#018x}, not to this key ({expected:#018x})")]
     WrongKey { expected: u64, found: u64 },
     #[error("wrong ciphertext shape: {0}")]

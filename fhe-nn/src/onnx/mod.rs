@@ -40,8 +40,9 @@ use graph::{Attribute, Constant, Graph, Node};
 pub const MAX_ONNX_BYTES: usize = 1 << 30;
 
 /// Derived constant elements the import may hold per element of the graph's own constants
-/// (a weight passes `QuantizeLinear`, `Clip` and `DequantizeLinear`: three copies).
-const DERIVED_PER_CONSTANT: usize = 4;
+/// (a weight passes `QuantizeLinear`, `Clip` and `DequantizeLinear`: three copies; the
+/// weighted node that reads it takes one more, and a transposed one another).
+const DERIVED_PER_CONSTANT: usize = 6;
 
 /// Why an ONNX file could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -352,11 +353,20 @@ impl<'g> Importer<'g> {
             .outputs
             .first()
             .ok_or_else(|| unsupported(node, "no output"))?;
+        // A value's dimensions cost memory as its elements do.
         let elements = match &value {
-            Value::Constant(c, _) => c.values.len(),
-            Value::Weight { ints, .. } => ints.len(),
+            Value::Constant(c, _) => c.values.len().saturating_add(c.dims.len()),
+            Value::Weight { ints, dims, .. } => ints.len().saturating_add(dims.len()),
             _ => 0,
         };
+        self.charge(node, elements)?;
+        self.values.insert(out.clone(), value);
+        Ok(())
+    }
+
+    /// Counts `elements` more derived values (copies, clipped, quantized constants) against
+    /// the budget the graph's own constants set.
+    fn charge(&mut self, node: &Node, elements: usize) -> Result<(), OnnxError> {
         self.derived = self.derived.saturating_add(elements);
         if self.derived > self.derived_limit {
             return Err(OnnxError::Malformed(format!(
@@ -364,7 +374,6 @@ impl<'g> Importer<'g> {
                 node.name, node.op, self.derived_limit, DERIVED_PER_CONSTANT
             )));
         }
-        self.values.insert(out.clone(), value);
         Ok(())
     }
 
@@ -573,18 +582,33 @@ impl<'g> Importer<'g> {
     /// The quantized weight at input 1 (of `Gemm`, `MatMul`, `Conv`), as `[out][fan_in]`
     /// integers (transposed from `[in, out]` when `transposed`), its per-output scales and
     /// its width.
-    fn weight(&self, node: &Node, transposed: bool) -> Result<Weights, OnnxError> {
-        let Value::Weight {
-            ints,
-            dims,
-            scale,
-            bounds,
-        } = self.value(node, 1)?.clone()
-        else {
+    fn weight(&mut self, node: &Node, transposed: bool) -> Result<Weights, OnnxError> {
+        let Value::Weight { ints, dims, .. } = self.value(node, 1)? else {
             return Err(unsupported(
                 node,
                 "its weights are not quantized (DequantizeLinear of integers)",
             ));
+        };
+        // Checked before anything is built from the shape: a zero dimension beside a huge
+        // one holds no value but would size the per-output scales.
+        if ints.is_empty() || dims.contains(&0) {
+            return Err(unsupported(
+                node,
+                format!("an empty weight of shape {dims:?}"),
+            ));
+        }
+        // Each node that reads a weight takes a copy of it (and per-output scales): the copies
+        // count against the derived-constant budget as the derived constants themselves do.
+        let copy = ints.len().saturating_mul(2).saturating_add(dims.len());
+        self.charge(node, copy)?;
+        let Some(Value::Weight {
+            ints,
+            dims,
+            scale,
+            bounds,
+        }) = self.value(node, 1).ok().cloned()
+        else {
+            unreachable!("a weight, read above")
         };
         let bits = weight_bits(node, bounds)?;
         let (ints, dims) = if transposed {
