@@ -41,7 +41,12 @@ fn releases() -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
         .collect();
-    dirs.sort();
+    dirs.sort_by_key(|d| {
+        let name = d.file_name().unwrap().to_string_lossy().to_string();
+        name.trim_start_matches('v')
+            .parse::<u16>()
+            .unwrap_or(u16::MAX)
+    });
     dirs
 }
 
@@ -69,6 +74,12 @@ fn files_of_every_earlier_release_load_and_agree() {
             "{what}: the compiled model read back is the one the spec was made for"
         );
         assert_eq!(compiled.client_spec(), spec, "{what}: the same client spec");
+        let rewritten = CompiledModel::from_bytes(&compiled.to_bytes().unwrap()).unwrap();
+        assert_eq!(
+            rewritten.fingerprint(),
+            spec.fingerprint(),
+            "{what}: written again in format {FORMAT_VERSION}, the same model for its keys"
+        );
         let key = ClientKey::from_bytes(&read(&dir, "seed.client_key"))
             .unwrap_or_else(|e| panic!("{what}: client key: {e}"));
         assert_eq!(key.spec(), &spec, "{what}: the key's spec");

@@ -11,6 +11,7 @@ use fhe_nn::datasets::digits;
 use fhe_nn::fhe::{
     ClientKey, ClientSpec, CompressedSample, EncryptedSample, EvaluationKey, FheError,
 };
+use fhe_nn::format::DecodeError;
 use fhe_nn::params::{vetted, InputKey};
 use fhe_nn::{CompileError, CompiledModel, FheOptions, Mode, ParameterChoice, QuantModel};
 use ndarray::{Array2, Axis};
@@ -73,7 +74,7 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
     padded.resize(compiled.max_evaluation_key_bytes() as usize + 1, 0);
     assert!(matches!(
         compiled.read_evaluation_key(&padded),
-        Err(FheError::TooLarge { .. })
+        Err(FheError::Format(DecodeError::TooLarge { .. }))
     ));
     let full_bytes = input.to_bytes().unwrap();
     assert!(full_bytes.len() as u64 <= server.max_sample_bytes());
@@ -82,7 +83,7 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
     padded.resize(server.max_sample_bytes() as usize + 1, 0);
     assert!(matches!(
         server.read_sample(&padded),
-        Err(FheError::TooLarge { .. })
+        Err(FheError::Format(DecodeError::TooLarge { .. }))
     ));
 
     // The compressed upload: the same result from a fraction of the bytes.
@@ -107,39 +108,39 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
     damaged[at] ^= 4;
     assert!(matches!(
         CompressedSample::from_bytes(&damaged),
-        Err(FheError::Checksum)
+        Err(FheError::Format(DecodeError::Checksum))
     ));
 
     // Damaged bytes.
     let ct_bytes = input.to_bytes().unwrap();
     assert!(matches!(
         EncryptedSample::from_bytes(&ct_bytes[..ct_bytes.len() - 3]),
-        Err(FheError::Truncated { .. })
+        Err(FheError::Format(DecodeError::Truncated { .. }))
     ));
     let mut tampered = ct_bytes.clone();
     let last = tampered.len() - 10;
     tampered[last] ^= 1;
     assert!(matches!(
         EncryptedSample::from_bytes(&tampered),
-        Err(FheError::Checksum)
+        Err(FheError::Format(DecodeError::Checksum))
     ));
     assert!(matches!(
         EncryptedSample::from_bytes(b"garbage garbage garbage garbage garbage"),
-        Err(FheError::NotFheNn)
+        Err(FheError::Format(DecodeError::NotFheNn))
     ));
     assert!(matches!(
         EvaluationKey::from_bytes(&eval_bytes[..eval_bytes.len() / 2]),
-        Err(FheError::Truncated { .. })
+        Err(FheError::Format(DecodeError::Truncated { .. }))
     ));
     assert!(matches!(
         EvaluationKey::from_bytes(&ct_bytes),
-        Err(FheError::WrongKind { .. })
+        Err(FheError::Format(DecodeError::WrongKind { .. }))
     ));
     let mut bad_version = eval_bytes.clone();
     bad_version[5] = 9;
     assert!(matches!(
         EvaluationKey::from_bytes(&bad_version),
-        Err(FheError::Version { .. })
+        Err(FheError::Format(DecodeError::Version { .. }))
     ));
     let client_bytes = client.to_bytes().unwrap();
     let mut tampered_key = client_bytes.clone();
@@ -147,7 +148,7 @@ fn serialized_keys_and_ciphertexts_round_trip_and_are_checked() {
     tampered_key[mid] ^= 0x40;
     assert!(matches!(
         ClientKey::from_bytes(&tampered_key),
-        Err(FheError::Checksum)
+        Err(FheError::Format(DecodeError::Checksum))
     ));
 }
 
@@ -542,7 +543,7 @@ fn inputs_under_either_key_give_clears_integers() {
         Ok(_) => panic!("ciphertexts under the wrong key were run"),
     }
     match servers[1].0.read_sample(&forge(1)) {
-        Err(FheError::TooLarge { .. }) => {}
+        Err(FheError::Format(DecodeError::TooLarge { .. })) => {}
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("an upload too large for the inputs was decoded"),
     }

@@ -12,14 +12,7 @@ const LAYERS: [(&str, &[&str]); 6] = [
     (
         "architecture",
         &[
-            "arch",
-            "fhe_net",
-            "ndarray",
-            "error",
-            "rng",
-            "npz",
-            "tensors",
-            "versioned",
+            "arch", "fhe_net", "ndarray", "error", "rng", "npz", "tensors", "format",
         ],
     ),
     (

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use fhe_nn::fhe::FheError;
+use fhe_nn::format::DecodeError;
 use fhe_nn_client::api::ApiError;
 
 use crate::store::StoreError;
@@ -114,7 +115,7 @@ impl ServiceError {
     /// Sorts an error of reading an uploaded sample: size, origin or content.
     pub fn from_sample(error: FheError, key_id: &str) -> ServiceError {
         match error {
-            FheError::TooLarge { size, limit } => ServiceError::TooLarge {
+            FheError::Format(DecodeError::TooLarge { size, limit }) => ServiceError::TooLarge {
                 size: Some(size),
                 limit,
             },
@@ -126,7 +127,7 @@ impl ServiceError {
     /// Sorts an error of reading an uploaded evaluation key.
     pub fn from_key(error: FheError) -> ServiceError {
         match error {
-            FheError::TooLarge { size, limit } => ServiceError::TooLarge {
+            FheError::Format(DecodeError::TooLarge { size, limit }) => ServiceError::TooLarge {
                 size: Some(size),
                 limit,
             },

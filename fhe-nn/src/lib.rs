@@ -57,6 +57,8 @@
 //! - [`compile`]: the plan and its error figures ([`FhePlan`], [`compile::LookupFigures`]).
 //! - [`params`]: parameter sets ([`params::vetted`], [`params::ParameterSet`]), the security
 //!   rule ([`params::security::check`]) and the fitted cost model ([`params::cost`]).
+//! - [`format`](mod@format): the format version, the versions still read, and the errors of reading and
+//!   writing bytes ([`format::DecodeError`], [`format::EncodeError`]).
 //! - [`fhe`]: client and server apart ([`fhe::ClientSpec`], [`fhe::ClientKey`],
 //!   [`fhe::EvaluationKey`], [`fhe::FheServer`], the ciphertext formats) and one raw
 //!   bootstrap for benchmarks ([`fhe::bootstrap::bootstrap`]).
@@ -73,6 +75,7 @@ pub mod compile;
 pub mod datasets;
 mod error;
 pub mod fhe;
+pub mod format;
 mod model;
 mod npz;
 pub mod onnx;
@@ -82,7 +85,6 @@ mod simulate;
 pub mod tensors;
 pub mod train;
 mod typed;
-mod versioned;
 
 pub use architecture::{ArchErrors, Architecture, Report};
 pub use clear::{argmax, argmax_rows};

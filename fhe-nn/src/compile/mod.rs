@@ -134,6 +134,9 @@ pub struct CompiledModel {
     plan: FhePlan,
     noise: SimulationNoise,
     fingerprint: Fingerprint,
+    /// Whether the fingerprint covers the plan: true but for models read from files of
+    /// format 6, which keep the fingerprint their keys were made for.
+    plan_in_fingerprint: bool,
 }
 
 impl QuantModel {
@@ -295,12 +298,14 @@ impl CompiledModel {
         let noise_model = NoiseModel::of(&set);
         let noise = tables.simulation_noise(&noise_model);
         let plan = figures::evaluate(model, &tables, &noise, set, cheaper, calibration, options);
-        let fingerprint = Fingerprint::of(&artifact::definition(&tables, &plan.set), &tables);
+        let definition = artifact::definition(&tables, &plan.set);
+        let fingerprint = fingerprint::of(&definition, &tables, Some(&plan));
         CompiledModel {
             model: tables,
             plan,
             noise,
             fingerprint,
+            plan_in_fingerprint: true,
         }
     }
 
@@ -312,14 +317,16 @@ impl CompiledModel {
 
     /// Rebuilds a compiled model from its [`definition`](Self::definition) and its plan (the
     /// error figures, computed when it was compiled): the tables are built again, the same
-    /// as at compilation.
+    /// as at compilation. `plan_in_fingerprint`: whether its fingerprint covers the plan
+    /// (false for files of format 6).
     pub(crate) fn from_definition(
         definition: &[u8],
         plan: FhePlan,
+        plan_in_fingerprint: bool,
     ) -> Result<CompiledModel, CompileError> {
         let read = artifact::read_definition(definition)?;
-        // The definition's set is the one used; the plan (written as text) must name it.
-        if plan.set.label() != read.set.label() {
+        // The definition's set is the one used; the plan (written as text) must hold it.
+        if plan.set != read.set {
             return Err(artifact::DefinitionError::new(format!(
                 "the plan's parameters `{}` are not the definition's `{}`",
                 plan.set.label(),
@@ -346,16 +353,21 @@ impl CompiledModel {
             return Err(artifact::DefinitionError::new("not in canonical form").into());
         }
         let noise = tables.simulation_noise(&NoiseModel::of(&read.set));
-        let fingerprint = Fingerprint::of(&canonical, &tables);
+        let fingerprint =
+            fingerprint::of(&canonical, &tables, plan_in_fingerprint.then_some(&plan));
         Ok(CompiledModel {
             model: tables,
-            plan: FhePlan {
-                set: read.set,
-                ..plan
-            },
+            plan,
             noise,
             fingerprint,
+            plan_in_fingerprint,
         })
+    }
+
+    /// Whether the fingerprint covers the plan (the error figures): true but for a model
+    /// read from a file of format 6, which keeps the fingerprint its keys were made for.
+    pub(crate) fn plan_in_fingerprint(&self) -> bool {
+        self.plan_in_fingerprint
     }
 
     /// The parameters and error figures.

@@ -5,29 +5,65 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{self, Kind};
 use super::{ClientKey, ClientSpec, EncryptedSample, EvaluationKey, FheError, FheServer};
 use crate::clear::rows_to_array;
 use crate::compile::{CompiledModel, FhePlan, Mode};
+use crate::format::envelope::{self, DecodeError, Kind, Opened};
+use crate::format::EncodeError;
 
 /// Largest serialized compiled model accepted (bytes).
 pub const COMPILED_MODEL_LIMIT: u64 = 256 << 20;
 
 /// What a compiled model's file holds: its canonical definition (architecture, weights, input
-/// range, parameter set), from which the tables are built again, and its plan (the error
-/// figures of its compilation) as JSON.
+/// range, parameter set), from which the tables are built again, its plan (the error
+/// figures of its compilation) as JSON, and whether the fingerprint covers the plan.
 #[derive(Serialize, Deserialize, tfhe::Versionize)]
-#[versionize(CompiledModelWireVersions)]
-struct CompiledModelWire {
+#[versionize(CompiledModelFileVersions)]
+struct CompiledModelFile {
     definition: Vec<u8>,
     plan: String,
+    plan_in_fingerprint: bool,
 }
 
-crate::versioned::versioned!(
-    CompiledModelWire,
-    CompiledModelWireVersions,
-    "fhe_nn::CompiledModel"
-);
+crate::format::versions::named!(CompiledModelFile, "fhe_nn::CompiledModel");
+
+/// The layouts of earlier formats and their upgrades.
+mod backward_compat {
+    use std::convert::Infallible;
+
+    use tfhe_versionable::{Upgrade, Version, VersionsDispatch};
+
+    use super::CompiledModelFile;
+
+    /// Format 6: the fingerprint did not cover the plan.
+    #[derive(Version)]
+    pub(super) struct CompiledModelFileV0 {
+        definition: Vec<u8>,
+        plan: String,
+    }
+
+    impl Upgrade<CompiledModelFile> for CompiledModelFileV0 {
+        type Error = Infallible;
+
+        fn upgrade(self) -> Result<CompiledModelFile, Infallible> {
+            Ok(CompiledModelFile {
+                definition: self.definition,
+                plan: self.plan,
+                plan_in_fingerprint: false,
+            })
+        }
+    }
+
+    #[derive(VersionsDispatch)]
+    // Constructed by the derives' generated code only.
+    #[allow(dead_code)]
+    pub(super) enum CompiledModelFileVersions {
+        V0(CompiledModelFileV0),
+        V1(CompiledModelFile),
+    }
+}
+
+use backward_compat::CompiledModelFileVersions;
 
 impl CompiledModel {
     /// Serializes the compiled model: a server that reads it back
@@ -35,27 +71,45 @@ impl CompiledModel {
     /// the same fingerprint, so it accepts the keys made for this one. Holds the weights:
     /// keep it on the server side.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        let plan = serde_json::to_string(self.plan())
-            .map_err(|e| FheError::Decode(format!("the plan: {e}")))?;
-        let wire = CompiledModelWire {
+        let plan = serde_json::to_string(self.plan()).map_err(|e| EncodeError {
+            what: "the plan",
+            reason: e.to_string(),
+        })?;
+        let file = CompiledModelFile {
             definition: self.definition(),
             plan,
+            plan_in_fingerprint: self.plan_in_fingerprint(),
         };
-        wire::seal(Kind::CompiledModel, 0, self.fingerprint(), &wire)
+        Ok(envelope::seal(
+            Kind::CompiledModel,
+            0,
+            self.fingerprint(),
+            &file,
+        )?)
     }
 
-    /// Reads a compiled model written by [`to_bytes`](Self::to_bytes): the envelope, then the
-    /// definition (the architecture analysed as `fhe_net!` does, the weights checked as
+    /// Reads a compiled model written by [`to_bytes`](Self::to_bytes) of this release or an
+    /// earlier one ([`format`](mod@crate::format)): the envelope, then the definition (the architecture
+    /// analysed as `fhe_net!` does, the weights checked as
     /// [`QuantModel::from_tensors`](crate::model::QuantModel::from_tensors) does, the
-    /// parameter set rebuilt by fhe-nn's rule), the tables built again, and the
-    /// fingerprint compared with the envelope's.
+    /// parameter set rebuilt by fhe-nn's rule), the tables built again, and the fingerprint
+    /// of all it holds compared with the envelope's: an altered file is refused as such.
     pub fn from_bytes(bytes: &[u8]) -> Result<CompiledModel, FheError> {
-        let (_, fingerprint, wire): (u64, _, CompiledModelWire) =
-            wire::open(bytes, Kind::CompiledModel, COMPILED_MODEL_LIMIT)?;
-        let plan: FhePlan = serde_json::from_str(&wire.plan)
-            .map_err(|e| FheError::Decode(format!("the plan: {e}")))?;
-        let compiled = CompiledModel::from_definition(&wire.definition, plan)?;
-        super::check_model(fingerprint, compiled.fingerprint())?;
+        let opened: Opened<CompiledModelFile> =
+            envelope::open(bytes, Kind::CompiledModel, COMPILED_MODEL_LIMIT)?;
+        let file = opened.value;
+        let plan: FhePlan = serde_json::from_str(&file.plan).map_err(|e| DecodeError::Payload {
+            kind: Kind::CompiledModel.name(),
+            reason: format!("the plan: {e}"),
+        })?;
+        let compiled =
+            CompiledModel::from_definition(&file.definition, plan, file.plan_in_fingerprint)?;
+        if compiled.fingerprint() != opened.fingerprint {
+            return Err(DecodeError::Altered {
+                kind: Kind::CompiledModel.name(),
+            }
+            .into());
+        }
         Ok(compiled)
     }
 

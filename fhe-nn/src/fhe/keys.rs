@@ -12,11 +12,11 @@ use tfhe::shortint::client_key::atomic_pattern::AtomicPatternClientKey;
 use tfhe::shortint::parameters::AtomicPatternParameters;
 
 use super::keygen;
-use super::wire::{self, Kind};
 use super::{CompressedSample, EncryptedSample, FheError};
 use crate::arch::activation::Activation;
 use crate::arch::analysis::IntRange;
 use crate::compile::{CompiledModel, Fingerprint};
+use crate::format::envelope::{self, DecodeError, Kind, Opened};
 use crate::model::{InputStage, Quantizer};
 use crate::params::{security, InputKey, ParameterSet};
 
@@ -116,7 +116,12 @@ impl ClientSpec {
 
     fn activations(list: &[(String, Vec<f64>)]) -> Result<Vec<Activation>, FheError> {
         list.iter()
-            .map(|(n, p)| Activation::from_name(n, p).map_err(FheError::Decode))
+            .map(|(n, p)| {
+                Activation::from_name(n, p).map_err(|why| FheError::Invalid {
+                    what: "an activation of the client spec",
+                    why,
+                })
+            })
             .collect()
     }
 
@@ -136,9 +141,10 @@ impl ClientSpec {
                 .chain(&self.output_bias)
                 .all(|v| v.is_finite());
         if !ok {
-            return Err(FheError::Decode(
-                "inconsistent client key specification".into(),
-            ));
+            return Err(FheError::Invalid {
+                what: "client spec",
+                why: "a field out of range (precision, input width, scale, scaling factors, input range or output scales)".into(),
+            });
         }
         Self::activations(&self.input_activations)?;
         Self::activations(&self.output_activations)?;
@@ -189,25 +195,35 @@ impl ClientSpec {
 
     /// Serializes the spec (public: it holds no secret and no weight).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FheError> {
-        wire::seal(Kind::ClientSpec, 0, self.fingerprint, self)
+        Ok(envelope::seal(Kind::ClientSpec, 0, self.fingerprint, self)?)
     }
 
     /// Reads a serialized spec, checking its envelope, its parameters' security and its
     /// consistency.
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientSpec, FheError> {
-        let (_, fingerprint, spec): (u64, Fingerprint, ClientSpec) =
-            wire::open(bytes, Kind::ClientSpec, CLIENT_SPEC_LIMIT)?;
+        let Opened {
+            fingerprint,
+            value: spec,
+            ..
+        } = envelope::open::<ClientSpec>(bytes, Kind::ClientSpec, CLIENT_SPEC_LIMIT)?;
         if spec.fingerprint != fingerprint {
-            return Err(FheError::Decode(
-                "fingerprints of the envelope and of the spec differ".into(),
-            ));
+            return Err(mismatch(Kind::ClientSpec, "fingerprint"));
         }
         spec.check()?;
         Ok(spec)
     }
 }
 
-crate::versioned::versioned!(pub ClientSpec, ClientSpecVersions, "fhe_nn::ClientSpec");
+crate::format::versions::versioned!(pub ClientSpec, ClientSpecVersions, "fhe_nn::ClientSpec");
+
+/// The envelope and the payload disagree on `field`.
+pub(crate) fn mismatch(kind: Kind, field: &'static str) -> FheError {
+    DecodeError::EnvelopeMismatch {
+        kind: kind.name(),
+        field,
+    }
+    .into()
+}
 
 /// The secret key and what the client needs to use it.
 #[derive(Clone)]
@@ -229,7 +245,7 @@ struct ClientKeyWire {
     key: shortint::ClientKey,
 }
 
-crate::versioned::versioned!(ClientKeyWire, ClientKeyWireVersions, "fhe_nn::ClientKey");
+crate::format::versions::versioned!(ClientKeyWire, ClientKeyWireVersions, "fhe_nn::ClientKey");
 
 impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -293,7 +309,7 @@ fn last_layer_key(
     )
 }
 
-crate::versioned::versioned!(
+crate::format::versions::versioned!(
     EvaluationKeyWire,
     EvaluationKeyWireVersions,
     "fhe_nn::EvaluationKey"
@@ -539,23 +555,34 @@ impl ClientKey {
             spec: self.spec.clone(),
             key: self.key.clone(),
         };
-        wire::seal(Kind::ClientKey, self.key_id, self.spec.fingerprint, &wire)
+        Ok(envelope::seal(
+            Kind::ClientKey,
+            self.key_id,
+            self.spec.fingerprint,
+            &wire,
+        )?)
     }
 
     /// Reads a serialized client key, checking its envelope and its parameters.
     pub fn from_bytes(bytes: &[u8]) -> Result<ClientKey, FheError> {
-        let (key_id, fingerprint, wire): (u64, Fingerprint, ClientKeyWire) =
-            wire::open(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
-        if wire.key_id != key_id || wire.spec.fingerprint != fingerprint {
-            return Err(FheError::Decode(
-                "key id or fingerprint of the envelope and of the key differ".into(),
-            ));
+        let Opened {
+            key_id,
+            fingerprint,
+            value: wire,
+            ..
+        } = envelope::open::<ClientKeyWire>(bytes, Kind::ClientKey, CLIENT_KEY_LIMIT)?;
+        if wire.key_id != key_id {
+            return Err(mismatch(Kind::ClientKey, "key id"));
+        }
+        if wire.spec.fingerprint != fingerprint {
+            return Err(mismatch(Kind::ClientKey, "fingerprint"));
         }
         wire.spec.check()?;
         if wire.key.parameters() != wire.spec.set.params.into() {
-            return Err(FheError::Decode(
-                "client key parameters differ from its spec's".into(),
-            ));
+            return Err(FheError::Invalid {
+                what: "client key",
+                why: "its parameters differ from its spec's".into(),
+            });
         }
         super::secrets::check(&wire.key, &wire.spec.set)?;
         let key = ClientKey {
@@ -592,14 +619,23 @@ impl EvaluationKey {
             compressed: self.compressed.clone(),
             last_layer_key: self.last_layer_key.clone(),
         };
-        wire::seal(Kind::EvaluationKey, self.key_id, self.fingerprint, &wire)
+        Ok(envelope::seal(
+            Kind::EvaluationKey,
+            self.key_id,
+            self.fingerprint,
+            &wire,
+        )?)
     }
 
     /// Reads a serialized evaluation key and checks that its parameter set is secure and that
     /// the key conforms to it ([`FheServer::new`](super::FheServer::new) decompresses it).
     pub fn from_bytes(bytes: &[u8]) -> Result<EvaluationKey, FheError> {
-        let (key_id, fingerprint, wire): (u64, Fingerprint, EvaluationKeyWire) =
-            wire::open(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
+        let Opened {
+            key_id,
+            fingerprint,
+            value: wire,
+            ..
+        } = envelope::open::<EvaluationKeyWire>(bytes, Kind::EvaluationKey, EVALUATION_KEY_LIMIT)?;
         let set = wire.set;
         security::check_set(&set)?;
         let p = set.params;
@@ -608,10 +644,10 @@ impl EvaluationKey {
             .compressed
             .is_conformant(&(AtomicPatternParameters::from(p), max_degree))
         {
-            return Err(FheError::Decode(format!(
-                "evaluation key does not conform to {}",
-                set.name
-            )));
+            return Err(FheError::Invalid {
+                what: "evaluation key",
+                why: format!("it does not conform to {}", set.name),
+            });
         }
         let last = set.last_layer_params();
         let last_conforms = match (&wire.last_layer_key, set.last_layer_pbs) {
@@ -627,10 +663,13 @@ impl EvaluationKey {
             _ => false,
         };
         if !last_conforms {
-            return Err(FheError::Decode(format!(
-                "the last lookup layer's bootstrapping key does not conform to {}",
-                set.label()
-            )));
+            return Err(FheError::Invalid {
+                what: "evaluation key",
+                why: format!(
+                    "the last lookup layer's bootstrapping key does not conform to {}",
+                    set.label()
+                ),
+            });
         }
         Ok(EvaluationKey {
             key_id,
@@ -689,8 +728,8 @@ mod tests {
             (&split, Some((18, 1))),
         ] {
             match EvaluationKey::from_bytes(&key_bytes(set, last)) {
-                Err(FheError::Decode(message)) => {
-                    assert!(message.contains("last lookup layer"), "{message}")
+                Err(FheError::Invalid { why, .. }) => {
+                    assert!(why.contains("last lookup layer"), "{why}")
                 }
                 Err(e) => panic!("wrong error: {e}"),
                 Ok(_) => panic!("{} with a last-layer key at {last:?} was read", set.label()),
@@ -736,7 +775,7 @@ mod tests {
                 spec: spec_of(set),
                 key: key.clone(),
             };
-            wire::seal(Kind::ClientKey, 9, Fingerprint([5; 32]), &wire).unwrap()
+            envelope::seal(Kind::ClientKey, 9, Fingerprint([5; 32]), &wire).unwrap()
         };
         let eval_bytes = |set: &ParameterSet| {
             let wire = EvaluationKeyWire {
@@ -744,7 +783,7 @@ mod tests {
                 compressed: shortint::CompressedServerKey::new(&key),
                 last_layer_key: None,
             };
-            wire::seal(Kind::EvaluationKey, 9, Fingerprint([5; 32]), &wire).unwrap()
+            envelope::seal(Kind::EvaluationKey, 9, Fingerprint([5; 32]), &wire).unwrap()
         };
         let field_of = |e: FheError| match e {
             FheError::Insecure(security::SecurityError::Tampered { field, .. }) => field,

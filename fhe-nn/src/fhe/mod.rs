@@ -7,18 +7,17 @@ mod keygen;
 mod keys;
 mod secrets;
 mod server;
-pub(crate) mod wire;
 
 #[cfg(all(test, feature = "datasets"))]
 mod trust_tests;
 #[cfg(all(test, feature = "datasets"))]
 mod white_box_tests;
 
+pub use crate::format::FORMAT_VERSION;
 pub use compiled::COMPILED_MODEL_LIMIT;
 pub use keys::{ClientKey, ClientSpec, EvaluationKey};
 pub(crate) use server::max_compressed_sample_bytes;
 pub use server::{CompressedSample, EncryptedSample, FheServer};
-pub use wire::FORMAT_VERSION;
 
 use crate::compile::Fingerprint;
 
@@ -31,23 +30,14 @@ pub enum FheError {
     Insecure(#[from] crate::params::security::SecurityError),
     #[error(transparent)]
     Input(#[from] crate::error::InputError),
-    #[error("not an fhe-nn serialized object (bad magic bytes)")]
-    NotFheNn,
-    #[error("serialized format version {found}; this build reads version {supported}")]
-    Version { found: u16, supported: u16 },
-    #[error("expected serialized {expected}, found {found}")]
-    WrongKind {
-        expected: &'static str,
-        found: &'static str,
-    },
-    #[error("truncated data: expected {expected} bytes, found {found}")]
-    Truncated { expected: u64, found: u64 },
-    #[error("serialized payload of {size} bytes exceeds the limit of {limit}")]
-    TooLarge { size: u64, limit: u64 },
-    #[error("checksum mismatch: the data was corrupted or tampered with")]
-    Checksum,
-    #[error("cannot decode payload: {0}")]
-    Decode(String),
+    /// Bytes refused by the format layer (envelope, version, size, checksum, payload).
+    #[error(transparent)]
+    Format(#[from] crate::format::DecodeError),
+    #[error(transparent)]
+    Encode(#[from] crate::format::EncodeError),
+    /// A decoded value that fhe-nn cannot use (an unknown activation, inconsistent fields).
+    #[error("{what}: {why}")]
+    Invalid { what: &'static str, why: String },
     #[error("{key}: {why}")]
     BadSecret { key: &'static str, why: String },
     #[error("ciphertexts belong to key {found:#018x}, not to this key ({expected:#018x})")]
@@ -72,11 +62,7 @@ pub enum FheError {
 
 /// Refuses an upload longer than `limit` bytes, before anything is decoded.
 pub(crate) fn check_upload_size(bytes: &[u8], limit: u64) -> Result<(), FheError> {
-    let size = bytes.len() as u64;
-    if size > limit {
-        return Err(FheError::TooLarge { size, limit });
-    }
-    Ok(())
+    Ok(crate::format::envelope::check_size(bytes, limit)?)
 }
 
 /// Refuses what was made for another compiled model.

@@ -15,9 +15,9 @@ use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder};
 
 use super::bootstrap;
 use super::keys::EvaluationKey;
-use super::wire::{self, Kind};
 use super::{check_model, check_upload_size, FheError};
 use crate::compile::{CompiledModel, Fingerprint};
+use crate::format::envelope::{self, Kind, Opened};
 use crate::model::{QuantModel, Source, WeightedStage};
 use crate::params::InputKey;
 
@@ -53,13 +53,22 @@ impl EncryptedSample {
         let wire = CiphertextsWire {
             cts: self.cts.clone(),
         };
-        wire::seal(Kind::Ciphertexts, self.key_id, self.fingerprint, &wire)
+        Ok(envelope::seal(
+            Kind::Ciphertexts,
+            self.key_id,
+            self.fingerprint,
+            &wire,
+        )?)
     }
 
     /// Reads serialized ciphertexts, checking the envelope and that all have one LWE size.
     pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedSample, FheError> {
-        let (key_id, fingerprint, CiphertextsWire { cts }): (u64, Fingerprint, CiphertextsWire) =
-            wire::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
+        let Opened {
+            key_id,
+            fingerprint,
+            value: CiphertextsWire { cts },
+            ..
+        } = envelope::open(bytes, Kind::Ciphertexts, CIPHERTEXT_LIMIT)?;
         if let Some(first) = cts.first() {
             if cts.iter().any(|c| {
                 c.lwe_size() != first.lwe_size()
@@ -85,7 +94,7 @@ struct CiphertextsWire {
     cts: Vec<LweCiphertextOwned<u64>>,
 }
 
-crate::versioned::versioned!(
+crate::format::versions::versioned!(
     CiphertextsWire,
     CiphertextsWireVersions,
     "fhe_nn::Ciphertexts"
@@ -98,7 +107,7 @@ struct CompressedWire {
     list: SeededLweCiphertextListOwned<u64>,
 }
 
-crate::versioned::versioned!(
+crate::format::versions::versioned!(
     CompressedWire,
     CompressedWireVersions,
     "fhe_nn::CompressedCiphertexts"
@@ -129,18 +138,22 @@ impl CompressedSample {
         let wire = CompressedWire {
             list: self.list.clone(),
         };
-        wire::seal(
+        Ok(envelope::seal(
             Kind::CompressedCiphertexts,
             self.key_id,
             self.fingerprint,
             &wire,
-        )
+        )?)
     }
 
     /// Reads serialized compressed ciphertexts, checking the envelope.
     pub fn from_bytes(bytes: &[u8]) -> Result<CompressedSample, FheError> {
-        let (key_id, fingerprint, CompressedWire { list }): (u64, Fingerprint, CompressedWire) =
-            wire::open(bytes, Kind::CompressedCiphertexts, CIPHERTEXT_LIMIT)?;
+        let Opened {
+            key_id,
+            fingerprint,
+            value: CompressedWire { list },
+            ..
+        } = envelope::open(bytes, Kind::CompressedCiphertexts, CIPHERTEXT_LIMIT)?;
         if list.ciphertext_modulus() != CiphertextModulus::new_native() {
             return Err(FheError::Shape(
                 "compressed ciphertexts with a foreign modulus".into(),

@@ -48,7 +48,7 @@ pub enum InputKey {
     Small,
 }
 
-crate::versioned::versioned!(pub InputKey, InputKeyVersions, "fhe_nn::InputKey");
+crate::format::versions::versioned!(pub InputKey, InputKeyVersions, "fhe_nn::InputKey");
 
 /// The shape of a classic KS-PBS set: what the optimizer searches over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -469,4 +469,4 @@ mod security_tests {
     }
 }
 
-crate::versioned::versioned!(pub ParameterSet, ParameterSetVersions, "fhe_nn::ParameterSet");
+crate::format::versions::versioned!(pub ParameterSet, ParameterSetVersions, "fhe_nn::ParameterSet");
