@@ -3,7 +3,9 @@
 //! inputs. Per ring (`k`, `N`) the candidates not dominated in cost and noise form a
 //! frontier along which accuracy mostly improves with cost; a binary search finds its
 //! cheapest accurate point, the cheapest over all rings wins, and cheaper candidates the
-//! binary searches passed over are checked afterwards.
+//! binary searches passed over are checked afterwards. Each candidate is screened on one
+//! simulated run of the calibration samples first; only those the screen cannot decide, and
+//! the one chosen, are simulated with every run.
 
 use std::collections::HashMap;
 
@@ -93,25 +95,35 @@ pub(super) fn choose(
         return Ok(found[0].set.clone().into());
     }
     let mut accuracy = Accuracy::new(model, calibration, options.max_disagreement);
-    let mut best = accuracy.cheapest(found);
     // A looser target must never cost more than the default one: the search over the
     // default target's candidates runs too (its boxes are narrower, its margins wider, which
     // a loose target's widest boxes may lack), and the cheaper accurate choice wins.
-    if targets.p_error > DEFAULT_P_ERROR {
-        let strict = Targets {
-            p_error: DEFAULT_P_ERROR,
-            ..targets
-        };
-        let found = candidates(&demand, &strict, vetted_only);
-        if !found.is_empty() {
-            if let Ok(other) = accuracy.cheapest(found) {
+    let strict = (targets.p_error > DEFAULT_P_ERROR)
+        .then(|| {
+            let strict = Targets {
+                p_error: DEFAULT_P_ERROR,
+                ..targets
+            };
+            candidates(&demand, &strict, vetted_only)
+        })
+        .filter(|found| !found.is_empty());
+    // A choice the one-run screen found accurate is simulated in full before it is taken;
+    // where the full runs find it inaccurate, the search runs again (every set it simulated
+    // is remembered, so again costs little).
+    let best = loop {
+        let mut best = accuracy.cheapest(found.clone());
+        if let Some(strict) = &strict {
+            if let Ok(other) = accuracy.cheapest(strict.clone()) {
                 if best.as_ref().map_or(true, |b| other.cost < b.cost) {
                     best = Ok(other);
                 }
             }
         }
-    }
-    let best = best?;
+        let best = best?;
+        if accuracy.confirm(&best.set) {
+            break best;
+        }
+    };
     let cheaper = accuracy.trade_offs(best.cost, &demand.work);
     let tables = accuracy
         .tables
@@ -174,12 +186,21 @@ struct Accuracy<'a> {
     reference: Vec<usize>,
     max_disagreement: f64,
     tables: HashMap<(u32, u32), QuantModel>,
-    /// Every set simulated so far, with its disagreement, by label.
-    checked: HashMap<String, (ParameterSet, f64)>,
+    /// Every set simulated so far, by label.
+    checked: HashMap<String, Checked>,
     /// The candidates found inaccurate so far (input key, noise per layer in accumulator
     /// values): a candidate with the same input key and at least as much noise at every
     /// layer is taken to be inaccurate too, and is not simulated.
     inaccurate: Vec<(crate::params::InputKey, Vec<f64>)>,
+}
+
+/// A set simulated by the search.
+struct Checked {
+    set: ParameterSet,
+    /// The simulated fraction of predictions that differ from exact Clear.
+    disagreement: f64,
+    /// Whether it comes from all [`REPORT_RUNS`] (else from the one-run screen).
+    full: bool,
 }
 
 /// Most trade-offs the plan reports (see [`Accuracy::trade_offs`]).
@@ -262,13 +283,52 @@ impl<'a> Accuracy<'a> {
     }
 
     /// The simulated fraction of predictions that differ from exact Clear under `set`.
+    ///
+    /// Screened first on one run over the calibration samples (an eighth of the full
+    /// simulation): `K` differing predictions of `n` decide alone where they are far from
+    /// the bound `b = n · max_disagreement` — above `b + 3√b + 1` (were the set accurate, the
+    /// count of independent samples would have mean at most `b` and variance at most `b`) or
+    /// below `b − 3√(K + 1)`. Otherwise all [`REPORT_RUNS`] runs decide, as the figures
+    /// report them; a set accepted by the screen is confirmed with all runs before it is
+    /// chosen ([`confirm`](Self::confirm)).
     fn disagreement(&mut self, set: &ParameterSet) -> f64 {
-        if let Some((_, d)) = self.checked.get(&set.label()) {
-            return *d;
+        if let Some(c) = self.checked.get(&set.label()) {
+            return c.disagreement;
         }
-        let d = self.simulated_disagreement(set);
-        self.checked.insert(set.label(), (set.clone(), d));
-        d
+        let n = self.calibration.nrows() as f64;
+        let one = self.simulated_disagreement(set, 1);
+        let (count, bound) = (one * n, self.max_disagreement * n);
+        let clear_cut = count > bound + 3.0 * bound.max(1.0).sqrt() + 1.0
+            || count + 3.0 * (count + 1.0).sqrt() < bound;
+        let (disagreement, full) = if clear_cut {
+            (one, false)
+        } else {
+            (self.simulated_disagreement(set, REPORT_RUNS), true)
+        };
+        self.checked.insert(
+            set.label(),
+            Checked {
+                set: set.clone(),
+                disagreement,
+                full,
+            },
+        );
+        disagreement
+    }
+
+    /// Whether `set`, simulated with all [`REPORT_RUNS`] runs (as the reported figures are),
+    /// meets the disagreement bound; remembers the full figure.
+    fn confirm(&mut self, set: &ParameterSet) -> bool {
+        self.disagreement(set);
+        let label = set.label();
+        if !self.checked[&label].full {
+            let d = self.simulated_disagreement(set, REPORT_RUNS);
+            if let Some(c) = self.checked.get_mut(&label) {
+                c.disagreement = d;
+                c.full = true;
+            }
+        }
+        self.checked[&label].disagreement <= self.max_disagreement
     }
 
     /// What a looser `max_disagreement` would buy: of the simulated sets too inaccurate for
@@ -279,11 +339,11 @@ impl<'a> Accuracy<'a> {
         let mut cheaper: Vec<CheaperSet> = self
             .checked
             .values()
-            .filter(|(_, d)| *d > self.max_disagreement)
-            .map(|(set, d)| CheaperSet {
-                label: set.label(),
-                modeled_seconds: FITTED.inference_seconds(set, work),
-                disagreement: *d,
+            .filter(|c| c.disagreement > self.max_disagreement)
+            .map(|c| CheaperSet {
+                label: c.set.label(),
+                modeled_seconds: FITTED.inference_seconds(&c.set, work),
+                disagreement: c.disagreement,
             })
             .filter(|c| c.modeled_seconds < limit)
             .collect();
@@ -315,7 +375,9 @@ impl<'a> Accuracy<'a> {
         kept
     }
 
-    fn simulated_disagreement(&mut self, set: &ParameterSet) -> f64 {
+    /// The fraction of predictions that differ from exact Clear under `set` over `runs` runs
+    /// of each calibration sample (the first `runs` of the reported figures' runs).
+    fn simulated_disagreement(&mut self, set: &ParameterSet, runs: usize) -> f64 {
         self.tables_for(set);
         let tables = &self.tables[&(set.precision, set.resolution())];
         let noise = tables.simulation_noise(&NoiseModel::of(set));
@@ -324,7 +386,7 @@ impl<'a> Accuracy<'a> {
             &noise,
             self.calibration,
             &[&self.reference],
-            REPORT_RUNS,
+            runs,
             FIGURES_SEED,
         );
         sim.flips.iter().map(|f| f[0]).sum::<f64>() / sim.flips.len().max(1) as f64
