@@ -6,9 +6,10 @@ mod common;
 
 use fhe_nn::arch::layer::JoinOp;
 use fhe_nn::datasets::digits;
+use fhe_nn::params::vetted;
 use fhe_nn::rng::SplitMix64;
 use fhe_nn::tensors::{Tensor, TensorFile};
-use fhe_nn::{fhe_net, FheOptions, QuantModel};
+use fhe_nn::{fhe_net, CompileError, FheOptions, ParameterChoice, QuantModel};
 use ndarray::{Array2, Axis};
 
 fhe_net! {
@@ -64,6 +65,16 @@ fhe_net! {
                        QuantConv2d(2, 2, 3, padding = 1, w = 2), Concat(3),
                        ReLU, QuantIdentity(2, unsigned), MaxPool2d(2),
                        QuantIdentity(2, unsigned), Flatten, QuantLinear(16, 10, w = 2)>
+}
+
+fhe_net! {
+    /// A concatenation read by the output layer: the outputs sum terms of two lookup layers
+    /// (the stem's, which the fork saved, and the join's).
+    struct ConcatOutput<QuantIdentity(2, unsigned),
+                        QuantConv2d(1, 2, 3, w = 2, input = (6, 6)), ReLU,
+                        QuantIdentity(2, unsigned), Fork,
+                        QuantConv2d(2, 2, 3, padding = 1, w = 2), Concat(3),
+                        Flatten, QuantLinear(64, 10, w = 2)>
 }
 
 fhe_net! {
@@ -547,4 +558,74 @@ fn simulate_predicts_fhe_error_rates_through_joins_and_max_pools() {
     };
     let compiled = model.compile(x.view(), &options).unwrap();
     common::simulate_predicts_fhe(&compiled, x.view());
+}
+
+/// Only the last lookup layer may bootstrap with a key of its own, and the noise of the
+/// outputs is charged at that key's variance: where the output layer also reads another
+/// lookup layer's outputs (here through a concatenation), a set with a second key is refused
+/// (the optimizer's side is `params::optimizer`'s test), and the default compile decrypts.
+#[test]
+fn outputs_read_from_two_lookup_layers_refuse_a_second_key() {
+    let w = weights();
+    let mut file = with_join_scale(tensor_file(&w, 16), JOIN_SCALE);
+    // The layers of `ConcatOutput`: the linear layer is the ninth.
+    for stale in [
+        "layers.8.scale",
+        "layers.10.scale",
+        "layers.12.weight",
+        "layers.12.weight_scale",
+        "layers.12.bias",
+    ] {
+        file.tensors.remove(stale);
+    }
+    let mut rng = SplitMix64::new(5);
+    let linear: Vec<i64> = (0..640).map(|_| rng.below(3) as i64 - 1).collect();
+    file.tensors
+        .insert("layers.8.weight".into(), Tensor::int(vec![10, 64], linear));
+    file.tensors.insert(
+        "layers.8.weight_scale".into(),
+        Tensor::float(vec![], vec![LINEAR_SCALE]),
+    );
+    file.tensors.insert(
+        "layers.8.bias".into(),
+        Tensor::float(vec![10], w.linear_bias.clone()),
+    );
+    let model = QuantModel::from_tensors(ConcatOutput::architecture(), &file).unwrap();
+    let x = crops();
+    let set = vetted(4).unwrap().with_last_layer_pbs(Some((15, 2)));
+    assert!(set.last_layer_pbs().is_some());
+    let options = FheOptions {
+        parameters: ParameterChoice::Fixed(Box::new(set)),
+        ..FheOptions::default()
+    };
+    match model.compile(x.view(), &options) {
+        Err(CompileError::SecondKeyNotApplicable { .. }) => {}
+        other => panic!(
+            "a second key was accepted: {:?}",
+            other.map(|c| c.parameters().label())
+        ),
+    }
+    let compiled = model.compile(x.view(), &FheOptions::default()).unwrap();
+    assert_eq!(compiled.parameters().last_layer_pbs(), None);
+    let (client, eval) = compiled.keygen().unwrap();
+    let server = compiled.server(eval).unwrap();
+    // Where no lookup read a neighbouring value (approximate lookups may, rarely, at
+    // 2^-40), the decrypted outputs are Clear's: the outputs decrypt with the set's own key.
+    let mut compared = 0;
+    for row in x.axis_iter(Axis(0)).take(3) {
+        let q = client.quantize(row).unwrap();
+        let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
+        let differences = compiled.lookup_differences(&client, &q, &trace).unwrap();
+        if differences.iter().all(|&(d, _)| d == 0) {
+            compared += 1;
+            assert_eq!(
+                client.decrypt_int(trace.last().unwrap()).unwrap(),
+                compiled.clear_int(&q).unwrap()
+            );
+        }
+    }
+    assert!(
+        compared >= 2,
+        "{compared} of 3 samples without a differing lookup"
+    );
 }

@@ -19,7 +19,7 @@ use crate::arch::analysis::Rounding;
 use crate::model::{QuantModel, Reading, WeightedStage};
 use crate::params::cost::Work;
 use crate::params::noise::NoiseModel;
-use crate::params::optimizer::{Demand, LayerDemand};
+use crate::params::optimizer::{Demand, LayerDemand, OutputDemand};
 use crate::params::{security, ParameterSet};
 use crate::simulate::SimulationNoise;
 
@@ -111,6 +111,8 @@ pub enum CompileError {
     Inaccurate { max: f64, best: f64, set: String },
     #[error("the parameter set is not 128-bit secure: {0}")]
     Insecure(#[from] security::SecurityError),
+    #[error("the {set} set gives the last lookup layer a bootstrapping key of its own, but the output layer also reads earlier lookups' outputs, which that key does not bootstrap")]
+    SecondKeyNotApplicable { set: String },
     #[error("calibration data: {0}")]
     Calibration(#[from] crate::error::InputError),
     #[error(transparent)]
@@ -220,14 +222,19 @@ impl QuantModel {
             })
             .collect();
         let last = self.layers.last().expect("a model has a weighted layer");
+        let reads_last_lookups_only = match self.last_lookup_layer() {
+            Some(k) => last.sources == [crate::model::Source::Stage(k)],
+            None => true,
+        };
         Demand {
             lookups,
-            outputs: (
-                last.out_features,
-                worst_norm(last),
-                self.layers.len() == 1,
-                self.output_encoding_bits(),
-            ),
+            outputs: OutputDemand {
+                count: last.out_features,
+                norm2_squared: worst_norm(last),
+                fresh: self.layers.len() == 1,
+                bits: self.output_encoding_bits(),
+                reads_last_lookups_only,
+            },
             work: self.work(),
         }
     }

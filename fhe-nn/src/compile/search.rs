@@ -63,6 +63,9 @@ pub(super) fn choose(
             });
         }
         check_exact(&demand, &set)?;
+        if set.last_layer_pbs.is_some() && !demand.outputs.reads_last_lookups_only {
+            return Err(CompileError::SecondKeyNotApplicable { set: set.label() });
+        }
         let noise = NoiseModel::of(&set);
         let failures = failure_probabilities(&demand, &noise, set.precision);
         return match worst(&failures) {

@@ -130,12 +130,28 @@ impl LayerDemand {
 pub struct Demand {
     /// One entry per layer followed by lookups.
     pub lookups: Vec<LayerDemand>,
-    /// Outputs the client decrypts, their largest squared weight 2-norm, whether the output
-    /// layer reads fresh encryptions, and the width of the output encoding (no padding bit).
-    pub outputs: (usize, f64, bool, u32),
+    /// The outputs the client decrypts.
+    pub outputs: OutputDemand,
     /// The homomorphic work of one inference (lookups and non-zero weights, on fresh inputs
     /// or on bootstrap outputs), which the cost model prices.
     pub work: Work,
+}
+
+/// What the outputs the client decrypts demand.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputDemand {
+    /// Outputs per inference.
+    pub count: usize,
+    /// Their largest squared weight 2-norm.
+    pub norm2_squared: f64,
+    /// Whether the output layer reads fresh encryptions (a network without lookups).
+    pub fresh: bool,
+    /// Width of the output encoding (no padding bit).
+    pub bits: u32,
+    /// Whether the output layer reads the last lookup layer's bootstraps only: then, and
+    /// only then, may that layer bootstrap with a key of its own (the outputs' noise is
+    /// charged at that key's variance; the server uses it for that layer alone).
+    pub reads_last_lookups_only: bool,
 }
 
 /// A parameter set that meets the failure targets, with its cost and noise.
@@ -182,7 +198,7 @@ pub fn failure_probabilities(
         .zip(&per_layer)
         .map(|(l, p)| l.count as f64 * p)
         .sum::<f64>()
-        + demand.outputs.0 as f64 * output)
+        + demand.outputs.count as f64 * output)
         .min(1.0);
     (per_layer, output, global)
 }
@@ -190,8 +206,11 @@ pub fn failure_probabilities(
 /// The failure probability of decoding one output (its weighted sum of the last lookups'
 /// bootstraps, or of fresh inputs, off by more than half a box of its encoding).
 fn output_failure(demand: &Demand, noise: &NoiseModel) -> f64 {
-    let (_, norm2, fresh, bits) = demand.outputs;
-    failure_probability(noise.output_variance(norm2, fresh), half_output_box(bits))
+    let o = &demand.outputs;
+    failure_probability(
+        noise.output_variance(o.norm2_squared, o.fresh),
+        half_output_box(o.bits),
+    )
 }
 
 fn meets(targets: &Targets, (layers, output, global): &(Vec<f64>, f64, f64)) -> bool {
@@ -248,8 +267,10 @@ fn last_layer_pbs(
     if demand.lookups.is_empty() || decrypts(&noise) {
         return Some((own, noise));
     }
-    if demand.lookups.len() < 2 {
-        // The only lookup layer: a second key would leave the set's own unused.
+    if demand.lookups.len() < 2 || !demand.outputs.reads_last_lookups_only {
+        // The only lookup layer: a second key would leave the set's own unused. Outputs
+        // that also read earlier lookups' bootstraps (a `Concat` or an `Add` before the
+        // output layer) carry the set's own bootstrap noise in those terms: no second key.
         return None;
     }
     PBS_DECOMPOSITIONS
@@ -339,6 +360,17 @@ mod tests {
     use super::*;
     use crate::params::security;
 
+    /// Outputs read from the last lookup layer only.
+    fn outputs(count: usize, norm2_squared: f64, bits: u32) -> OutputDemand {
+        OutputDemand {
+            count,
+            norm2_squared,
+            fresh: false,
+            bits,
+            reads_last_lookups_only: true,
+        }
+    }
+
     fn card_like() -> Demand {
         Demand {
             lookups: vec![LayerDemand {
@@ -352,7 +384,7 @@ mod tests {
                 spans: (1186, 1186),
                 reaches: Vec::new(),
             }],
-            outputs: (10, 200.0, false, 9),
+            outputs: outputs(10, 200.0, 9),
             work: Work {
                 lookups: 0,
                 fresh_lookups: 128,
@@ -453,7 +485,7 @@ mod tests {
                 layer(4, 64, 60.0, false, 8, false, 148),
                 layer(7, 32, 75.0, false, 8, false, 163),
             ],
-            outputs: (10, 150.0, false, 10),
+            outputs: outputs(10, 150.0, 10),
             work: Work {
                 lookups: 96,
                 fresh_lookups: 288,
@@ -505,6 +537,31 @@ mod tests {
             .all(|c| c.set.last_layer_pbs.is_none()));
     }
 
+    /// Outputs that read earlier lookups too (a `Concat` before the output layer) carry the
+    /// set's own bootstrap noise in those terms: no candidate gives the last lookup layer a
+    /// key of its own, and every one decrypts its outputs within the target at the set's own
+    /// decomposition (the noise the server really adds there).
+    #[test]
+    fn outputs_read_from_several_lookup_layers_get_no_second_key() {
+        let targets = Targets {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+        };
+        let mut demand = cnn_like();
+        demand.outputs.reads_last_lookups_only = false;
+        let found = candidates(&demand, &targets, false);
+        assert!(!found.is_empty());
+        for c in &found {
+            assert_eq!(c.set.last_layer_pbs, None, "{}", c.set.label());
+            let own = NoiseModel::new(&c.set.params, c.set.inputs);
+            let p = output_failure(&demand, &own);
+            assert!(p <= targets.p_error, "{}: {p:e}", c.set.label());
+        }
+        // The same network with its outputs read from the last lookups only is cheaper.
+        let split = candidates(&cnn_like(), &targets, false);
+        assert!(split[0].cost < found[0].cost);
+    }
+
     #[test]
     fn every_grid_shape_is_secure() {
         for shape in grid() {
@@ -548,7 +605,7 @@ mod tests {
                 spans: (span, span),
                 reaches: Vec::new(),
             }],
-            outputs: (10, 200.0, false, 9),
+            outputs: outputs(10, 200.0, 9),
             work: Work {
                 lookups: 0,
                 fresh_lookups: 288,
