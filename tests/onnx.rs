@@ -291,3 +291,50 @@ fn a_weight_with_a_zero_dimension_is_refused_before_anything_is_sized_by_it() {
         }
     }
 }
+
+/// A model `x -> op -> y` whose node has the float attribute `alpha`.
+fn one_activation_model(op: &str, alpha: f32) -> Vec<u8> {
+    let mut graph = Vec::new();
+    let mut node = Vec::new();
+    field_bytes(1, b"x", &mut node);
+    field_bytes(2, b"y", &mut node);
+    field_bytes(4, op.as_bytes(), &mut node);
+    let mut attribute = Vec::new();
+    field_bytes(1, b"alpha", &mut attribute);
+    varint(2 << 3 | 5, &mut attribute); // f: a fixed 32-bit float
+    attribute.extend_from_slice(&alpha.to_le_bytes());
+    field_varint(20, 1, &mut attribute); // type FLOAT
+    field_bytes(5, &attribute, &mut node);
+    field_bytes(1, &node, &mut graph);
+    for (number, name) in [(11, "x"), (12, "y")] {
+        let mut info = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut info);
+        field_bytes(number, &info, &mut graph);
+    }
+    let mut model = Vec::new();
+    field_bytes(7, &graph, &mut model);
+    field_bytes(8, &[], &mut model);
+    model
+}
+
+#[test]
+fn activations_with_non_finite_parameters_are_refused_at_their_node() {
+    // They used to import and compile, and then the compiled file could not be read back.
+    for op in ["LeakyRelu", "Elu"] {
+        for alpha in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            match OnnxModel::read(&one_activation_model(op, alpha)) {
+                Err(OnnxError::UnsupportedNode { op: found, why, .. }) => {
+                    assert_eq!(found, op);
+                    assert!(why.contains("finite"), "{op} alpha {alpha}: {why}");
+                }
+                other => panic!("{op} alpha {alpha}: {other:?}"),
+            }
+        }
+        // A finite one passes the node (and the graph fails later: it has no weighted layer).
+        let finite = OnnxModel::read(&one_activation_model(op, 0.5));
+        assert!(
+            !matches!(&finite, Err(OnnxError::UnsupportedNode { op: found, .. }) if found == op),
+            "{op} alpha 0.5: {finite:?}"
+        );
+    }
+}

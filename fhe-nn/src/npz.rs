@@ -71,15 +71,12 @@ pub fn check_npy(name: &str, data: &[u8]) -> Result<(), LoadError> {
         .filter(|&e| e <= data.len())
         .ok_or_else(|| bad("header longer than the entry"))?;
     let header = std::str::from_utf8(&data[start..end]).map_err(|_| bad("header is not text"))?;
-    // Each key once: a reader that takes another occurrence than this check would allocate
-    // for a shape nobody checked.
-    for key in ["'descr'", "'fortran_order'", "'shape'"] {
-        if header.matches(key).count() > 1 {
-            return Err(bad(&format!("the header names {key} more than once")));
-        }
-    }
-    let item = item_size(header).ok_or_else(|| bad("unreadable `descr` in the header"))?;
-    let shape = shape(header).ok_or_else(|| bad("unreadable `shape` in the header"))?;
+    // Parsed as the Python literal it is, every key decoded (`'shape'`, `"shape"` and
+    // `'\x73hape'` are one key) and named once: a reader that took another occurrence than
+    // this check would allocate for a shape nobody checked.
+    let Header { descr, shape } = parse_header(header).map_err(|why| bad(&why))?;
+    let item =
+        item_size(&descr).ok_or_else(|| bad(&format!("unsupported element type `{descr}`")))?;
     let elements = shape
         .iter()
         .try_fold(1u64, |n, &d| n.checked_mul(d))
@@ -96,29 +93,192 @@ pub fn check_npy(name: &str, data: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The size in bytes of one element, from `'descr': '<f8'` and the like.
-fn item_size(header: &str) -> Option<u64> {
-    let rest = &header[header.find("'descr'")? + 7..];
-    let rest = &rest[rest.find('\'')? + 1..];
-    let descr = &rest[..rest.find('\'')?];
+/// The size in bytes of one element, from a `descr` such as `<f8`.
+fn item_size(descr: &str) -> Option<u64> {
     let digits: String = descr.chars().skip_while(|c| !c.is_ascii_digit()).collect();
     digits.parse().ok().filter(|&n| n > 0 && n <= 16)
 }
 
-/// The dimensions of `'shape': (a, b, )`.
-fn shape(header: &str) -> Option<Vec<u64>> {
-    let rest = &header[header.find("'shape'")? + 7..];
-    let open = rest.find('(')?;
-    let close = rest.find(')')?;
-    if close < open {
-        return None;
+/// What an `.npy` header declares.
+struct Header {
+    descr: String,
+    shape: Vec<u64>,
+}
+
+/// Parses an `.npy` header: a Python dict literal with exactly the keys `descr` (a string),
+/// `fortran_order` (`True` or `False`) and `shape` (a tuple of integers), each once, keys
+/// and strings in either quote with Python's escapes.
+fn parse_header(text: &str) -> Result<Header, String> {
+    let mut p = Literal {
+        chars: text.chars().collect(),
+        at: 0,
+    };
+    p.expect('{')?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    loop {
+        p.skip_space();
+        if p.eat('}') {
+            break;
+        }
+        let key = p.string()?;
+        p.expect(':')?;
+        let duplicate = match key.as_str() {
+            "descr" => descr.replace(p.string()?).is_some(),
+            "fortran_order" => fortran.replace(p.boolean()?).is_some(),
+            "shape" => shape.replace(p.tuple()?).is_some(),
+            other => return Err(format!("the header has an unknown key `{other}`")),
+        };
+        if duplicate {
+            return Err(format!("the header names `{key}` more than once"));
+        }
+        p.skip_space();
+        if !p.eat(',') {
+            p.expect('}')?;
+            break;
+        }
     }
-    rest[open + 1..close]
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().ok())
-        .collect()
+    p.skip_space();
+    if p.at != p.chars.len() {
+        return Err("text after the header's dict".into());
+    }
+    match (descr, fortran, shape) {
+        (Some(descr), Some(_), Some(shape)) => Ok(Header { descr, shape }),
+        _ => Err("the header lacks `descr`, `fortran_order` or `shape`".into()),
+    }
+}
+
+/// A cursor over a Python literal.
+struct Literal {
+    chars: Vec<char>,
+    at: usize,
+}
+
+impl Literal {
+    fn skip_space(&mut self) {
+        while self.chars.get(self.at).is_some_and(|c| c.is_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if self.chars.get(self.at) == Some(&c) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        self.skip_space();
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!(
+                "unreadable header: `{c}` expected at character {}",
+                self.at
+            ))
+        }
+    }
+
+    /// A string in single or double quotes, with Python's escapes decoded.
+    fn string(&mut self) -> Result<String, String> {
+        self.skip_space();
+        let quote = match self.chars.get(self.at) {
+            Some(&q @ ('\'' | '"')) => q,
+            _ => {
+                return Err(format!(
+                    "unreadable header: a string expected at character {}",
+                    self.at
+                ))
+            }
+        };
+        self.at += 1;
+        let mut out = String::new();
+        loop {
+            let c = *self
+                .chars
+                .get(self.at)
+                .ok_or("unterminated string in the header")?;
+            self.at += 1;
+            match c {
+                c if c == quote => return Ok(out),
+                '\\' => {
+                    let e = *self
+                        .chars
+                        .get(self.at)
+                        .ok_or("unterminated string in the header")?;
+                    self.at += 1;
+                    let hex = |p: &mut Literal, n: usize| -> Result<char, String> {
+                        let digits: String = p.chars.iter().skip(p.at).take(n).collect();
+                        p.at += n;
+                        u32::from_str_radix(&digits, 16)
+                            .ok()
+                            .filter(|_| digits.len() == n)
+                            .and_then(char::from_u32)
+                            .ok_or_else(|| format!("a bad escape `\\{e}{digits}` in the header"))
+                    };
+                    out.push(match e {
+                        'x' => hex(self, 2)?,
+                        'u' => hex(self, 4)?,
+                        'U' => hex(self, 8)?,
+                        'n' => '\n',
+                        't' => '\t',
+                        'r' => '\r',
+                        '0' => '\0',
+                        '\\' | '\'' | '"' => e,
+                        other => {
+                            return Err(format!("an unsupported escape `\\{other}` in the header"))
+                        }
+                    });
+                }
+                c => out.push(c),
+            }
+        }
+    }
+
+    fn boolean(&mut self) -> Result<bool, String> {
+        self.skip_space();
+        for (word, value) in [("True", true), ("False", false)] {
+            let end = self.at + word.len();
+            if end <= self.chars.len() && self.chars[self.at..end].iter().copied().eq(word.chars())
+            {
+                self.at = end;
+                return Ok(value);
+            }
+        }
+        Err(format!(
+            "unreadable header: `True` or `False` expected at character {}",
+            self.at
+        ))
+    }
+
+    /// A tuple of non-negative integers: `()`, `(3,)`, `(2, 3)`.
+    fn tuple(&mut self) -> Result<Vec<u64>, String> {
+        self.expect('(')?;
+        let mut out = Vec::new();
+        loop {
+            self.skip_space();
+            if self.eat(')') {
+                return Ok(out);
+            }
+            let start = self.at;
+            while self.chars.get(self.at).is_some_and(|c| c.is_ascii_digit()) {
+                self.at += 1;
+            }
+            let digits: String = self.chars[start..self.at].iter().collect();
+            out.push(
+                digits.parse().map_err(|_| {
+                    format!("unreadable dimension at character {start} of the header")
+                })?,
+            );
+            self.skip_space();
+            if !self.eat(',') {
+                self.expect(')')?;
+                return Ok(out);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +312,27 @@ mod tests {
             "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'shape': (99999999999,), }";
         let err = check_npy("a", &npy(twice, 48)).unwrap_err().to_string();
         assert!(err.contains("more than once"), "{err}");
+        // Also in another quoting or spelled with an escape (NumPy's reader decodes both).
+        for second in ["\"shape\"", "'\\x73hape'", "'sh\\u0061pe'"] {
+            let twice = format!(
+                "{{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), {second}: (99999999999,), }}"
+            );
+            let err = check_npy("a", &npy(&twice, 48)).unwrap_err().to_string();
+            assert!(err.contains("more than once"), "{second}: {err}");
+        }
+        // Double quotes and no trailing comma are fine; unknown keys and junk are not.
+        let other = "{\"descr\": \"<f8\", \"fortran_order\": False, \"shape\": (2, 3)}";
+        check_npy("a", &npy(other, 48)).unwrap();
+        for bad in [
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'extra': 1}",
+            "{'descr': '<f8', 'fortran_order': False}",
+            "{'descr': '<f8', 'fortran_order': Maybe, 'shape': (2, 3)}",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, -3)}",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3)} x",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), 'sh",
+        ] {
+            assert!(check_npy("a", &npy(bad, 48)).is_err(), "{bad}");
+        }
     }
 
     /// An archive whose central directory lists `copies` entries (names `a0.npy`, `a1.npy`,

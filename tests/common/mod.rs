@@ -158,21 +158,7 @@ pub fn simulate_predicts_fhe(compiled: &fhe_nn::CompiledModel, test: ndarray::Ar
             let q = client.quantize(row).unwrap();
             let clear_points = points(&compiled.clear_trace(&q).unwrap());
             let trace = server.run_traced(&client.encrypt(row).unwrap()).unwrap();
-            let fhe_points: Vec<Vec<i64>> = trace
-                .iter()
-                .enumerate()
-                .map(|(k, sample)| {
-                    if k + 1 < layers {
-                        sample
-                            .ciphertexts()
-                            .iter()
-                            .map(|c| client.decrypt_value(c, compiled.output_delta(k)).unwrap())
-                            .collect()
-                    } else {
-                        client.decrypt_int(sample).unwrap()
-                    }
-                })
-                .collect();
+            let fhe_points = compiled.decrypt_trace(&client, &trace).unwrap();
             for (k, c) in mismatches(&clear_points, &fhe_points)
                 .into_iter()
                 .enumerate()

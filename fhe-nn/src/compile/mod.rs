@@ -418,7 +418,7 @@ impl CompiledModel {
     }
 
     /// The scaling factor Δ of the ciphertexts entering weighted layer `k` (for decrypting
-    /// traced intermediate values with [`ClientKey::decrypt_value`](crate::fhe::ClientKey::decrypt_value)):
+    /// traced intermediate values with [`CompiledModel::decrypt_trace`]):
     /// a power of two times the spread of the lookup after the layer.
     pub fn input_delta(&self, k: usize) -> u64 {
         self.model.input_delta(k)

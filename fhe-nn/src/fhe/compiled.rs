@@ -188,6 +188,32 @@ impl CompiledModel {
         Ok(key)
     }
 
+    /// Decrypts a traced encrypted inference ([`FheServer::run_traced`]) with `client`: each
+    /// lookup layer's outputs (at [`output_delta`](CompiledModel::output_delta)), then the
+    /// outputs. For tests and debugging: it needs the compiled model (the weights), which a
+    /// client never holds, and the client key, which a server never holds.
+    pub fn decrypt_trace(
+        &self,
+        client: &ClientKey,
+        trace: &[EncryptedSample],
+    ) -> Result<Vec<Vec<i64>>, FheError> {
+        let Some((outputs, layers)) = trace.split_last() else {
+            return Ok(Vec::new());
+        };
+        let mut decrypted = Vec::with_capacity(trace.len());
+        for (k, layer) in layers.iter().enumerate() {
+            let delta = self.output_delta(k);
+            let values = layer
+                .ciphertexts()
+                .iter()
+                .map(|c| client.decrypt_value(c, delta))
+                .collect::<Result<Vec<i64>, _>>()?;
+            decrypted.push(values);
+        }
+        decrypted.push(client.decrypt_int(outputs)?);
+        Ok(decrypted)
+    }
+
     /// Per lookup layer of one traced encrypted inference ([`FheServer::run_traced`] of the
     /// quantized `input`): how many lookups gave another output than Clear's table on the
     /// accumulator of the inputs Fhe actually had, and how many there were. What

@@ -426,10 +426,14 @@ impl ClientKey {
         })
     }
 
-    /// Decrypts one ciphertext encoding a signed integer times `delta` (for inspecting
-    /// intermediate values, with [`CompiledModel::input_delta`]; `decrypt_int` reads the
-    /// outputs).
-    pub fn decrypt_value(&self, ct: &LweCiphertextOwned<u64>, delta: u64) -> Result<i64, FheError> {
+    /// Decrypts one ciphertext encoding a signed integer times `delta` (intermediate values
+    /// of a traced run, [`CompiledModel::decrypt_trace`]; `decrypt_int` reads the outputs).
+    /// Crate-private: a public raw decryption is an oracle (docs/threat-model.md).
+    pub(crate) fn decrypt_value(
+        &self,
+        ct: &LweCiphertextOwned<u64>,
+        delta: u64,
+    ) -> Result<i64, FheError> {
         if !(2..=1u64 << 62).contains(&delta) {
             return Err(FheError::Shape(format!(
                 "scaling factor {delta} is not in 2..2^62"

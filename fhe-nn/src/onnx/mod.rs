@@ -494,6 +494,10 @@ impl<'g> Importer<'g> {
                     }
                     _ => return Err(unsupported(node, "no fhe-nn layer does this")),
                 };
+                // Checked as the DSL and the compiled-model reader check it (finite
+                // parameters): what imports can be written and read back.
+                let activation = Activation::from_name(activation.name(), &activation.params())
+                    .map_err(|why| unsupported(node, why))?;
                 self.push(Layer::Activation(activation));
                 self.advance(node)?;
             }
