@@ -15,9 +15,6 @@ if [ -z "${FHE_NN_REDIS_SERVER:-}" ] && ! command -v redis-server >/dev/null 2>&
 fi
 # Formatting first: it fails in a second, before any build.
 cargo fmt --all -- --check
-# Dependencies built unoptimized (the compile-fail UI tests' own project, the package
-# check) carry no debug information: they compile faster, and nothing here debugs them.
-export CARGO_PROFILE_DEV_DEBUG=false
 cargo test --release --workspace
 # Lints, with warnings as errors (in release: the tests' build of the dependencies is reused).
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
