@@ -1,6 +1,6 @@
 //! A declared accumulator bound (`acc = N` on a weighted layer): the analysis uses it, the
-//! report says which lookups fit thanks to it, and loading holds every output channel of the
-//! weights to it (`‖w‖₁ · max|x| ≤ 2^(N−1) − 1`), ONNX imports included.
+//! report says which lookups fit thanks to it, and loading holds every output channel's exact
+//! accumulator range to it (`±(2^(N−1) − 1)`), ONNX imports included.
 
 use fhe_nn::arch::layer::Layer;
 use fhe_nn::datasets::{digits, mnist_card_weights, Card, Cnn};
@@ -43,6 +43,24 @@ fn largest_l1(file: &TensorFile, name: &str) -> i64 {
         .unwrap()
 }
 
+/// The largest accumulator magnitude over the output channels of tensor `name`
+/// (`[out, …]`) for inputs in `[lo, hi]`, computed here by hand: each weight times whichever
+/// end of the input range gives the largest, then the smallest, sum.
+fn largest_exact(file: &TensorFile, name: &str, (lo, hi): (i64, i64)) -> i64 {
+    let t = &file.tensors[name];
+    let Values::Int(w) = &t.values else {
+        panic!("{name} holds integers")
+    };
+    w.chunks(w.len() / t.shape[0])
+        .map(|row| {
+            let top: i64 = row.iter().map(|&x| (x * lo).max(x * hi)).sum();
+            let bottom: i64 = row.iter().map(|&x| (x * lo).min(x * hi)).sum();
+            top.abs().max(bottom.abs())
+        })
+        .max()
+        .unwrap()
+}
+
 /// The narrowest signed width whose declared range holds `±magnitude`.
 fn bits_for(magnitude: i64) -> u32 {
     (2..).find(|&b| (1i64 << (b - 1)) > magnitude).unwrap()
@@ -71,8 +89,10 @@ fn the_analysis_and_the_report_use_the_bound() {
 #[test]
 fn loading_holds_every_channel_to_the_bound() {
     let weights = mnist_card_weights().unwrap();
-    // Inputs of the card's first layer: signed 3-bit, up to 4 in magnitude.
-    let needed = bits_for(4 * largest_l1(&weights, "layers.1.weight"));
+    // Inputs of the card's first layer: signed 3-bit, [-4, 3]. The bound needed is that of
+    // the exact ranges, no more than the ℓ1 norm's.
+    let needed = bits_for(largest_exact(&weights, "layers.1.weight", (-4, 3)));
+    assert!(needed <= bits_for(4 * largest_l1(&weights, "layers.1.weight")));
     assert!(needed < 15, "the shipped card needs {needed} bits");
     // The shipped card declares `acc = 9`; its weights keep it.
     assert!(QuantModel::from_tensors(Card::architecture(), &weights).is_ok());
@@ -102,16 +122,16 @@ fn loading_holds_every_channel_to_the_bound() {
             let LoadError::AccumulatorBoundBroken {
                 layer,
                 channel,
-                l1_norm,
-                max_input,
+                min,
+                max,
                 bound,
                 ..
             } = &e
             else {
                 unreachable!()
             };
-            assert_eq!((*layer, *max_input), (2, 4));
-            assert!(l1_norm * max_input > *bound, "{e}");
+            assert_eq!(*layer, 2);
+            assert!(min.unsigned_abs().max(max.unsigned_abs()) > *bound, "{e}");
             assert!(*channel < 128);
             assert!(e.to_string().contains("acc = "), "{e}");
         }
@@ -132,9 +152,11 @@ fn onnx_imports_are_held_to_the_declared_bound() {
         .filter(|&i| arch.layers()[i].weight_options().is_some())
         .find_map(|i| {
             let input = arch.analysis()[i - 1].range?;
-            let max_input = input.min.abs().max(input.max.abs());
-            let needed =
-                bits_for(max_input * largest_l1(&imported.weights, &format!("layers.{i}.weight")));
+            let needed = bits_for(largest_exact(
+                &imported.weights,
+                &format!("layers.{i}.weight"),
+                (input.min, input.max),
+            ));
             (needed < arch.analysis()[i].accumulator_bits?).then_some((i, needed))
         })
         .expect("a layer whose weights need less than the worst case");
@@ -256,4 +278,46 @@ fn post_training_quantization_targets_a_bound_too() {
     // Without retraining, halving the budget costs some accuracy; training under the bound
     // recovers it (the test above).
     assert!(bounded > plain - 0.10, "{bounded} vs {plain}");
+}
+
+fhe_net! {
+    /// Ten inputs in [0, 7] summed by one neuron, declared at 8 bits.
+    struct Ten<QuantIdentity(3, unsigned), QuantLinear(20, 1, w = 2, acc = 8)>
+}
+
+/// Ten +1 and ten −1 weights on inputs in [0, 7]: the accumulator lies in [−70, 70], which
+/// `acc = 8` (±127) holds, although `‖w‖₁ · max|x|` = 140 does not fit; 19 ones and one −1
+/// reach [−7, 133]: refused.
+#[test]
+fn the_bound_is_checked_on_the_exact_range_not_the_l1_norm() {
+    let file = |weights: Vec<i64>| {
+        let mut f = TensorFile::default();
+        let scalar = |v: f64| fhe_nn::tensors::Tensor::float(vec![], vec![v]);
+        f.tensors.insert("layers.0.scale".into(), scalar(1.0));
+        f.tensors.insert(
+            "layers.1.weight".into(),
+            fhe_nn::tensors::Tensor::int(vec![1, 20], weights),
+        );
+        f.tensors
+            .insert("layers.1.weight_scale".into(), scalar(1.0));
+        f.tensors.insert(
+            "layers.1.bias".into(),
+            fhe_nn::tensors::Tensor::float(vec![1], vec![0.0]),
+        );
+        f
+    };
+    let balanced: Vec<i64> = (0..20).map(|i| if i < 10 { 1 } else { -1 }).collect();
+    let model = QuantModel::from_tensors(Ten::architecture(), &file(balanced)).unwrap();
+    let all = fhe_nn::ndarray::Array2::from_elem((1, 20), 7.0);
+    assert_eq!(model.predict_clear(all.view()).unwrap()[(0, 0)], 0.0);
+    let mut lopsided = vec![1i64; 19];
+    lopsided.push(-1);
+    match QuantModel::from_tensors(Ten::architecture(), &file(lopsided)) {
+        Err(LoadError::AccumulatorBoundBroken {
+            min, max, bound, ..
+        }) => {
+            assert_eq!((min, max, bound), (-7, 133, 127));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }

@@ -78,12 +78,13 @@ pub enum LoadError {
         exact: String,
         bound: String,
     },
-    #[error("layer {layer} declares `acc = {acc}`, but output channel {channel} has ‖w‖₁ = {l1_norm}: with inputs up to {max_input} in magnitude its accumulator reaches {}, beyond ±{bound}; train under the bound or declare a wider `acc`", .l1_norm.saturating_mul(*.max_input))]
+    #[error("layer {layer} declares `acc = {acc}`, but output channel {channel}'s accumulator reaches [{min}, {max}] on the inputs it can get, beyond ±{bound}; train under the bound or declare a wider `acc`")]
     AccumulatorBoundBroken {
         layer: usize,
         channel: usize,
-        l1_norm: u64,
-        max_input: u64,
+        /// The channel's exact accumulator range.
+        min: i64,
+        max: i64,
         acc: u32,
         bound: u64,
     },

@@ -369,9 +369,12 @@ fn float_values(name: &str, t: &Tensor) -> Result<Vec<f64>, LoadError> {
 }
 
 /// Holds declared layer `i`'s weights (`groups` rows, one per output channel) to its
-/// declared accumulator width: `‖w‖₁ · max|x| ≤ 2^(acc−1) − 1` for every channel, inputs in
-/// `input`, which bounds every accumulator the channel computes (the bias folds into the
-/// table after it, never into the accumulator).
+/// declared accumulator width: every accumulator a channel can compute from inputs in
+/// `input` (its exact range, `Σ_{w>0} w·x_max + Σ_{w<0} w·x_min` and the mirror) lies
+/// within `±(2^(acc−1) − 1)`, the range the analysis assumed. The trainer's ℓ1 projection
+/// (`‖w‖₁ · max|x| ≤ 2^(acc−1) − 1`) implies it; weights whose exact range fits load even
+/// where their ℓ1 norm would not. The bias folds into the table after the layer, never into
+/// the accumulator.
 fn check_declared_accumulator(
     i: usize,
     acc: u32,
@@ -379,19 +382,18 @@ fn check_declared_accumulator(
     groups: usize,
     input: IntRange,
 ) -> Result<(), LoadError> {
-    let bound = crate::arch::analysis::declared_accumulator(acc).max as i128;
-    let max_input = (input.min as i128).abs().max((input.max as i128).abs());
+    let bound = crate::arch::analysis::declared_accumulator(acc);
     let fan_in = weights.len() / groups.max(1);
     for (channel, row) in weights.chunks(fan_in.max(1)).enumerate() {
-        let l1: i128 = row.iter().map(|&w| (w as i128).abs()).sum();
-        if l1 * max_input > bound {
+        let range = crate::arch::analysis::exact_accumulator(row.iter().copied(), input);
+        if range.min < bound.min || range.max > bound.max {
             return Err(LoadError::AccumulatorBoundBroken {
                 layer: i + 1,
                 channel,
-                l1_norm: l1 as u64,
-                max_input: max_input as u64,
+                min: range.min,
+                max: range.max,
                 acc,
-                bound: bound as u64,
+                bound: bound.max as u64,
             });
         }
     }
