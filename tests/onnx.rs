@@ -170,6 +170,19 @@ fn field_varint(number: u64, v: u64, out: &mut Vec<u8>) {
     varint(v, out);
 }
 
+/// A model of `graph` (its nodes and initializers), with a data input `x` and an output `y`.
+fn with_input_and_output(mut graph: Vec<u8>) -> Vec<u8> {
+    for (number, name) in [(11, "x"), (12, "y")] {
+        let mut info = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut info);
+        field_bytes(number, &info, &mut graph);
+    }
+    let mut model = Vec::new();
+    field_bytes(7, &graph, &mut model);
+    field_bytes(8, &[], &mut model);
+    model
+}
+
 /// A model whose graph has an int8 initializer `w` of `elements` values, `nodes` nodes of
 /// type `op` each reading the previous one's output (`w` first), a data input `x` and an
 /// output `y`.
@@ -193,15 +206,7 @@ fn chained_constants(elements: usize, nodes: usize, op: &str) -> Vec<u8> {
     field_bytes(8, b"w", &mut tensor);
     field_bytes(9, &vec![1u8; elements], &mut tensor);
     field_bytes(5, &tensor, &mut graph);
-    for (number, name) in [(11, "x"), (12, "y")] {
-        let mut info = Vec::new();
-        field_bytes(1, name.as_bytes(), &mut info);
-        field_bytes(number, &info, &mut graph);
-    }
-    let mut model = Vec::new();
-    field_bytes(7, &graph, &mut model);
-    field_bytes(8, &[], &mut model);
-    model
+    with_input_and_output(graph)
 }
 
 #[test]
@@ -260,15 +265,7 @@ fn one_weight_model(dims: &[u64], op: &str) -> Vec<u8> {
     for t in initializers {
         field_bytes(5, &t, &mut graph);
     }
-    for (number, name) in [(11, "x"), (12, "y")] {
-        let mut info = Vec::new();
-        field_bytes(1, name.as_bytes(), &mut info);
-        field_bytes(number, &info, &mut graph);
-    }
-    let mut model = Vec::new();
-    field_bytes(7, &graph, &mut model);
-    field_bytes(8, &[], &mut model);
-    model
+    with_input_and_output(graph)
 }
 
 #[test]
@@ -306,15 +303,7 @@ fn one_activation_model(op: &str, alpha: f32) -> Vec<u8> {
     field_varint(20, 1, &mut attribute); // type FLOAT
     field_bytes(5, &attribute, &mut node);
     field_bytes(1, &node, &mut graph);
-    for (number, name) in [(11, "x"), (12, "y")] {
-        let mut info = Vec::new();
-        field_bytes(1, name.as_bytes(), &mut info);
-        field_bytes(number, &info, &mut graph);
-    }
-    let mut model = Vec::new();
-    field_bytes(7, &graph, &mut model);
-    field_bytes(8, &[], &mut model);
-    model
+    with_input_and_output(graph)
 }
 
 #[test]
