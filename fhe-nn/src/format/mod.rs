@@ -20,7 +20,11 @@
 //! | version | change |
 //! |---|---|
 //! | 6 | the oldest read: the key of the outputs in client specs |
-//! | 7 | a compiled model's fingerprint covers its plan (files of version 6 keep theirs) |
+//! | 7 | a compiled model's fingerprint covers its plan (files of version 6, and what is written again from them, keep theirs, which leaves their plan uncovered) |
+//!
+//! A compiled model's definition (architecture, weights, input range, set) is a canonical
+//! byte encoding inside its file (`compile::artifact`, its own version word 1): a change to
+//! it is a new compiled-model file layout whose upgrade reads the old encoding.
 
 pub(crate) mod envelope;
 mod fingerprint;
